@@ -1,0 +1,50 @@
+// Exceptions thrown by magmasr. The Python bindings map them to TypeError, ValueError and RuntimeError.
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace magmasr {
+
+/// A wrong argument: bad shape, rank, size, option. Python: ValueError.
+class ValueError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+/// A wrong kind of argument: dtype, non-contiguous memory, wrong object. Python: TypeError.
+class TypeError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+/// A device that does not exist or is not compiled in, or tensors on different devices. Python: RuntimeError.
+class DeviceError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// A failed CUDA runtime or cuBLAS call; the message names the call, the file and the line.
+/// Python: magmasr.CudaError (a RuntimeError).
+class CudaError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+template <typename... Args>
+std::string cat(const Args&... args) {
+  std::ostringstream os;
+  (os << ... << args);
+  return os.str();
+}
+}  // namespace detail
+
+}  // namespace magmasr
+
+/// Throws `ExcType` with the streamed message when `cond` is false.
+#define MAGMASR_REQUIRE(cond, ExcType, ...)                          \
+  do {                                                               \
+    if (!(cond)) throw ::magmasr::ExcType(::magmasr::detail::cat(__VA_ARGS__)); \
+  } while (0)

@@ -1,0 +1,54 @@
+// Shapes of the convolution problems magmasr solves, shared by the CPU and the CUDA kernels.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace magmasr {
+
+/// How a convolution fills the border outside the input.
+///  - Zeros:     the usual zero padding.
+///  - Replicate: the nearest input sample (MATLAB's imfilter 'replicate'); the original SRCNN
+///               weights were trained and are evaluated with it.
+enum class PadMode : int { Zeros = 0, Replicate = 1 };
+
+/// Which convolution strategy the CUDA backend uses; the CPU has one
+/// (im2col/vol2col + SGEMM) and ignores it.
+enum class ConvAlgo : int {
+  Auto = 0,    // the selector picks per shape
+  Direct = 1,  // direct / implicit-GEMM kernels tiled in shared memory and registers
+  Gemm = 2,    // im2col / vol2col + cuBLAS SGEMM
+};
+std::string to_string(ConvAlgo a);
+ConvAlgo conv_algo_from_string(const std::string& s);  // "auto" | "direct" | "gemm"
+
+std::string to_string(PadMode m);
+PadMode pad_mode_from_string(const std::string& s);  // "zeros" | "replicate"
+
+/// One stride-1 convolution (a correlation, no kernel flip), 2-D problems use D = kD = 1, pD = 0.
+///   x: [N, Cin, D, H, W]   w: [Cout, Cin, kD, kH, kW]   b: [Cout]   y: [N, Cout, oD, oH, oW]
+/// with o* = in + 2 * pad - k + 1 (symmetric padding per dimension).
+struct ConvGeom {
+  int64_t N = 1, Cin = 1, Cout = 1;
+  int64_t D = 1, H = 1, W = 1;
+  int64_t kD = 1, kH = 1, kW = 1;
+  int64_t pD = 0, pH = 0, pW = 0;
+  PadMode mode = PadMode::Zeros;
+
+  int64_t oD() const { return D + 2 * pD - kD + 1; }
+  int64_t oH() const { return H + 2 * pH - kH + 1; }
+  int64_t oW() const { return W + 2 * pW - kW + 1; }
+  int64_t in_spatial() const { return D * H * W; }
+  int64_t out_spatial() const { return oD() * oH() * oW(); }
+  int64_t kernel_volume() const { return kD * kH * kW; }
+  int64_t x_numel() const { return N * Cin * in_spatial(); }
+  int64_t y_numel() const { return N * Cout * out_spatial(); }
+  int64_t w_numel() const { return Cout * Cin * kernel_volume(); }
+  /// Multiply-adds of the forward pass (each direction costs the same).
+  double macs() const { return double(N) * Cout * out_spatial() * Cin * kernel_volume(); }
+  /// Throws std::invalid_argument with a readable message when the geometry is impossible.
+  void validate() const;
+  std::string str() const;
+};
+
+}  // namespace magmasr

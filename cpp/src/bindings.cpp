@@ -1,0 +1,824 @@
+// Python bindings (magmasr._core): a thin adapter over the C++ API. Tensors cross without copies through
+// the buffer protocol (NumPy), DLPack (PyTorch, CuPy, NumPy) and __cuda_array_interface__; the GIL is
+// released around every computation.
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend.hpp"
+#include "dlpack.hpp"
+#include "magmasr/magmasr.hpp"
+
+namespace py = pybind11;
+using namespace magmasr;
+namespace dl = magmasr::dlpack;
+
+namespace {
+
+// ------------------------------------------------------------------------------------------ conversions
+
+std::string type_name(const py::handle& o) { return py::str(py::type::of(o).attr("__name__")); }
+
+// A release callback that drops a Python reference, taking the GIL (it may run in any thread).
+std::function<void()> py_release(py::object owner) {
+  auto* held = new py::object(std::move(owner));
+  return [held] {
+    if (!Py_IsInitialized()) return;  // interpreter shutting down: leak rather than crash
+    py::gil_scoped_acquire gil;
+    delete held;
+  };
+}
+
+Tensor from_numpy(const py::object& obj) {
+  if (!py::isinstance<py::array>(obj))
+    throw TypeError("from_numpy: expected a numpy.ndarray, got " + type_name(obj));
+  py::array arr = py::reinterpret_borrow<py::array>(obj);
+  if (!arr.dtype().is(py::dtype::of<float>()))
+    throw TypeError("expected a float32 array, got dtype " + std::string(py::str(arr.dtype())) +
+                    "; convert with arr.astype(numpy.float32)");
+  if (arr.ndim() < 1 || arr.ndim() > kMaxRank)
+    throw ValueError("expected an array of rank 1 to 5, got rank " + std::to_string(arr.ndim()));
+  if (!(arr.flags() & py::array::c_style))
+    throw TypeError("expected a C-contiguous array; use numpy.ascontiguousarray(arr)");
+  if (!arr.writeable())
+    throw TypeError("expected a writeable array (magmasr shares its memory); pass arr.copy()");
+  Shape shape(arr.shape(), arr.shape() + arr.ndim());
+  for (int64_t d : shape)
+    if (d < 1) throw ValueError("expected a non-empty array, got shape " + shape_str(shape));
+  return Tensor::borrow(static_cast<float*>(arr.mutable_data()), shape, Device::cpu(), py_release(arr));
+}
+
+// ---- DLPack import
+bool compact(const dl::DLTensor& t) {
+  if (!t.strides) return true;
+  int64_t expect = 1;
+  for (int i = t.ndim - 1; i >= 0; --i) {
+    if (t.shape[i] != 1 && t.strides[i] != expect) return false;
+    expect *= t.shape[i];
+  }
+  return true;
+}
+
+Tensor tensor_from_dltensor(const dl::DLTensor& t, bool read_only, std::function<void()> release) {
+  auto fail = [&](auto exc) {
+    release();
+    throw exc;
+  };
+  if (!(t.dtype.code == dl::kDLFloat && t.dtype.bits == 32 && t.dtype.lanes == 1))
+    fail(TypeError("from_dlpack: expected float32 data, got type code " + std::to_string(t.dtype.code) + " with " +
+                   std::to_string(t.dtype.bits) + " bits"));
+  if (t.ndim < 1 || t.ndim > kMaxRank)
+    fail(ValueError("from_dlpack: expected rank 1 to 5, got rank " + std::to_string(t.ndim)));
+  if (!compact(t)) fail(TypeError("from_dlpack: expected a contiguous (row-major) tensor; call .contiguous() first"));
+  if (read_only) fail(TypeError("from_dlpack: the tensor is read-only; magmasr needs writeable memory"));
+  Device dev;
+  if (t.device.device_type == dl::kDLCPU || t.device.device_type == dl::kDLCUDAHost)
+    dev = Device::cpu();
+  else if (t.device.device_type == dl::kDLCUDA || t.device.device_type == dl::kDLCUDAManaged)
+    dev = Device::cuda(t.device.device_id);
+  else
+    fail(TypeError("from_dlpack: unsupported device type " + std::to_string(t.device.device_type)));
+  try {
+    check_device(dev);
+  } catch (...) {
+    release();
+    throw;
+  }
+  Shape shape(t.shape, t.shape + t.ndim);
+  for (int64_t d : shape)
+    if (d < 1) fail(ValueError("from_dlpack: expected a non-empty tensor, got shape " + shape_str(shape)));
+  auto* data = reinterpret_cast<float*>(static_cast<char*>(t.data) + t.byte_offset);
+  return Tensor::borrow(data, shape, dev, std::move(release));
+}
+
+Tensor from_dlpack(const py::object& obj) {
+  if (!py::hasattr(obj, "__dlpack__"))
+    throw TypeError("from_dlpack: " + type_name(obj) + " does not implement __dlpack__");
+  py::object capsule;
+  py::tuple dev_info = obj.attr("__dlpack_device__")();
+  const int dev_type = dev_info[0].cast<int>(), dev_id = dev_info[1].cast<int>();
+  py::object stream = py::none();
+  if (dev_type == dl::kDLCUDA) {
+    check_device(Device::cuda(dev_id));
+    stream = py::int_(reinterpret_cast<uintptr_t>(cuda::stream(dev_id)));
+  }
+  try {
+    capsule = obj.attr("__dlpack__")(py::arg("stream") = stream, py::arg("max_version") = py::make_tuple(1, 0));
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_TypeError)) throw;
+    capsule = obj.attr("__dlpack__")(py::arg("stream") = stream);
+  }
+  PyObject* cap = capsule.ptr();
+  if (PyCapsule_IsValid(cap, "dltensor_versioned")) {
+    auto* m = static_cast<dl::DLManagedTensorVersioned*>(PyCapsule_GetPointer(cap, "dltensor_versioned"));
+    if (m->version.major > 1) throw TypeError("from_dlpack: DLPack version > 1 is not supported");
+    PyCapsule_SetName(cap, "used_dltensor_versioned");
+    auto release = [m] {
+      if (m->deleter) {
+        if (Py_IsInitialized()) {
+          py::gil_scoped_acquire gil;
+          m->deleter(m);
+        }
+      }
+    };
+    return tensor_from_dltensor(m->dl_tensor, (m->flags & dl::kFlagReadOnly) != 0, release);
+  }
+  if (PyCapsule_IsValid(cap, "dltensor")) {
+    auto* m = static_cast<dl::DLManagedTensor*>(PyCapsule_GetPointer(cap, "dltensor"));
+    PyCapsule_SetName(cap, "used_dltensor");
+    auto release = [m] {
+      if (m->deleter) {
+        if (Py_IsInitialized()) {
+          py::gil_scoped_acquire gil;
+          m->deleter(m);
+        }
+      }
+    };
+    return tensor_from_dltensor(m->dl_tensor, false, release);
+  }
+  throw TypeError("from_dlpack: __dlpack__ did not return a DLPack capsule");
+}
+
+// Any tensor-like argument: a Tensor, a float32 NumPy array (zero-copy), or a DLPack producer (zero-copy).
+Tensor as_tensor(const py::handle& h, const char* what = "input") {
+  if (py::isinstance<Tensor>(h)) return h.cast<Tensor>();
+  py::object o = py::reinterpret_borrow<py::object>(h);
+  if (py::isinstance<py::array>(o)) return from_numpy(o);
+  if (py::hasattr(o, "__dlpack__")) return from_dlpack(o);
+  throw TypeError(std::string(what) + ": expected a magmasr.Tensor, a float32 numpy.ndarray or a DLPack tensor, got " +
+                  type_name(o));
+}
+
+Shape as_shape(const py::handle& h) {
+  Shape s;
+  for (auto v : py::reinterpret_borrow<py::iterable>(h)) s.push_back(v.cast<int64_t>());
+  return s;
+}
+
+py::tuple shape_tuple(const Shape& s) {
+  py::tuple t(s.size());
+  for (size_t i = 0; i < s.size(); ++i) t[i] = py::int_(s[i]);
+  return t;
+}
+
+Device as_device(const py::handle& h) {
+  if (py::isinstance<Device>(h)) return h.cast<Device>();
+  if (py::isinstance<py::str>(h)) return Device::parse(h.cast<std::string>());
+  throw TypeError("device: expected 'cpu', 'cuda', 'cuda:N' or a magmasr.Device, got " + type_name(h));
+}
+
+// Padding for the functional API: an int or one int per spatial dimension.
+std::vector<int64_t> as_padding(const py::handle& h) {
+  if (py::isinstance<py::int_>(h)) return {h.cast<int64_t>()};
+  if (py::isinstance<py::str>(h)) throw TypeError("padding: the functional ops take integers; 'same'/'valid' are for layers");
+  return as_shape(h);
+}
+
+ops::ConvOptions conv_options(const py::handle& padding, const std::string& mode, const std::string& algo) {
+  ops::ConvOptions o;
+  o.padding = as_padding(padding);
+  o.mode = pad_mode_from_string(mode);
+  o.algo = conv_algo_from_string(algo);
+  return o;
+}
+
+void require_rank(const Tensor& t, int rank, const char* op, const char* layout) {
+  if (t.rank() != rank)
+    throw ValueError(std::string(op) + ": expected input of rank " + std::to_string(rank) + " (" + layout +
+                     "), got shape " + shape_str(t.shape()));
+}
+
+// ---- DLPack export
+struct ExportCtx {
+  Tensor tensor;
+  Shape shape;
+};
+
+template <typename Managed>
+void fill_dltensor(Managed* m, ExportCtx* ctx) {
+  const Tensor& t = ctx->tensor;
+  m->dl_tensor.data = t.data();
+  m->dl_tensor.device = {t.device().is_cpu() ? dl::kDLCPU : dl::kDLCUDA, t.device().index()};
+  m->dl_tensor.ndim = t.rank();
+  m->dl_tensor.dtype = {dl::kDLFloat, 32, 1};
+  m->dl_tensor.shape = ctx->shape.data();
+  m->dl_tensor.strides = nullptr;
+  m->dl_tensor.byte_offset = 0;
+  m->manager_ctx = ctx;
+}
+
+py::capsule to_dlpack(const Tensor& t, bool versioned) {
+  auto* ctx = new ExportCtx{t, t.shape()};
+  if (versioned) {
+    auto* m = new dl::DLManagedTensorVersioned{};
+    m->version = {1, 0};
+    m->flags = 0;
+    fill_dltensor(m, ctx);
+    m->deleter = [](dl::DLManagedTensorVersioned* self) {
+      delete static_cast<ExportCtx*>(self->manager_ctx);
+      delete self;
+    };
+    return py::capsule(m, "dltensor_versioned", [](PyObject* cap) {
+      if (PyCapsule_IsValid(cap, "dltensor_versioned")) {
+        auto* mm = static_cast<dl::DLManagedTensorVersioned*>(PyCapsule_GetPointer(cap, "dltensor_versioned"));
+        mm->deleter(mm);
+      }
+    });
+  }
+  auto* m = new dl::DLManagedTensor{};
+  fill_dltensor(m, ctx);
+  m->deleter = [](dl::DLManagedTensor* self) {
+    delete static_cast<ExportCtx*>(self->manager_ctx);
+    delete self;
+  };
+  return py::capsule(m, "dltensor", [](PyObject* cap) {
+    if (PyCapsule_IsValid(cap, "dltensor")) {
+      auto* mm = static_cast<dl::DLManagedTensor*>(PyCapsule_GetPointer(cap, "dltensor"));
+      mm->deleter(mm);
+    }
+  });
+}
+
+py::object optional_tensor(const Tensor& t) { return t.defined() ? py::cast(t) : py::none(); }
+
+// Copies an array-like into an existing tensor (parameter assignment), checking the shape.
+void assign(Tensor& dst, const py::handle& src, const std::string& what) {
+  Tensor s;
+  if (py::isinstance<Tensor>(src)) {
+    s = src.cast<Tensor>();
+  } else {
+    py::array_t<float, py::array::c_style | py::array::forcecast> a =
+        py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(src);
+    if (!a) throw TypeError(what + ": expected an array of numbers, got " + type_name(src));
+    Shape shape(a.shape(), a.shape() + a.ndim());
+    if (shape != dst.shape())
+      throw ValueError(what + ": expected shape " + shape_str(dst.shape()) + ", got " + shape_str(shape));
+    Tensor tmp = Tensor::empty(shape);
+    std::memcpy(tmp.data(), a.data(), tmp.nbytes());
+    s = tmp;
+  }
+  if (s.shape() != dst.shape())
+    throw ValueError(what + ": expected shape " + shape_str(dst.shape()) + ", got " + shape_str(s.shape()));
+  py::gil_scoped_release rel;
+  dst.copy_from(s);
+}
+
+std::vector<Parameter*> as_params(const py::handle& h) {
+  if (py::isinstance<Layer>(h)) return h.cast<Layer&>().parameters();
+  std::vector<Parameter*> out;
+  for (auto item : py::reinterpret_borrow<py::iterable>(h)) {
+    if (!py::isinstance<Parameter>(item))
+      throw TypeError("optimizer: expected a layer or an iterable of magmasr.nn.Parameter, got an item of type " +
+                      type_name(item));
+    out.push_back(item.cast<Parameter*>());
+  }
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "magmasr: fast image and video super-resolution (C++/CUDA core)";
+
+  static py::exception<CudaError> cuda_error(m, "CudaError", PyExc_RuntimeError);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const DeviceError& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what());
+    } catch (const CudaError& e) {
+      py::set_error(cuda_error, e.what());
+    }
+  });
+
+  m.attr("__version__") = MAGMASR_VERSION_STRING;
+  m.def("cuda_available", &cuda_available, "True when this build has CUDA and a GPU is usable (never raises).");
+  m.def("cuda_compiled", &cuda_compiled, "True when the library was built with the CUDA backend.");
+  m.def("cuda_device_count", &cuda_device_count);
+  m.def("set_num_threads", &set_num_threads, py::arg("n"), "Threads for the CPU kernels (OpenMP and OpenBLAS).");
+  m.def("get_num_threads", &get_num_threads);
+
+  // ---------------------------------------------------------------------------------------- Device
+  py::class_<Device>(m, "Device")
+      .def(py::init([](const std::string& s) { return Device::parse(s); }), py::arg("spec"))
+      .def_property_readonly("type", [](const Device& d) { return d.is_cpu() ? "cpu" : "cuda"; })
+      .def_property_readonly("index", &Device::index)
+      .def("__str__", &Device::str)
+      .def("__repr__", [](const Device& d) { return "Device('" + d.str() + "')"; })
+      .def("__eq__", [](const Device& a, const py::object& b) {
+        try {
+          return a == as_device(b);
+        } catch (...) {
+          return false;
+        }
+      })
+      .def("__hash__", [](const Device& d) { return py::hash(py::str(d.str())); });
+
+  // ---------------------------------------------------------------------------------------- Tensor
+  py::class_<Tensor>(m, "Tensor", py::buffer_protocol(), R"doc(
+A float32 tensor of rank 1 to 5 on a device. Copying the Python object shares the data; use
+clone() or to() to copy. np.asarray(t) views a CPU tensor without a copy; t.numpy() copies from a GPU.)doc")
+      .def_buffer([](Tensor& t) -> py::buffer_info {
+        if (!t.device().is_cpu())
+          throw py::buffer_error("the tensor is on " + t.device().str() + "; use .numpy() to copy it to the host");
+        std::vector<py::ssize_t> shape(t.shape().begin(), t.shape().end()), strides(shape.size());
+        py::ssize_t s = sizeof(float);
+        for (size_t i = shape.size(); i-- > 0;) {
+          strides[i] = s;
+          s *= shape[i];
+        }
+        return py::buffer_info(t.data(), sizeof(float), py::format_descriptor<float>::format(),
+                               py::ssize_t(shape.size()), shape, strides);
+      })
+      .def_property_readonly("shape", [](const Tensor& t) { return shape_tuple(t.shape()); })
+      .def_property_readonly("ndim", &Tensor::rank)
+      .def_property_readonly("size", &Tensor::numel)
+      .def_property_readonly("nbytes", &Tensor::nbytes)
+      .def_property_readonly("dtype", [](const Tensor&) { return py::dtype::of<float>(); })
+      .def_property_readonly("device", &Tensor::device)
+      .def("__len__", [](const Tensor& t) { return t.size(0); })
+      .def("__repr__", &Tensor::str)
+      .def(
+          "to", [](const Tensor& t, const py::object& dev) {
+            const Device d = as_device(dev);
+            py::gil_scoped_release rel;
+            return t.to(d);
+          },
+          py::arg("device"), "This tensor if it is on `device` already, else a copy there.")
+      .def(
+          "cpu", [](const Tensor& t) {
+            py::gil_scoped_release rel;
+            return t.to(Device::cpu());
+          })
+      .def(
+          "cuda", [](const Tensor& t, int index) {
+            py::gil_scoped_release rel;
+            return t.to(Device::cuda(index));
+          },
+          py::arg("index") = 0)
+      .def("clone", &Tensor::clone, py::call_guard<py::gil_scoped_release>())
+      .def("reshape", [](const Tensor& t, const py::args& args) {
+        if (args.size() == 1 && !py::isinstance<py::int_>(args[0])) return t.reshape(as_shape(args[0]));
+        return t.reshape(as_shape(args));
+      })
+      .def("fill_", [](Tensor& t, float v) {
+        py::gil_scoped_release rel;
+        t.fill_(v);
+        return t;
+      })
+      .def(
+          "numpy", [](const py::object& self) -> py::object {
+            const Tensor& t = self.cast<const Tensor&>();
+            if (t.device().is_cpu()) return py::module_::import("numpy").attr("asarray")(self);
+            py::array_t<float> out(std::vector<py::ssize_t>(t.shape().begin(), t.shape().end()));
+            {
+              py::gil_scoped_release rel;
+              Tensor host = Tensor::borrow(out.mutable_data(), t.shape(), Device::cpu(), nullptr);
+              host.copy_from(t);
+            }
+            return std::move(out);
+          },
+          "A NumPy view of a CPU tensor (no copy), or a host copy of a GPU tensor.")
+      .def("__dlpack_device__", [](const Tensor& t) {
+        return py::make_tuple(t.device().is_cpu() ? int(dl::kDLCPU) : int(dl::kDLCUDA), t.device().index());
+      })
+      .def(
+          "__dlpack__",
+          [](const Tensor& t, const py::object& stream, const py::object& max_version, const py::object& dl_device,
+             const py::object& copy) {
+            if (!copy.is_none() && copy.cast<bool>())
+              throw py::buffer_error("magmasr.Tensor.__dlpack__: copy=True is not supported; clone() first");
+            if (!dl_device.is_none()) {
+              py::tuple dd = dl_device;
+              const int want = dd[0].cast<int>();
+              if (want != (t.device().is_cpu() ? int(dl::kDLCPU) : int(dl::kDLCUDA)))
+                throw py::buffer_error("magmasr.Tensor.__dlpack__: cannot export to another device without a copy");
+            }
+            if (t.device().is_cuda() && !(py::isinstance<py::int_>(stream) && stream.cast<long long>() == -1)) {
+              // The consumer's stream is unknown to us: finish our work before handing the memory over.
+              py::gil_scoped_release rel;
+              cuda::synchronize(t.device().index());
+            }
+            bool versioned = false;
+            if (!max_version.is_none()) versioned = py::tuple(max_version)[0].cast<int>() >= 1;
+            return to_dlpack(t, versioned);
+          },
+          py::kw_only(), py::arg("stream") = py::none(), py::arg("max_version") = py::none(),
+          py::arg("dl_device") = py::none(), py::arg("copy") = py::none())
+      .def_property_readonly("__cuda_array_interface__", [](const Tensor& t) -> py::dict {
+        if (!t.device().is_cuda())
+          throw py::attribute_error("__cuda_array_interface__: the tensor is on the CPU");
+        py::dict d;
+        d["shape"] = shape_tuple(t.shape());
+        d["typestr"] = "<f4";
+        d["data"] = py::make_tuple(reinterpret_cast<uintptr_t>(t.data()), false);
+        d["version"] = 3;
+        d["strides"] = py::none();
+        d["stream"] = py::int_(reinterpret_cast<uintptr_t>(cuda::stream(t.device().index())));
+        return d;
+      });
+
+  m.def("from_numpy", &from_numpy, py::arg("array"),
+        "Wraps a float32, C-contiguous, writeable NumPy array without copying (the tensor keeps it alive).");
+  m.def("from_dlpack", &from_dlpack, py::arg("obj"),
+        "Wraps a DLPack producer (PyTorch, CuPy, NumPy, ...) without copying; float32, contiguous.");
+  m.def(
+      "as_tensor", [](const py::object& o) { return as_tensor(o); }, py::arg("obj"),
+      "A Tensor as is, a float32 NumPy array or a DLPack tensor wrapped without copying.");
+  m.def(
+      "empty", [](const py::object& shape, const py::object& device) {
+        return Tensor::empty(as_shape(shape), as_device(device));
+      },
+      py::arg("shape"), py::arg("device") = "cpu");
+  m.def(
+      "zeros", [](const py::object& shape, const py::object& device) {
+        return Tensor::zeros(as_shape(shape), as_device(device));
+      },
+      py::arg("shape"), py::arg("device") = "cpu");
+  m.def(
+      "full", [](const py::object& shape, float value, const py::object& device) {
+        return Tensor::full(as_shape(shape), value, as_device(device));
+      },
+      py::arg("shape"), py::arg("value"), py::arg("device") = "cpu");
+
+  // ------------------------------------------------------------------------------------------- ops
+  py::module_ ops_m = m.def_submodule("ops", "Functional ops on tensors (NumPy float32 arrays are accepted).");
+  auto conv_fn = [](int sd) {
+    return [sd](const py::object& x, const py::object& w, const py::object& bias, const py::object& padding,
+                const std::string& padding_mode, bool relu, const std::string& algo) {
+      const Tensor xt = as_tensor(x, "input"), wt = as_tensor(w, "weight");
+      const Tensor bt = bias.is_none() ? Tensor() : as_tensor(bias, "bias");
+      require_rank(xt, sd + 2, sd == 2 ? "conv2d" : "conv3d", sd == 2 ? "[N, C, H, W]" : "[N, C, D, H, W]");
+      const ops::ConvOptions o = conv_options(padding, padding_mode, algo);
+      py::gil_scoped_release rel;
+      return ops::conv(xt, wt, bt, o, relu);
+    };
+  };
+  const char* conv_doc = R"doc(Stride-1 correlation y = x * w + bias (no kernel flip), optionally with a fused ReLU.
+padding: int or one int per spatial dimension, added on both sides; padding_mode 'zeros' or 'replicate';
+algo (CUDA): 'auto', 'direct' or 'gemm'.)doc";
+  for (int sd : {2, 3}) {
+    const std::string name = sd == 2 ? "conv2d" : "conv3d";
+    ops_m.def(name.c_str(), conv_fn(sd), py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
+              py::arg("padding") = 0, py::arg("padding_mode") = "zeros", py::arg("relu") = false,
+              py::arg("algo") = "auto", conv_doc);
+    ops_m.def(
+        (name + "_backward_data").c_str(),
+        [sd](const py::object& dy, const py::object& w, const py::object& input_shape, const py::object& padding,
+             const std::string& padding_mode, const std::string& algo) {
+          const Tensor dyt = as_tensor(dy, "grad_output"), wt = as_tensor(w, "weight");
+          const Shape xs = as_shape(input_shape);
+          if (int(xs.size()) != sd + 2)
+            throw ValueError("input_shape must have " + std::to_string(sd + 2) + " entries, got " + shape_str(xs));
+          const ops::ConvOptions o = conv_options(padding, padding_mode, algo);
+          py::gil_scoped_release rel;
+          return ops::conv_backward_data(dyt, wt, xs, o);
+        },
+        py::arg("grad_output"), py::arg("weight"), py::arg("input_shape"), py::arg("padding") = 0,
+        py::arg("padding_mode") = "zeros", py::arg("algo") = "auto", "Gradient of the convolution w.r.t. its input.");
+    ops_m.def(
+        (name + "_backward_weight").c_str(),
+        [sd](const py::object& x, const py::object& dy, const py::object& weight_shape, bool bias,
+             const py::object& padding, const std::string& padding_mode, const std::string& algo) {
+          const Tensor xt = as_tensor(x, "input"), dyt = as_tensor(dy, "grad_output");
+          require_rank(xt, sd + 2, sd == 2 ? "conv2d_backward_weight" : "conv3d_backward_weight",
+                       sd == 2 ? "[N, C, H, W]" : "[N, C, D, H, W]");
+          const Shape ws = as_shape(weight_shape);
+          const ops::ConvOptions o = conv_options(padding, padding_mode, algo);
+          std::pair<Tensor, Tensor> r;
+          {
+            py::gil_scoped_release rel;
+            r = ops::conv_backward_weight(xt, dyt, ws, bias, o);
+          }
+          return py::make_tuple(r.first, optional_tensor(r.second));
+        },
+        py::arg("x"), py::arg("grad_output"), py::arg("weight_shape"), py::arg("bias") = true,
+        py::arg("padding") = 0, py::arg("padding_mode") = "zeros", py::arg("algo") = "auto",
+        "Gradients (weight, bias or None) of the convolution.");
+  }
+  ops_m.def(
+      "relu", [](const py::object& x) {
+        const Tensor t = as_tensor(x);
+        py::gil_scoped_release rel;
+        return ops::relu(t);
+      },
+      py::arg("x"));
+  ops_m.def(
+      "relu_backward", [](const py::object& y, const py::object& dy) {
+        const Tensor a = as_tensor(y, "output"), b = as_tensor(dy, "grad_output");
+        py::gil_scoped_release rel;
+        return ops::relu_backward(a, b);
+      },
+      py::arg("y"), py::arg("grad_output"));
+  ops_m.def(
+      "mse_loss", [](const py::object& p, const py::object& t) {
+        const Tensor a = as_tensor(p, "prediction"), b = as_tensor(t, "target");
+        py::gil_scoped_release rel;
+        return ops::mse_loss(a, b);
+      },
+      py::arg("prediction"), py::arg("target"), "Mean of (prediction - target)^2, accumulated in double.");
+  ops_m.def(
+      "mse_loss_backward", [](const py::object& p, const py::object& t, float scale) {
+        const Tensor a = as_tensor(p, "prediction"), b = as_tensor(t, "target");
+        py::gil_scoped_release rel;
+        return ops::mse_loss_backward(a, b, scale);
+      },
+      py::arg("prediction"), py::arg("target"), py::arg("scale") = 1.0f,
+      "Gradient of scale * mse_loss with respect to the prediction: 2 * scale * (p - t) / n.");
+  ops_m.def(
+      "pixel_shuffle", [](const py::object& x, int64_t r) {
+        const Tensor t = as_tensor(x);
+        py::gil_scoped_release rel;
+        return ops::pixel_shuffle(t, r);
+      },
+      py::arg("x"), py::arg("upscale"));
+  ops_m.def(
+      "pixel_shuffle_backward", [](const py::object& dy, int64_t r) {
+        const Tensor t = as_tensor(dy, "grad_output");
+        py::gil_scoped_release rel;
+        return ops::pixel_shuffle_backward(t, r);
+      },
+      py::arg("grad_output"), py::arg("upscale"));
+  ops_m.def(
+      "add", [](const py::object& a, const py::object& b) {
+        const Tensor x = as_tensor(a), y = as_tensor(b);
+        py::gil_scoped_release rel;
+        return ops::add(x, y);
+      },
+      py::arg("a"), py::arg("b"));
+  ops_m.def(
+      "scale", [](const py::object& x, float alpha) {
+        const Tensor t = as_tensor(x);
+        py::gil_scoped_release rel;
+        return ops::scale(t, alpha);
+      },
+      py::arg("x"), py::arg("alpha"));
+  ops_m.def(
+      "sgd_update",
+      [](const py::object& p, const py::object& g, const py::object& v, float lr, float momentum,
+         float weight_decay, bool nesterov) {
+        Tensor pt = as_tensor(p, "param"), gt = as_tensor(g, "grad");
+        Tensor vt = v.is_none() ? Tensor() : as_tensor(v, "velocity");
+        const SgdParams hp{lr, momentum, weight_decay, nesterov};
+        py::gil_scoped_release rel;
+        ops::sgd_update(pt, gt, vt, hp);
+      },
+      py::arg("param"), py::arg("grad"), py::arg("velocity") = py::none(), py::kw_only(), py::arg("lr"),
+      py::arg("momentum") = 0.0f, py::arg("weight_decay") = 0.0f, py::arg("nesterov") = false,
+      "In-place SGD step (PyTorch's rule).");
+  ops_m.def(
+      "adam_update",
+      [](const py::object& p, const py::object& g, const py::object& mm, const py::object& vv, int64_t step,
+         float lr, float beta1, float beta2, float eps, float weight_decay, bool decoupled) {
+        Tensor pt = as_tensor(p, "param"), gt = as_tensor(g, "grad"), mt = as_tensor(mm, "m"),
+               vt = as_tensor(vv, "v");
+        const AdamParams hp{lr, beta1, beta2, eps, weight_decay, decoupled};
+        py::gil_scoped_release rel;
+        ops::adam_update(pt, gt, mt, vt, hp, step);
+      },
+      py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"), py::arg("step"), py::kw_only(),
+      py::arg("lr") = 1e-3f, py::arg("beta1") = 0.9f, py::arg("beta2") = 0.999f, py::arg("eps") = 1e-8f,
+      py::arg("weight_decay") = 0.0f, py::arg("decoupled") = false, "In-place Adam step (step counts from 1).");
+
+  // ------------------------------------------------------------------------------------------ layers
+  py::module_ nn_m = m.def_submodule("nn", "Layers and containers.");
+  py::class_<Parameter>(nn_m, "Parameter")
+      .def_readonly("name", &Parameter::name)
+      .def_property(
+          "value", [](Parameter& p) { return p.value; },
+          [](Parameter& p, const py::object& v) { assign(p.value, v, "Parameter " + p.name); })
+      .def_property_readonly("grad", [](Parameter& p) { return optional_tensor(p.grad); })
+      .def_readwrite("lr_mult", &Parameter::lr_mult)
+      .def_readonly("trainable", &Parameter::trainable)
+      .def_property_readonly("shape", [](Parameter& p) { return shape_tuple(p.value.shape()); })
+      .def("__repr__", [](Parameter& p) {
+        return "Parameter(" + p.name + ", shape=" + shape_str(p.value.shape()) + ", lr_mult=" +
+               std::to_string(p.lr_mult) + (p.trainable ? "" : ", frozen") + ")";
+      });
+
+  py::class_<Layer, std::shared_ptr<Layer>>(nn_m, "Layer")
+      .def(
+          "forward", [](Layer& l, const py::object& x, bool training) {
+            const Tensor t = as_tensor(x);
+            py::gil_scoped_release rel;
+            return l.forward(t, training);
+          },
+          py::arg("x"), py::arg("training") = false,
+          "Runs the layer; training=True keeps what backward() needs.")
+      .def(
+          "__call__", [](Layer& l, const py::object& x, bool training) {
+            const Tensor t = as_tensor(x);
+            py::gil_scoped_release rel;
+            return l.forward(t, training);
+          },
+          py::arg("x"), py::arg("training") = false)
+      .def(
+          "backward", [](Layer& l, const py::object& dy, bool need_dx) {
+            const Tensor t = as_tensor(dy, "grad_output");
+            Tensor dx;
+            {
+              py::gil_scoped_release rel;
+              dx = l.backward(t, need_dx);
+            }
+            return optional_tensor(dx);
+          },
+          py::arg("grad_output"), py::arg("need_input_grad") = false,
+          "Back-propagates after forward(x, training=True); fills the parameters' grad; returns the input "
+          "gradient when need_input_grad, else None.")
+      .def("output_shape", [](Layer& l, const py::object& s) { return shape_tuple(l.output_shape(as_shape(s))); },
+           py::arg("input_shape"))
+      .def("parameters", &Layer::parameters, py::return_value_policy::reference_internal)
+      .def_property_readonly("num_parameters", &Layer::num_parameters)
+      .def_property("trainable", &Layer::trainable, &Layer::set_trainable)
+      .def_property_readonly("type_name", &Layer::type_name)
+      .def(
+          "to", [](Layer& l, const py::object& dev) {
+            const Device d = as_device(dev);
+            check_device(d);
+            py::gil_scoped_release rel;
+            l.to(d);
+          },
+          py::arg("device"), "Moves the parameters to `device` (in place).")
+      .def("clear_cache", &Layer::clear_cache)
+      .def("__repr__", [](Layer& l) {
+        const std::string d = l.describe();
+        return l.type_name() + "(" + d + ")";
+      });
+
+  py::class_<Conv, Layer, std::shared_ptr<Conv>>(nn_m, "Conv")
+      .def_property_readonly("in_channels", &Conv::in_channels)
+      .def_property_readonly("out_channels", &Conv::out_channels)
+      .def_property_readonly("kernel_size", [](Conv& c) { return shape_tuple(c.kernel()); })
+      .def_property_readonly("padding", [](Conv& c) { return shape_tuple(c.padding()); })
+      .def_property_readonly("padding_mode", [](Conv& c) { return to_string(c.pad_mode()); })
+      .def_property(
+          "algo", [](Conv& c) { return to_string(c.algo()); },
+          [](Conv& c, const std::string& a) { c.set_algo(conv_algo_from_string(a)); })
+      .def_property(
+          "weight", [](Conv& c) { return c.weight().value; },
+          [](Conv& c, const py::object& v) { assign(c.weight().value, v, "Conv weight"); })
+      .def_property(
+          "bias", [](Conv& c) { return optional_tensor(c.bias().value); },
+          [](Conv& c, const py::object& v) {
+            if (!c.has_bias()) throw ValueError("this convolution has no bias");
+            assign(c.bias().value, v, "Conv bias");
+          })
+      .def_property_readonly("weight_param", &Conv::weight, py::return_value_policy::reference_internal)
+      .def_property_readonly("bias_param",
+                             [](Conv& c) -> Parameter* { return c.has_bias() ? &c.bias() : nullptr; },
+                             py::return_value_policy::reference_internal);
+
+  auto make_conv = [](int sd) {
+    return [sd](int64_t cin, int64_t cout, const py::object& kernel, const py::object& padding,
+                const std::string& padding_mode, bool bias, uint64_t seed) {
+      std::vector<int64_t> k = py::isinstance<py::int_>(kernel) ? std::vector<int64_t>{kernel.cast<int64_t>()}
+                                                                : as_shape(kernel);
+      if (k.size() == 1) k.assign(size_t(sd), k[0]);
+      std::vector<int64_t> pad;
+      if (py::isinstance<py::str>(padding)) {
+        const std::string s = padding.cast<std::string>();
+        if (s == "valid") {
+          pad.assign(size_t(sd), 0);
+        } else if (s == "same") {
+          for (int64_t kk : k) {
+            if (kk % 2 == 0) throw ValueError("padding='same' needs odd kernel sizes, got " + shape_str(k));
+            pad.push_back(kk / 2);
+          }
+        } else {
+          throw ValueError("padding must be 'same', 'valid', an int or a tuple, got '" + s + "'");
+        }
+      } else {
+        pad = as_padding(padding);
+      }
+      if (sd == 2) return std::shared_ptr<Conv>(std::make_shared<Conv2d>(cin, cout, k, pad, pad_mode_from_string(padding_mode), bias, seed));
+      return std::shared_ptr<Conv>(std::make_shared<Conv3d>(cin, cout, k, pad, pad_mode_from_string(padding_mode), bias, seed));
+    };
+  };
+  py::class_<Conv2d, Conv, std::shared_ptr<Conv2d>>(nn_m, "_Conv2dBase");
+  py::class_<Conv3d, Conv, std::shared_ptr<Conv3d>>(nn_m, "_Conv3dBase");
+  nn_m.def("Conv2d", make_conv(2), py::arg("in_channels"), py::arg("out_channels"), py::arg("kernel_size"),
+           py::arg("padding") = 0, py::arg("padding_mode") = "zeros", py::arg("bias") = true, py::arg("seed") = 0,
+           "2-D convolution layer, weight [out, in, kH, kW]. padding: int, (ph, pw), 'same' or 'valid'.");
+  nn_m.def("Conv3d", make_conv(3), py::arg("in_channels"), py::arg("out_channels"), py::arg("kernel_size"),
+           py::arg("padding") = 0, py::arg("padding_mode") = "zeros", py::arg("bias") = true, py::arg("seed") = 0,
+           "3-D convolution layer, weight [out, in, kD, kH, kW]. padding: int, (pd, ph, pw), 'same' or 'valid'.");
+
+  py::class_<ReLU, Layer, std::shared_ptr<ReLU>>(nn_m, "ReLU").def(py::init<>());
+  py::class_<PixelShuffle, Layer, std::shared_ptr<PixelShuffle>>(nn_m, "PixelShuffle")
+      .def(py::init<int64_t>(), py::arg("upscale"))
+      .def_property_readonly("upscale", &PixelShuffle::upscale);
+  py::class_<FoldDepth, Layer, std::shared_ptr<FoldDepth>>(nn_m, "FoldDepth",
+                                                           "[N, C, D, H, W] -> [N, C*D, H, W] (no copy).")
+      .def(py::init<>());
+
+  py::class_<Sequential, Layer, std::shared_ptr<Sequential>>(nn_m, "Sequential")
+      .def(py::init([](const py::args& layers) {
+        auto s = std::make_shared<Sequential>();
+        for (auto item : layers) {
+          if (py::isinstance<py::tuple>(item) && py::len(item) == 2) {
+            py::tuple t = py::reinterpret_borrow<py::tuple>(item);
+            s->add(t[1].cast<std::shared_ptr<Layer>>(), t[0].cast<std::string>());
+          } else if (py::isinstance<Layer>(item)) {
+            s->add(item.cast<std::shared_ptr<Layer>>());
+          } else {
+            throw TypeError("Sequential: expected layers or (name, layer) pairs, got " + type_name(item));
+          }
+        }
+        return s;
+      }))
+      .def("add", [](Sequential& s, const std::shared_ptr<Layer>& l, const std::string& name) -> Sequential& {
+        return s.add(l, name);
+      }, py::arg("layer"), py::arg("name") = "", py::return_value_policy::reference_internal)
+      .def("__len__", &Sequential::size)
+      .def("__getitem__", [](Sequential& s, const py::object& key) -> std::shared_ptr<Layer> {
+        if (py::isinstance<py::str>(key)) return s.get(key.cast<std::string>());
+        long long i = key.cast<long long>();
+        if (i < 0) i += static_cast<long long>(s.size());
+        if (i < 0 || size_t(i) >= s.size()) throw py::index_error("Sequential index out of range");
+        return s.at(size_t(i));
+      })
+      .def("names", [](Sequential& s) {
+        std::vector<std::string> out;
+        for (size_t i = 0; i < s.size(); ++i) out.push_back(s.name_at(i));
+        return out;
+      })
+      .def("named_parameters", &Sequential::named_parameters, py::return_value_policy::reference_internal)
+      .def("summary_str", [](Sequential& s, const py::object& shape) { return s.summary(as_shape(shape)); },
+           py::arg("input_shape"));
+
+  // ------------------------------------------------------------------------------------------ optim
+  py::module_ optim_m = m.def_submodule("optim", "Optimizers.");
+  py::class_<Optimizer>(optim_m, "Optimizer")
+      .def("step", &Optimizer::step, py::call_guard<py::gil_scoped_release>())
+      .def("zero_grad", &Optimizer::zero_grad, py::call_guard<py::gil_scoped_release>())
+      .def_property("lr", &Optimizer::lr, &Optimizer::set_lr)
+      .def_property("steps", &Optimizer::steps, &Optimizer::set_steps)
+      .def("state", &Optimizer::state, py::return_value_policy::reference_internal,
+           "The state tensors (momentum / moments) in parameter order, for checkpoints.")
+      .def("params", &Optimizer::params, py::return_value_policy::reference_internal);
+  py::class_<SGD, Optimizer>(optim_m, "SGD")
+      .def(py::init([](const py::object& params, float lr, float momentum, float weight_decay, bool nesterov) {
+             return std::make_unique<SGD>(as_params(params), SgdParams{lr, momentum, weight_decay, nesterov});
+           }),
+           py::arg("params"), py::arg("lr"), py::arg("momentum") = 0.0f, py::arg("weight_decay") = 0.0f,
+           py::arg("nesterov") = false, py::keep_alive<1, 2>(),
+           "SGD with momentum (PyTorch's rule); each parameter's rate is lr * its lr_mult.")
+      .def_property_readonly("momentum", [](SGD& s) { return s.hyper().momentum; })
+      .def_property_readonly("weight_decay", [](SGD& s) { return s.hyper().weight_decay; });
+  py::class_<Adam, Optimizer>(optim_m, "Adam")
+      .def(py::init([](const py::object& params, float lr, std::pair<float, float> betas, float eps,
+                       float weight_decay, bool decoupled) {
+             return std::make_unique<Adam>(as_params(params),
+                                           AdamParams{lr, betas.first, betas.second, eps, weight_decay, decoupled});
+           }),
+           py::arg("params"), py::arg("lr") = 1e-3f, py::arg("betas") = std::make_pair(0.9f, 0.999f),
+           py::arg("eps") = 1e-8f, py::arg("weight_decay") = 0.0f, py::arg("decoupled") = false,
+           py::keep_alive<1, 2>(), "Adam (AdamW when decoupled); each parameter's rate is lr * its lr_mult.");
+
+  // ------------------------------------------------------------------------------------------- cuda
+  py::module_ cuda_m = m.def_submodule("cuda", "The CUDA runtime: devices and the caching allocator.");
+  cuda_m.def("is_available", &cuda_available);
+  cuda_m.def("device_count", &cuda_device_count);
+  cuda_m.def(
+      "device_name", [](int d) {
+        check_device(Device::cuda(d));
+        return cuda::device_name(d);
+      },
+      py::arg("device") = 0);
+  cuda_m.def(
+      "memory_stats", [](int d) {
+        check_device(Device::cuda(d));
+        const cuda::MemoryStats s = cuda::memory_stats(d);
+        py::dict out;
+        out["allocated_bytes"] = s.allocated_bytes;
+        out["reserved_bytes"] = s.reserved_bytes;
+        out["peak_allocated_bytes"] = s.peak_allocated_bytes;
+        out["num_device_allocs"] = s.num_device_allocs;
+        out["num_cache_hits"] = s.num_cache_hits;
+        return out;
+      },
+      py::arg("device") = 0);
+  cuda_m.def(
+      "empty_cache", [](int d) {
+        check_device(Device::cuda(d));
+        cuda::empty_cache(d);
+      },
+      py::arg("device") = 0);
+  cuda_m.def(
+      "synchronize", [](int d) {
+        check_device(Device::cuda(d));
+        py::gil_scoped_release rel;
+        cuda::synchronize(d);
+      },
+      py::arg("device") = 0);
+}

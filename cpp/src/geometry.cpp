@@ -1,0 +1,49 @@
+#include "magmasr/geometry.hpp"
+
+#include "magmasr/error.hpp"
+
+namespace magmasr {
+
+std::string to_string(PadMode m) { return m == PadMode::Replicate ? "replicate" : "zeros"; }
+
+PadMode pad_mode_from_string(const std::string& s) {
+  if (s == "zeros") return PadMode::Zeros;
+  if (s == "replicate") return PadMode::Replicate;
+  throw ValueError("padding_mode must be 'zeros' or 'replicate', got '" + s + "'");
+}
+
+std::string to_string(ConvAlgo a) {
+  switch (a) {
+    case ConvAlgo::Direct: return "direct";
+    case ConvAlgo::Gemm: return "gemm";
+    default: return "auto";
+  }
+}
+
+ConvAlgo conv_algo_from_string(const std::string& s) {
+  if (s == "auto") return ConvAlgo::Auto;
+  if (s == "direct") return ConvAlgo::Direct;
+  if (s == "gemm") return ConvAlgo::Gemm;
+  throw ValueError("conv algorithm must be 'auto', 'direct' or 'gemm', got '" + s + "'");
+}
+
+std::string ConvGeom::str() const {
+  return detail::cat("N=", N, " Cin=", Cin, " Cout=", Cout, " in=", D, "x", H, "x", W, " kernel=", kD, "x", kH, "x",
+                     kW, " pad=", pD, ",", pH, ",", pW, " (", to_string(mode), ")");
+}
+
+void ConvGeom::validate() const {
+  MAGMASR_REQUIRE(N >= 1 && Cin >= 1 && Cout >= 1, ValueError, "convolution needs N, Cin, Cout >= 1: ", str());
+  MAGMASR_REQUIRE(D >= 1 && H >= 1 && W >= 1, ValueError, "convolution input must be non-empty: ", str());
+  MAGMASR_REQUIRE(kD >= 1 && kH >= 1 && kW >= 1, ValueError, "kernel sizes must be >= 1: ", str());
+  MAGMASR_REQUIRE(pD >= 0 && pH >= 0 && pW >= 0, ValueError, "padding must be >= 0: ", str());
+  MAGMASR_REQUIRE(oD() >= 1 && oH() >= 1 && oW() >= 1, ValueError, "the kernel (", kD, "x", kH, "x", kW,
+                  ") is larger than the padded input (", D + 2 * pD, "x", H + 2 * pH, "x", W + 2 * pW,
+                  "): no output; ", str());
+  if (mode == PadMode::Replicate) {
+    // Replicate padding larger than the kernel's reach is well defined (clamping), but pads beyond
+    // the kernel size never matter; nothing to check.
+  }
+}
+
+}  // namespace magmasr

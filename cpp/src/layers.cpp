@@ -1,0 +1,308 @@
+#include "magmasr/layers.hpp"
+
+#include <cctype>
+#include <cmath>
+#include <iomanip>
+#include <random>
+#include <sstream>
+
+#include "magmasr/error.hpp"
+
+namespace magmasr {
+
+// ------------------------------------------------------------------------------------------------ Layer
+
+int64_t Layer::num_parameters() {
+  int64_t n = 0;
+  for (Parameter* p : parameters()) n += p->value.numel();
+  return n;
+}
+
+void Layer::to(const Device& device) {
+  for (Parameter* p : parameters()) {
+    p->value = p->value.to(device);
+    if (p->grad.defined()) p->grad = p->grad.to(device);
+  }
+  clear_cache();
+}
+
+void Layer::set_trainable(bool t) {
+  trainable_ = t;
+  for (Parameter* p : parameters()) p->trainable = t;
+}
+
+// ------------------------------------------------------------------------------------------------- Conv
+
+Conv::Conv(int spatial_dims, int64_t in_channels, int64_t out_channels, std::vector<int64_t> kernel,
+           std::vector<int64_t> padding, PadMode mode, bool bias, uint64_t seed)
+    : spatial_dims_(spatial_dims), cin_(in_channels), cout_(out_channels), kernel_(std::move(kernel)) {
+  MAGMASR_REQUIRE(spatial_dims == 2 || spatial_dims == 3, ValueError, "Conv: 2 or 3 spatial dimensions, got ",
+                  spatial_dims);
+  MAGMASR_REQUIRE(in_channels >= 1 && out_channels >= 1, ValueError, "Conv: channel counts must be >= 1, got ",
+                  in_channels, " -> ", out_channels);
+  if (kernel_.size() == 1) kernel_.assign(size_t(spatial_dims), kernel_[0]);
+  MAGMASR_REQUIRE(kernel_.size() == size_t(spatial_dims), ValueError, "Conv", spatial_dims, "d: kernel needs 1 or ",
+                  spatial_dims, " sizes, got ", kernel_.size());
+  for (int64_t k : kernel_) MAGMASR_REQUIRE(k >= 1, ValueError, "Conv: kernel sizes must be >= 1");
+  if (padding.empty()) padding = {0};
+  if (padding.size() == 1) padding.assign(size_t(spatial_dims), padding[0]);
+  MAGMASR_REQUIRE(padding.size() == size_t(spatial_dims), ValueError, "Conv", spatial_dims,
+                  "d: padding needs 1 or ", spatial_dims, " values, got ", padding.size());
+  for (int64_t p : padding) MAGMASR_REQUIRE(p >= 0, ValueError, "Conv: padding must be >= 0");
+  opt_.padding = padding;
+  opt_.mode = mode;
+
+  Shape wshape{cout_, cin_};
+  int64_t fan_in = cin_;
+  for (int64_t k : kernel_) {
+    wshape.push_back(k);
+    fan_in *= k;
+  }
+  // PyTorch's default initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the weight and the bias.
+  std::mt19937_64 rng(seed);
+  const float bound = 1.0f / std::sqrt(float(fan_in));
+  std::uniform_real_distribution<float> dist(-bound, bound);
+  std::vector<float> wv(size_t(shape_numel(wshape)));
+  for (float& v : wv) v = dist(rng);
+  weight_ = Parameter{"weight", Tensor::from_vector(wv, wshape), Tensor(), 1.0f, true};
+  if (bias) {
+    std::vector<float> bv(static_cast<size_t>(cout_));
+    for (float& v : bv) v = dist(rng);
+    bias_ = Parameter{"bias", Tensor::from_vector(bv, {cout_}), Tensor(), 1.0f, true};
+  }
+}
+
+std::string Conv::describe() const {
+  std::ostringstream os;
+  os << cin_ << "->" << cout_ << ", kernel ";
+  for (size_t i = 0; i < kernel_.size(); ++i) os << (i ? "x" : "") << kernel_[i];
+  os << ", padding ";
+  for (size_t i = 0; i < opt_.padding.size(); ++i) os << (i ? "," : "") << opt_.padding[i];
+  if (opt_.mode == PadMode::Replicate) os << " (replicate)";
+  if (!has_bias()) os << ", no bias";
+  return os.str();
+}
+
+Shape Conv::output_shape(const Shape& input) const {
+  MAGMASR_REQUIRE(input.size() == size_t(spatial_dims_ + 2), ValueError, type_name(), " expects input of rank ",
+                  spatial_dims_ + 2, " (", spatial_dims_ == 2 ? "[N, C, H, W]" : "[N, C, D, H, W]", "), got ",
+                  shape_str(input));
+  const ConvGeom g = ops::conv_geometry(input, weight_.value.shape(), opt_);
+  if (spatial_dims_ == 2) return {g.N, g.Cout, g.oH(), g.oW()};
+  return {g.N, g.Cout, g.oD(), g.oH(), g.oW()};
+}
+
+Tensor Conv::forward(const Tensor& x, bool training) {
+  output_shape(x.shape());
+  x_ = training ? x : Tensor();
+  return ops::conv(x, weight_.value, bias_.value, opt_, false);
+}
+
+Tensor Conv::forward_relu(const Tensor& x) {
+  output_shape(x.shape());
+  x_ = Tensor();
+  return ops::conv(x, weight_.value, bias_.value, opt_, true);
+}
+
+Tensor Conv::backward(const Tensor& dy, bool need_dx) {
+  MAGMASR_REQUIRE(x_.defined(), ValueError, type_name(), ".backward() needs a forward(x, training=True) first");
+  if (trainable_) {
+    auto [dw, db] = ops::conv_backward_weight(x_, dy, weight_.value.shape(), has_bias(), opt_);
+    weight_.grad = dw;
+    if (has_bias()) bias_.grad = db;
+  }
+  Tensor dx = need_dx ? ops::conv_backward_data(dy, weight_.value, x_.shape(), opt_) : Tensor();
+  return dx;
+}
+
+std::vector<Parameter*> Conv::parameters() {
+  if (has_bias()) return {&weight_, &bias_};
+  return {&weight_};
+}
+
+// ------------------------------------------------------------------------------ ReLU, shuffle, fold
+
+Tensor ReLU::forward(const Tensor& x, bool training) {
+  Tensor y = ops::relu(x);
+  y_ = training ? y : Tensor();
+  return y;
+}
+
+Tensor ReLU::backward(const Tensor& dy, bool need_dx) {
+  MAGMASR_REQUIRE(y_.defined(), ValueError, "ReLU.backward() needs a forward(x, training=True) first");
+  return need_dx ? ops::relu_backward(y_, dy) : Tensor();
+}
+
+PixelShuffle::PixelShuffle(int64_t upscale) : r_(upscale) {
+  MAGMASR_REQUIRE(upscale >= 1, ValueError, "PixelShuffle: upscale factor must be >= 1, got ", upscale);
+}
+
+std::string PixelShuffle::describe() const { return "x" + std::to_string(r_); }
+
+Shape PixelShuffle::output_shape(const Shape& in) const {
+  MAGMASR_REQUIRE(in.size() == 4 && in[1] % (r_ * r_) == 0, ValueError, "PixelShuffle(", r_,
+                  ") expects [N, C*", r_ * r_, ", H, W], got ", shape_str(in));
+  return {in[0], in[1] / (r_ * r_), in[2] * r_, in[3] * r_};
+}
+
+Tensor PixelShuffle::forward(const Tensor& x, bool) { return ops::pixel_shuffle(x, r_); }
+
+Tensor PixelShuffle::backward(const Tensor& dy, bool need_dx) {
+  return need_dx ? ops::pixel_shuffle_backward(dy, r_) : Tensor();
+}
+
+Shape FoldDepth::output_shape(const Shape& in) const {
+  MAGMASR_REQUIRE(in.size() == 5, ValueError, "FoldDepth expects [N, C, D, H, W], got ", shape_str(in));
+  return {in[0], in[1] * in[2], in[3], in[4]};
+}
+
+Tensor FoldDepth::forward(const Tensor& x, bool) {
+  in_shape_ = x.shape();
+  return x.reshape(output_shape(x.shape()));
+}
+
+Tensor FoldDepth::backward(const Tensor& dy, bool need_dx) {
+  MAGMASR_REQUIRE(!in_shape_.empty(), ValueError, "FoldDepth.backward() needs a forward first");
+  return need_dx ? dy.reshape(in_shape_) : Tensor();
+}
+
+// ------------------------------------------------------------------------------------------ Sequential
+
+Sequential& Sequential::add(std::shared_ptr<Layer> layer, std::string name) {
+  MAGMASR_REQUIRE(layer != nullptr, ValueError, "Sequential.add: no layer given");
+  if (name.empty()) name = std::to_string(layers_.size());
+  for (char c : name)
+    MAGMASR_REQUIRE(std::isalnum(static_cast<unsigned char>(c)) || c == '_', ValueError,
+                    "Sequential.add: layer names use letters, digits and '_', got '", name, "'");
+  for (const auto& n : names_)
+    MAGMASR_REQUIRE(n != name, ValueError, "Sequential.add: a layer named '", name, "' exists already");
+  layers_.push_back(std::move(layer));
+  names_.push_back(std::move(name));
+  return *this;
+}
+
+const std::shared_ptr<Layer>& Sequential::at(size_t i) const {
+  MAGMASR_REQUIRE(i < layers_.size(), ValueError, "Sequential: index ", i, " out of range (", layers_.size(),
+                  " layers)");
+  return layers_[i];
+}
+
+const std::string& Sequential::name_at(size_t i) const {
+  at(i);
+  return names_[i];
+}
+
+const std::shared_ptr<Layer>& Sequential::get(const std::string& name) const {
+  for (size_t i = 0; i < names_.size(); ++i)
+    if (names_[i] == name) return layers_[i];
+  std::string known;
+  for (const auto& n : names_) known += (known.empty() ? "" : ", ") + n;
+  throw ValueError("Sequential: no layer named '" + name + "' (layers: " + known + ")");
+}
+
+Shape Sequential::output_shape(const Shape& input) const {
+  Shape s = input;
+  for (const auto& l : layers_) s = l->output_shape(s);
+  return s;
+}
+
+Tensor Sequential::forward(const Tensor& x, bool training) {
+  MAGMASR_REQUIRE(!layers_.empty(), ValueError, "Sequential.forward: the model has no layers");
+  Tensor h = x;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (!training && i + 1 < layers_.size() && dynamic_cast<ReLU*>(layers_[i + 1].get())) {
+      if (auto* conv = dynamic_cast<Conv*>(layers_[i].get())) {
+        h = conv->forward_relu(h);
+        ++i;
+        continue;
+      }
+    }
+    h = layers_[i]->forward(h, training);
+  }
+  return h;
+}
+
+Tensor Sequential::backward(const Tensor& dy, bool need_dx) {
+  // The first layer whose weights learn: no layer before it needs a data gradient (unless the caller does).
+  size_t first = layers_.size();
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (layers_[i]->trainable() && !layers_[i]->parameters().empty()) {
+      first = i;
+      break;
+    }
+  }
+  Tensor g = dy;
+  for (size_t i = layers_.size(); i-- > 0;) {
+    const bool layer_needs_dx = need_dx || i > first;
+    if (!layer_needs_dx && (i < first || !layers_[i]->trainable())) break;
+    g = layers_[i]->backward(g, layer_needs_dx);
+    if (!layer_needs_dx) break;
+  }
+  return need_dx ? g : Tensor();
+}
+
+std::vector<std::pair<std::string, Parameter*>> Sequential::named_parameters() {
+  std::vector<std::pair<std::string, Parameter*>> out;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (auto* seq = dynamic_cast<Sequential*>(layers_[i].get())) {
+      for (auto& [n, p] : seq->named_parameters()) out.emplace_back(names_[i] + "." + n, p);
+    } else {
+      for (Parameter* p : layers_[i]->parameters()) out.emplace_back(names_[i] + "." + p->name, p);
+    }
+  }
+  return out;
+}
+
+std::vector<Parameter*> Sequential::parameters() {
+  std::vector<Parameter*> out;
+  for (auto& l : layers_)
+    for (Parameter* p : l->parameters()) out.push_back(p);
+  return out;
+}
+
+void Sequential::to(const Device& device) {
+  check_device(device);
+  for (auto& l : layers_) l->to(device);
+}
+
+void Sequential::set_trainable(bool t) {
+  trainable_ = t;
+  for (auto& l : layers_) l->set_trainable(t);
+}
+
+void Sequential::clear_cache() {
+  for (auto& l : layers_) l->clear_cache();
+}
+
+std::string Sequential::summary(const Shape& input_shape) {
+  std::ostringstream os;
+  const int w1 = 24, w2 = 22, w3 = 12;
+  const std::string rule(size_t(w1 + w2 + w3 + 40), '=');
+  os << rule << "\n"
+     << std::left << std::setw(w1) << "Layer (type)" << std::setw(w2) << "Output shape" << std::right
+     << std::setw(w3) << "Param #" << "  Configuration\n"
+     << rule << "\n";
+  Shape s = input_shape;
+  int64_t total = 0, frozen = 0;
+  os << std::left << std::setw(w1) << "input" << std::setw(w2) << shape_str(s) << std::right << std::setw(w3) << 0
+     << "\n";
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    s = layers_[i]->output_shape(s);
+    const int64_t n = layers_[i]->num_parameters();
+    total += n;
+    if (!layers_[i]->trainable()) frozen += n;
+    std::string label = names_[i] + " (" + layers_[i]->type_name() + ")";
+    std::string cfg = layers_[i]->describe();
+    if (!layers_[i]->trainable() && n > 0) cfg += cfg.empty() ? "frozen" : ", frozen";
+    os << std::left << std::setw(w1) << label << std::setw(w2) << shape_str(s) << std::right << std::setw(w3) << n
+       << "  " << cfg << "\n";
+  }
+  os << rule << "\n"
+     << "Total params: " << total << "\n"
+     << "Trainable params: " << total - frozen << "\n"
+     << "Non-trainable params: " << frozen << "\n"
+     << rule << "\n";
+  return os.str();
+}
+
+}  // namespace magmasr

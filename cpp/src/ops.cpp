@@ -1,0 +1,258 @@
+// Tensor-level ops: argument checks, output allocation, and dispatch to magmasr::cpu or magmasr::cuda.
+#include "magmasr/ops.hpp"
+
+#include "backend.hpp"
+#include "magmasr/error.hpp"
+
+namespace magmasr::ops {
+namespace {
+
+void require_defined(const Tensor& t, const char* op, const char* what) {
+  MAGMASR_REQUIRE(t.defined(), ValueError, op, ": ", what, " is an undefined tensor");
+}
+
+Device common_device(const char* op, std::initializer_list<const Tensor*> ts) {
+  const Device d = (*ts.begin())->device();
+  for (const Tensor* t : ts)
+    if (t->defined())
+      MAGMASR_REQUIRE(t->device() == d, DeviceError, op, ": all tensors must be on one device, got ", d.str(),
+                      " and ", t->device().str());
+  return d;
+}
+
+void require_same_shape(const Tensor& a, const Tensor& b, const char* op) {
+  MAGMASR_REQUIRE(a.shape() == b.shape(), ValueError, op, ": shapes must match, got ", shape_str(a.shape()),
+                  " and ", shape_str(b.shape()));
+}
+
+}  // namespace
+
+ConvGeom conv_geometry(const Shape& x, const Shape& w, const ConvOptions& opt) {
+  const size_t r = x.size();
+  MAGMASR_REQUIRE(r == 4 || r == 5, ValueError,
+                  "convolution input must be [N, C, H, W] (2-D) or [N, C, D, H, W] (3-D), got shape ", shape_str(x));
+  MAGMASR_REQUIRE(w.size() == r, ValueError, "convolution weight must have rank ", r, " ([Cout, Cin, ",
+                  r == 4 ? "kH, kW" : "kD, kH, kW", "]) for an input of rank ", r, ", got shape ", shape_str(w));
+  const size_t sd = r - 2;
+  MAGMASR_REQUIRE(opt.padding.size() == 1 || opt.padding.size() == sd, ValueError, "padding needs 1 or ", sd,
+                  " values for a ", sd, "-D convolution, got ", opt.padding.size());
+  MAGMASR_REQUIRE(x[1] == w[1], ValueError, "convolution input has ", x[1], " channels but the weight expects ",
+                  w[1], " (input ", shape_str(x), ", weight ", shape_str(w), ")");
+  auto pad = [&](size_t i) { return opt.padding.size() == 1 ? opt.padding[0] : opt.padding[i]; };
+  ConvGeom g;
+  g.N = x[0];
+  g.Cin = x[1];
+  g.Cout = w[0];
+  g.mode = opt.mode;
+  if (sd == 3) {
+    g.D = x[2], g.kD = w[2], g.pD = pad(0);
+  }
+  g.H = x[r - 2], g.W = x[r - 1];
+  g.kH = w[r - 2], g.kW = w[r - 1];
+  g.pH = pad(sd - 2), g.pW = pad(sd - 1);
+  g.validate();
+  return g;
+}
+
+static Shape conv_out_shape(const ConvGeom& g, size_t rank) {
+  if (rank == 4) return {g.N, g.Cout, g.oH(), g.oW()};
+  return {g.N, g.Cout, g.oD(), g.oH(), g.oW()};
+}
+
+Tensor conv(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvOptions& opt, bool relu) {
+  require_defined(x, "conv", "input");
+  require_defined(w, "conv", "weight");
+  const ConvGeom g = conv_geometry(x.shape(), w.shape(), opt);
+  if (bias.defined())
+    MAGMASR_REQUIRE(bias.rank() == 1 && bias.numel() == g.Cout, ValueError, "convolution bias must have shape [",
+                    g.Cout, "], got ", shape_str(bias.shape()));
+  const Device d = common_device("conv", {&x, &w, &bias});
+  Tensor y = Tensor::empty(conv_out_shape(g, x.shape().size()), d);
+  const float* b = bias.defined() ? bias.data() : nullptr;
+  if (d.is_cpu())
+    cpu::conv_forward(g, x.data(), w.data(), b, y.data(), relu);
+  else
+    cuda::conv_forward(d.index(), g, x.data(), w.data(), b, y.data(), relu, opt.algo);
+  return y;
+}
+
+Tensor conv_backward_data(const Tensor& dy, const Tensor& w, const Shape& x_shape, const ConvOptions& opt) {
+  require_defined(dy, "conv_backward_data", "output gradient");
+  require_defined(w, "conv_backward_data", "weight");
+  check_shape(x_shape);
+  const ConvGeom g = conv_geometry(x_shape, w.shape(), opt);
+  const Shape expect = conv_out_shape(g, x_shape.size());
+  MAGMASR_REQUIRE(dy.shape() == expect, ValueError, "conv_backward_data: output gradient must have shape ",
+                  shape_str(expect), ", got ", shape_str(dy.shape()));
+  const Device d = common_device("conv_backward_data", {&dy, &w});
+  Tensor dx = Tensor::empty(x_shape, d);
+  if (d.is_cpu())
+    cpu::conv_backward_data(g, dy.data(), w.data(), dx.data());
+  else
+    cuda::conv_backward_data(d.index(), g, dy.data(), w.data(), dx.data(), opt.algo);
+  return dx;
+}
+
+std::pair<Tensor, Tensor> conv_backward_weight(const Tensor& x, const Tensor& dy, const Shape& w_shape,
+                                               bool with_bias, const ConvOptions& opt) {
+  require_defined(x, "conv_backward_weight", "input");
+  require_defined(dy, "conv_backward_weight", "output gradient");
+  check_shape(w_shape);
+  const ConvGeom g = conv_geometry(x.shape(), w_shape, opt);
+  const Shape expect = conv_out_shape(g, x.shape().size());
+  MAGMASR_REQUIRE(dy.shape() == expect, ValueError, "conv_backward_weight: output gradient must have shape ",
+                  shape_str(expect), ", got ", shape_str(dy.shape()));
+  const Device d = common_device("conv_backward_weight", {&x, &dy});
+  Tensor dw = Tensor::empty(w_shape, d);
+  Tensor db = with_bias ? Tensor::empty({g.Cout}, d) : Tensor();
+  float* dbp = with_bias ? db.data() : nullptr;
+  if (d.is_cpu())
+    cpu::conv_backward_weight(g, x.data(), dy.data(), dw.data(), dbp);
+  else
+    cuda::conv_backward_weight(d.index(), g, x.data(), dy.data(), dw.data(), dbp, opt.algo);
+  return {dw, db};
+}
+
+Tensor relu(const Tensor& x) {
+  require_defined(x, "relu", "input");
+  Tensor y = Tensor::empty(x.shape(), x.device());
+  if (x.device().is_cpu())
+    cpu::relu_forward(x.numel(), x.data(), y.data());
+  else
+    cuda::relu_forward(x.device().index(), x.numel(), x.data(), y.data());
+  return y;
+}
+
+Tensor relu_backward(const Tensor& y, const Tensor& dy) {
+  require_defined(y, "relu_backward", "output");
+  require_defined(dy, "relu_backward", "output gradient");
+  require_same_shape(y, dy, "relu_backward");
+  const Device d = common_device("relu_backward", {&y, &dy});
+  Tensor dx = Tensor::empty(y.shape(), d);
+  if (d.is_cpu())
+    cpu::relu_backward(y.numel(), y.data(), dy.data(), dx.data());
+  else
+    cuda::relu_backward(d.index(), y.numel(), y.data(), dy.data(), dx.data());
+  return dx;
+}
+
+double mse_loss(const Tensor& pred, const Tensor& target) {
+  require_defined(pred, "mse_loss", "prediction");
+  require_defined(target, "mse_loss", "target");
+  require_same_shape(pred, target, "mse_loss");
+  const Device d = common_device("mse_loss", {&pred, &target});
+  if (d.is_cpu()) return cpu::mse_loss(pred.numel(), pred.data(), target.data());
+  return cuda::mse_loss(d.index(), pred.numel(), pred.data(), target.data());
+}
+
+Tensor mse_loss_backward(const Tensor& pred, const Tensor& target, float scale) {
+  require_defined(pred, "mse_loss_backward", "prediction");
+  require_defined(target, "mse_loss_backward", "target");
+  require_same_shape(pred, target, "mse_loss_backward");
+  const Device d = common_device("mse_loss_backward", {&pred, &target});
+  Tensor g = Tensor::empty(pred.shape(), d);
+  if (d.is_cpu())
+    cpu::mse_grad(pred.numel(), pred.data(), target.data(), scale, g.data());
+  else
+    cuda::mse_grad(d.index(), pred.numel(), pred.data(), target.data(), scale, g.data());
+  return g;
+}
+
+Tensor pixel_shuffle(const Tensor& x, int64_t r) {
+  require_defined(x, "pixel_shuffle", "input");
+  MAGMASR_REQUIRE(r >= 1, ValueError, "pixel_shuffle: upscale factor must be >= 1, got ", r);
+  MAGMASR_REQUIRE(x.rank() == 4, ValueError, "pixel_shuffle: input must be [N, C*r*r, H, W], got shape ",
+                  shape_str(x.shape()));
+  MAGMASR_REQUIRE(x.size(1) % (r * r) == 0, ValueError, "pixel_shuffle: ", x.size(1),
+                  " channels are not divisible by r*r = ", r * r);
+  const int64_t N = x.size(0), C = x.size(1) / (r * r), H = x.size(2), W = x.size(3);
+  Tensor y = Tensor::empty({N, C, H * r, W * r}, x.device());
+  if (x.device().is_cpu())
+    cpu::pixel_shuffle_forward(N, C, H, W, r, x.data(), y.data());
+  else
+    cuda::pixel_shuffle_forward(x.device().index(), N, C, H, W, r, x.data(), y.data());
+  return y;
+}
+
+Tensor pixel_shuffle_backward(const Tensor& dy, int64_t r) {
+  require_defined(dy, "pixel_shuffle_backward", "output gradient");
+  MAGMASR_REQUIRE(r >= 1, ValueError, "pixel_shuffle_backward: upscale factor must be >= 1, got ", r);
+  MAGMASR_REQUIRE(dy.rank() == 4 && dy.size(2) % r == 0 && dy.size(3) % r == 0, ValueError,
+                  "pixel_shuffle_backward: gradient must be [N, C, H*r, W*r] with r = ", r, ", got shape ",
+                  shape_str(dy.shape()));
+  const int64_t N = dy.size(0), C = dy.size(1), H = dy.size(2) / r, W = dy.size(3) / r;
+  Tensor dx = Tensor::empty({N, C * r * r, H, W}, dy.device());
+  if (dy.device().is_cpu())
+    cpu::pixel_shuffle_backward(N, C, H, W, r, dy.data(), dx.data());
+  else
+    cuda::pixel_shuffle_backward(dy.device().index(), N, C, H, W, r, dy.data(), dx.data());
+  return dx;
+}
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  require_defined(a, "add", "first operand");
+  require_defined(b, "add", "second operand");
+  require_same_shape(a, b, "add");
+  const Device d = common_device("add", {&a, &b});
+  Tensor y = Tensor::empty(a.shape(), d);
+  if (d.is_cpu())
+    cpu::add(a.numel(), a.data(), b.data(), y.data());
+  else
+    cuda::add(d.index(), a.numel(), a.data(), b.data(), y.data());
+  return y;
+}
+
+void add_(Tensor& a, const Tensor& b) {
+  require_defined(a, "add_", "first operand");
+  require_defined(b, "add_", "second operand");
+  require_same_shape(a, b, "add_");
+  const Device d = common_device("add_", {&a, &b});
+  if (d.is_cpu())
+    cpu::add(a.numel(), a.data(), b.data(), a.data());
+  else
+    cuda::add(d.index(), a.numel(), a.data(), b.data(), a.data());
+}
+
+Tensor scale(const Tensor& x, float alpha) {
+  require_defined(x, "scale", "input");
+  Tensor y = Tensor::empty(x.shape(), x.device());
+  if (x.device().is_cpu())
+    cpu::scale(x.numel(), alpha, x.data(), y.data());
+  else
+    cuda::scale(x.device().index(), x.numel(), alpha, x.data(), y.data());
+  return y;
+}
+
+void sgd_update(Tensor& p, const Tensor& grad, Tensor& velocity, const SgdParams& hp) {
+  require_defined(p, "sgd_update", "parameter");
+  require_defined(grad, "sgd_update", "gradient");
+  require_same_shape(p, grad, "sgd_update");
+  if (hp.momentum != 0.0f) {
+    require_defined(velocity, "sgd_update", "velocity");
+    require_same_shape(p, velocity, "sgd_update");
+  }
+  const Device d = common_device("sgd_update", {&p, &grad, &velocity});
+  float* v = velocity.defined() ? velocity.data() : nullptr;
+  if (d.is_cpu())
+    cpu::sgd_update(p.numel(), p.data(), grad.data(), v, hp);
+  else
+    cuda::sgd_update(d.index(), p.numel(), p.data(), grad.data(), v, hp);
+}
+
+void adam_update(Tensor& p, const Tensor& grad, Tensor& m, Tensor& v, const AdamParams& hp, int64_t step) {
+  require_defined(p, "adam_update", "parameter");
+  require_defined(grad, "adam_update", "gradient");
+  require_defined(m, "adam_update", "first moment");
+  require_defined(v, "adam_update", "second moment");
+  require_same_shape(p, grad, "adam_update");
+  require_same_shape(p, m, "adam_update");
+  require_same_shape(p, v, "adam_update");
+  MAGMASR_REQUIRE(step >= 1, ValueError, "adam_update: step must be >= 1, got ", step);
+  const Device d = common_device("adam_update", {&p, &grad, &m, &v});
+  if (d.is_cpu())
+    cpu::adam_update(p.numel(), p.data(), grad.data(), m.data(), v.data(), hp, step);
+  else
+    cuda::adam_update(d.index(), p.numel(), p.data(), grad.data(), m.data(), v.data(), hp, step);
+}
+
+}  // namespace magmasr::ops

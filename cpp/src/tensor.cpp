@@ -1,0 +1,184 @@
+#include "magmasr/tensor.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <sstream>
+
+#include "backend.hpp"
+#include "magmasr/error.hpp"
+
+namespace magmasr {
+
+std::string shape_str(const Shape& s) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+  os << "]";
+  return os.str();
+}
+
+int64_t shape_numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+void check_shape(const Shape& shape) {
+  MAGMASR_REQUIRE(!shape.empty() && shape.size() <= size_t(kMaxRank), ValueError,
+                  "tensors have rank 1 to ", kMaxRank, ", got rank ", shape.size(), " (shape ", shape_str(shape), ")");
+  for (int64_t d : shape)
+    MAGMASR_REQUIRE(d >= 1, ValueError, "every dimension must be >= 1, got shape ", shape_str(shape));
+}
+
+// ---------------------------------------------------------------------------------------------- Storage
+
+std::shared_ptr<Storage> Storage::allocate(const Device& device, size_t bytes) {
+  check_device(device);
+  void* p = nullptr;
+  if (device.is_cpu()) {
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+    if (!p) throw std::bad_alloc();
+  } else {
+    p = cuda::alloc(device.index(), bytes);
+  }
+  return std::shared_ptr<Storage>(new Storage(device, p, bytes, nullptr));
+}
+
+std::shared_ptr<Storage> Storage::borrow(const Device& device, void* data, size_t bytes,
+                                         std::function<void()> release) {
+  if (!release) release = [] {};
+  return std::shared_ptr<Storage>(new Storage(device, data, bytes, std::move(release)));
+}
+
+Storage::~Storage() {
+  if (release_) {
+    release_();
+  } else if (device_.is_cpu()) {
+    std::free(data_);
+  } else {
+    try {
+      cuda::free(device_.index(), data_);
+    } catch (...) {
+      // A destructor must not throw; the caching allocator reports errors on the next call.
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------------------------- Tensor
+
+Tensor Tensor::empty(const Shape& shape, const Device& device) {
+  check_shape(shape);
+  Tensor t;
+  t.shape_ = shape;
+  t.numel_ = shape_numel(shape);
+  t.storage_ = Storage::allocate(device, t.nbytes());
+  return t;
+}
+
+Tensor Tensor::zeros(const Shape& shape, const Device& device) { return full(shape, 0.0f, device); }
+
+Tensor Tensor::full(const Shape& shape, float value, const Device& device) {
+  Tensor t = empty(shape, device);
+  t.fill_(value);
+  return t;
+}
+
+Tensor Tensor::from_vector(const std::vector<float>& values, const Shape& shape, const Device& device) {
+  check_shape(shape);
+  MAGMASR_REQUIRE(int64_t(values.size()) == shape_numel(shape), ValueError, "from_vector: ", values.size(),
+                  " values do not fill shape ", shape_str(shape));
+  Tensor t = empty(shape, device);
+  if (device.is_cpu())
+    std::memcpy(t.data(), values.data(), t.nbytes());
+  else
+    cuda::copy(t.data(), true, values.data(), false, t.nbytes(), device.index());
+  return t;
+}
+
+Tensor Tensor::borrow(float* data, const Shape& shape, const Device& device, std::function<void()> release) {
+  check_shape(shape);
+  MAGMASR_REQUIRE(data != nullptr, ValueError, "borrow: null data pointer");
+  Tensor t;
+  t.shape_ = shape;
+  t.numel_ = shape_numel(shape);
+  t.storage_ = Storage::borrow(device, data, t.nbytes(), std::move(release));
+  return t;
+}
+
+int64_t Tensor::size(int dim) const {
+  const int r = rank();
+  const int d = dim < 0 ? dim + r : dim;
+  MAGMASR_REQUIRE(d >= 0 && d < r, ValueError, "dimension ", dim, " out of range for a rank-", r, " tensor");
+  return shape_[size_t(d)];
+}
+
+Device Tensor::device() const {
+  MAGMASR_REQUIRE(defined(), ValueError, "undefined tensor");
+  return storage_->device();
+}
+
+float* Tensor::data() const {
+  MAGMASR_REQUIRE(defined(), ValueError, "undefined tensor");
+  return static_cast<float*>(storage_->data());
+}
+
+Tensor Tensor::reshape(const Shape& shape) const {
+  check_shape(shape);
+  MAGMASR_REQUIRE(shape_numel(shape) == numel_, ValueError, "cannot reshape ", shape_str(shape_), " (", numel_,
+                  " elements) to ", shape_str(shape));
+  Tensor t = *this;
+  t.shape_ = shape;
+  return t;
+}
+
+Tensor Tensor::to(const Device& device) const {
+  if (device == this->device()) return *this;
+  Tensor t = empty(shape_, device);
+  t.copy_from(*this);
+  return t;
+}
+
+Tensor Tensor::clone() const {
+  Tensor t = empty(shape_, device());
+  t.copy_from(*this);
+  return t;
+}
+
+void Tensor::copy_from(const Tensor& src) {
+  MAGMASR_REQUIRE(src.shape_ == shape_, ValueError, "copy_from: shape ", shape_str(src.shape_), " into ",
+                  shape_str(shape_));
+  if (src.data() == data()) return;
+  const Device d = device(), s = src.device();
+  if (d.is_cpu() && s.is_cpu()) {
+    std::memcpy(data(), src.data(), nbytes());
+  } else {
+    // Between a host and a GPU, or within / between GPUs: the CUDA runtime resolves unified addresses.
+    const int dev = d.is_cuda() ? d.index() : s.index();
+    cuda::copy(data(), d.is_cuda(), src.data(), s.is_cuda(), nbytes(), dev);
+  }
+}
+
+void Tensor::fill_(float value) {
+  if (device().is_cpu())
+    cpu::fill(numel_, value, data());
+  else
+    cuda::fill(device().index(), numel_, value, data());
+}
+
+std::vector<float> Tensor::to_vector() const {
+  std::vector<float> v(static_cast<size_t>(numel_));
+  if (device().is_cpu())
+    std::memcpy(v.data(), data(), nbytes());
+  else
+    cuda::copy(v.data(), false, data(), true, nbytes(), device().index());
+  return v;
+}
+
+std::string Tensor::str() const {
+  if (!defined()) return "Tensor(undefined)";
+  return "Tensor(shape=" + shape_str(shape_) + ", device=" + device().str() + ")";
+}
+
+}  // namespace magmasr

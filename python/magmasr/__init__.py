@@ -1,0 +1,72 @@
+"""magmasr: fast, exact image and video super-resolution.
+
+A C++/CUDA tensor and layer library (SRCNN, 3DSRnet) with NumPy, PyTorch and CuPy interoperability::
+
+    import numpy as np, magmasr
+    x = np.random.rand(1, 1, 64, 64).astype(np.float32)
+    conv = magmasr.nn.Conv2d(1, 64, 9, padding="same", padding_mode="replicate")
+    y = np.asarray(conv(x))            # (1, 64, 64, 64), no copies on the CPU
+    magmasr.cuda_available()           # False on a machine without a usable GPU
+"""
+from __future__ import annotations
+
+
+def _preload_openblas() -> None:
+    # The extension links the scipy-openblas32 wheel's library; load it first by its path so the import
+    # works wherever pip put the wheel (the extension's RPATH covers the usual site-packages layout).
+    try:
+        import ctypes
+        import os
+
+        import scipy_openblas32
+
+        lib = os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so")
+        if os.path.exists(lib):
+            ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+    except ImportError:  # a build against the system's OpenBLAS
+        pass
+
+
+_preload_openblas()
+
+from . import _core  # noqa: E402
+from ._core import (  # noqa: E402,F401
+    CudaError,
+    Device,
+    Tensor,
+    as_tensor,
+    cuda_available,
+    cuda_compiled,
+    cuda_device_count,
+    empty,
+    from_dlpack,
+    from_numpy,
+    full,
+    get_num_threads,
+    set_num_threads,
+    zeros,
+)
+from . import cuda, nn, ops, optim  # noqa: E402,F401
+
+__version__ = _core.__version__
+
+
+def tensor(data, device: str | Device = "cpu") -> Tensor:
+    """A new float32 tensor holding a copy of `data` (any array-like), on `device`."""
+    import numpy as np
+
+    arr = np.array(data, dtype=np.float32, order="C", copy=True)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    return from_numpy(arr).to(device)
+
+
+def build_info() -> dict:
+    """How this copy of magmasr was built: version, CUDA backend, devices seen now."""
+    return {
+        "version": __version__,
+        "cuda_compiled": cuda_compiled(),
+        "cuda_available": cuda_available(),
+        "cuda_device_count": cuda_device_count(),
+        "num_threads": get_num_threads(),
+    }
