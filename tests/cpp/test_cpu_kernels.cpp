@@ -1,0 +1,219 @@
+// CPU kernels against independent references: a direct seven-loop convolution written here, the adjoint
+// identity for backward-data, central finite differences (in double) for backward-weight, closed forms for
+// the rest.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "backend.hpp"
+#include "magmasr/magmasr.hpp"
+
+using namespace magmasr;
+
+namespace {
+
+std::vector<float> random_vec(size_t n, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+int64_t clampi(int64_t i, int64_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
+
+// Direct convolution in double: the definition, with no reuse of the library's indexing.
+std::vector<double> direct_conv(const ConvGeom& g, const std::vector<float>& x, const std::vector<float>& w,
+                                const std::vector<float>* b) {
+  std::vector<double> y(size_t(g.y_numel()));
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t co = 0; co < g.Cout; ++co)
+      for (int64_t od = 0; od < g.oD(); ++od)
+        for (int64_t oh = 0; oh < g.oH(); ++oh)
+          for (int64_t ow = 0; ow < g.oW(); ++ow) {
+            double s = b ? (*b)[size_t(co)] : 0.0;
+            for (int64_t ci = 0; ci < g.Cin; ++ci)
+              for (int64_t kd = 0; kd < g.kD; ++kd)
+                for (int64_t kh = 0; kh < g.kH; ++kh)
+                  for (int64_t kw = 0; kw < g.kW; ++kw) {
+                    int64_t id = od + kd - g.pD, ih = oh + kh - g.pH, iw = ow + kw - g.pW;
+                    const bool inside = id >= 0 && id < g.D && ih >= 0 && ih < g.H && iw >= 0 && iw < g.W;
+                    if (!inside && g.mode == PadMode::Zeros) continue;
+                    id = clampi(id, g.D), ih = clampi(ih, g.H), iw = clampi(iw, g.W);
+                    s += double(x[size_t((((n * g.Cin + ci) * g.D + id) * g.H + ih) * g.W + iw)]) *
+                         double(w[size_t((((co * g.Cin + ci) * g.kD + kd) * g.kH + kh) * g.kW + kw)]);
+                  }
+            y[size_t((((n * g.Cout + co) * g.oD() + od) * g.oH() + oh) * g.oW() + ow)] = s;
+          }
+  return y;
+}
+
+double rel_err(const std::vector<float>& got, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    num += (got[i] - ref[i]) * (got[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+double dot(const std::vector<float>& a, const std::vector<float>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += double(a[i]) * double(b[i]);
+  return s;
+}
+
+ConvGeom geom(int64_t N, int64_t Cin, int64_t Cout, int64_t D, int64_t H, int64_t W, int64_t kD, int64_t kH,
+              int64_t kW, int64_t pD, int64_t pH, int64_t pW, PadMode mode) {
+  ConvGeom g;
+  g.N = N, g.Cin = Cin, g.Cout = Cout, g.D = D, g.H = H, g.W = W, g.kD = kD, g.kH = kH, g.kW = kW;
+  g.pD = pD, g.pH = pH, g.pW = pW, g.mode = mode;
+  g.validate();
+  return g;
+}
+
+std::vector<ConvGeom> geometries() {
+  std::vector<ConvGeom> gs;
+  for (PadMode m : {PadMode::Zeros, PadMode::Replicate}) {
+    gs.push_back(geom(1, 1, 8, 1, 17, 13, 1, 9, 9, 0, 4, 4, m));    // SRCNN conv1, same
+    gs.push_back(geom(2, 6, 5, 1, 9, 11, 1, 1, 1, 0, 0, 0, m));     // 1x1
+    gs.push_back(geom(3, 7, 1, 1, 12, 9, 1, 5, 5, 0, 2, 1, m));     // SRCNN conv3-like, per-dim padding
+    gs.push_back(geom(2, 3, 4, 5, 8, 7, 3, 3, 3, 1, 1, 1, m));      // 3DSRnet same
+    gs.push_back(geom(1, 4, 3, 5, 7, 6, 3, 3, 3, 0, 0, 0, m));      // 3DSRnet valid
+    gs.push_back(geom(2, 2, 3, 3, 6, 5, 3, 3, 3, 0, 1, 1, m));      // 3DSRnet conv5: pad only in space
+    gs.push_back(geom(1, 2, 2, 1, 3, 4, 1, 5, 5, 0, 3, 3, m));      // kernel larger than the input
+  }
+  gs.push_back(geom(1, 64, 4, 1, 9, 10, 1, 3, 3, 0, 1, 1, PadMode::Zeros));  // 64 channels
+  return gs;
+}
+
+}  // namespace
+
+TEST(CpuConv, ForwardMatchesDirectConvolution) {
+  std::mt19937 rng(1234);
+  for (const ConvGeom& g : geometries()) {
+    auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+    auto b = random_vec(size_t(g.Cout), rng);
+    std::vector<float> y(size_t(g.y_numel()), NAN);
+    cpu::conv_forward(g, x.data(), w.data(), b.data(), y.data(), false);
+    // fp32 products summed over K = Cin*kvol <= 576 terms of size ~1: relative error ~ sqrt(K) * 6e-8.
+    EXPECT_LT(rel_err(y, direct_conv(g, x, w, &b)), 1e-5) << g.str();
+    // Fused ReLU.
+    std::vector<float> yr(size_t(g.y_numel()), NAN);
+    cpu::conv_forward(g, x.data(), w.data(), b.data(), yr.data(), true);
+    for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(yr[i], y[i] > 0 ? y[i] : 0.0f) << g.str();
+  }
+}
+
+TEST(CpuConv, BackwardDataIsTheAdjointOfForward) {
+  std::mt19937 rng(99);
+  for (const ConvGeom& g : geometries()) {
+    auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+    auto dy = random_vec(size_t(g.y_numel()), rng);
+    std::vector<float> y(size_t(g.y_numel())), dx(size_t(g.x_numel()), NAN);
+    cpu::conv_forward(g, x.data(), w.data(), nullptr, y.data(), false);
+    cpu::conv_backward_data(g, dy.data(), w.data(), dx.data());
+    // <conv(x), dy> = <x, conv^T(dy)> for the linear map x -> conv(x) (no bias).
+    const double lhs = dot(y, dy), rhs = dot(x, dx);
+    EXPECT_NEAR(lhs, rhs, 1e-4 * (std::abs(lhs) + 1.0)) << g.str();
+  }
+}
+
+TEST(CpuConv, BackwardWeightMatchesFiniteDifferences) {
+  std::mt19937 rng(7);
+  for (const ConvGeom& g : geometries()) {
+    auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+    auto b = random_vec(size_t(g.Cout), rng), r = random_vec(size_t(g.y_numel()), rng);
+    std::vector<float> dw(size_t(g.w_numel()), NAN), db(size_t(g.Cout), NAN);
+    cpu::conv_backward_weight(g, x.data(), r.data(), dw.data(), db.data());
+    // L(w, b) = <direct_conv(x; w, b), r> is linear in w and b: central differences in double are exact
+    // up to rounding, so compare a few coordinates of each.
+    auto loss = [&](const std::vector<float>& ww, const std::vector<float>& bb) {
+      auto y = direct_conv(g, x, ww, &bb);
+      double s = 0;
+      for (size_t i = 0; i < y.size(); ++i) s += y[i] * r[i];
+      return s;
+    };
+    std::uniform_int_distribution<size_t> pick_w(0, w.size() - 1), pick_b(0, b.size() - 1);
+    for (int t = 0; t < 4; ++t) {
+      const size_t i = pick_w(rng);
+      auto wp = w, wm = w;
+      wp[i] += 0.5f, wm[i] -= 0.5f;
+      const double fd = loss(wp, b) - loss(wm, b);
+      EXPECT_NEAR(dw[i], fd, 1e-4 * (std::abs(fd) + 1.0)) << g.str() << " weight " << i;
+      const size_t j = pick_b(rng);
+      auto bp = b, bm = b;
+      bp[j] += 0.5f, bm[j] -= 0.5f;
+      const double fdb = loss(w, bp) - loss(w, bm);
+      EXPECT_NEAR(db[j], fdb, 1e-4 * (std::abs(fdb) + 1.0)) << g.str() << " bias " << j;
+    }
+  }
+}
+
+TEST(CpuConv, ChunkBoundariesAcrossTheBatch) {
+  // K = 64 * 25 = 1600 rows: the 8 Mi-float column budget holds 5242 columns, so 3 images of 48x48
+  // (6912 columns) are split mid-image. Forward and backward-weight must not notice.
+  std::mt19937 rng(5);
+  const ConvGeom g = geom(3, 64, 2, 1, 48, 48, 1, 5, 5, 0, 2, 2, PadMode::Replicate);
+  auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+  std::vector<float> y(size_t(g.y_numel()), NAN);
+  cpu::conv_forward(g, x.data(), w.data(), nullptr, y.data(), false);
+  EXPECT_LT(rel_err(y, direct_conv(g, x, w, nullptr)), 1e-5);
+  auto dy = random_vec(size_t(g.y_numel()), rng);
+  std::vector<float> dx(size_t(g.x_numel()), NAN), dw(size_t(g.w_numel()), NAN);
+  cpu::conv_backward_data(g, dy.data(), w.data(), dx.data());
+  EXPECT_NEAR(dot(y, dy), dot(x, dx), 1e-4 * std::abs(dot(y, dy)));
+  cpu::conv_backward_weight(g, x.data(), dy.data(), dw.data(), nullptr);
+  // <dw, w> = <dy, conv(x; w)> since conv is linear in w.
+  EXPECT_NEAR(dot(dw, w), dot(dy, y), 1e-4 * std::abs(dot(dy, y)));
+}
+
+TEST(CpuOps, ReluMseShuffleAndUpdates) {
+  std::mt19937 rng(3);
+  const int64_t n = 1001;
+  auto a = random_vec(size_t(n), rng), b = random_vec(size_t(n), rng);
+  std::vector<float> y(static_cast<size_t>(n)), g(static_cast<size_t>(n));
+  cpu::relu_forward(n, a.data(), y.data());
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(y[size_t(i)], std::max(a[size_t(i)], 0.0f));
+  cpu::relu_backward(n, y.data(), b.data(), g.data());
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(g[size_t(i)], a[size_t(i)] > 0 ? b[size_t(i)] : 0.0f);
+
+  double ref = 0;
+  for (int64_t i = 0; i < n; ++i) ref += (double(a[size_t(i)]) - b[size_t(i)]) * (double(a[size_t(i)]) - b[size_t(i)]);
+  EXPECT_NEAR(cpu::mse_loss(n, a.data(), b.data()), ref / n, 1e-12);
+  cpu::mse_grad(n, a.data(), b.data(), 3.0f, g.data());
+  for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(g[size_t(i)], 6.0 * (a[size_t(i)] - b[size_t(i)]) / n, 1e-7);
+
+  // Pixel shuffle, r = 3, against the index formula.
+  const int64_t N = 2, C = 2, H = 3, W = 4, r = 3;
+  auto xs = random_vec(size_t(N * C * r * r * H * W), rng);
+  std::vector<float> ys(xs.size()), back(xs.size());
+  cpu::pixel_shuffle_forward(N, C, H, W, r, xs.data(), ys.data());
+  for (int64_t nn = 0; nn < N; ++nn)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t h = 0; h < H * r; ++h)
+        for (int64_t w = 0; w < W * r; ++w)
+          ASSERT_EQ(ys[size_t(((nn * C + c) * H * r + h) * W * r + w)],
+                    xs[size_t(((nn * C * r * r + c * r * r + (h % r) * r + (w % r)) * H + h / r) * W + w / r)]);
+  cpu::pixel_shuffle_backward(N, C, H, W, r, ys.data(), back.data());
+  EXPECT_EQ(back, xs);  // a permutation: its adjoint is its inverse
+
+  // SGD with momentum and Nesterov, two steps, against the formulas by hand.
+  std::vector<float> p{1.0f, -2.0f}, gr{0.5f, 0.25f}, v{0.0f, 0.0f};
+  SgdParams hp{0.1f, 0.9f, 0.01f, true};
+  cpu::sgd_update(2, p.data(), gr.data(), v.data(), hp);
+  double g0 = 0.5 + 0.01 * 1.0, v0 = g0, p0 = 1.0 - 0.1 * (g0 + 0.9 * v0);
+  EXPECT_NEAR(p[0], p0, 1e-6);
+  cpu::sgd_update(2, p.data(), gr.data(), v.data(), hp);
+  double g1 = 0.5 + 0.01 * p0, v1 = 0.9 * v0 + g1, p1 = p0 - 0.1 * (g1 + 0.9 * v1);
+  EXPECT_NEAR(p[0], p1, 1e-6);
+
+  // Adam, first step moves each parameter by lr * sign(g) (bias-corrected m / sqrt(v) = g / |g|).
+  std::vector<float> pa{1.0f, -2.0f}, m{0, 0}, va{0, 0};
+  AdamParams ah;
+  ah.lr = 0.01f;
+  cpu::adam_update(2, pa.data(), gr.data(), m.data(), va.data(), ah, 1);
+  EXPECT_NEAR(pa[0], 1.0 - 0.01, 1e-6);
+  EXPECT_NEAR(pa[1], -2.0 - 0.01, 1e-6);
+}

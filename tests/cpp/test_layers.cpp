@@ -1,0 +1,166 @@
+// Layers, Sequential and optimizers through the public C++ API.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "magmasr/magmasr.hpp"
+
+using namespace magmasr;
+
+namespace {
+
+Tensor random_tensor(const Shape& s, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(size_t(shape_numel(s)));
+  for (float& x : v) x = d(rng);
+  return Tensor::from_vector(v, s);
+}
+
+std::shared_ptr<Sequential> tiny_srcnn(uint64_t seed) {
+  auto m = std::make_shared<Sequential>();
+  m->add(std::make_shared<Conv2d>(1, 8, std::vector<int64_t>{5}, std::vector<int64_t>{0}, PadMode::Zeros, true, seed),
+         "conv1");
+  m->add(std::make_shared<ReLU>(), "relu1");
+  m->add(std::make_shared<Conv2d>(8, 4, std::vector<int64_t>{1}, std::vector<int64_t>{0}, PadMode::Zeros, true,
+                                  seed + 1),
+         "conv2");
+  m->add(std::make_shared<ReLU>(), "relu2");
+  m->add(std::make_shared<Conv2d>(4, 1, std::vector<int64_t>{3}, std::vector<int64_t>{0}, PadMode::Zeros, true,
+                                  seed + 2),
+         "conv3");
+  return m;
+}
+
+}  // namespace
+
+TEST(Layers, SequentialShapesNamesAndSummary) {
+  auto m = tiny_srcnn(1);
+  EXPECT_EQ(m->output_shape({2, 1, 20, 20}), (Shape{2, 1, 14, 14}));
+  auto named = m->named_parameters();
+  ASSERT_EQ(named.size(), 6u);
+  EXPECT_EQ(named[0].first, "conv1.weight");
+  EXPECT_EQ(named[5].first, "conv3.bias");
+  EXPECT_EQ(m->num_parameters(), (8 * 25 + 8) + (4 * 8 + 4) + (4 * 9 + 1));
+  m->get("conv1")->set_trainable(false);
+  const std::string s = m->summary({1, 1, 20, 20});
+  EXPECT_NE(s.find("[1, 8, 16, 16]"), std::string::npos) << s;
+  EXPECT_NE(s.find("Total params: 281"), std::string::npos) << s;
+  EXPECT_NE(s.find("Non-trainable params: 208"), std::string::npos) << s;
+  EXPECT_THROW(m->output_shape({1, 2, 20, 20}), ValueError);  // wrong channel count
+  EXPECT_THROW(m->add(std::make_shared<ReLU>(), "conv1"), ValueError);
+  EXPECT_THROW(m->get("nope"), ValueError);
+}
+
+TEST(Layers, FrozenLayersComputeNoGradients) {
+  std::mt19937 rng(11);
+  auto m = tiny_srcnn(2);
+  m->get("conv1")->set_trainable(false);
+  Tensor x = random_tensor({2, 1, 12, 12}, rng);
+  Tensor y = m->forward(x, true);
+  Tensor dx = m->backward(Tensor::full(y.shape(), 1.0f), false);
+  EXPECT_FALSE(dx.defined());
+  auto named = m->named_parameters();
+  EXPECT_FALSE(named[0].second->grad.defined());  // conv1 frozen
+  EXPECT_TRUE(named[2].second->grad.defined());   // conv2 learns
+  EXPECT_TRUE(named[4].second->grad.defined());
+  // With every layer frozen nothing is computed at all; with need_dx the input gradient still comes.
+  m->set_trainable(false);
+  y = m->forward(x, true);
+  Tensor dx2 = m->backward(Tensor::full(y.shape(), 1.0f), true);
+  ASSERT_TRUE(dx2.defined());
+  EXPECT_EQ(dx2.shape(), x.shape());
+}
+
+TEST(Layers, FusedInferenceEqualsTrainingForward) {
+  std::mt19937 rng(12);
+  auto m = tiny_srcnn(3);
+  Tensor x = random_tensor({1, 1, 15, 13}, rng);
+  auto a = m->forward(x, false).to_vector(), b = m->forward(x, true).to_vector();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_FLOAT_EQ(a[i], b[i]);
+}
+
+TEST(Layers, PixelShuffleAndFoldDepthRoundTrip) {
+  std::mt19937 rng(13);
+  Sequential m;
+  m.add(std::make_shared<Conv3d>(1, 4, std::vector<int64_t>{3}, std::vector<int64_t>{0, 1, 1}), "conv");
+  m.add(std::make_shared<FoldDepth>(), "fold");
+  m.add(std::make_shared<PixelShuffle>(2), "shuffle");
+  Tensor x = random_tensor({2, 1, 3, 6, 5}, rng);
+  EXPECT_EQ(m.output_shape(x.shape()), (Shape{2, 1, 12, 10}));
+  Tensor y = m.forward(x, true);
+  EXPECT_EQ(y.shape(), (Shape{2, 1, 12, 10}));
+  Tensor dx = m.backward(Tensor::full(y.shape(), 1.0f), true);
+  EXPECT_EQ(dx.shape(), x.shape());
+}
+
+// End to end: forward, backward and update learn a fixed 3x3 smoothing filter followed by a gain.
+TEST(Training, SgdAndAdamReduceTheLoss) {
+  for (int use_adam = 0; use_adam < 2; ++use_adam) {
+    std::mt19937 rng(21);
+    auto m = tiny_srcnn(5);
+    // Target: y = 0.5 * box3x3(x) over the valid 14x14 centre of 20x20 inputs (conv 5, 1, 3 -> -6 px).
+    auto make_batch = [&](Tensor& x, Tensor& t) {
+      x = random_tensor({8, 1, 20, 20}, rng, 0.0f, 1.0f);
+      std::vector<float> tv(size_t(8 * 14 * 14));
+      const float* xp = x.data();
+      for (int n = 0; n < 8; ++n)
+        for (int i = 0; i < 14; ++i)
+          for (int j = 0; j < 14; ++j) {
+            float s = 0;
+            for (int a = 0; a < 3; ++a)
+              for (int b = 0; b < 3; ++b) s += xp[(n * 20 + i + 2 + a) * 20 + j + 2 + b];
+            tv[size_t((n * 14 + i) * 14 + j)] = 0.5f * s / 9.0f;
+          }
+      t = Tensor::from_vector(tv, {8, 1, 14, 14});
+    };
+    std::unique_ptr<Optimizer> opt;
+    if (use_adam)
+      opt = std::make_unique<Adam>(m->parameters(), AdamParams{3e-3f});
+    else
+      opt = std::make_unique<SGD>(m->parameters(), SgdParams{0.05f, 0.9f, 0.0f, false});
+    double first = 0, last = 0;
+    for (int step = 0; step < 500; ++step) {
+      Tensor x, t;
+      make_batch(x, t);
+      Tensor y = m->forward(x, true);
+      const double loss = ops::mse_loss(y, t);
+      if (step < 10) first += loss / 10;
+      if (step >= 490) last += loss / 10;
+      m->backward(ops::mse_loss_backward(y, t), false);
+      opt->step();
+    }
+    // A broken gradient or update leaves the loss where it started; a working one cuts it by > 10x.
+    EXPECT_LT(last, first / 10) << (use_adam ? "Adam" : "SGD") << ": first " << first << ", last " << last;
+    EXPECT_EQ(opt->steps(), 500);
+  }
+}
+
+TEST(Optimizers, LrMultAndFrozenParameters) {
+  Parameter a{"a", Tensor::full({3}, 1.0f), Tensor::full({3}, 1.0f), 1.0f, true};
+  Parameter b{"b", Tensor::full({3}, 1.0f), Tensor::full({3}, 1.0f), 0.1f, true};
+  Parameter c{"c", Tensor::full({3}, 1.0f), Tensor::full({3}, 1.0f), 1.0f, false};
+  SGD opt({&a, &b, &c}, SgdParams{0.5f});
+  opt.step();
+  EXPECT_FLOAT_EQ(a.value.to_vector()[0], 0.5f);
+  EXPECT_FLOAT_EQ(b.value.to_vector()[0], 0.95f);
+  EXPECT_FLOAT_EQ(c.value.to_vector()[0], 1.0f);
+  EXPECT_THROW(SGD({&a}, SgdParams{-1.0f}), ValueError);
+  EXPECT_THROW(Adam({}, AdamParams{}), ValueError);
+}
+
+TEST(Ops, ArgumentErrors) {
+  std::mt19937 rng(1);
+  Tensor x = random_tensor({1, 3, 8, 8}, rng), w = random_tensor({4, 2, 3, 3}, rng);
+  ops::ConvOptions o;
+  EXPECT_THROW(ops::conv(x, w, Tensor(), o), ValueError);  // 3 channels in, weight wants 2
+  Tensor w3 = random_tensor({4, 3, 9, 9}, rng);
+  EXPECT_THROW(ops::conv(x, w3, Tensor(), o), ValueError);  // kernel larger than input
+  Tensor b = random_tensor({5}, rng);
+  EXPECT_THROW(ops::conv(x, random_tensor({4, 3, 3, 3}, rng), b, o), ValueError);  // bias size
+  EXPECT_THROW(ops::mse_loss(x, random_tensor({1, 3, 8, 7}, rng)), ValueError);
+  EXPECT_THROW(ops::pixel_shuffle(x, 2), ValueError);  // 3 channels not divisible by 4
+  o.padding = {1, 1, 1};
+  EXPECT_THROW(ops::conv(x, random_tensor({4, 3, 3, 3}, rng), Tensor(), o), ValueError);
+}
