@@ -1,0 +1,102 @@
+"""Model builders (exact parameter counts), the SRCNN pipeline through magmasr's own kernels against the
+published Set5 figures, and ImageSR's upscale / save / load."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from magmasr import models
+from magmasr.sr import ImageSR, evaluate_image_sr
+
+
+def conv_params(cin, cout, *k):
+    return cout * cin * int(np.prod(k)) + cout
+
+
+def test_srcnn_presets_parameter_counts_and_shapes():
+    for name, (f1, f2, f3) in models.SRCNN_PRESETS.items():
+        m = models.srcnn_preset(name)
+        assert m.num_parameters == conv_params(1, 64, f1, f1) + conv_params(64, 32, f2, f2) + conv_params(32, 1, f3, f3)
+        assert m.output_shape((2, 1, 40, 36)) == (2, 1, 40, 36)  # 'same'
+        v = models.srcnn_preset(name, padding="valid")
+        assert v.output_shape((2, 1, 33, 33)) == (2, 1, 33 - f1 - f2 - f3 + 3, 33 - f1 - f2 - f3 + 3)
+    assert models.srcnn_preset("9-5-5").num_parameters == 57281
+    assert [n for n, _ in models.srcnn().named_parameters()] == [
+        "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias"]
+
+
+def test_srcnn_nonlinear_adds_one_conv_relu_and_shares_names():
+    m = models.srcnn_nonlinear(fb=3)
+    assert m.names() == ["conv1", "relu1", "conv2", "relu2", "conv2b", "relu2b", "conv3"]
+    assert m.num_parameters == 57281 + conv_params(32, 32, 3, 3)
+
+
+def test_tdsrnet_poster_counts():
+    # The poster's total: five Conv3D 3x3x3 (1->32, then 32->32) and a 3x3 head with 4 outputs.
+    shuffle = models.tdsrnet_poster("shuffle")
+    assert shuffle.num_parameters == 112_772
+    assert shuffle.output_shape((1, 1, 5, 64, 64)) == (1, 1, 120, 120)
+    # A 1-output head instead: 111,616 + 289 = 111,905. (The issue's 112,505 cannot come from a 3x3 Conv2D
+    # on 32 channels: 9 * 32 * c + c = 889 has no integer solution.)
+    single = models.tdsrnet_poster("single")
+    assert single.num_parameters == 111_905
+    assert single.output_shape((1, 1, 5, 64, 64)) == (1, 1, 60, 60)
+
+
+def test_tdsrnet_published_shapes():
+    for scale in (2, 3, 4):
+        m = models.tdsrnet(scale)
+        assert m.output_shape((2, 1, 5, 16, 12)) == (2, 1, 16 * scale, 12 * scale)
+        assert m.num_parameters == conv_params(1, 64, 3, 3, 3) + 4 * conv_params(64, 64, 3, 3, 3) + conv_params(
+            64, scale * scale, 3, 3, 3)
+    with pytest.raises(ValueError, match="5 frames"):
+        models.tdsrnet(4, frames=3)
+
+
+def test_builders_reject_bad_options():
+    with pytest.raises(ValueError, match="padding"):
+        models.srcnn(padding="full")
+    with pytest.raises(ValueError, match="odd"):
+        models.srcnn(f1=8)
+    with pytest.raises(ValueError, match="preset"):
+        models.srcnn_preset("9-9-9")
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.parametrize("preset,scale,published", [
+    ("9-5-5_imagenet", 3, 32.75),
+    ("9-5-5_imagenet", 2, 36.66),
+    ("9-1-5_91images", 3, 32.39),
+])
+def test_official_srcnn_weights_reproduce_published_set5(shared_dir, preset, scale, published):
+    """The authors' weights, imported and run through magmasr's CPU kernels under their protocol, give the
+    published Set5 PSNR to 0.02 dB (the published figures are rounded to 0.01 dB)."""
+    path = shared_dir / "weights" / "srcnn_official" / preset / f"x{scale}.mat"
+    model = ImageSR.from_srcnn_mat(path, scale)
+    rows = evaluate_image_sr(model, shared_dir / "data" / "Set5", scale)
+    assert len(rows) == 5
+    mean = float(np.mean([r.psnr for r in rows]))
+    assert abs(mean - published) <= 0.02, f"Set5 x{scale} {preset}: {mean:.3f} dB, published {published}"
+    bicubic = {2: 33.66, 3: 30.39}[scale]
+    assert abs(np.mean([r.psnr_bicubic for r in rows]) - bicubic) <= 0.02
+
+
+def test_upscale_dtypes_shapes_and_save_load(tmp_path):
+    rng = np.random.default_rng(0)
+    model = ImageSR.srcnn("9-1-5", scale=2)
+    rgb = rng.integers(0, 256, (13, 17, 3), dtype=np.uint8)
+    out = model.upscale(rgb)
+    assert out.shape == (26, 34, 3) and out.dtype == np.uint8
+    gray = rng.random((9, 11)).astype(np.float32)
+    g = model.upscale(gray, scale=3)
+    assert g.shape == (27, 33) and g.dtype == np.float32 and 0 <= g.min() and g.max() <= 1
+    with pytest.raises(ValueError, match="RGB"):
+        model.upscale(rng.random((4, 4, 2)))
+    with pytest.raises(TypeError, match="dtype"):
+        model.upscale(np.zeros((4, 4), dtype=np.int32))
+    path = tmp_path / "m.safetensors"
+    model.save(path, recipe="test")
+    back = ImageSR.load(path)
+    assert back.scale == 2 and back.arch == model.arch and back.metadata["recipe"] == "test"
+    np.testing.assert_array_equal(back.upscale(rgb), out)
