@@ -1,0 +1,297 @@
+"""Tests of magmasr.image: MATLAB-compatible imresize, colour conversions, crops.
+
+The exactness test compares with MATLAB's own outputs in ``shared/data/Set*/x*_matlab_lr`` (skipped when
+the shared data folder is absent; set ``MAGMASR_SHARED`` to point elsewhere).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from magmasr import image
+
+
+def _shared() -> Path:
+    env = os.environ.get("MAGMASR_SHARED")
+    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared"
+
+
+DATA = _shared() / "data"
+
+
+def _read_png(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    return np.asarray(iio.imread(path))
+
+
+def _matlab_pairs():
+    for subset in ("Set5", "Set14"):
+        for k in (2, 3, 4):
+            for hr in sorted((DATA / subset).glob("*.png")):
+                yield subset, k, hr
+
+
+# ---------------------------------------------------------------------------------------------------
+# imresize against MATLAB
+# ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.data
+def test_imresize_matches_matlab_on_set5_set14():
+    if not (DATA / "Set5" / "x2_matlab_lr").is_dir() or not (DATA / "Set14" / "x2_matlab_lr").is_dir():
+        pytest.skip(f"shared data not found under {DATA}")
+    rows = []
+    for subset, k, hr_path in _matlab_pairs():
+        hr = _read_png(hr_path)  # RGB uint8, or 2-D uint8 for the gray bridge.png
+        ref = _read_png(hr_path.parent / f"x{k}_matlab_lr" / hr_path.name)
+        out = image.imresize(image.modcrop(hr, k), 1 / k)
+        assert out.dtype == np.uint8
+        assert out.shape == ref.shape, (subset, k, hr_path.name, out.shape, ref.shape)
+        diff = out.astype(np.float64) - ref
+        same = float(np.mean(diff == 0))
+        err = float(np.mean(diff**2))
+        p = float("inf") if err == 0 else 10 * np.log10(255.0**2 / err)
+        rows.append((f"{subset} x{k} {hr_path.name}", same, p))
+    assert len(rows) == 3 * 19
+    worst_same = min(rows, key=lambda r: r[1])
+    worst_psnr = min(rows, key=lambda r: r[2])
+    mean_same = float(np.mean([r[1] for r in rows]))
+    # Acceptance bar of the issue: >= 95 % identical per image, >= 98 % on average, >= 48 dB.
+    assert worst_same[1] >= 0.95, worst_same
+    assert mean_same >= 0.98, mean_same
+    assert worst_psnr[2] >= 48.0, worst_psnr
+    # What this implementation actually reaches (MATLAB's replicate borders): bit-exact everywhere.
+    assert worst_same[1] == 1.0, worst_same
+
+
+def test_symmetric_border_differs_only_near_edges():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (60, 48, 3), dtype=np.uint8)
+    a = image.imresize(img, 1 / 4)
+    b = image.imresize(img, 1 / 4, border="symmetric")
+    assert a.shape == b.shape == (15, 12, 3)
+    np.testing.assert_array_equal(a[2:-2, 2:-2], b[2:-2, 2:-2])
+
+
+# ---------------------------------------------------------------------------------------------------
+# contributions: independent checks of the 1-D table
+# ---------------------------------------------------------------------------------------------------
+
+def _cubic_ref(x: float) -> float:
+    x = abs(x)
+    if x <= 1:
+        return 1.5 * x**3 - 2.5 * x**2 + 1
+    if x <= 2:
+        return -0.5 * x**3 + 2.5 * x**2 - 4 * x + 2
+    return 0.0
+
+
+@pytest.mark.parametrize("in_len,out_len,scale", [(12, 24, 2.0), (12, 4, 1 / 3), (10, 10, 1.0), (7, 20, 20 / 7)])
+def test_contributions_against_direct_formula(in_len, out_len, scale):
+    w, idx = image.contributions(in_len, out_len, scale)
+    assert w.shape == idx.shape
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-12)
+    assert idx.min() >= 0 and idx.max() < in_len
+    # Dense resampling matrix from the definition, with clamped (replicated) end points.
+    s = min(scale, 1.0)
+    dense = np.zeros((out_len, in_len))
+    for i in range(out_len):
+        centre = (i + 0.5) / scale - 0.5  # 0-based input coordinate of output pixel i
+        row = np.zeros(in_len)
+        for j in range(int(np.floor(centre - 2 / s)) - 1, int(np.ceil(centre + 2 / s)) + 2):
+            row[min(max(j, 0), in_len - 1)] += s * _cubic_ref(s * (centre - j))
+        dense[i] = row / row.sum()
+    mine = np.zeros((out_len, in_len))
+    for i in range(out_len):
+        np.add.at(mine[i], idx[i], w[i])
+    np.testing.assert_allclose(mine, dense, atol=1e-12)
+
+
+def test_resize_along_axis_is_a_matrix_product():
+    rng = np.random.default_rng(1)
+    x = rng.random((9, 13, 2))
+    w, idx = image.contributions(13, 5, 5 / 13)
+    out = image.resize_along_axis(x, 1, w, idx)
+    dense = np.zeros((5, 13))
+    for i in range(5):
+        np.add.at(dense[i], idx[i], w[i])
+    np.testing.assert_allclose(out, np.einsum("oi,hic->hoc", dense, x), atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------
+# imresize properties
+# ---------------------------------------------------------------------------------------------------
+
+_shapes = st.tuples(st.integers(1, 24), st.integers(1, 24))
+_scales = st.sampled_from([0.25, 1 / 3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=_shapes, scale=_scales, value=st.integers(0, 255), channels=st.sampled_from([0, 1, 3]),
+       method=st.sampled_from(["bicubic", "bilinear", "nearest"]))
+def test_constant_image_stays_constant(shape, scale, value, channels, method):
+    full = shape + ((channels,) if channels else ())
+    img = np.full(full, value, dtype=np.uint8)
+    out = image.imresize(img, scale, method=method)
+    assert out.dtype == np.uint8
+    assert np.all(out == value)
+    f = image.imresize(img.astype(np.float64) / 255, scale, method=method)
+    np.testing.assert_allclose(f, value / 255, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=_shapes, scale=_scales)
+def test_output_shape_is_ceil_of_scaled_size(shape, scale):
+    img = np.zeros(shape + (3,), dtype=np.float32)
+    out = image.imresize(img, scale)
+    expected = tuple(int(np.ceil(n * scale)) for n in shape)
+    assert out.shape == expected + (3,)
+    assert out.dtype == np.float32
+
+
+@settings(max_examples=30, deadline=None)
+@given(img=hnp.arrays(np.uint8, st.tuples(st.integers(2, 20), st.integers(2, 20), st.just(3)),
+                      elements=st.integers(40, 215)),
+       scale=_scales)
+def test_uint8_mode_dtype_and_agreement_with_float_mode(img, scale):
+    u = image.imresize(img, scale)
+    assert u.dtype == np.uint8
+    f = image.imresize(img.astype(np.float64), scale)  # float mode, 0..255 units, no rounding per pass
+    assert f.dtype == np.float64
+    # Values in 40..215 keep the kernel's overshoot inside 0..255, so no pass saturates. Rounding after
+    # the first pass moves a sample by <= 0.5, which the second pass (sum |w| < 2) turns into < 1: the
+    # two results, each rounded, differ by at most one level.
+    assert np.max(np.abs(u.astype(np.int64) - image.to_uint8(f / 255.0).astype(np.int64))) <= 1
+
+
+def test_upscale_shapes_and_output_shape_argument():
+    img = np.zeros((10, 7), dtype=np.uint8)
+    assert image.imresize(img, 3).shape == (30, 21)
+    assert image.imresize(img, output_shape=(25, 9)).shape == (25, 9)
+    assert image.imresize(img, output_shape=(20, None)).shape == (20, 14)
+    assert image.imresize(img, (2, 0.5)).shape == (20, 4)
+    assert image.imresize(np.zeros((255, 258)), 1 / 3).shape == (85, 86)
+    # MATLAB's ceil(scale * size) without tolerance: 50 * 1.1 is 55.00000000000001 in double.
+    assert image.imresize(np.zeros((50, 20)), 1.1).shape == (56, 22)
+
+
+def test_dimension_order_smallest_scale_first():
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    out = image.imresize(img, (2.0, 0.5))
+    # Columns (scale 0.5) go first, then rows.
+    wc, ic = image.contributions(16, 8, 0.5)
+    wr, ir = image.contributions(16, 32, 2.0)
+    ref = image.resize_along_axis(image.resize_along_axis(img, 1, wc, ic, True), 0, wr, ir, True)
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_upscale_by_two_interpolates_halfway_samples():
+    # Bicubic x2 of a linear ramp stays linear in the interior (cubic kernels reproduce linear functions).
+    x = np.tile(np.arange(20, dtype=np.float64), (4, 1))
+    y = image.imresize(x, output_shape=(4, 40))
+    np.testing.assert_allclose(y[:, 4:-4], np.tile(np.arange(40)[4:-4] / 2 - 0.25, (4, 1)), atol=1e-12)
+
+
+def test_imresize_errors():
+    with pytest.raises(ValueError, match="exactly one"):
+        image.imresize(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="method"):
+        image.imresize(np.zeros((4, 4)), 2, method="lanczos9")
+    with pytest.raises(ValueError, match="uint8"):
+        image.imresize(np.zeros((4, 4), dtype=np.int32), 2)
+    with pytest.raises(ValueError, match="empty"):
+        image.imresize(np.zeros((0, 4)), 2)
+    with pytest.raises(ValueError):
+        image.imresize(np.zeros((4, 4)), -1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Colour conversions
+# ---------------------------------------------------------------------------------------------------
+
+def _matlab_ycbcr_uint8(rgb: np.ndarray) -> np.ndarray:
+    """MATLAB's rgb2ycbcr on uint8, written out channel by channel."""
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+    cb = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
+    cr = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
+    out = np.stack([y, cb, cr], axis=-1)
+    return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)  # values are >= 0: half away from zero
+
+
+def test_rgb2ycbcr_uint8_matches_matlab_formula():
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    rgb[0, :8] = [[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [1, 2, 3],
+                  [128, 128, 128]]
+    out = image.rgb2ycbcr(rgb)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, _matlab_ycbcr_uint8(rgb))
+    np.testing.assert_array_equal(image.rgb2y(rgb), out[..., 0])
+    assert tuple(out[0, 0]) == (16, 128, 128) and tuple(out[0, 1]) == (235, 128, 128)
+
+
+def test_rgb2ycbcr_float_matches_formula_and_range():
+    rng = np.random.default_rng(4)
+    rgb = rng.random((32, 32, 3))
+    out = image.rgb2ycbcr(rgb)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    np.testing.assert_allclose(out[..., 0], (16 + 65.481 * r + 128.553 * g + 24.966 * b) / 255, atol=1e-12)
+    np.testing.assert_allclose(out[..., 1], (128 - 37.797 * r - 74.203 * g + 112 * b) / 255, atol=1e-12)
+    np.testing.assert_allclose(out[..., 2], (128 + 112 * r - 93.786 * g - 18.214 * b) / 255, atol=1e-12)
+    assert out.dtype == np.float64
+    assert image.rgb2ycbcr(rgb.astype(np.float32)).dtype == np.float32
+    np.testing.assert_allclose(image.rgb2y(rgb), out[..., 0], atol=1e-12)
+
+
+def test_ycbcr_round_trip():
+    rng = np.random.default_rng(5)
+    rgb = rng.random((40, 30, 3))
+    np.testing.assert_allclose(image.ycbcr2rgb(image.rgb2ycbcr(rgb)), rgb, atol=1e-10)
+    u = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    back = image.ycbcr2rgb(image.rgb2ycbcr(u))
+    assert back.dtype == np.uint8
+    # The studio range has fewer levels than 0..255, so rounding can cost a few levels, never more.
+    assert np.max(np.abs(back.astype(int) - u)) <= 3
+    assert np.mean(back == u) > 0.5
+
+
+def test_colour_errors():
+    with pytest.raises(ValueError, match="H x W x 3"):
+        image.rgb2ycbcr(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="H x W x 3"):
+        image.rgb2y(np.zeros((4, 4, 4), dtype=np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Crops and conversions
+# ---------------------------------------------------------------------------------------------------
+
+def test_modcrop_and_shave():
+    img = np.arange(7 * 10 * 3).reshape(7, 10, 3)
+    assert image.modcrop(img, 3).shape == (6, 9, 3)
+    assert image.modcrop(img[..., 0], 4).shape == (4, 8)
+    np.testing.assert_array_equal(image.modcrop(img, 3), img[:6, :9])
+    np.testing.assert_array_equal(image.shave(img, 2), img[2:5, 2:8])
+    assert image.shave(img, 0) is img
+    with pytest.raises(ValueError):
+        image.shave(img, 4)
+    with pytest.raises(ValueError):
+        image.modcrop(img, 0)
+
+
+def test_to_uint8_rounds_half_away_from_zero():
+    x = np.array([0.5 / 255, 1.5 / 255, 2.5 / 255, -0.1, 1.2, 254.5 / 255])
+    np.testing.assert_array_equal(image.to_uint8(x), [1, 2, 3, 0, 255, 255])
+    u = np.array([0, 128, 255], dtype=np.uint8)
+    np.testing.assert_allclose(image.to_float(u), [0, 128 / 255, 1])
+    np.testing.assert_array_equal(image.to_uint8(image.to_float(u)), u)
+    np.testing.assert_array_equal(image.round_half_away(np.array([-2.5, -0.5, 0.5, 1.5, 2.5])), [-3, -1, 1, 2, 3])
