@@ -46,9 +46,6 @@ void set_num_threads(int n) {
 #ifdef _OPENMP
   omp_set_num_threads(n);
 #endif
-#ifdef MAGMASR_HAVE_OPENBLAS
-  MAGMASR_BLAS_FN(openblas_set_num_threads)(n);
-#endif
 }
 
 int get_num_threads() {

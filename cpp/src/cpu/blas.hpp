@@ -23,6 +23,17 @@ int MAGMASR_BLAS_FN(openblas_get_num_threads)(void);
 
 namespace magmasr::cpu {
 
+/// Keeps OpenBLAS on the calling thread: the CPU kernels parallelise with OpenMP themselves.
+inline void blas_single_threaded() {
+#ifdef MAGMASR_HAVE_OPENBLAS
+  static const bool once = [] {
+    MAGMASR_BLAS_FN(openblas_set_num_threads)(1);
+    return true;
+  }();
+  (void)once;
+#endif
+}
+
 /// Row-major C[M, N] = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T; lda/ldb/ldc are row strides.
 inline void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                   int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {

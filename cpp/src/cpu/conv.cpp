@@ -7,12 +7,19 @@
 //   forward:          tmp[Cout, cols] = W[Cout, K] * col          then y[n, co, p] = tmp + b (and ReLU)
 //   backward-data:    dcol[K, cols] = W^T * dY[Cout, cols]       then col2vol accumulates into dx
 //   backward-weight:  dW[Cout, K] += dY[Cout, cols] * col^T,      db[co] = sum of dy[n, co, :]
+// Threads: every GEMM is split into column (or row) blocks, one per OpenMP thread, each a single-threaded
+// OpenBLAS call. OpenBLAS's own thread pool is never used: on a small machine its spinning workers and
+// OpenMP's competed for the cores and made a 33x33-patch training step 9x slower.
 // Padding: Zeros skips samples outside the input; Replicate clamps the index into the input, and col2vol
 // adds the gradient of those samples to the clamped border sample (the exact adjoint).
 #include <algorithm>
 #include <cstring>
 #include <memory>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "backend.hpp"
 #include "cpu/blas.hpp"
@@ -26,6 +33,40 @@ int64_t chunk_columns(const ConvGeom& g) {
   const int64_t K = g.Cin * g.kernel_volume();
   const int64_t total = g.N * g.out_spatial();
   return std::max<int64_t>(1, std::min(total, kColBudgetFloats / std::max<int64_t>(K, 1)));
+}
+
+// C[M, N] = op(A)[M, K] * B[K, N] with B and C row-major of row stride ldb = ldc = N, split over the N
+// columns among the OpenMP threads (blocks of >= 64 columns).
+void gemm_split_cols(bool trans_a, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                     float* C) {
+  blas_single_threaded();
+#pragma omp parallel
+  {
+#ifdef _OPENMP
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+#else
+    const int64_t nt = 1, t = 0;
+#endif
+    const int64_t per = std::max<int64_t>(64, (N + nt - 1) / nt);
+    const int64_t j0 = t * per, j1 = std::min(N, j0 + per);
+    if (j0 < j1) sgemm(trans_a, false, M, j1 - j0, K, 1.0f, A, lda, B + j0, N, 0.0f, C + j0, N);
+  }
+}
+
+// C[M, N] (+)= A[M, K] * B[N, K]^T, split over the N rows of B (columns of C) among the OpenMP threads.
+void gemm_nt_split_rows(int64_t M, int64_t N, int64_t K, const float* A, const float* B, float beta, float* C) {
+  blas_single_threaded();
+#pragma omp parallel
+  {
+#ifdef _OPENMP
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+#else
+    const int64_t nt = 1, t = 0;
+#endif
+    const int64_t per = std::max<int64_t>(16, (N + nt - 1) / nt);
+    const int64_t j0 = t * per, j1 = std::min(N, j0 + per);
+    if (j0 < j1) sgemm(false, true, M, j1 - j0, K, 1.0f, A, K, B + j0 * K, K, beta, C + j0, N);
+  }
 }
 
 inline int64_t clamp_index(int64_t i, int64_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
@@ -124,7 +165,7 @@ void conv_forward(const ConvGeom& g, const float* x, const float* w, const float
   for (int64_t q0 = 0; q0 < total; q0 += chunk) {
     const int64_t q1 = std::min(total, q0 + chunk), cols = q1 - q0;
     vol2col(g, x, q0, q1, col.get());
-    sgemm(false, false, g.Cout, cols, K, 1.0f, w, K, col.get(), cols, 0.0f, tmp.get(), cols);
+    gemm_split_cols(false, g.Cout, cols, K, w, K, col.get(), tmp.get());
 #pragma omp parallel for schedule(static)
     for (int64_t co = 0; co < g.Cout; ++co) {
       const float bias = b ? b[co] : 0.0f;
@@ -151,7 +192,7 @@ void conv_backward_data(const ConvGeom& g, const float* dy, const float* w, floa
   for (int64_t q0 = 0; q0 < total; q0 += chunk) {
     const int64_t q1 = std::min(total, q0 + chunk), cols = q1 - q0;
     gather_dy(g, dy, q0, q1, dyc.get());
-    sgemm(true, false, K, cols, g.Cout, 1.0f, w, K, dyc.get(), cols, 0.0f, dcol.get(), cols);
+    gemm_split_cols(true, K, cols, g.Cout, w, K, dyc.get(), dcol.get());
     col2vol(g, dcol.get(), q0, q1, dx);
   }
 }
@@ -164,7 +205,7 @@ void conv_backward_weight(const ConvGeom& g, const float* x, const float* dy, fl
     const int64_t q1 = std::min(total, q0 + chunk), cols = q1 - q0;
     vol2col(g, x, q0, q1, col.get());
     gather_dy(g, dy, q0, q1, dyc.get());
-    sgemm(false, true, g.Cout, K, cols, 1.0f, dyc.get(), cols, col.get(), cols, q0 == 0 ? 0.0f : 1.0f, dw, K);
+    gemm_nt_split_rows(g.Cout, K, cols, dyc.get(), col.get(), q0 == 0 ? 0.0f : 1.0f, dw);
   }
   if (db) {
 #pragma omp parallel for schedule(static)
