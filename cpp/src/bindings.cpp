@@ -371,6 +371,12 @@ clone() or to() to copy. np.asarray(t) views a CPU tensor without a copy; t.nump
         if (args.size() == 1 && !py::isinstance<py::int_>(args[0])) return t.reshape(as_shape(args[0]));
         return t.reshape(as_shape(args));
       })
+      .def(
+          "copy_", [](Tensor& t, const py::object& src) {
+            assign(t, src, "Tensor.copy_");
+            return t;
+          },
+          py::arg("src"), "Copies an array-like or a Tensor of the same shape (any device) into this tensor.")
       .def("fill_", [](Tensor& t, float v) {
         py::gil_scoped_release rel;
         t.fill_(v);

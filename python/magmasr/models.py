@@ -62,7 +62,7 @@ def srcnn_preset(name: str, **kwargs) -> nn.Sequential:
     return srcnn(f1, f2, f3, **kwargs)
 
 
-def srcnn_nonlinear(f1: int = 9, f2: int = 5, f3: int = 5, n1: int = 64, n2: int = 32, fb: int = 3, *,
+def srcnn_nonlinear(f1: int = 9, f2: int = 5, f3: int = 5, n1: int = 64, n2: int = 32, fb: int = 1, *,
                     padding: str = "same", padding_mode: str = "replicate", seed: int = 0) -> nn.Sequential:
     """The poster's variant: SRCNN with an added non-linear layer (conv2b: n2 -> n2, fb x fb, then ReLU)
     before the reconstruction. Its other layers carry SRCNN's names, so SRCNN weights load into them."""

@@ -25,18 +25,44 @@ def default_device() -> str:
 
 
 @dataclass
-class ImageSR:
-    """An SRCNN-family network with 'same' output (replicate borders) applied to bicubic-upscaled Y / 255.
-
-    Attributes: ``net`` (a Sequential), ``scale`` (the factor it was trained for), ``arch`` (builder name and
-    arguments, stored in weight files), ``metadata`` (free-form strings), ``device``.
-    """
+class SRModel:
+    """A network with the scale it was trained for, its architecture (builder name and arguments, stored in
+    weight files so that :meth:`load` rebuilds it), free-form metadata strings, and its device."""
 
     net: object
     scale: int
     arch: models.Architecture
     metadata: dict = field(default_factory=dict)
     device: str = "cpu"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        """A model saved by :meth:`save` (safetensors with the architecture in its metadata)."""
+        state, meta = weights.load(path)
+        try:
+            arch = models.Architecture(meta["architecture"], _parse_kwargs(meta.get("arch_kwargs", "")))
+            scale = int(meta["scale"])
+        except KeyError as e:
+            raise ValueError(f"{path}: not a magmasr model file (metadata lacks {e})") from None
+        model = cls(arch.build(), scale, arch, dict(meta))
+        model.net.load_state_dict(state)
+        return model
+
+    def save(self, path: str | os.PathLike, **metadata: str) -> None:
+        """Writes the weights and metadata (atomically) as safetensors."""
+        meta = {**{k: str(v) for k, v in self.metadata.items()}, **{k: str(v) for k, v in metadata.items()}}
+        meta.update(architecture=self.arch.name, arch_kwargs=_format_kwargs(self.arch.kwargs), scale=str(self.scale))
+        weights.save(path, self.net.state_dict(), meta)
+
+    def to(self, device: str):
+        self.net.to(device)
+        self.device = device
+        return self
+
+
+@dataclass
+class ImageSR(SRModel):
+    """An SRCNN-family network with 'same' output (replicate borders) applied to bicubic-upscaled Y / 255."""
 
     # ---------------------------------------------------------------------------------------- building
     @classmethod
@@ -58,29 +84,6 @@ class ImageSR:
         model = cls(arch.build(), int(scale), arch, {"source": f"imported from {Path(path).name}"})
         model.net.load_state_dict(state)
         return model
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "ImageSR":
-        """A model saved by :meth:`save` (safetensors with the architecture in its metadata)."""
-        state, meta = weights.load(path)
-        try:
-            arch = models.Architecture(meta["architecture"], _parse_kwargs(meta.get("arch_kwargs", "")))
-            scale = int(meta["scale"])
-        except KeyError as e:
-            raise ValueError(f"{path}: not a magmasr model file (metadata lacks {e})") from None
-        model = cls(arch.build(), scale, arch, dict(meta))
-        model.net.load_state_dict(state)
-        return model
-
-    def save(self, path: str | os.PathLike, **metadata: str) -> None:
-        meta = {**{k: str(v) for k, v in self.metadata.items()}, **{k: str(v) for k, v in metadata.items()}}
-        meta.update(architecture=self.arch.name, arch_kwargs=_format_kwargs(self.arch.kwargs), scale=str(self.scale))
-        weights.save(path, self.net.state_dict(), meta)
-
-    def to(self, device: str) -> "ImageSR":
-        self.net.to(device)
-        self.device = device
-        return self
 
     # ---------------------------------------------------------------------------------------- inference
     def refine(self, y: np.ndarray) -> np.ndarray:

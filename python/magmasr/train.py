@@ -1,0 +1,312 @@
+"""Training and fine-tuning: SRCNN sub-image datasets, ``fit`` with checkpoints and exact resume, and the
+transfer-learning recipes of our poster.
+
+Data (the SRCNN protocol): the MATLAB Y channel / 255 of each image, modcropped; the input is
+``imresize(imresize(Y, 1/scale), scale)`` (MATLAB bicubic, floating point); 33x33 sub-images with stride 14;
+the label is the centre of the ground-truth sub-image that a 'valid' network predicts
+(``33 - (f1 + f2 + f3 - 3)`` pixels wide: 21 for 9-1-5, 17 for 9-5-5). Augmentation: random flips and 90-degree rotations per batch.
+
+``fit`` runs forward / MSE / backward / update on the CPU or the GPU. Everything random (batch order,
+augmentation) is a function of ``(seed, step)``, so a run resumed from a checkpoint continues exactly
+as if it had not stopped.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import image as im
+from . import models, nn, optim, weights
+from ._core import from_numpy
+from ._core.ops import mse_loss, mse_loss_backward
+from .sr import default_device, ground_truth_y, list_images, read_image
+
+
+# ------------------------------------------------------------------------------------------------ data
+@dataclass
+class PatchDataset:
+    """Input sub-images ``x`` [M, 1, P, P] and labels ``y`` [M, 1, L, L], float32 in [0, 1]."""
+
+    x: np.ndarray
+    y: np.ndarray
+    scale: int
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @classmethod
+    def from_images(cls, images: Sequence[np.ndarray], scale: int, *, patch: int = 33, stride: int = 14,
+                    label: int = 21) -> "PatchDataset":
+        """Sub-images of gray / RGB uint8 images (see the module docstring); `label` is the network's valid
+        output size: 33 - (f1 + f2 + f3 - 3), i.e. 21 for 9-1-5, 19 for 9-3-5, 17 for 9-5-5."""
+        if not (1 <= label <= patch) or (patch - label) % 2:
+            raise ValueError(f"label size {label} must be <= patch size {patch} with an even difference")
+        off = (patch - label) // 2
+        xs, ys = [], []
+        for img in images:
+            gt = im.to_float(ground_truth_y(img, scale))
+            if min(gt.shape) < patch:
+                continue
+            bic = im.imresize(im.imresize(gt, 1.0 / scale), scale)
+            for r in range(0, gt.shape[0] - patch + 1, stride):
+                for c in range(0, gt.shape[1] - patch + 1, stride):
+                    xs.append(bic[r:r + patch, c:c + patch])
+                    ys.append(gt[r + off:r + off + label, c + off:c + off + label])
+        if not xs:
+            raise ValueError(f"no {patch}x{patch} sub-image fits in the given images")
+        x = np.asarray(xs, dtype=np.float32)[:, None]
+        y = np.asarray(ys, dtype=np.float32)[:, None]
+        return cls(np.ascontiguousarray(x), np.ascontiguousarray(y), int(scale))
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, scale: int, **kwargs) -> "PatchDataset":
+        return cls.from_images([read_image(p) for p in list_images(folder)], scale, **kwargs)
+
+    def split(self, fraction: float, seed: int = 0) -> tuple["PatchDataset", "PatchDataset"]:
+        """A random (train, validation) split with `fraction` of the sub-images in validation."""
+        order = np.random.default_rng(seed).permutation(len(self))
+        k = max(1, int(round(len(self) * fraction)))
+        a, b = order[k:], order[:k]
+        return (PatchDataset(self.x[a], self.y[a], self.scale), PatchDataset(self.x[b], self.y[b], self.scale))
+
+
+def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The same random flip / 90-degree rotation (one of the 8 symmetries of the square) of the last two axes
+    for the whole batch (images [N, 1, h, w] and clips [N, 1, 5, h, w] alike)."""
+    k, flip = int(rng.integers(4)), bool(rng.integers(2))
+    if flip:
+        x, y = x[..., ::-1], y[..., ::-1]
+    x, y = np.rot90(x, k, axes=(-2, -1)), np.rot90(y, k, axes=(-2, -1))
+    return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+
+# ------------------------------------------------------------------------------------------- init/recipes
+def init_gaussian(layer_or_model, std: float = 1e-3, seed: int = 0) -> None:
+    """The SRCNN paper's initialisation: weights from N(0, std^2), biases 0."""
+    rng = np.random.default_rng(seed)
+    named = layer_or_model.named_parameters() if hasattr(layer_or_model, "named_parameters") else [
+        (p.name, p) for p in layer_or_model.parameters()]
+    for name, p in named:
+        shape = tuple(p.shape)
+        p.value = (rng.normal(0.0, std, shape) if name.endswith("weight") else np.zeros(shape)).astype(np.float32)
+
+
+RECIPES = ("scratch", "finetune_all", "transfer_12", "scratch_nonlinear", "transfer_13")
+
+
+@dataclass
+class Recipe:
+    """A model to train and how: which layers learn and at what rate multiplier."""
+
+    name: str
+    model: nn.Sequential
+    trainable: list[str]
+    lr_mult: dict[str, float]
+
+
+def make_recipe(name: str, pretrained: dict[str, np.ndarray] | None = None, *, f1: int = 9, f2: int = 5,
+                f3: int = 5, fb: int = 1, frozen_lr: float = 0.0, seed: int = 0) -> Recipe:
+    """The poster's training recipes on a 'valid' SRCNN (for patches):
+
+    - ``scratch``: SRCNN trained from the Gaussian initialisation (the self-trained baseline);
+    - ``finetune_all``: all parameters fine-tuned from the pretrained weights ("fine-tuned parameters");
+    - ``transfer_12``: pretrained conv1 and conv2 kept (frozen, or at ``frozen_lr`` times the rate), a new
+      reconstruction layer conv3 trained from scratch;
+    - ``scratch_nonlinear``: SRCNN with the added non-linear layer, trained from scratch;
+    - ``transfer_13``: pretrained conv1, conv2 (frozen or at ``frozen_lr``) and conv3 (fine-tuned), plus the
+      added non-linear layer conv2b trained from scratch.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; expected one of {RECIPES}")
+    nonlinear = name in ("scratch_nonlinear", "transfer_13")
+    build = models.srcnn_nonlinear if nonlinear else models.srcnn
+    kw = dict(fb=fb) if nonlinear else {}
+    model = build(f1, f2, f3, padding="valid", padding_mode="zeros", seed=seed, **kw)
+    init_gaussian(model, 1e-3, seed)
+    convs = [n for n in model.names() if n.startswith("conv")]
+    if name in ("scratch", "scratch_nonlinear"):
+        return Recipe(name, model, convs, {})
+    if pretrained is None:
+        raise ValueError(f"recipe {name!r} needs pretrained SRCNN weights")
+    keep = {"finetune_all": ["conv1", "conv2", "conv3"], "transfer_12": ["conv1", "conv2"],
+            "transfer_13": ["conv1", "conv2", "conv3"]}[name]
+    state = {k: v for k, v in pretrained.items() if k.split(".")[0] in keep}
+    model.load_state_dict(state, strict=False)
+    if name == "finetune_all":
+        return Recipe(name, model, convs, {})
+    low = ["conv1", "conv2"]
+    trainable = [c for c in convs if c not in low or frozen_lr > 0]
+    mult = {c: frozen_lr for c in low} if frozen_lr > 0 else {}
+    return Recipe(name, model, trainable, mult)
+
+
+# ------------------------------------------------------------------------------------------------- fit
+@dataclass
+class FitResult:
+    steps: int
+    train_loss: float
+    val_psnr: float | None
+    history: list[dict]
+
+
+def psnr_from_mse(mse: float) -> float:
+    return float("inf") if mse <= 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def evaluate_patches(model: nn.Sequential, data: PatchDataset, device: str, batch_size: int = 256) -> float:
+    """PSNR (peak 1) of the model's output over all validation sub-images."""
+    total, n = 0.0, 0
+    for i in range(0, len(data), batch_size):
+        x = from_numpy(np.ascontiguousarray(data.x[i:i + batch_size])).to(device)
+        t = from_numpy(np.ascontiguousarray(data.y[i:i + batch_size])).to(device)
+        out = model(x)
+        total += mse_loss(out, t) * len(data.x[i:i + batch_size])
+        n += len(data.x[i:i + batch_size])
+    return psnr_from_mse(total / n)
+
+
+def _make_optimizer(model, kind: str, lr: float, momentum: float, weight_decay: float):
+    params = model.parameters()
+    if kind == "sgd":
+        return optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if kind == "adam":
+        return optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {kind!r}")
+
+
+def save_checkpoint(path, model, opt, step: int, extra: dict) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for i, t in enumerate(opt.state()):
+        tensors[f"optim.{i}"] = np.array(t.numpy(), copy=True)
+    meta = {"step": str(step), "optimizer_steps": str(opt.steps), "extra": json.dumps(extra)}
+    weights.save(path, tensors, meta)
+
+
+def load_checkpoint(path, model, opt) -> tuple[int, dict]:
+    tensors, meta = weights.load(path)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state = opt.state()
+    for i, t in enumerate(state):
+        key = f"optim.{i}"
+        if key not in tensors:
+            raise ValueError(f"{path}: checkpoint lacks optimizer state {key}")
+        arr = tensors[key]
+        if tuple(arr.shape) != tuple(t.shape):
+            raise ValueError(f"{path}: optimizer state {key} has shape {arr.shape}, expected {tuple(t.shape)}")
+        t.copy_(arr)
+    opt.steps = int(meta["optimizer_steps"])
+    return int(meta["step"]), json.loads(meta.get("extra", "{}"))
+
+
+def fit(model: nn.Sequential, train: PatchDataset, *, steps: int | None = None, epochs: float | None = None,
+        batch_size: int = 128, optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.9,
+        weight_decay: float = 0.0, lr_mult: dict[str, float] | None = None, trainable: Sequence[str] | None = None,
+        val: PatchDataset | None = None, val_every: int | None = None, seed: int = 0, device: str | None = None,
+        checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 500, resume: bool = True,
+        log: str | os.PathLike | None = None, progress: bool = True,
+        callback: Callable[[dict], None] | None = None) -> FitResult:
+    """Trains `model` (a 'valid' network whose output matches ``train.y``) by MSE.
+
+    steps / epochs: how long (one epoch = len(train) / batch_size steps). optimizer: 'adam' (the modern
+    recipe) or 'sgd' (the SRCNN paper's: momentum 0.9, lr 1e-4 with 1e-5 on the last layer via lr_mult).
+    lr_mult: {layer name: multiplier}. trainable: the layer names that learn (others are frozen); None keeps
+    each layer's own flag. checkpoint: a file written every `checkpoint_every` steps and at the end, from which
+    a new call with the same arguments resumes exactly (resume=False starts over). log: a .csv or .json file.
+    """
+    if len(train) == 0:
+        raise ValueError("empty training set")
+    if tuple(train.y.shape[1:]) != tuple(model.output_shape((1,) + tuple(train.x.shape[1:])))[1:]:
+        raise ValueError(f"the model maps {train.x.shape[1:]} to "
+                         f"{model.output_shape((1,) + tuple(train.x.shape[1:]))[1:]}, but the labels are "
+                         f"{train.y.shape[1:]}; build the model with padding='valid' or adjust the label size")
+    per_epoch = max(1, len(train) // batch_size)
+    if steps is None:
+        if epochs is None:
+            raise ValueError("give steps or epochs")
+        steps = max(1, int(round(epochs * per_epoch)))
+    device = device or default_device()
+    names = model.names()
+    if trainable is not None:
+        unknown = set(trainable) - set(names)
+        if unknown:
+            raise ValueError(f"trainable names unknown layers {sorted(unknown)}; layers: {names}")
+        for n in names:
+            model[n].trainable = n in trainable
+    for n, mult in (lr_mult or {}).items():
+        if n not in names:
+            raise ValueError(f"lr_mult names an unknown layer {n!r}; layers: {names}")
+        for p in model[n].parameters():
+            p.lr_mult = float(mult)
+    model.to(device)
+    opt = _make_optimizer(model, optimizer, lr, momentum, weight_decay)
+    opt.zero_grad()
+    start, history = 0, []
+    if checkpoint is not None and resume and Path(checkpoint).exists():
+        start, extra = load_checkpoint(checkpoint, model, opt)
+        history = extra.get("history", [])
+    val_every = val_every or per_epoch
+    t0, seen, loss_acc, loss_n = time.perf_counter(), 0, 0.0, 0
+    val_psnr = history[-1].get("val_psnr") if history else None
+    for step in range(start, steps):
+        epoch, pos = divmod(step, per_epoch)
+        order = np.random.default_rng([seed, epoch]).permutation(len(train))
+        idx = np.sort(order[pos * batch_size:(pos + 1) * batch_size])
+        xb, yb = augment(train.x[idx], train.y[idx], np.random.default_rng([seed, epoch, pos, 1]))
+        x = from_numpy(xb).to(device)
+        t = from_numpy(yb).to(device)
+        out = model(x, training=True)
+        loss = mse_loss(out, t)
+        model.backward(mse_loss_backward(out, t))
+        opt.step()
+        loss_acc += loss
+        loss_n += 1
+        seen += len(idx)
+        done = step + 1
+        if done % val_every == 0 or done == steps:
+            row = {"step": done, "epoch": done / per_epoch, "train_loss": loss_acc / loss_n,
+                   "train_psnr": psnr_from_mse(loss_acc / loss_n),
+                   "patches_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
+            if val is not None:
+                val_psnr = evaluate_patches(model, val, device)
+                row["val_psnr"] = val_psnr
+            history.append(row)
+            loss_acc, loss_n = 0.0, 0
+            if callback:
+                callback(row)
+            if log:
+                _write_log(log, history)
+        if progress and (done % 10 == 0 or done == steps):
+            speed = seen / max(time.perf_counter() - t0, 1e-9)
+            v = f" val {val_psnr:.2f} dB" if val_psnr is not None else ""
+            sys.stderr.write(f"\rstep {done}/{steps} loss {loss:.3e} ({psnr_from_mse(loss):.2f} dB){v} "
+                             f"{speed:.0f} patches/s ")
+            sys.stderr.flush()
+        if checkpoint is not None and (done % checkpoint_every == 0 or done == steps):
+            save_checkpoint(checkpoint, model, opt, done, {"history": history})
+    if progress:
+        sys.stderr.write("\n")
+    last = history[-1]["train_loss"] if history else float("nan")
+    return FitResult(steps, last, val_psnr, history)
+
+
+def _write_log(path, history: list[dict]) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".json":
+        tmp.write_text(json.dumps(history, indent=1))
+    else:
+        keys = sorted({k for row in history for k in row})
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(history)
+    os.replace(tmp, path)

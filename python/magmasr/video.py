@@ -1,0 +1,199 @@
+"""Video super-resolution with 3DSRnet: the published network's pipeline, the authors' evaluation protocol,
+and training clips (from frame folders, or synthesised from still images by simulated camera motion).
+
+3DSRnet (Kim et al.) takes 5 consecutive LR frames (Y / 255) and predicts the residual that, added to the
+bicubic-upscaled centre frame, gives the HR centre frame. A sequence is processed with a 5-frame sliding
+window; at its ends the window is padded by repeating the first / last frame.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from . import image as im
+from . import metrics, models, weights
+from ._core import from_numpy
+from .sr import ImageSR, SRModel, list_images, read_image
+
+WINDOW = 5
+
+
+def read_frames(folder: str | os.PathLike) -> list[np.ndarray]:
+    """The frames of a sequence folder (sorted by name), as read (uint8 gray or RGB)."""
+    return [read_image(p) for p in list_images(folder)]
+
+
+def windows(n: int, size: int = WINDOW) -> Iterator[list[int]]:
+    """For each frame index 0..n-1, the indices of its window, edges padded by repetition."""
+    half = size // 2
+    for i in range(n):
+        yield [min(max(j, 0), n - 1) for j in range(i - half, i + half + 1)]
+
+
+@dataclass
+class VideoSR(SRModel):
+    """3DSRnet (published architecture) with its pre- and post-processing."""
+
+    @classmethod
+    def tdsrnet(cls, scale: int = 4, **kwargs) -> "VideoSR":
+        arch = models.Architecture("tdsrnet", dict(scale=int(scale), **kwargs))
+        return cls(arch.build(), int(scale), arch)
+
+    @classmethod
+    def from_3dsrnet_mat(cls, path: str | os.PathLike, scale: int) -> "VideoSR":
+        """The authors' MatConvNet model (``x{scale}.mat``)."""
+        state = weights.import_3dsrnet_mat(path)
+        out = state["conv6.weight"].shape[0]
+        if out != scale * scale:
+            raise ValueError(f"{path}: conv6 has {out} outputs, a x{scale} model has {scale * scale}")
+        model = cls.tdsrnet(scale, filters=state["conv1.weight"].shape[0])
+        model.net.load_state_dict(state)
+        model.metadata["source"] = f"imported from {Path(path).name}"
+        return model
+
+    def residual(self, lr_window: np.ndarray) -> np.ndarray:
+        """The network on one window [5, h, w] (float, / 255): the residual [scale*h, scale*w]."""
+        x = np.ascontiguousarray(np.asarray(lr_window, dtype=np.float32)[None, None])
+        out = self.net(from_numpy(x).to(self.device))
+        return np.asarray(out.numpy(), dtype=np.float64)[0, 0]
+
+    def upscale_frames(self, lr_frames: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+        """HR Y frames (float, unclipped) for LR Y frames (float, / 255), one per input frame."""
+        lr = [np.asarray(f, dtype=np.float64) for f in lr_frames]
+        if not lr:
+            raise ValueError("no frames")
+        for idx in windows(len(lr)):
+            centre = lr[idx[WINDOW // 2]]
+            yield im.imresize(centre, self.scale) + self.residual(np.stack([lr[j] for j in idx]))
+
+
+@dataclass
+class VideoEval:
+    sequence: str
+    psnr: float
+    psnr_bicubic: float
+    psnr_srcnn: float | None
+    frames: int
+
+
+def evaluate_video(model: VideoSR, folder: str | os.PathLike, *, srcnn: ImageSR | None = None,
+                   frames: slice | None = None, crop: tuple[int, int] | None = None) -> VideoEval:
+    """The 3DSRnet authors' ``test.m`` protocol on a folder of HR Y frames (uint8): frames cropped to a
+    multiple of the scale, Y / 255, LR = MATLAB bicubic 1/scale in floating point, for each centre frame
+    i = 3..N-2 (1-based) the window i-2..i+2, the residual added to the bicubic-upscaled centre frame, PSNR
+    with peak 1 over the whole frame on the unrounded, unclipped output; the mean over the frames.
+
+    `srcnn` also evaluates a single-frame SRCNN on the same frames (bicubic, then the network).
+    `frames` restricts the centre frames (0-based slice of 2..N-3) and `crop` = (rows, cols) crops every
+    HR frame at its top-left, both to make quick checks on a part of a sequence.
+    """
+    scale = model.scale
+    hr = []
+    for f in read_frames(folder):
+        if f.ndim == 3:
+            f = im.rgb2ycbcr(f)[:, :, 0] if f.shape[2] == 3 else f[:, :, 0]
+        f = im.modcrop(f, scale)
+        if crop is not None:
+            f = im.modcrop(f[: crop[0], : crop[1]], scale)
+        hr.append(im.to_float(f))
+    if len(hr) < WINDOW:
+        raise ValueError(f"{folder}: {len(hr)} frames, the protocol needs at least {WINDOW}")
+    lr = [im.imresize(h, 1.0 / scale) for h in hr]
+    centres = list(range(2, len(hr) - 2))
+    if frames is not None:
+        centres = centres[frames]
+    ours, bic, single = [], [], []
+    for i in centres:
+        up = im.imresize(lr[i], scale)
+        out = up + model.residual(np.stack(lr[i - 2:i + 3]))
+        ours.append(metrics.psnr(out, hr[i], round_uint8=False, data_range=1.0))
+        bic.append(metrics.psnr(up, hr[i], round_uint8=False, data_range=1.0))
+        if srcnn is not None:
+            single.append(metrics.psnr(srcnn.refine(up).astype(np.float64), hr[i], round_uint8=False,
+                                       data_range=1.0))
+    return VideoEval(Path(folder).name, float(np.mean(ours)), float(np.mean(bic)),
+                     float(np.mean(single)) if single else None, len(centres))
+
+
+# -------------------------------------------------------------------------------------- training clips
+@dataclass
+class ClipDataset:
+    """LR clips ``x`` [M, 1, 5, p, p] and residual targets ``y`` [M, 1, s*p, s*p] (HR centre minus the
+    bicubic-upscaled LR centre), float32; ``fit`` from :mod:`magmasr.train` trains 3DSRnet on them."""
+
+    x: np.ndarray
+    y: np.ndarray
+    scale: int
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @staticmethod
+    def _clip(hr_frames: Sequence[np.ndarray], scale: int) -> tuple[np.ndarray, np.ndarray]:
+        lr = [im.imresize(h, 1.0 / scale) for h in hr_frames]
+        centre = hr_frames[WINDOW // 2]
+        return np.stack(lr), centre - im.imresize(lr[WINDOW // 2], scale)
+
+    @classmethod
+    def from_sequences(cls, sequences: Sequence[Sequence[np.ndarray]], scale: int, *, patch: int = 32,
+                       stride: int = 24, frame_stride: int = 1) -> "ClipDataset":
+        """Clips of 5 consecutive HR Y frames (uint8 or float / 255), cut into LR patches of `patch` pixels."""
+        hp = patch * scale
+        xs, ys = [], []
+        for seq in sequences:
+            seq = [im.to_float(im.modcrop(f, scale)) if f.dtype == np.uint8 else im.modcrop(f, scale) for f in seq]
+            for t in range(0, len(seq) - WINDOW + 1, frame_stride):
+                frames = seq[t:t + WINDOW]
+                h, w = frames[0].shape
+                for r in range(0, h - hp + 1, stride * scale):
+                    for c in range(0, w - hp + 1, stride * scale):
+                        x, y = cls._clip([f[r:r + hp, c:c + hp] for f in frames], scale)
+                        xs.append(x)
+                        ys.append(y)
+        if not xs:
+            raise ValueError(f"no clip of {WINDOW} frames and {hp}x{hp} pixels fits in the sequences")
+        return cls(np.asarray(xs, np.float32)[:, None], np.asarray(ys, np.float32)[:, None], int(scale))
+
+    @classmethod
+    def from_folders(cls, folders: Sequence[str | os.PathLike], scale: int, **kwargs) -> "ClipDataset":
+        seqs = []
+        for folder in folders:
+            frames = read_frames(folder)
+            seqs.append([im.rgb2ycbcr(f)[:, :, 0] if f.ndim == 3 else f for f in frames])
+        return cls.from_sequences(seqs, scale, **kwargs)
+
+    @classmethod
+    def synthetic(cls, images: Sequence[np.ndarray], scale: int, *, clips_per_image: int = 8, patch: int = 32,
+                  max_shift: float = 3.0, seed: int = 0) -> "ClipDataset":
+        """Clips from still images by simulated camera motion: a random smooth path (constant velocity plus
+        jitter, up to `max_shift` HR pixels per frame), each frame an HR crop along the path resampled with
+        sub-pixel accuracy (bicubic), then downscaled like a real LR video."""
+        from scipy.ndimage import shift as nd_shift
+
+        rng = np.random.default_rng(seed)
+        hp = patch * scale
+        margin = int(np.ceil(max_shift * WINDOW)) + 4
+        seqs = []
+        for img in images:
+            y = im.to_float(im.rgb2ycbcr(img)[:, :, 0] if img.ndim == 3 else img)
+            h, w = y.shape
+            if h < hp + 2 * margin or w < hp + 2 * margin:
+                continue
+            for _ in range(clips_per_image):
+                r = int(rng.integers(margin, h - hp - margin + 1))
+                c = int(rng.integers(margin, w - hp - margin + 1))
+                v = rng.uniform(-max_shift, max_shift, 2)
+                region = y[r - margin:r + hp + margin, c - margin:c + hp + margin]
+                frames = []
+                for t in range(WINDOW):
+                    d = v * (t - WINDOW // 2) + rng.normal(0.0, 0.25, 2) * (t != WINDOW // 2)
+                    moved = nd_shift(region, d, order=3, mode="nearest")
+                    frames.append(moved[margin:margin + hp, margin:margin + hp])
+                seqs.append(frames)
+        if not seqs:
+            raise ValueError(f"no image is large enough for {hp}x{hp} clips with motion margin {margin}")
+        return cls.from_sequences(seqs, scale, patch=patch, stride=patch)
