@@ -1,0 +1,53 @@
+// Small device helpers shared by the kernels of the CUDA backend.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace magmasr {
+namespace cuda {
+namespace dev {
+
+/// Index of this thread in a 1-D grid and the grid-stride step, in 64 bits.
+__device__ __forceinline__ int64_t global_tid() { return int64_t(blockIdx.x) * blockDim.x + threadIdx.x; }
+__device__ __forceinline__ int64_t grid_stride() { return int64_t(blockDim.x) * gridDim.x; }
+
+__device__ __forceinline__ int clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+/// True when every pointer is 16-byte aligned, so float4 accesses are legal.
+inline bool aligned16(const void* a, const void* b = nullptr, const void* c = nullptr, const void* d = nullptr) {
+  return ((reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(b) | reinterpret_cast<uintptr_t>(c) |
+           reinterpret_cast<uintptr_t>(d)) &
+          15u) == 0;
+}
+
+/// Sum of a double over the warp (all 32 lanes must take part).
+__device__ __forceinline__ double warp_sum(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
+}
+
+/// Sum of a double over a block of kBlockThreads threads (a multiple of 32); the result is valid in thread 0.
+/// Every thread of the block must call it.
+template <int kBlockThreads>
+__device__ __forceinline__ double block_sum(double v) {
+  static_assert(kBlockThreads % 32 == 0 && kBlockThreads <= 1024, "block size");
+  __shared__ double partial[kBlockThreads / 32];
+  v = warp_sum(v);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = 0.0;
+  if (warp == 0) {
+    if (lane < kBlockThreads / 32) v = partial[lane];
+    v = warp_sum(v);
+  }
+  __syncthreads();  // partial may be reused by a following call
+  return v;
+}
+
+}  // namespace dev
+}  // namespace cuda
+}  // namespace magmasr

@@ -1,0 +1,864 @@
+// Convolution kernels of the CUDA backend (2-D and 3-D through one ConvGeom; 2-D is D = kD = 1, pD = 0).
+// Semantics are those of magmasr::cpu (backend.hpp): a stride-1 correlation, no kernel flip; zero padding,
+// or replicate padding where an index outside the input is clamped into [0, size - 1] per dimension.
+// The strategies that combine these kernels (and cuBLAS) live in cpp/src/cuda/conv.cpp.
+//
+// ---- Gemm strategy helpers -------------------------------------------------------------------------------
+// im2col_kernel: one thread per element of the column buffer (grid-stride); consecutive threads write
+//   consecutive output positions, so stores are coalesced and loads nearly so. Padding is resolved here.
+// col2im_kernel: a gather, one thread per input element: it loops over the padded positions q that map to
+//   its sample (only q = i with zero padding; with replicate padding also the clamped border ranges) and
+//   over the kernel offsets, and sums the matching column entries. No atomics, deterministic.
+// bias_relu_kernel, pack_rows_kernel: element-wise passes over the chunk.
+//   Speed of all four: bandwidth bound; not yet measured on a GPU.
+//
+// ---- bias gradient ---------------------------------------------------------------------------------------
+// bias_grad_partial_kernel + bias_grad_final_kernel: a two-stage deterministic reduction. Grid (S, Cout):
+//   block (s, co) sums dy[n, co, p] for every n and the s-th slice of positions, in double, with a
+//   shuffle block reduction; the final kernel adds the S partials of each channel in order.
+//   Speed: bandwidth bound; not yet measured on a GPU.
+//
+// ---- Direct strategy -------------------------------------------------------------------------------------
+// conv_fwd_tiled_kernel<KD, KH, KW, COT=16, RPT=4>: many output channels (SRCNN conv1 1->64 9x9, conv2
+//   64->32 5x5 and 1x1, 3DSRnet 3x3x3 with 32/64 channels; also the backward-data passes of those).
+//   A block of 256 threads (32 x 8) computes a 32 x 32 output tile of one (n, od) slice for 16 output
+//   channels. Per input channel it stages in shared memory the KD input planes of the tile plus halo
+//   (padding resolved while staging) and the 16 x KD*KH*KW weights (channel-fastest, read back as float4
+//   broadcasts). Each thread keeps 4 rows x 16 channels = 64 accumulators in registers: per filter tap it
+//   reads 4 input values (conflict-free, a warp reads one row) and 16 weights for 64 FMAs.
+//   Speed: not yet measured on a GPU.
+// conv_fwd_cout1_kernel<KD, KH, KW>: one output channel (SRCNN conv3 32->1 5x5, and the backward-data
+//   pass of conv1, 64->1 9x9). A block of 256 threads (16 x 16) computes a 64 x 64 output tile; each thread
+//   a 4 x 4 patch (3-D: 32 x 64 and 2 x 4, so that the three staged planes fit in 48 KiB). Per input channel the tile plus halo is staged in shared memory and the channel's taps
+//   are held in registers; each thread loads each input row segment it needs once (float4 loads) and
+//   slides the filter along it in registers: (4+KH-1) x (4+KW-1) loads for 16*KH*KW FMAs.
+//   Speed: not yet measured on a GPU.
+// conv_fwd_generic_kernel: the fallback for other filter sizes, one thread per output element, loads
+//   through the read-only cache. Speed: not yet measured on a GPU.
+// Backward data (direct): dx = conv(dy, flip(w)^T) with padding k-1-p, zero padding, run by the forward
+//   kernels above (flip_transpose_kernel makes the weights); with replicate padding
+//   replicate_fix_kernel then adds, for every border sample, the gradient of the clamped positions outside
+//   the input (only the k offsets that reach the output are visited).
+// conv_bwdw_igemm_kernel<BM, BN, TM, TN>: backward weight as an implicit GEMM
+//   dW[co][ci, k] = sum over q = (n, o) of dy[n, co, o] * x_pad[n, ci, o + k - p], whose B operand is
+//   gathered from x on the fly (no column buffer). Block tile BM x BN, 16 reduction steps per shared
+//   memory stage, TM x TN register tile per thread; the reduction over q is split across gridDim.z blocks
+//   that write partial tiles, summed in order by sum_partials_kernel (deterministic).
+//   Speed: not yet measured on a GPU.
+#include <algorithm>
+
+#include "backend.hpp"
+#include "common.cuh"
+#include "cuda/check.hpp"
+#include "cuda/context.hpp"
+#include "cuda/conv_kernels.hpp"
+
+namespace magmasr {
+namespace cuda {
+namespace convk {
+
+namespace {
+
+struct ConvDims {
+  int N, Cin, Cout;
+  int D, H, W;
+  int kD, kH, kW;
+  int pD, pH, pW;
+  int oD, oH, oW;
+  int replicate;
+};
+
+ConvDims dims_of(const ConvGeom& g) {
+  ConvDims s;
+  s.N = int(g.N), s.Cin = int(g.Cin), s.Cout = int(g.Cout);
+  s.D = int(g.D), s.H = int(g.H), s.W = int(g.W);
+  s.kD = int(g.kD), s.kH = int(g.kH), s.kW = int(g.kW);
+  s.pD = int(g.pD), s.pH = int(g.pH), s.pW = int(g.pW);
+  s.oD = int(g.oD()), s.oH = int(g.oH()), s.oW = int(g.oW());
+  s.replicate = g.mode == PadMode::Replicate ? 1 : 0;
+  return s;
+}
+
+// The padded input sample (id, ih, iw) of one (n, ci) plane.
+__device__ __forceinline__ float fetch(const float* __restrict__ plane, const ConvDims& s, int id, int ih, int iw) {
+  if (s.replicate) {
+    id = dev::clampi(id, 0, s.D - 1);
+    ih = dev::clampi(ih, 0, s.H - 1);
+    iw = dev::clampi(iw, 0, s.W - 1);
+  } else if (unsigned(id) >= unsigned(s.D) || unsigned(ih) >= unsigned(s.H) || unsigned(iw) >= unsigned(s.W)) {
+    return 0.f;
+  }
+  return __ldg(plane + (int64_t(id) * s.H + ih) * s.W + iw);
+}
+
+// ===================================== Gemm strategy helpers ==============================================
+
+__global__ void __launch_bounds__(kBlock) im2col_kernel(ConvDims s, const float* __restrict__ x, int n0, int nb,
+                                                        int64_t p0, int pc, float* __restrict__ col) {
+  const int kv = s.kD * s.kH * s.kW;
+  const int64_t total = int64_t(s.Cin) * kv * nb * pc;
+  const int64_t inS = int64_t(s.D) * s.H * s.W;
+  for (int64_t idx = dev::global_tid(); idx < total; idx += dev::grid_stride()) {
+    const int pl = int(idx % pc);
+    const int64_t t = idx / pc;
+    const int b = int(t % nb);
+    int j = int(t / nb);
+    const int kw = j % s.kW;
+    j /= s.kW;
+    const int kh = j % s.kH;
+    j /= s.kH;
+    const int kd = j % s.kD;
+    const int ci = j / s.kD;
+    const int64_t p = p0 + pl;
+    const int ow = int(p % s.oW);
+    const int64_t t2 = p / s.oW;
+    const int oh = int(t2 % s.oH);
+    const int od = int(t2 / s.oH);
+    const float* plane = x + (int64_t(n0 + b) * s.Cin + ci) * inS;
+    col[idx] = fetch(plane, s, od + kd - s.pD, oh + kh - s.pH, ow + kw - s.pW);
+  }
+}
+
+// Range of padded positions q whose clamp is i (replicate), or just i (zeros).
+__device__ __forceinline__ void q_range(int i, int size, int pad, int replicate, int& lo, int& hi) {
+  lo = i;
+  hi = i;
+  if (replicate) {
+    if (i == 0) lo = -pad;
+    if (i == size - 1) hi = size - 1 + pad;
+  }
+}
+
+__global__ void __launch_bounds__(kBlock) col2im_kernel(ConvDims s, const float* __restrict__ col, int n0, int nb,
+                                                        int64_t p0, int pc, int accumulate, float* __restrict__ dx) {
+  const int64_t inS = int64_t(s.D) * s.H * s.W;
+  const int64_t total = int64_t(nb) * s.Cin * inS;
+  const int64_t ld = int64_t(nb) * pc;
+  float* out = dx + int64_t(n0) * s.Cin * inS;
+  for (int64_t idx = dev::global_tid(); idx < total; idx += dev::grid_stride()) {
+    const int iw = int(idx % s.W);
+    int64_t t = idx / s.W;
+    const int ih = int(t % s.H);
+    t /= s.H;
+    const int id = int(t % s.D);
+    t /= s.D;
+    const int ci = int(t % s.Cin);
+    const int b = int(t / s.Cin);
+    int dlo, dhi, hlo, hhi, wlo, whi;
+    q_range(id, s.D, s.pD, s.replicate, dlo, dhi);
+    q_range(ih, s.H, s.pH, s.replicate, hlo, hhi);
+    q_range(iw, s.W, s.pW, s.replicate, wlo, whi);
+    const float* colb = col + int64_t(b) * pc - p0;  // + j * ld + p gives the entry of position p
+    float sum = 0.f;
+    for (int qd = dlo; qd <= dhi; ++qd) {
+      for (int kd = 0; kd < s.kD; ++kd) {
+        const int od = qd + s.pD - kd;
+        if (od < 0 || od >= s.oD) continue;
+        for (int qh = hlo; qh <= hhi; ++qh) {
+          for (int kh = 0; kh < s.kH; ++kh) {
+            const int oh = qh + s.pH - kh;
+            if (oh < 0 || oh >= s.oH) continue;
+            for (int qw = wlo; qw <= whi; ++qw) {
+              for (int kw = 0; kw < s.kW; ++kw) {
+                const int ow = qw + s.pW - kw;
+                if (ow < 0 || ow >= s.oW) continue;
+                const int64_t p = (int64_t(od) * s.oH + oh) * s.oW + ow;
+                if (p < p0 || p >= p0 + pc) continue;
+                const int j = ((ci * s.kD + kd) * s.kH + kh) * s.kW + kw;
+                sum += colb[int64_t(j) * ld + p];
+              }
+            }
+          }
+        }
+      }
+    }
+    out[idx] = accumulate ? out[idx] + sum : sum;
+  }
+}
+
+__global__ void __launch_bounds__(kBlock) bias_relu_kernel(int64_t P, int Cout, int n0, int nb, int64_t p0, int pc,
+                                                           const float* __restrict__ b, int relu, float* __restrict__ y) {
+  const int64_t total = int64_t(nb) * Cout * pc;
+  for (int64_t idx = dev::global_tid(); idx < total; idx += dev::grid_stride()) {
+    const int pl = int(idx % pc);
+    const int64_t t = idx / pc;
+    const int co = int(t % Cout);
+    const int bb = int(t / Cout);
+    float* yp = y + (int64_t(n0 + bb) * Cout + co) * P + p0 + pl;
+    float v = *yp + (b != nullptr ? b[co] : 0.f);
+    if (relu) v = v > 0.f ? v : 0.f;
+    *yp = v;
+  }
+}
+
+__global__ void __launch_bounds__(kBlock) pack_rows_kernel(int64_t P, int Cout, int n0, int nb, int64_t p0, int pc,
+                                                           const float* __restrict__ dy, float* __restrict__ out) {
+  const int64_t total = int64_t(nb) * Cout * pc;
+  for (int64_t idx = dev::global_tid(); idx < total; idx += dev::grid_stride()) {
+    const int pl = int(idx % pc);
+    const int64_t t = idx / pc;
+    const int bb = int(t % nb);
+    const int co = int(t / nb);
+    out[idx] = dy[(int64_t(n0 + bb) * Cout + co) * P + p0 + pl];
+  }
+}
+
+// ========================================== bias gradient =================================================
+
+__global__ void __launch_bounds__(kBlock) bias_grad_partial_kernel(int N, int Cout, int64_t P, int64_t chunk,
+                                                                   const float* __restrict__ dy,
+                                                                   double* __restrict__ partial) {
+  const int z = blockIdx.x, co = blockIdx.y, S = gridDim.x;
+  const int64_t beg = int64_t(z) * chunk;
+  const int64_t end = beg + chunk < P ? beg + chunk : P;
+  double acc = 0.0;
+  for (int n = 0; n < N; ++n) {
+    const float* row = dy + (int64_t(n) * Cout + co) * P;
+    for (int64_t p = beg + threadIdx.x; p < end; p += blockDim.x) acc += double(row[p]);
+  }
+  acc = dev::block_sum<kBlock>(acc);
+  if (threadIdx.x == 0) partial[int64_t(co) * S + z] = acc;
+}
+
+__global__ void __launch_bounds__(kBlock) bias_grad_final_kernel(int S, const double* __restrict__ partial,
+                                                                 float* __restrict__ db) {
+  const int co = blockIdx.x;
+  double acc = 0.0;
+  for (int z = threadIdx.x; z < S; z += blockDim.x) acc += partial[int64_t(co) * S + z];
+  acc = dev::block_sum<kBlock>(acc);
+  if (threadIdx.x == 0) db[co] = float(acc);
+}
+
+int bias_grad_splits(const Context& ctx, const ConvGeom& g) {
+  const int64_t P = g.out_spatial();
+  int64_t S = (int64_t(ctx.sm_count()) * 4 + g.Cout - 1) / g.Cout;
+  const int64_t maxS = (P + 1023) / 1024;
+  S = std::min(S, maxS);
+  return int(std::max<int64_t>(S, 1));
+}
+
+// =========================================== Direct forward ===============================================
+
+template <int KD, int KH, int KW, int COT, int RPT>
+__global__ void __launch_bounds__(kBlock) conv_fwd_tiled_kernel(ConvDims s, const float* __restrict__ x,
+                                                                const float* __restrict__ w,
+                                                                const float* __restrict__ b, float* __restrict__ y,
+                                                                int relu) {
+  constexpr int TW = 32, TH = 8 * RPT, IH = TH + KH - 1, IW = TW + KW - 1, KV = KD * KH * KW;
+  static_assert(COT % 4 == 0, "COT must be a multiple of 4");
+  __shared__ float s_in[KD][IH][IW];
+  __shared__ __align__(16) float s_w[KV][COT];
+
+  const int tid = threadIdx.x, tx = tid & 31, ty = tid >> 5;
+  const int tilesW = (s.oW + TW - 1) / TW;
+  const int oh0 = int(blockIdx.x / tilesW) * TH, ow0 = int(blockIdx.x % tilesW) * TW;
+  const int co0 = blockIdx.y * COT;
+  const int64_t inS = int64_t(s.D) * s.H * s.W;
+  const int64_t outS = int64_t(s.oD) * s.oH * s.oW;
+
+  for (int z = blockIdx.z; z < s.N * s.oD; z += gridDim.z) {
+    const int n = z / s.oD, od = z % s.oD;
+    float acc[RPT][COT];
+#pragma unroll
+    for (int r = 0; r < RPT; ++r)
+#pragma unroll
+      for (int c = 0; c < COT; ++c) acc[r][c] = 0.f;
+
+    for (int ci = 0; ci < s.Cin; ++ci) {
+      __syncthreads();  // the previous channel's tiles are no longer read
+      const float* plane = x + (int64_t(n) * s.Cin + ci) * inS;
+      for (int e = tid; e < KD * IH * IW; e += kBlock) {
+        const int kd = e / (IH * IW), r = (e / IW) % IH, c = e % IW;
+        s_in[kd][r][c] = fetch(plane, s, od + kd - s.pD, oh0 + r - s.pH, ow0 + c - s.pW);
+      }
+      for (int e = tid; e < KV * COT; e += kBlock) {
+        const int k = e / COT, c = e % COT, co = co0 + c;
+        s_w[k][c] = co < s.Cout ? __ldg(w + (int64_t(co) * s.Cin + ci) * KV + k) : 0.f;
+      }
+      __syncthreads();
+#pragma unroll
+      for (int kd = 0; kd < KD; ++kd) {
+#pragma unroll
+        for (int kh = 0; kh < KH; ++kh) {
+#pragma unroll
+          for (int kw = 0; kw < KW; ++kw) {
+            float wv[COT];
+#pragma unroll
+            for (int c4 = 0; c4 < COT / 4; ++c4) {
+              const float4 t = *reinterpret_cast<const float4*>(&s_w[(kd * KH + kh) * KW + kw][4 * c4]);
+              wv[4 * c4 + 0] = t.x;
+              wv[4 * c4 + 1] = t.y;
+              wv[4 * c4 + 2] = t.z;
+              wv[4 * c4 + 3] = t.w;
+            }
+#pragma unroll
+            for (int r = 0; r < RPT; ++r) {
+              const float v = s_in[kd][ty * RPT + r + kh][tx + kw];
+#pragma unroll
+              for (int c = 0; c < COT; ++c) acc[r][c] = fmaf(v, wv[c], acc[r][c]);
+            }
+          }
+        }
+      }
+    }
+
+    const int ow = ow0 + tx;
+#pragma unroll
+    for (int c = 0; c < COT; ++c) {
+      const int co = co0 + c;
+      if (co >= s.Cout) break;
+      const float bias = b != nullptr ? __ldg(b + co) : 0.f;
+      float* yp = y + (int64_t(n) * s.Cout + co) * outS + int64_t(od) * s.oH * s.oW;
+#pragma unroll
+      for (int r = 0; r < RPT; ++r) {
+        const int oh = oh0 + ty * RPT + r;
+        if (oh < s.oH && ow < s.oW) {
+          float v = acc[r][c] + bias;
+          if (relu) v = v > 0.f ? v : 0.f;
+          yp[int64_t(oh) * s.oW + ow] = v;
+        }
+      }
+    }
+  }
+}
+
+// Rows per thread of the cout1 kernel: 4 (a 64-row tile) in 2-D, 2 in 3-D so that the KD staged planes fit.
+template <int KD>
+constexpr int kCout1Rows = KD > 1 ? 2 : 4;
+
+template <int KD, int KH, int KW>
+__global__ void __launch_bounds__(kBlock) conv_fwd_cout1_kernel(ConvDims s, const float* __restrict__ x,
+                                                                const float* __restrict__ w,
+                                                                const float* __restrict__ b, float* __restrict__ y,
+                                                                int relu) {
+  constexpr int RPT = kCout1Rows<KD>, CPT = 4, BX = 16, BY = 16;
+  constexpr int TW = BX * CPT, TH = BY * RPT, IH = TH + KH - 1, IW = TW + KW - 1, KV = KD * KH * KW;
+  constexpr int NV = (CPT + KW - 1 + 3) / 4;  // float4 loads per row segment
+  constexpr int IWP0 = (IW + 3) / 4 * 4, IWP1 = 4 * (BX - 1) + 4 * NV;
+  constexpr int IWP = IWP0 > IWP1 ? IWP0 : IWP1;  // row pitch: a multiple of 4 that covers every segment
+  __shared__ __align__(16) float s_in[KD][IH][IWP];
+  __shared__ float s_w[KV];
+
+  const int tid = threadIdx.x, tx = tid % BX, ty = tid / BX;
+  const int tilesW = (s.oW + TW - 1) / TW;
+  const int oh0 = int(blockIdx.x / tilesW) * TH, ow0 = int(blockIdx.x % tilesW) * TW;
+  const int64_t inS = int64_t(s.D) * s.H * s.W;
+  const int64_t outS = int64_t(s.oD) * s.oH * s.oW;
+
+  for (int z = blockIdx.z; z < s.N * s.oD; z += gridDim.z) {
+    const int n = z / s.oD, od = z % s.oD;
+    float acc[RPT][CPT];
+#pragma unroll
+    for (int r = 0; r < RPT; ++r)
+#pragma unroll
+      for (int c = 0; c < CPT; ++c) acc[r][c] = 0.f;
+
+    for (int ci = 0; ci < s.Cin; ++ci) {
+      __syncthreads();
+      const float* plane = x + (int64_t(n) * s.Cin + ci) * inS;
+      for (int e = tid; e < KD * IH * IWP; e += kBlock) {
+        const int kd = e / (IH * IWP), r = (e / IWP) % IH, c = e % IWP;
+        s_in[kd][r][c] = fetch(plane, s, od + kd - s.pD, oh0 + r - s.pH, ow0 + c - s.pW);
+      }
+      for (int e = tid; e < KV; e += kBlock) s_w[e] = __ldg(w + int64_t(ci) * KV + e);
+      __syncthreads();
+      float wr[KV];
+#pragma unroll
+      for (int k = 0; k < KV; ++k) wr[k] = s_w[k];
+#pragma unroll
+      for (int kd = 0; kd < KD; ++kd) {
+#pragma unroll
+        for (int rr = 0; rr < RPT + KH - 1; ++rr) {
+          float seg[4 * NV];
+#pragma unroll
+          for (int v = 0; v < NV; ++v) {
+            const float4 t = *reinterpret_cast<const float4*>(&s_in[kd][ty * RPT + rr][tx * CPT + 4 * v]);
+            seg[4 * v + 0] = t.x;
+            seg[4 * v + 1] = t.y;
+            seg[4 * v + 2] = t.z;
+            seg[4 * v + 3] = t.w;
+          }
+#pragma unroll
+          for (int r = 0; r < RPT; ++r) {
+            const int kh = rr - r;
+            if (kh < 0 || kh >= KH) continue;
+#pragma unroll
+            for (int kw = 0; kw < KW; ++kw) {
+              const float wk = wr[(kd * KH + kh) * KW + kw];
+#pragma unroll
+              for (int c = 0; c < CPT; ++c) acc[r][c] = fmaf(seg[c + kw], wk, acc[r][c]);
+            }
+          }
+        }
+      }
+    }
+
+    const float bias = b != nullptr ? __ldg(b) : 0.f;
+    float* yp = y + int64_t(n) * outS + int64_t(od) * s.oH * s.oW;
+#pragma unroll
+    for (int r = 0; r < RPT; ++r) {
+      const int oh = oh0 + ty * RPT + r;
+      if (oh >= s.oH) continue;
+#pragma unroll
+      for (int c = 0; c < CPT; ++c) {
+        const int ow = ow0 + tx * CPT + c;
+        if (ow < s.oW) {
+          float v = acc[r][c] + bias;
+          if (relu) v = v > 0.f ? v : 0.f;
+          yp[int64_t(oh) * s.oW + ow] = v;
+        }
+      }
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kBlock) conv_fwd_generic_kernel(ConvDims s, const float* __restrict__ x,
+                                                                  const float* __restrict__ w,
+                                                                  const float* __restrict__ b,
+                                                                  float* __restrict__ y, int relu) {
+  const int64_t inS = int64_t(s.D) * s.H * s.W;
+  const int kv = s.kD * s.kH * s.kW;
+  const int64_t total = int64_t(s.N) * s.Cout * s.oD * s.oH * s.oW;
+  for (int64_t idx = dev::global_tid(); idx < total; idx += dev::grid_stride()) {
+    const int ow = int(idx % s.oW);
+    int64_t t = idx / s.oW;
+    const int oh = int(t % s.oH);
+    t /= s.oH;
+    const int od = int(t % s.oD);
+    t /= s.oD;
+    const int co = int(t % s.Cout);
+    const int n = int(t / s.Cout);
+    float acc = 0.f;
+    for (int ci = 0; ci < s.Cin; ++ci) {
+      const float* plane = x + (int64_t(n) * s.Cin + ci) * inS;
+      const float* wp = w + (int64_t(co) * s.Cin + ci) * kv;
+      for (int kd = 0; kd < s.kD; ++kd)
+        for (int kh = 0; kh < s.kH; ++kh)
+          for (int kw = 0; kw < s.kW; ++kw)
+            acc = fmaf(fetch(plane, s, od + kd - s.pD, oh + kh - s.pH, ow + kw - s.pW),
+                       __ldg(wp + (kd * s.kH + kh) * s.kW + kw), acc);
+    }
+    float v = acc + (b != nullptr ? __ldg(b + co) : 0.f);
+    if (relu) v = v > 0.f ? v : 0.f;
+    y[idx] = v;
+  }
+}
+
+// ====================================== Direct backward data ==============================================
+
+__global__ void __launch_bounds__(kBlock) flip_transpose_kernel(int Cout, int Cin, int kv, const float* __restrict__ w,
+                                                                float* __restrict__ wt) {
+  const int64_t total = int64_t(Cout) * Cin * kv;
+  for (int64_t idx = dev::global_tid(); idx < total; idx += dev::grid_stride()) {
+    const int k = int(idx % kv);
+    const int64_t t = idx / kv;
+    const int co = int(t % Cout);
+    const int ci = int(t / Cout);
+    wt[idx] = w[(int64_t(co) * Cin + ci) * kv + (kv - 1 - k)];
+  }
+}
+
+__global__ void __launch_bounds__(kBlock) replicate_fix_kernel(ConvDims s, const float* __restrict__ dy,
+                                                               const float* __restrict__ w, float* __restrict__ dx) {
+  const int64_t inS = int64_t(s.D) * s.H * s.W;
+  const int64_t outS = int64_t(s.oD) * s.oH * s.oW;
+  const int kv = s.kD * s.kH * s.kW;
+  const int64_t total = int64_t(s.N) * s.Cin * inS;
+  for (int64_t idx = dev::global_tid(); idx < total; idx += dev::grid_stride()) {
+    const int iw = int(idx % s.W);
+    int64_t t = idx / s.W;
+    const int ih = int(t % s.H);
+    t /= s.H;
+    const int id = int(t % s.D);
+    t /= s.D;
+    const int ci = int(t % s.Cin);
+    const int n = int(t / s.Cin);
+    int dlo, dhi, hlo, hhi, wlo, whi;
+    q_range(id, s.D, s.pD, 1, dlo, dhi);
+    q_range(ih, s.H, s.pH, 1, hlo, hhi);
+    q_range(iw, s.W, s.pW, 1, wlo, whi);
+    if (dlo == dhi && hlo == hhi && wlo == whi) continue;  // interior: fully handled by the zero-padded pass
+    float sum = 0.f;
+    for (int qd = dlo; qd <= dhi; ++qd) {
+      // o = q + p - k must lie in [0, o_size): k in [q + p - o_size + 1, q + p]
+      const int kd0 = max(0, qd + s.pD - s.oD + 1), kd1 = min(s.kD - 1, qd + s.pD);
+      for (int qh = hlo; qh <= hhi; ++qh) {
+        const int kh0 = max(0, qh + s.pH - s.oH + 1), kh1 = min(s.kH - 1, qh + s.pH);
+        for (int qw = wlo; qw <= whi; ++qw) {
+          if (qd == id && qh == ih && qw == iw) continue;  // the q = i term came from the main pass
+          const int kw0 = max(0, qw + s.pW - s.oW + 1), kw1 = min(s.kW - 1, qw + s.pW);
+          for (int co = 0; co < s.Cout; ++co) {
+            const float* dyp = dy + (int64_t(n) * s.Cout + co) * outS;
+            const float* wp = w + (int64_t(co) * s.Cin + ci) * kv;
+            for (int kd = kd0; kd <= kd1; ++kd)
+              for (int kh = kh0; kh <= kh1; ++kh)
+                for (int kw = kw0; kw <= kw1; ++kw) {
+                  const int od = qd + s.pD - kd, oh = qh + s.pH - kh, ow = qw + s.pW - kw;
+                  sum = fmaf(__ldg(dyp + (int64_t(od) * s.oH + oh) * s.oW + ow),
+                             __ldg(wp + (kd * s.kH + kh) * s.kW + kw), sum);
+                }
+          }
+        }
+      }
+    }
+    dx[idx] += sum;
+  }
+}
+
+// ===================================== Direct backward weight =============================================
+
+constexpr int kBK = 16;
+
+template <int BM, int BN, int TM, int TN>
+__global__ void __launch_bounds__(kBlock) conv_bwdw_igemm_kernel(ConvDims s, const float* __restrict__ x,
+                                                                 const float* __restrict__ dy,
+                                                                 float* __restrict__ partial, int qchunk) {
+  static_assert((BM / TM) * (BN / TN) == kBlock, "one thread per register tile");
+  static_assert(kBlock % kBK == 0, "each thread loads one reduction slot");
+  constexpr int AP = BM + 4, BP = BN + 4;  // padded pitches (multiples of 4: float4 reads stay aligned)
+  constexpr int BL = (BN * kBK + kBlock - 1) / kBlock;
+  __shared__ __align__(16) float As[kBK][AP];
+  __shared__ __align__(16) float Bs[kBK][BP];
+
+  const int kv = s.kD * s.kH * s.kW;
+  const int M = s.Cout, Nn = s.Cin * kv;
+  const int oS = s.oD * s.oH * s.oW;
+  const int64_t inS = int64_t(s.D) * s.H * s.W;
+  const int Q = s.N * oS;
+  const int m0 = blockIdx.y * BM, j0 = blockIdx.x * BN;
+  const int qbeg = blockIdx.z * qchunk;
+  const int qend = min(Q, qbeg + qchunk);
+  const int tid = threadIdx.x, tm = tid / (BN / TN), tn = tid % (BN / TN);
+  const int kk = tid % kBK;
+
+  // The B entries this thread stages: fixed columns j, so their (ci, kernel offset) are decoded once.
+  int b_ci[BL], b_od[BL], b_oh[BL], b_ow[BL];
+  bool b_ok[BL];
+#pragma unroll
+  for (int i = 0; i < BL; ++i) {
+    const int jn = tid / kBK + i * (kBlock / kBK);
+    const int j = j0 + jn;
+    b_ok[i] = jn < BN && j < Nn;
+    const int jj = b_ok[i] ? j : 0;
+    const int k = jj % kv;
+    b_ci[i] = jj / kv;
+    b_od[i] = k / (s.kH * s.kW) - s.pD;
+    b_oh[i] = (k / s.kW) % s.kH - s.pH;
+    b_ow[i] = k % s.kW - s.pW;
+  }
+
+  float acc[TM][TN];
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
+
+  for (int q0 = qbeg; q0 < qend; q0 += kBK) {
+    const int q = q0 + kk;
+    const bool qok = q < qend;
+    int n = 0, o = 0, od = 0, oh = 0, ow = 0;
+    if (qok) {
+      n = q / oS;
+      o = q - n * oS;
+      ow = o % s.oW;
+      const int t = o / s.oW;
+      oh = t % s.oH;
+      od = t / s.oH;
+    }
+    for (int e = tid; e < BM * kBK; e += kBlock) {
+      const int m = e / kBK, co = m0 + m;
+      As[kk][m] = (qok && co < M) ? __ldg(dy + (int64_t(n) * M + co) * oS + o) : 0.f;
+    }
+#pragma unroll
+    for (int i = 0; i < BL; ++i) {
+      const int jn = tid / kBK + i * (kBlock / kBK);
+      if (jn < BN) {
+        float v = 0.f;
+        if (qok && b_ok[i]) {
+          const float* plane = x + (int64_t(n) * s.Cin + b_ci[i]) * inS;
+          v = fetch(plane, s, od + b_od[i], oh + b_oh[i], ow + b_ow[i]);
+        }
+        Bs[kk][jn] = v;
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < kBK; ++k) {
+      float a[TM], bv[TN];
+      if constexpr (TM % 4 == 0) {
+#pragma unroll
+        for (int i = 0; i < TM / 4; ++i) {
+          const float4 t = *reinterpret_cast<const float4*>(&As[k][tm * TM + 4 * i]);
+          a[4 * i] = t.x, a[4 * i + 1] = t.y, a[4 * i + 2] = t.z, a[4 * i + 3] = t.w;
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < TM; ++i) a[i] = As[k][tm * TM + i];
+      }
+      if constexpr (TN % 4 == 0) {
+#pragma unroll
+        for (int i = 0; i < TN / 4; ++i) {
+          const float4 t = *reinterpret_cast<const float4*>(&Bs[k][tn * TN + 4 * i]);
+          bv[4 * i] = t.x, bv[4 * i + 1] = t.y, bv[4 * i + 2] = t.z, bv[4 * i + 3] = t.w;
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < TN; ++i) bv[i] = Bs[k][tn * TN + i];
+      }
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+
+  float* out = partial + int64_t(blockIdx.z) * M * Nn;
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    const int co = m0 + tm * TM + i;
+    if (co >= M) continue;
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+      const int jj = j0 + tn * TN + j;
+      if (jj < Nn) out[int64_t(co) * Nn + jj] = acc[i][j];
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kBlock) sum_partials_kernel(int64_t count, int S, const float* __restrict__ partial,
+                                                              float* __restrict__ out) {
+  for (int64_t i = dev::global_tid(); i < count; i += dev::grid_stride()) {
+    double acc = 0.0;
+    for (int z = 0; z < S; ++z) acc += double(partial[int64_t(z) * count + i]);
+    out[i] = float(acc);
+  }
+}
+
+// Tile configuration of the implicit GEMM by number of output channels.
+enum class IgemmCfg { Wide64x64, Mid32x128, Narrow4x256 };
+IgemmCfg igemm_cfg(const ConvGeom& g) {
+  if (g.Cout >= 48) return IgemmCfg::Wide64x64;
+  if (g.Cout >= 12) return IgemmCfg::Mid32x128;
+  return IgemmCfg::Narrow4x256;
+}
+void igemm_tile(IgemmCfg c, int& bm, int& bn) {
+  switch (c) {
+    case IgemmCfg::Wide64x64: bm = 64, bn = 64; break;
+    case IgemmCfg::Mid32x128: bm = 32, bn = 128; break;
+    default: bm = 4, bn = 256; break;
+  }
+}
+
+struct IgemmPlan {
+  IgemmCfg cfg;
+  unsigned gx, gy;
+  int splits, qchunk;
+};
+
+IgemmPlan igemm_plan(const Context& ctx, const ConvGeom& g) {
+  IgemmPlan p;
+  p.cfg = igemm_cfg(g);
+  int bm = 0, bn = 0;
+  igemm_tile(p.cfg, bm, bn);
+  const int64_t M = g.Cout, Nn = g.Cin * g.kernel_volume();
+  const int64_t Q = g.N * g.out_spatial();
+  p.gx = unsigned((Nn + bn - 1) / bn);
+  p.gy = unsigned((M + bm - 1) / bm);
+  const int64_t tiles = int64_t(p.gx) * p.gy;
+  int64_t S = (int64_t(ctx.sm_count()) * 4 + tiles - 1) / tiles;  // about 4 blocks per SM in all
+  S = std::min<int64_t>(S, (Q + 255) / 256);                       // at least 16 stages per block
+  // keep the partial tiles within 256 MiB
+  const int64_t max_s = std::max<int64_t>(1, (int64_t(64) << 20) / std::max<int64_t>(1, M * Nn));
+  S = std::max<int64_t>(1, std::min(S, max_s));
+  int64_t chunk = (Q + S - 1) / S;
+  chunk = (chunk + kBK - 1) / kBK * kBK;
+  p.qchunk = int(chunk);
+  p.splits = int((Q + chunk - 1) / chunk);
+  return p;
+}
+
+}  // namespace
+
+// ============================================ launchers ===================================================
+
+void im2col(const Context& ctx, const ConvGeom& g, const float* x, int64_t n0, int64_t nb, int64_t p0, int64_t pc,
+            float* col) {
+  const int64_t total = g.Cin * g.kernel_volume() * nb * pc;
+  if (total <= 0) return;
+  im2col_kernel<<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(dims_of(g), x, int(n0), int(nb), p0, int(pc), col);
+  MAGMASR_CUDA_LAUNCH_CHECK();
+}
+
+void col2im(const Context& ctx, const ConvGeom& g, const float* col, int64_t n0, int64_t nb, int64_t p0,
+            int64_t pc, bool accumulate, float* dx) {
+  const int64_t total = nb * g.Cin * g.in_spatial();
+  if (total <= 0) return;
+  col2im_kernel<<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(dims_of(g), col, int(n0), int(nb), p0, int(pc),
+                                                                    accumulate ? 1 : 0, dx);
+  MAGMASR_CUDA_LAUNCH_CHECK();
+}
+
+void bias_relu(const Context& ctx, const ConvGeom& g, int64_t n0, int64_t nb, int64_t p0, int64_t pc,
+               const float* b, bool relu, float* y) {
+  const int64_t total = nb * g.Cout * pc;
+  if (total <= 0 || (b == nullptr && !relu)) return;
+  bias_relu_kernel<<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(g.out_spatial(), int(g.Cout), int(n0), int(nb),
+                                                                       p0, int(pc), b, relu ? 1 : 0, y);
+  MAGMASR_CUDA_LAUNCH_CHECK();
+}
+
+void pack_rows(const Context& ctx, const ConvGeom& g, const float* dy, int64_t n0, int64_t nb, int64_t p0,
+               int64_t pc, float* out) {
+  const int64_t total = nb * g.Cout * pc;
+  if (total <= 0) return;
+  pack_rows_kernel<<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(g.out_spatial(), int(g.Cout), int(n0), int(nb),
+                                                                       p0, int(pc), dy, out);
+  MAGMASR_CUDA_LAUNCH_CHECK();
+}
+
+size_t bias_grad_workspace(const Context& ctx, const ConvGeom& g) {
+  return size_t(bias_grad_splits(ctx, g)) * size_t(g.Cout) * sizeof(double);
+}
+
+void bias_grad(const Context& ctx, const ConvGeom& g, const float* dy, float* db, void* ws) {
+  if (db == nullptr || g.Cout <= 0) return;
+  const int S = bias_grad_splits(ctx, g);
+  const int64_t P = g.out_spatial();
+  const int64_t chunk = (P + S - 1) / S;
+  double* partial = static_cast<double*>(ws);
+  bias_grad_partial_kernel<<<dim3(unsigned(S), unsigned(g.Cout)), kBlock, 0, ctx.stream()>>>(
+      int(g.N), int(g.Cout), P, chunk, dy, partial);
+  MAGMASR_CUDA_LAUNCH_CHECK();
+  bias_grad_final_kernel<<<unsigned(g.Cout), kBlock, 0, ctx.stream()>>>(S, partial, db);
+  MAGMASR_CUDA_LAUNCH_CHECK();
+}
+
+namespace {
+
+template <int KD, int KH, int KW>
+void launch_tiled(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b, float* y,
+                  bool relu) {
+  constexpr int COT = 16, RPT = 4, TW = 32, TH = 8 * RPT;
+  const int64_t tiles = ((g.oH() + TH - 1) / TH) * ((g.oW() + TW - 1) / TW);
+  const dim3 grid(unsigned(tiles), unsigned((g.Cout + COT - 1) / COT), unsigned(std::min<int64_t>(g.N * g.oD(), 65535)));
+  conv_fwd_tiled_kernel<KD, KH, KW, COT, RPT><<<grid, kBlock, 0, ctx.stream()>>>(dims_of(g), x, w, b, y, relu ? 1 : 0);
+  MAGMASR_CUDA_LAUNCH_CHECK();
+}
+
+template <int KD, int KH, int KW>
+void launch_cout1(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b, float* y,
+                  bool relu) {
+  constexpr int TW = 64, TH = 16 * kCout1Rows<KD>;
+  const int64_t tiles = ((g.oH() + TH - 1) / TH) * ((g.oW() + TW - 1) / TW);
+  const dim3 grid(unsigned(tiles), 1u, unsigned(std::min<int64_t>(g.N * g.oD(), 65535)));
+  conv_fwd_cout1_kernel<KD, KH, KW><<<grid, kBlock, 0, ctx.stream()>>>(dims_of(g), x, w, b, y, relu ? 1 : 0);
+  MAGMASR_CUDA_LAUNCH_CHECK();
+}
+
+bool is_k(const ConvGeom& g, int kd, int kh, int kw) { return g.kD == kd && g.kH == kh && g.kW == kw; }
+
+enum class DirectKernel { Generic, Tiled111, Tiled133, Tiled155, Tiled199, Tiled333, C1_133, C1_155, C1_199, C1_333 };
+
+DirectKernel pick_direct(const ConvGeom& g) {
+  if (g.Cout == 1) {
+    if (is_k(g, 1, 3, 3)) return DirectKernel::C1_133;
+    if (is_k(g, 1, 5, 5)) return DirectKernel::C1_155;
+    if (is_k(g, 1, 9, 9)) return DirectKernel::C1_199;
+    if (is_k(g, 3, 3, 3)) return DirectKernel::C1_333;
+  }
+  if (is_k(g, 1, 1, 1)) return DirectKernel::Tiled111;
+  if (is_k(g, 1, 3, 3)) return DirectKernel::Tiled133;
+  if (is_k(g, 1, 5, 5)) return DirectKernel::Tiled155;
+  if (is_k(g, 1, 9, 9)) return DirectKernel::Tiled199;
+  if (is_k(g, 3, 3, 3)) return DirectKernel::Tiled333;
+  return DirectKernel::Generic;
+}
+
+}  // namespace
+
+const char* direct_forward_kernel_name(const ConvGeom& g) {
+  switch (pick_direct(g)) {
+    case DirectKernel::Tiled111: return "tiled<1x1x1>";
+    case DirectKernel::Tiled133: return "tiled<1x3x3>";
+    case DirectKernel::Tiled155: return "tiled<1x5x5>";
+    case DirectKernel::Tiled199: return "tiled<1x9x9>";
+    case DirectKernel::Tiled333: return "tiled<3x3x3>";
+    case DirectKernel::C1_133: return "cout1<1x3x3>";
+    case DirectKernel::C1_155: return "cout1<1x5x5>";
+    case DirectKernel::C1_199: return "cout1<1x9x9>";
+    case DirectKernel::C1_333: return "cout1<3x3x3>";
+    default: return "generic";
+  }
+}
+
+void direct_forward(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b, float* y,
+                    bool relu) {
+  if (g.y_numel() <= 0) return;
+  switch (pick_direct(g)) {
+    case DirectKernel::Tiled111: launch_tiled<1, 1, 1>(ctx, g, x, w, b, y, relu); return;
+    case DirectKernel::Tiled133: launch_tiled<1, 3, 3>(ctx, g, x, w, b, y, relu); return;
+    case DirectKernel::Tiled155: launch_tiled<1, 5, 5>(ctx, g, x, w, b, y, relu); return;
+    case DirectKernel::Tiled199: launch_tiled<1, 9, 9>(ctx, g, x, w, b, y, relu); return;
+    case DirectKernel::Tiled333: launch_tiled<3, 3, 3>(ctx, g, x, w, b, y, relu); return;
+    case DirectKernel::C1_133: launch_cout1<1, 3, 3>(ctx, g, x, w, b, y, relu); return;
+    case DirectKernel::C1_155: launch_cout1<1, 5, 5>(ctx, g, x, w, b, y, relu); return;
+    case DirectKernel::C1_199: launch_cout1<1, 9, 9>(ctx, g, x, w, b, y, relu); return;
+    case DirectKernel::C1_333: launch_cout1<3, 3, 3>(ctx, g, x, w, b, y, relu); return;
+    default: break;
+  }
+  const int64_t total = g.y_numel();
+  conv_fwd_generic_kernel<<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(dims_of(g), x, w, b, y, relu ? 1 : 0);
+  MAGMASR_CUDA_LAUNCH_CHECK();
+}
+
+void flip_transpose_weights(const Context& ctx, const ConvGeom& g, const float* w, float* wt) {
+  const int64_t total = g.w_numel();
+  if (total <= 0) return;
+  flip_transpose_kernel<<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(int(g.Cout), int(g.Cin),
+                                                                            int(g.kernel_volume()), w, wt);
+  MAGMASR_CUDA_LAUNCH_CHECK();
+}
+
+void replicate_backward_data_fix(const Context& ctx, const ConvGeom& g, const float* dy, const float* w, float* dx) {
+  if (g.mode != PadMode::Replicate || (g.pD == 0 && g.pH == 0 && g.pW == 0)) return;
+  const int64_t total = g.x_numel();
+  if (total <= 0) return;
+  replicate_fix_kernel<<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(dims_of(g), dy, w, dx);
+  MAGMASR_CUDA_LAUNCH_CHECK();
+}
+
+size_t direct_backward_weight_workspace(const Context& ctx, const ConvGeom& g) {
+  const IgemmPlan p = igemm_plan(ctx, g);
+  return p.splits > 1 ? size_t(p.splits) * size_t(g.w_numel()) * sizeof(float) : 0;
+}
+
+void direct_backward_weight(const Context& ctx, const ConvGeom& g, const float* x, const float* dy, float* dw,
+                            void* ws) {
+  const int64_t count = g.w_numel();
+  if (count <= 0) return;
+  const IgemmPlan p = igemm_plan(ctx, g);
+  float* partial = p.splits > 1 ? static_cast<float*>(ws) : dw;
+  const dim3 grid(p.gx, p.gy, unsigned(p.splits));
+  const ConvDims s = dims_of(g);
+  switch (p.cfg) {
+    case IgemmCfg::Wide64x64:
+      conv_bwdw_igemm_kernel<64, 64, 4, 4><<<grid, kBlock, 0, ctx.stream()>>>(s, x, dy, partial, p.qchunk);
+      break;
+    case IgemmCfg::Mid32x128:
+      conv_bwdw_igemm_kernel<32, 128, 2, 8><<<grid, kBlock, 0, ctx.stream()>>>(s, x, dy, partial, p.qchunk);
+      break;
+    default:
+      conv_bwdw_igemm_kernel<4, 256, 1, 4><<<grid, kBlock, 0, ctx.stream()>>>(s, x, dy, partial, p.qchunk);
+      break;
+  }
+  MAGMASR_CUDA_LAUNCH_CHECK();
+  if (p.splits > 1) {
+    sum_partials_kernel<<<grid_for(count, ctx), kBlock, 0, ctx.stream()>>>(count, p.splits, partial, dw);
+    MAGMASR_CUDA_LAUNCH_CHECK();
+  }
+}
+
+}  // namespace convk
+}  // namespace cuda
+}  // namespace magmasr

@@ -1,0 +1,387 @@
+// Every CUDA op against the CPU reference (magmasr::cpu, backend.hpp) on random data: each convolution
+// strategy (Direct, Gemm, Auto) in each direction on the shapes of our models and on odd ones, both padding
+// modes, and the element-wise, loss and optimizer kernels, with ||gpu - cpu|| / ||cpu|| < 1e-5. Outputs are
+// poisoned with NaN before every run, so an element a kernel forgets to write fails the comparison.
+// Every test skips when there is no CUDA device (or no CUDA build).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend.hpp"
+#include "magmasr/error.hpp"
+
+using namespace magmasr;
+
+namespace {
+
+constexpr double kTol = 1e-5;
+constexpr int kDev = 0;
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+#define SKIP_WITHOUT_GPU() \
+  if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device"
+
+// Device memory of the caching allocator, freed on scope exit. `offset` floats in (to test unaligned paths).
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t n, size_t offset = 0) : n_(n), offset_(offset) {
+    base_ = static_cast<float*>(cuda::alloc(kDev, (n + offset + 1) * sizeof(float)));
+  }
+  DeviceBuffer(const std::vector<float>& host, size_t offset = 0) : DeviceBuffer(host.size(), offset) {
+    upload(host);
+  }
+  ~DeviceBuffer() { cuda::free(kDev, base_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  float* get() { return base_ + offset_; }
+  size_t size() const { return n_; }
+  void upload(const std::vector<float>& host) {
+    cuda::copy(get(), true, host.data(), false, host.size() * sizeof(float), kDev);
+  }
+  std::vector<float> download() {
+    std::vector<float> host(n_);
+    cuda::copy(host.data(), false, get(), true, n_ * sizeof(float), kDev);
+    return host;
+  }
+  void poison() { cuda::fill(kDev, int64_t(n_), kNaN, get()); }
+
+ private:
+  float* base_ = nullptr;
+  size_t n_, offset_;
+};
+
+std::vector<float> random_vec(size_t n, std::mt19937& rng, float lo = -1.f, float hi = 1.f) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+// ||got - ref|| / ||ref||; NaN (an unwritten element) gives infinity.
+double rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
+  if (got.size() != ref.size()) return std::numeric_limits<double>::infinity();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
+    const double d = double(got[i]) - double(ref[i]);
+    num += d * d;
+    den += double(ref[i]) * double(ref[i]);
+  }
+  if (den == 0) return std::sqrt(num);
+  return std::sqrt(num / den);
+}
+
+ConvGeom geom(int64_t N, int64_t Cin, int64_t Cout, int64_t D, int64_t H, int64_t W, int64_t kD, int64_t kH, int64_t kW,
+              int64_t pD, int64_t pH, int64_t pW, PadMode mode) {
+  ConvGeom g;
+  g.N = N, g.Cin = Cin, g.Cout = Cout, g.D = D, g.H = H, g.W = W;
+  g.kD = kD, g.kH = kH, g.kW = kW, g.pD = pD, g.pH = pH, g.pW = pW, g.mode = mode;
+  return g;
+}
+
+ConvGeom geom2d(int64_t N, int64_t Cin, int64_t Cout, int64_t H, int64_t W, int64_t k, int64_t p, PadMode mode) {
+  return geom(N, Cin, Cout, 1, H, W, 1, k, k, 0, p, p, mode);
+}
+
+std::string algo_name(ConvAlgo a) { return a == ConvAlgo::Direct ? "direct" : a == ConvAlgo::Gemm ? "gemm" : "auto"; }
+
+// The shapes: our models' layers (shrunk spatially), their backward problems' specialisations, and odd ones
+// that fall to the generic kernels; every tile edge is crossed somewhere (sizes not multiples of 32 / 64).
+std::vector<ConvGeom> conv_cases() {
+  const PadMode Z = PadMode::Zeros, R = PadMode::Replicate;
+  return {
+      geom2d(1, 1, 64, 37, 70, 9, 4, R),    // SRCNN conv1, same, replicate
+      geom2d(3, 1, 64, 33, 33, 9, 0, Z),    // SRCNN train conv1, valid, batch
+      geom2d(2, 64, 32, 19, 45, 1, 0, Z),   // SRCNN conv2 1x1
+      geom2d(1, 64, 32, 23, 41, 5, 2, R),   // SRCNN conv2 5x5 same
+      geom2d(2, 64, 32, 25, 25, 5, 0, Z),   // SRCNN train conv2, valid
+      geom2d(1, 32, 1, 70, 67, 5, 2, R),    // SRCNN conv3 5x5 same (crosses the 64x64 tile)
+      geom2d(3, 32, 1, 21, 21, 5, 0, Z),    // SRCNN train conv3, valid
+      geom2d(2, 32, 1, 17, 29, 5, 2, Z),    // conv3 with zero padding
+      geom(2, 1, 32, 5, 19, 35, 3, 3, 3, 1, 1, 1, R),   // 3DSRnet conv1 same
+      geom(1, 32, 32, 5, 13, 37, 3, 3, 3, 1, 1, 1, Z),  // 3DSRnet conv2 same
+      geom(2, 32, 32, 5, 12, 12, 3, 3, 3, 0, 0, 0, Z),  // 3DSRnet conv4 valid
+      geom(1, 64, 64, 3, 9, 11, 3, 3, 3, 1, 1, 1, R),   // 64 channels
+      geom(2, 32, 1, 5, 10, 67, 3, 3, 3, 1, 1, 1, R),   // 3-D, one output channel
+      geom2d(2, 3, 5, 11, 13, 3, 1, R),      // small 3x3
+      geom(2, 3, 5, 1, 14, 9, 1, 7, 3, 0, 3, 1, R),     // generic kernel (7x3), replicate
+      geom(1, 2, 3, 4, 6, 7, 2, 3, 2, 1, 1, 1, Z),      // generic 3-D kernel (2x3x2)
+      geom(2, 4, 6, 3, 5, 6, 3, 1, 1, 2, 0, 0, R),      // kernel 3x1x1, pad larger than reach in D
+      geom2d(1, 2, 3, 6, 5, 3, 4, Z),        // padding beyond the kernel (k - 1 - p < 0)
+      geom2d(1, 2, 3, 6, 5, 3, 4, R),
+      geom2d(1, 1, 1, 1, 1, 1, 0, Z),        // 1x1x1x1
+      geom(1, 3, 2, 1, 1, 5, 1, 1, 3, 0, 0, 1, R),      // H = 1
+  };
+}
+
+const ConvAlgo kAlgos[] = {ConvAlgo::Direct, ConvAlgo::Gemm, ConvAlgo::Auto};
+
+void check_conv_forward(const ConvGeom& g, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+  const auto b = random_vec(size_t(g.Cout), rng);
+  DeviceBuffer dx(x), dw(w), db(b), dy(size_t(g.y_numel()));
+  for (const bool with_bias : {false, true}) {
+    for (const bool relu : {false, true}) {
+      std::vector<float> ref(size_t(g.y_numel()));
+      cpu::conv_forward(g, x.data(), w.data(), with_bias ? b.data() : nullptr, ref.data(), relu);
+      for (ConvAlgo a : kAlgos) {
+        dy.poison();
+        cuda::conv_forward(kDev, g, dx.get(), dw.get(), with_bias ? db.get() : nullptr, dy.get(), relu, a);
+        EXPECT_LT(rel_err(dy.download(), ref), kTol)
+            << "forward " << algo_name(a) << " bias=" << with_bias << " relu=" << relu << " " << g.str();
+      }
+    }
+  }
+}
+
+void check_conv_backward(const ConvGeom& g, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+  const auto gy = random_vec(size_t(g.y_numel()), rng);
+  std::vector<float> ref_dx(size_t(g.x_numel())), ref_dw(size_t(g.w_numel())), ref_db(size_t(g.Cout));
+  cpu::conv_backward_data(g, gy.data(), w.data(), ref_dx.data());
+  cpu::conv_backward_weight(g, x.data(), gy.data(), ref_dw.data(), ref_db.data());
+  DeviceBuffer d_x(x), d_w(w), d_gy(gy), d_dx(size_t(g.x_numel())), d_dw(size_t(g.w_numel())), d_db(size_t(g.Cout));
+  for (ConvAlgo a : kAlgos) {
+    d_dx.poison();
+    cuda::conv_backward_data(kDev, g, d_gy.get(), d_w.get(), d_dx.get(), a);
+    EXPECT_LT(rel_err(d_dx.download(), ref_dx), kTol) << "backward data " << algo_name(a) << " " << g.str();
+    for (const bool with_db : {true, false}) {
+      d_dw.poison();
+      d_db.poison();
+      cuda::conv_backward_weight(kDev, g, d_x.get(), d_gy.get(), d_dw.get(), with_db ? d_db.get() : nullptr, a);
+      EXPECT_LT(rel_err(d_dw.download(), ref_dw), kTol)
+          << "backward weight " << algo_name(a) << " db=" << with_db << " " << g.str();
+      if (with_db) {
+        EXPECT_LT(rel_err(d_db.download(), ref_db), kTol) << "bias gradient " << algo_name(a) << " " << g.str();
+      } else {
+        const auto untouched = d_db.download();  // db == nullptr: must not be written
+        for (float v : untouched) EXPECT_TRUE(std::isnan(v)) << "db written although null, " << g.str();
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST(CudaRuntime, DeviceCountNeverThrows) {
+  int n = -1;
+  EXPECT_NO_THROW(n = cuda::device_count());
+  EXPECT_GE(n, 0);
+  EXPECT_TRUE(cuda::compiled());
+}
+
+TEST(CudaRuntime, NameStreamAndBadDevice) {
+  SKIP_WITHOUT_GPU();
+  EXPECT_FALSE(cuda::device_name(kDev).empty());
+  EXPECT_NE(cuda::stream(kDev), nullptr);
+  EXPECT_THROW(cuda::device_name(cuda::device_count()), DeviceError);
+  EXPECT_THROW(cuda::alloc(-1, 16), DeviceError);
+}
+
+TEST(CudaRuntime, CachingAllocatorReusesBlocks) {
+  SKIP_WITHOUT_GPU();
+  const cuda::MemoryStats s0 = cuda::memory_stats(kDev);
+  void* p = cuda::alloc(kDev, 1000);  // rounded to 1024
+  ASSERT_NE(p, nullptr);
+  const cuda::MemoryStats s1 = cuda::memory_stats(kDev);
+  EXPECT_EQ(s1.allocated_bytes, s0.allocated_bytes + 1024);
+  EXPECT_GE(s1.reserved_bytes, s1.allocated_bytes);
+  EXPECT_GE(s1.peak_allocated_bytes, s1.allocated_bytes);
+  cuda::free(kDev, p);
+  const cuda::MemoryStats s2 = cuda::memory_stats(kDev);
+  EXPECT_EQ(s2.allocated_bytes, s0.allocated_bytes);
+  EXPECT_EQ(s2.reserved_bytes, s1.reserved_bytes);  // cached, not returned
+  void* q = cuda::alloc(kDev, 900);                 // same size class: a cache hit, no cudaMalloc
+  const cuda::MemoryStats s3 = cuda::memory_stats(kDev);
+  EXPECT_EQ(s3.num_device_allocs, s2.num_device_allocs);
+  EXPECT_EQ(s3.num_cache_hits, s2.num_cache_hits + 1);
+  cuda::free(kDev, q);
+  cuda::free(kDev, nullptr);  // no-op
+  int host = 0;
+  EXPECT_THROW(cuda::free(kDev, &host), ValueError);
+  cuda::empty_cache(kDev);
+  EXPECT_EQ(cuda::memory_stats(kDev).reserved_bytes, cuda::memory_stats(kDev).allocated_bytes);
+}
+
+TEST(CudaRuntime, CopiesRoundTrip) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(1);
+  const auto h = random_vec(1000, rng);
+  DeviceBuffer a(h), b(h.size());
+  cuda::copy(b.get(), true, a.get(), true, h.size() * sizeof(float), kDev);
+  cuda::synchronize(kDev);
+  EXPECT_EQ(b.download(), h);
+}
+
+TEST(CudaConv, ForwardAllStrategiesMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  uint32_t seed = 100;
+  for (const ConvGeom& g : conv_cases()) check_conv_forward(g, seed++);
+}
+
+TEST(CudaConv, BackwardAllStrategiesMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  uint32_t seed = 200;
+  for (const ConvGeom& g : conv_cases()) check_conv_backward(g, seed++);
+}
+
+// Big enough that the Gemm strategy's 256 MiB column buffer holds less than one image (K * P > 64 Mi
+// floats), so it works in slices of output positions and accumulates col2im across slices.
+TEST(CudaConv, GemmChunkingWithinAnImage) {
+  SKIP_WITHOUT_GPU();
+  const ConvGeom g = geom2d(2, 64, 32, 230, 300, 5, 2, PadMode::Replicate);
+  check_conv_forward(g, 7);
+  check_conv_backward(g, 8);
+}
+
+// Several images per chunk, with the last chunk partial.
+TEST(CudaConv, GemmChunkingAcrossTheBatch) {
+  SKIP_WITHOUT_GPU();
+  const ConvGeom g = geom(5, 32, 32, 5, 64, 96, 3, 3, 3, 1, 1, 1, PadMode::Zeros);  // K*P = 26.5 Mi floats: 2 per chunk
+  check_conv_forward(g, 9);
+  check_conv_backward(g, 10);
+}
+
+TEST(CudaConv, AutoCachesItsChoiceAndIsDeterministic) {
+  SKIP_WITHOUT_GPU();
+  const ConvGeom g = geom2d(2, 32, 1, 40, 50, 5, 2, PadMode::Replicate);
+  std::mt19937 rng(3);
+  const auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+  DeviceBuffer dx(x), dw(w), y(size_t(g.y_numel()));
+  y.poison();
+  cuda::conv_forward(kDev, g, dx.get(), dw.get(), nullptr, y.get(), false, ConvAlgo::Auto);  // times
+  const auto first = y.download();
+  y.poison();
+  cuda::conv_forward(kDev, g, dx.get(), dw.get(), nullptr, y.get(), false, ConvAlgo::Auto);  // cached
+  EXPECT_EQ(y.download(), first);
+}
+
+TEST(CudaOps, ElementwiseMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(11);
+  for (const int64_t n : {int64_t(1), int64_t(3), int64_t(1000), int64_t(1 << 20) + 3}) {
+    for (const size_t off : {size_t(0), size_t(1)}) {  // 16-byte aligned (float4 path) and not
+      const auto a = random_vec(size_t(n), rng), b = random_vec(size_t(n), rng);
+      DeviceBuffer da(a, off), db(b, off), out(size_t(n), off);
+      std::vector<float> ref(static_cast<size_t>(n));
+      const std::string what = " n=" + std::to_string(n) + " offset=" + std::to_string(off);
+
+      cpu::relu_forward(n, a.data(), ref.data());
+      out.poison();
+      cuda::relu_forward(kDev, n, da.get(), out.get());
+      EXPECT_LT(rel_err(out.download(), ref), kTol) << "relu" << what;
+
+      cpu::relu_backward(n, a.data(), b.data(), ref.data());
+      out.poison();
+      cuda::relu_backward(kDev, n, da.get(), db.get(), out.get());
+      EXPECT_LT(rel_err(out.download(), ref), kTol) << "relu_backward" << what;
+
+      cpu::add(n, a.data(), b.data(), ref.data());
+      out.poison();
+      cuda::add(kDev, n, da.get(), db.get(), out.get());
+      EXPECT_LT(rel_err(out.download(), ref), kTol) << "add" << what;
+
+      cpu::scale(n, -2.5f, a.data(), ref.data());
+      out.poison();
+      cuda::scale(kDev, n, -2.5f, da.get(), out.get());
+      EXPECT_LT(rel_err(out.download(), ref), kTol) << "scale" << what;
+
+      cpu::fill(n, 0.75f, ref.data());
+      out.poison();
+      cuda::fill(kDev, n, 0.75f, out.get());
+      EXPECT_LT(rel_err(out.download(), ref), kTol) << "fill" << what;
+
+      cpu::mse_grad(n, a.data(), b.data(), 0.5f, ref.data());
+      out.poison();
+      cuda::mse_grad(kDev, n, da.get(), db.get(), 0.5f, out.get());
+      EXPECT_LT(rel_err(out.download(), ref), kTol) << "mse_grad" << what;
+
+      const double l_cpu = cpu::mse_loss(n, a.data(), b.data());
+      const double l_gpu = cuda::mse_loss(kDev, n, da.get(), db.get());
+      EXPECT_LT(std::abs(l_gpu - l_cpu), 1e-12 * std::abs(l_cpu) + 1e-300) << "mse_loss" << what;
+
+      // in place (the output aliases the input)
+      cpu::relu_forward(n, a.data(), ref.data());
+      DeviceBuffer inplace(a, off);
+      cuda::relu_forward(kDev, n, inplace.get(), inplace.get());
+      EXPECT_LT(rel_err(inplace.download(), ref), kTol) << "relu in place" << what;
+    }
+  }
+}
+
+TEST(CudaOps, PixelShuffleMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(12);
+  for (const int64_t r : {int64_t(1), int64_t(2), int64_t(3)}) {
+    const int64_t N = 2, C = 3, H = 5, W = 7;
+    const int64_t n = N * C * r * r * H * W;
+    const auto x = random_vec(size_t(n), rng), gy = random_vec(size_t(n), rng);
+    std::vector<float> ref(static_cast<size_t>(n));
+    DeviceBuffer dx(x), dgy(gy), out(static_cast<size_t>(n));
+    cpu::pixel_shuffle_forward(N, C, H, W, r, x.data(), ref.data());
+    out.poison();
+    cuda::pixel_shuffle_forward(kDev, N, C, H, W, r, dx.get(), out.get());
+    EXPECT_LT(rel_err(out.download(), ref), kTol) << "pixel_shuffle_forward r=" << r;
+    cpu::pixel_shuffle_backward(N, C, H, W, r, gy.data(), ref.data());
+    out.poison();
+    cuda::pixel_shuffle_backward(kDev, N, C, H, W, r, dgy.get(), out.get());
+    EXPECT_LT(rel_err(out.download(), ref), kTol) << "pixel_shuffle_backward r=" << r;
+  }
+}
+
+TEST(CudaOps, SgdMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(13);
+  const SgdParams variants[] = {{0.1f, 0.0f, 0.0f, false}, {0.05f, 0.9f, 1e-4f, false}, {0.01f, 0.9f, 1e-2f, true}};
+  for (const int64_t n : {int64_t(5), int64_t(4099)}) {
+    for (const SgdParams& hp : variants) {
+      auto p = random_vec(size_t(n), rng), v = random_vec(size_t(n), rng);
+      const auto g = random_vec(size_t(n), rng);
+      DeviceBuffer dp(p), dg(g), dv(v);
+      for (int step = 0; step < 3; ++step) {
+        cpu::sgd_update(n, p.data(), g.data(), hp.momentum != 0.f ? v.data() : nullptr, hp);
+        cuda::sgd_update(kDev, n, dp.get(), dg.get(), hp.momentum != 0.f ? dv.get() : nullptr, hp);
+      }
+      EXPECT_LT(rel_err(dp.download(), p), kTol) << "sgd p, momentum=" << hp.momentum << " n=" << n;
+      if (hp.momentum != 0.f) {
+        EXPECT_LT(rel_err(dv.download(), v), kTol) << "sgd velocity n=" << n;
+      }
+    }
+  }
+}
+
+TEST(CudaOps, AdamMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(14);
+  AdamParams plain;
+  AdamParams l2;
+  l2.weight_decay = 1e-2f;
+  AdamParams adamw;
+  adamw.weight_decay = 1e-2f;
+  adamw.decoupled = true;
+  adamw.lr = 3e-3f;
+  for (const int64_t n : {int64_t(7), int64_t(10001)}) {
+    for (const AdamParams& hp : {plain, l2, adamw}) {
+      auto p = random_vec(size_t(n), rng);
+      std::vector<float> m(size_t(n), 0.f), v(size_t(n), 0.f);
+      DeviceBuffer dp(p), dm(m), dv(v);
+      for (int64_t step = 1; step <= 5; ++step) {
+        const auto g = random_vec(size_t(n), rng);
+        DeviceBuffer dg(g);
+        cpu::adam_update(n, p.data(), g.data(), m.data(), v.data(), hp, step);
+        cuda::adam_update(kDev, n, dp.get(), dg.get(), dm.get(), dv.get(), hp, step);
+      }
+      EXPECT_LT(rel_err(dp.download(), p), kTol) << "adam p, decoupled=" << hp.decoupled << " n=" << n;
+      EXPECT_LT(rel_err(dm.download(), m), kTol) << "adam m n=" << n;
+      EXPECT_LT(rel_err(dv.download(), v), kTol) << "adam v n=" << n;
+    }
+  }
+}
