@@ -86,16 +86,37 @@ class ImageSR(SRModel):
         return model
 
     # ---------------------------------------------------------------------------------------- inference
-    def refine(self, y: np.ndarray) -> np.ndarray:
-        """The network on one bicubic-upscaled channel (H x W float, values / 255), float32 out."""
-        x = np.ascontiguousarray(np.asarray(y, dtype=np.float32)[None, None])
-        out = self.net(from_numpy(x).to(self.device))
-        return np.asarray(out.numpy())[0, 0]
+    @property
+    def receptive_radius(self) -> int:
+        """How far (in pixels) an output pixel sees: the sum of the layers' kernel radii."""
+        return sum((self.net[n].kernel_size[-1] - 1) // 2 for n in self.net.names() if n.startswith("conv"))
 
-    def upscale(self, img: np.ndarray, scale: int | None = None) -> np.ndarray:
+    def refine(self, y: np.ndarray, tile: int | None = None) -> np.ndarray:
+        """The network on one bicubic-upscaled channel (H x W float, values / 255), float32 out.
+
+        With `tile`, the image is processed in tile x tile blocks, each with a halo of real pixels as wide as
+        the receptive radius, so that the result equals whole-image inference while memory stays bounded."""
+        y = np.asarray(y, dtype=np.float32)
+        if tile is None or (y.shape[0] <= tile and y.shape[1] <= tile):
+            out = self.net(from_numpy(np.ascontiguousarray(y[None, None])).to(self.device))
+            return np.asarray(out.numpy())[0, 0]
+        if tile < 1:
+            raise ValueError(f"tile must be >= 1, got {tile}")
+        halo, (h, w) = self.receptive_radius, y.shape
+        out = np.empty(y.shape, np.float32)
+        for r in range(0, h, tile):
+            for c in range(0, w, tile):
+                r0, c0 = max(r - halo, 0), max(c - halo, 0)
+                block = self.refine(y[r0:min(r + tile + halo, h), c0:min(c + tile + halo, w)])
+                th, tw = min(tile, h - r), min(tile, w - c)
+                out[r:r + th, c:c + tw] = block[r - r0:r - r0 + th, c - c0:c - c0 + tw]
+        return out
+
+    def upscale(self, img: np.ndarray, scale: int | None = None, tile: int | None = None) -> np.ndarray:
         """Upscales a gray (H x W) or RGB (H x W x 3) image, uint8 or float in [0, 1]; returns the same dtype.
 
-        Y goes through the network, CbCr through bicubic (MATLAB-compatible) interpolation."""
+        Y goes through the network, CbCr through bicubic (MATLAB-compatible) interpolation. `tile` bounds
+        memory for large pictures without changing the result (see :meth:`refine`)."""
         img = np.asarray(img)
         scale = self.scale if scale is None else int(scale)
         if scale < 1:
@@ -109,11 +130,11 @@ class ImageSR(SRModel):
             raise TypeError(f"expected a uint8 or float image, got dtype {img.dtype}")
         f = im.to_float(img) if is_uint8 else img.astype(np.float64)
         if img.ndim == 2:
-            out = self.refine(im.imresize(f, scale))
+            out = self.refine(im.imresize(f, scale), tile)
         else:
             ycc = im.rgb2ycbcr(f)
             up = im.imresize(ycc, scale)
-            up[:, :, 0] = self.refine(up[:, :, 0])
+            up[:, :, 0] = self.refine(up[:, :, 0], tile)
             out = im.ycbcr2rgb(up)
         out = np.clip(out, 0.0, 1.0)
         return im.to_uint8(out) if is_uint8 else out.astype(img.dtype)

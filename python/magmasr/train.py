@@ -209,7 +209,7 @@ def load_checkpoint(path, model, opt) -> tuple[int, dict]:
 
 def fit(model: nn.Sequential, train: PatchDataset, *, steps: int | None = None, epochs: float | None = None,
         batch_size: int = 128, optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.9,
-        weight_decay: float = 0.0, lr_mult: dict[str, float] | None = None, trainable: Sequence[str] | None = None,
+        weight_decay: float = 0.0, lr_schedule: str = "constant", lr_mult: dict[str, float] | None = None, trainable: Sequence[str] | None = None,
         val: PatchDataset | None = None, val_every: int | None = None, seed: int = 0, device: str | None = None,
         checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 500, resume: bool = True,
         log: str | os.PathLike | None = None, progress: bool = True,
@@ -221,7 +221,10 @@ def fit(model: nn.Sequential, train: PatchDataset, *, steps: int | None = None, 
     lr_mult: {layer name: multiplier}. trainable: the layer names that learn (others are frozen); None keeps
     each layer's own flag. checkpoint: a file written every `checkpoint_every` steps and at the end, from which
     a new call with the same arguments resumes exactly (resume=False starts over). log: a .csv or .json file.
+    lr_schedule: 'constant', or 'cosine' (lr * (1 + cos(pi * step / steps)) / 2, down to 0 at the end).
     """
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
     if len(train) == 0:
         raise ValueError("empty training set")
     if tuple(train.y.shape[1:]) != tuple(model.output_shape((1,) + tuple(train.x.shape[1:])))[1:]:
@@ -261,6 +264,8 @@ def fit(model: nn.Sequential, train: PatchDataset, *, steps: int | None = None, 
         order = np.random.default_rng([seed, epoch]).permutation(len(train))
         idx = np.sort(order[pos * batch_size:(pos + 1) * batch_size])
         xb, yb = augment(train.x[idx], train.y[idx], np.random.default_rng([seed, epoch, pos, 1]))
+        if lr_schedule == "cosine":
+            opt.lr = lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
         x = from_numpy(xb).to(device)
         t = from_numpy(yb).to(device)
         out = model(x, training=True)

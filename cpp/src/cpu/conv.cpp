@@ -35,21 +35,34 @@ int64_t chunk_columns(const ConvGeom& g) {
   return std::max<int64_t>(1, std::min(total, kColBudgetFloats / std::max<int64_t>(K, 1)));
 }
 
-// C[M, N] = op(A)[M, K] * B[K, N] with B and C row-major of row stride ldb = ldc = N, split over the N
-// columns among the OpenMP threads (blocks of >= 64 columns).
+// C[M, N] = op(A)[M, K] * B[K, N] with B and C row-major of row stride ldb = ldc = N, in blocks of exactly
+// kGemmBlock columns spread over the OpenMP threads; the last partial block goes through a zero-padded copy.
+// Every OpenBLAS call thus has the same shape whatever N is, and OpenBLAS sums each column the same way in
+// every call: a column's result does not depend on the image size, so tiled inference is bit-identical to
+// whole-image inference. (Calls of varying N were not: OpenBLAS's small-matrix and tail kernels sum in
+// another order, which changed about one result in three by 1 ulp on crops of a few hundred pixels.)
+constexpr int64_t kGemmBlock = 256;
+
 void gemm_split_cols(bool trans_a, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
                      float* C) {
   blas_single_threaded();
+  const int64_t blocks = (N + kGemmBlock - 1) / kGemmBlock;
 #pragma omp parallel
   {
-#ifdef _OPENMP
-    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-#else
-    const int64_t nt = 1, t = 0;
-#endif
-    const int64_t per = std::max<int64_t>(64, (N + nt - 1) / nt);
-    const int64_t j0 = t * per, j1 = std::min(N, j0 + per);
-    if (j0 < j1) sgemm(trans_a, false, M, j1 - j0, K, 1.0f, A, lda, B + j0, N, 0.0f, C + j0, N);
+    std::vector<float> bpad, cpad;
+#pragma omp for schedule(static)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t j0 = blk * kGemmBlock, n = std::min(kGemmBlock, N - j0);
+      if (n == kGemmBlock) {
+        sgemm(trans_a, false, M, kGemmBlock, K, 1.0f, A, lda, B + j0, N, 0.0f, C + j0, N);
+        continue;
+      }
+      bpad.assign(size_t(K * kGemmBlock), 0.0f);
+      cpad.resize(size_t(M * kGemmBlock));
+      for (int64_t k = 0; k < K; ++k) std::copy(B + k * N + j0, B + k * N + j0 + n, bpad.data() + k * kGemmBlock);
+      sgemm(trans_a, false, M, kGemmBlock, K, 1.0f, A, lda, bpad.data(), kGemmBlock, 0.0f, cpad.data(), kGemmBlock);
+      for (int64_t m = 0; m < M; ++m) std::copy(cpad.data() + m * kGemmBlock, cpad.data() + m * kGemmBlock + n, C + m * N + j0);
+    }
   }
 }
 
@@ -161,11 +174,12 @@ void gather_dy(const ConvGeom& g, const float* dy, int64_t q0, int64_t q1, float
 void conv_forward(const ConvGeom& g, const float* x, const float* w, const float* b, float* y, bool relu) {
   const int64_t K = g.Cin * g.kernel_volume(), P = g.out_spatial(), total = g.N * P;
   const int64_t chunk = chunk_columns(g);
-  std::unique_ptr<float[]> col(new float[K * chunk]), tmp(new float[g.Cout * chunk]);
+  const int64_t M = g.Cout;
+  std::unique_ptr<float[]> col(new float[K * chunk]), tmp(new float[M * chunk]);
   for (int64_t q0 = 0; q0 < total; q0 += chunk) {
     const int64_t q1 = std::min(total, q0 + chunk), cols = q1 - q0;
     vol2col(g, x, q0, q1, col.get());
-    gemm_split_cols(false, g.Cout, cols, K, w, K, col.get(), tmp.get());
+    gemm_split_cols(false, M, cols, K, w, K, col.get(), tmp.get());
 #pragma omp parallel for schedule(static)
     for (int64_t co = 0; co < g.Cout; ++co) {
       const float bias = b ? b[co] : 0.0f;

@@ -1,0 +1,396 @@
+"""The ``magmasr`` command line: upscale, eval, train, finetune, bench.
+
+    magmasr upscale [INPUT] [-o OUTPUT] [--scale 3] [--model srcnn|bicubic] [--weights FILE] [--device cpu|cuda]
+                    [--tile N] [--overwrite]
+    magmasr eval DATASET [--model srcnn|bicubic] [--scale 3] [--weights FILE | --srcnn-mat FILE]
+    magmasr train DATA [--arch 9-5-5] [--scale 3] [--steps N] [--optimizer adam|sgd] -o MODEL.safetensors
+    magmasr finetune WEIGHTS DATA --recipe finetune_all|transfer_12|transfer_13 -o MODEL.safetensors
+    magmasr bench [--size 1080x1920] [--device cpu|cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import image as im
+from .sr import IMAGE_SUFFIXES, ImageSR, default_device, evaluate_image_sr, list_images, read_image
+
+SHIPPED = Path(__file__).resolve().parent / "weights_data"
+
+
+class CliError(Exception):
+    """An error the user can fix: printed without a traceback, exit status 2."""
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def shipped_weights(model: str, scale: int) -> Path | None:
+    """The weight file shipped in the package for this model and scale, if any."""
+    path = SHIPPED / f"{model}_x{scale}.safetensors"
+    return path if path.exists() else None
+
+
+def load_image_model(args) -> ImageSR | None:
+    if args.model == "bicubic":
+        return None
+    if args.model != "srcnn":
+        raise CliError(f"--model {args.model}: images use 'srcnn' or 'bicubic' (3dsrnet is for videos)")
+    path = Path(args.weights) if args.weights else shipped_weights("srcnn", args.scale)
+    if path is None:
+        raise CliError(f"no SRCNN weights for x{args.scale} ship with this version of magmasr; pass --weights FILE "
+                       f"(a model from 'magmasr train'), or --model bicubic")
+    if not path.exists():
+        raise CliError(f"--weights {path}: no such file")
+    try:
+        model = ImageSR.load(path)
+    except Exception as e:  # noqa: BLE001 - a bad weight file is a user error
+        raise CliError(f"--weights {path}: cannot load ({e})") from None
+    if model.scale != args.scale:
+        print(f"note: {path.name} was trained for x{model.scale}; using it at x{args.scale}", file=sys.stderr)
+    return model.to(args.device)
+
+
+def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool) -> None:
+    import imageio.v3 as iio
+
+    if path.exists() and not overwrite:
+        raise CliError(f"{path} exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise CliError(f"{path.parent}: no such folder for the output")
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise CliError(f"{path}: unsupported output format (use one of {', '.join(IMAGE_SUFFIXES)})")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        iio.imwrite(tmp, img, extension=suffix)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CliError(f"{path}: cannot write ({e})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def auto_tile(model: ImageSR, shape: tuple[int, int], device: str) -> int | None:
+    """A tile size that keeps the working set under a quarter of the free host memory (None: no tiling).
+    On a GPU the budget is 4 GiB (free device memory is not queried yet)."""
+    widest = max(model.net[n].out_channels for n in model.net.names() if n.startswith("conv"))
+    free = 4 << 30
+    if not device.startswith("cuda"):
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            pass
+    # Input, two feature maps and the GEMM workspace: about 4 * widest floats per pixel.
+    budget_pixels = free // 4 // (4 * 4 * widest)
+    if shape[0] * shape[1] <= budget_pixels:
+        return None
+    return max(64, int(np.sqrt(budget_pixels)) // 8 * 8)
+
+
+def upscale_array(model: ImageSR | None, img: np.ndarray, scale: int, tile: int | None, device: str) -> np.ndarray:
+    if model is None:
+        return im.imresize(img, scale)
+    if tile is None:
+        tile = auto_tile(model, (img.shape[0] * scale, img.shape[1] * scale), device)
+    return model.upscale(img, scale, tile=tile)
+
+
+def comparison_image(lr: np.ndarray, bicubic: np.ndarray, ours: np.ndarray, original: np.ndarray,
+                     size: int = 192) -> np.ndarray:
+    """A side-by-side crop: bicubic | magmasr | original, taken where the original has the most detail."""
+    gray = original if original.ndim == 2 else original.mean(axis=2)
+    h, w = gray.shape
+    size = min(size, h, w)
+    gy, gx = np.gradient(gray.astype(np.float64))
+    energy = np.hypot(gy, gx)
+    best, at = -1.0, (0, 0)
+    for r in range(0, h - size + 1, max(1, size // 4)):
+        for c in range(0, w - size + 1, max(1, size // 4)):
+            e = energy[r:r + size, c:c + size].sum()
+            if e > best:
+                best, at = e, (r, c)
+    r, c = at
+    gap = np.full((size, 4) + original.shape[2:], 255, dtype=np.uint8)
+    crops = [x[r:r + size, c:c + size] for x in (bicubic, ours, original)]
+    return np.concatenate([crops[0], gap, crops[1], gap, crops[2]], axis=1)
+
+
+# --------------------------------------------------------------------------------------------- commands
+def cmd_upscale(args) -> int:
+    model = load_image_model(args)
+    where = args.device + ("" if args.device == "cpu" else f" ({_gpu_name()})")
+    print(f"magmasr upscale: {args.model} x{args.scale} on {where}", file=sys.stderr)
+    if args.input is None:
+        return _upscale_default(model, args)
+    src = Path(args.input)
+    if not src.exists():
+        raise CliError(f"{src}: no such file or folder")
+    if src.is_dir():
+        files = list_images(src)
+        out_dir = Path(args.output) if args.output else src.with_name(src.name + f"_x{args.scale}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        for i, f in enumerate(files, 1):
+            _upscale_file(model, f, out_dir / (f.stem + ".png"), args)
+            rate = i / (time.perf_counter() - t0)
+            print(f"\r{i}/{len(files)} images, {rate:.2f} images/s", end="", file=sys.stderr)
+        print(file=sys.stderr)
+        return 0
+    if src.suffix.lower() in (".mp4", ".mkv", ".avi", ".mov"):
+        raise CliError(f"{src}: video upscaling needs 3DSRnet weights, which do not ship with this version yet")
+    if src.suffix.lower() not in IMAGE_SUFFIXES:
+        raise CliError(f"{src}: unsupported format (images: {', '.join(IMAGE_SUFFIXES)})")
+    out = Path(args.output) if args.output else src.with_name(f"{src.stem}_x{args.scale}.png")
+    _upscale_file(model, src, out, args)
+    return 0
+
+
+def _gpu_name() -> str:
+    import magmasr
+
+    try:
+        return magmasr.cuda.device_name(0)
+    except Exception:  # noqa: BLE001
+        return "GPU"
+
+
+def _upscale_file(model, src: Path, dst: Path, args) -> None:
+    img = read_image(src)
+    if img.dtype == np.uint16:
+        f = img.astype(np.float64) / 65535.0
+        out = upscale_array(model, f, args.scale, args.tile, args.device)
+        out = np.clip(np.round(np.clip(out, 0, 1) * 65535.0), 0, 65535).astype(np.uint16)
+    elif img.dtype == np.uint8:
+        out = upscale_array(model, img, args.scale, args.tile, args.device)
+        if out.dtype != np.uint8:
+            out = im.to_uint8(np.clip(out / 255.0 if out.max() > 1.5 else out, 0, 1))
+    else:
+        raise CliError(f"{src}: unsupported pixel type {img.dtype} (8- or 16-bit images)")
+    atomic_write_image(dst, out, args.overwrite)
+    print(f"{src} {img.shape[1]}x{img.shape[0]} -> {dst} {out.shape[1]}x{out.shape[0]}", file=sys.stderr)
+
+
+def _upscale_default(model, args) -> int:
+    from skimage import data
+
+    original = im.modcrop(data.astronaut(), args.scale)  # 512x512 RGB, bundled with scikit-image
+    lr = im.imresize(original, 1.0 / args.scale)
+    bicubic = im.imresize(lr, args.scale)
+    ours = bicubic if model is None else upscale_array(model, lr, args.scale, args.tile, args.device)
+    out = Path(args.output) if args.output else Path(f"astronaut_x{args.scale}.png")
+    atomic_write_image(out, ours, args.overwrite)
+    cmp_path = out.with_name(out.stem + "_comparison.png")
+    atomic_write_image(cmp_path, comparison_image(lr, bicubic, ours, original), args.overwrite)
+    from . import metrics
+
+    p_b = metrics.psnr(bicubic, original, crop_border=args.scale, test_y_channel=True)
+    p_o = metrics.psnr(ours, original, crop_border=args.scale, test_y_channel=True)
+    print(f"default picture (scikit-image astronaut) downscaled x{args.scale} to {lr.shape[1]}x{lr.shape[0]} "
+          f"and upscaled back: {out} and {cmp_path} (bicubic | {args.model} | original)\n"
+          f"PSNR (Y) against the original: bicubic {p_b:.2f} dB, {args.model} {p_o:.2f} dB", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    if args.srcnn_mat:
+        model = ImageSR.from_srcnn_mat(args.srcnn_mat, args.scale).to(args.device)
+    else:
+        model = load_image_model(args)
+    rows = evaluate_image_sr(model, args.dataset, args.scale)
+    name = "bicubic" if model is None else args.model
+    print(f"| image | PSNR (dB) | SSIM | MAE | MSE | bicubic PSNR |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r.name} | {r.psnr:.2f} | {r.ssim:.4f} | {r.mae:.3f} | {r.mse:.2f} | {r.psnr_bicubic:.2f} |")
+    mean = lambda k: float(np.mean([getattr(r, k) for r in rows]))  # noqa: E731
+    print(f"| **mean** ({name}, x{args.scale}) | {mean('psnr'):.2f} | {mean('ssim'):.4f} | {mean('mae'):.3f} | "
+          f"{mean('mse'):.2f} | {mean('psnr_bicubic'):.2f} |")
+    print("Y channel of MATLAB rgb2ycbcr, uint8-rounded, scale pixels shaved; MAE/MSE in 0..255 units.")
+    return 0
+
+
+def _train_common(args, recipe) -> int:
+    from . import train
+
+    data = train.PatchDataset.from_folder(args.data, args.scale, label=33 - _valid_loss(recipe.model))
+    tr, va = data.split(args.val_fraction, seed=args.seed) if args.val_fraction > 0 else (data, None)
+    print(f"{len(tr)} training and {0 if va is None else len(va)} validation sub-images from {args.data}",
+          file=sys.stderr)
+    res = train.fit(recipe.model, tr, steps=args.steps, batch_size=args.batch, optimizer=args.optimizer,
+                    lr=args.lr, lr_schedule=args.lr_schedule, trainable=recipe.trainable, lr_mult=recipe.lr_mult, val=va, seed=args.seed,
+                    device=args.device, checkpoint=args.checkpoint, log=args.log)
+    # Save the trained weights as a whole-image ('same', replicate) model of the same architecture.
+    kwargs = {k: v for k, v in _arch_kwargs(recipe).items()}
+    from .models import Architecture
+
+    arch = Architecture("srcnn_nonlinear" if "conv2b" in recipe.model.names() else "srcnn", kwargs)
+    model = ImageSR(arch.build(), args.scale, arch)
+    model.net.load_state_dict(recipe.model.state_dict())
+    model.save(args.output, recipe=recipe.name, data=str(args.data), steps=str(args.steps),
+               val_psnr=f"{res.val_psnr:.4f}" if res.val_psnr is not None else "",
+               command=" ".join(["magmasr"] + args.argv))
+    print(f"saved {args.output} (validation PSNR {res.val_psnr})", file=sys.stderr)
+    return 0
+
+
+def _valid_loss(model) -> int:
+    return sum(model[n].kernel_size[-1] - 1 for n in model.names() if n.startswith("conv"))
+
+
+def _arch_kwargs(recipe) -> dict:
+    m = recipe.model
+    k = {"f1": m["conv1"].kernel_size[-1], "f2": m["conv2"].kernel_size[-1], "f3": m["conv3"].kernel_size[-1],
+         "n1": m["conv1"].out_channels, "n2": m["conv2"].out_channels}
+    if "conv2b" in m.names():
+        k["fb"] = m["conv2b"].kernel_size[-1]
+    return k
+
+
+def cmd_train(args) -> int:
+    from . import train
+    from .models import SRCNN_PRESETS
+
+    if args.arch not in SRCNN_PRESETS:
+        raise CliError(f"--arch {args.arch}: expected one of {sorted(SRCNN_PRESETS)}")
+    f1, f2, f3 = SRCNN_PRESETS[args.arch]
+    recipe = train.make_recipe("scratch_nonlinear" if args.nonlinear else "scratch", f1=f1, f2=f2, f3=f3,
+                               seed=args.seed)
+    return _train_common(args, recipe)
+
+
+def cmd_finetune(args) -> int:
+    from . import train
+
+    src = Path(args.weights)
+    if not src.exists():
+        raise CliError(f"{src}: no such weight file")
+    base = ImageSR.from_srcnn_mat(src, args.scale) if src.suffix == ".mat" else ImageSR.load(src)
+    state = base.net.state_dict()
+    k = base.arch.kwargs
+    recipe = train.make_recipe(args.recipe, state, f1=k.get("f1", 9), f2=k.get("f2", 5), f3=k.get("f3", 5),
+                               frozen_lr=args.frozen_lr, seed=args.seed)
+    return _train_common(args, recipe)
+
+
+def cmd_bench(args) -> int:
+    from .models import srcnn_preset
+    from ._core import from_numpy
+
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    net = srcnn_preset(args.arch)
+    net.to(args.device)
+    x = from_numpy(np.random.default_rng(0).random((1, 1, h, w), dtype=np.float32)).to(args.device)
+    sync = (lambda: __import__("magmasr").cuda.synchronize()) if args.device.startswith("cuda") else (lambda: None)
+    for _ in range(args.warmup):
+        net(x)
+    sync()
+    times = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        net(x)
+        sync()
+        times.append(time.perf_counter() - t0)
+    ms = 1e3 * float(np.median(times))
+    macs = sum(net[n].out_channels * net[n].in_channels * net[n].kernel_size[-1] ** 2
+               for n in net.names() if n.startswith("conv")) * h * w
+    print(f"SRCNN {args.arch} inference {h}x{w} on {args.device}: median {ms:.2f} ms over {args.repeat} runs "
+          f"({2 * macs / ms / 1e9:.2f} TFLOP/s)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="magmasr", description="Fast, exact image and video super-resolution.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(q, model_default="srcnn"):
+        q.add_argument("--scale", type=int, choices=(2, 3, 4), default=3)
+        q.add_argument("--model", default=model_default, choices=("srcnn", "3dsrnet", "bicubic"))
+        q.add_argument("--weights", help="a magmasr weight file (.safetensors) instead of the shipped one")
+        q.add_argument("--device", default=None, help="cpu or cuda (default: cuda when a GPU is usable)")
+
+    u = sub.add_parser("upscale", help="upscale an image, a folder of images, or the default picture")
+    u.add_argument("input", nargs="?", help="image or folder (default: a picture bundled with scikit-image)")
+    u.add_argument("-o", "--output", help="output file (or folder for a folder input)")
+    common(u)
+    u.add_argument("--tile", type=int, default=None, help="tile size for large pictures (default: automatic)")
+    u.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    u.set_defaults(fn=cmd_upscale)
+
+    e = sub.add_parser("eval", help="PSNR / SSIM / MAE / MSE table on a folder of ground-truth images")
+    e.add_argument("dataset")
+    common(e)
+    e.add_argument("--srcnn-mat", help="evaluate the original authors' SRCNN model (.mat) instead")
+    e.set_defaults(fn=cmd_eval)
+
+    def training(q):
+        q.add_argument("--scale", type=int, choices=(2, 3, 4), default=3)
+        q.add_argument("-o", "--output", required=True, help="the trained model (.safetensors)")
+        q.add_argument("--steps", type=int, default=10000)
+        q.add_argument("--batch", type=int, default=128)
+        q.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+        q.add_argument("--lr", type=float, default=1e-3)
+        q.add_argument("--lr-schedule", choices=("constant", "cosine"), default="cosine")
+        q.add_argument("--val-fraction", type=float, default=0.05)
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--checkpoint", help="checkpoint file; an interrupted run resumes from it")
+        q.add_argument("--log", help="CSV or JSON training log")
+        q.add_argument("--device", default=None)
+
+    t = sub.add_parser("train", help="train SRCNN on a folder of images (SRCNN protocol sub-images)")
+    t.add_argument("data")
+    t.add_argument("--arch", default="9-5-5")
+    t.add_argument("--nonlinear", action="store_true", help="with the added non-linear layer")
+    training(t)
+    t.set_defaults(fn=cmd_train)
+
+    f = sub.add_parser("finetune", help="fine-tune pretrained SRCNN weights on your own pictures")
+    f.add_argument("weights", help="pretrained weights: a magmasr .safetensors or an original SRCNN .mat")
+    f.add_argument("data")
+    f.add_argument("--recipe", choices=("finetune_all", "transfer_12", "transfer_13"), default="finetune_all")
+    f.add_argument("--frozen-lr", type=float, default=0.0, help="rate multiplier of the kept layers (0: frozen)")
+    training(f)
+    f.set_defaults(fn=cmd_finetune)
+
+    b = sub.add_parser("bench", help="time SRCNN inference")
+    b.add_argument("--arch", default="9-5-5")
+    b.add_argument("--size", default="540x960")
+    b.add_argument("--device", default=None)
+    b.add_argument("--warmup", type=int, default=3)
+    b.add_argument("--repeat", type=int, default=10)
+    b.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    if getattr(args, "device", None) is None:
+        args.device = default_device()
+    try:
+        if args.device.startswith("cuda"):
+            import magmasr
+
+            if not magmasr.cuda_available():
+                raise CliError("--device cuda: no usable CUDA GPU (use --device cpu)")
+        return args.fn(args)
+    except CliError as e:
+        print(f"magmasr: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"magmasr: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

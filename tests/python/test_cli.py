@@ -1,0 +1,104 @@
+"""The magmasr command line, run in-process through magmasr.cli.main."""
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from magmasr import cli, image as im
+from magmasr.sr import ImageSR
+
+
+def run(*args) -> int:
+    return cli.main([str(a) for a in args])
+
+
+def test_default_picture_writes_result_and_comparison(tmp_path, capsys):
+    out = tmp_path / "astro.png"
+    assert run("upscale", "--model", "bicubic", "--scale", "2", "-o", out, "--device", "cpu") == 0
+    res, cmp_ = iio.imread(out), iio.imread(tmp_path / "astro_comparison.png")
+    assert res.shape == (512, 512, 3) and res.dtype == np.uint8
+    assert cmp_.shape == (192, 3 * 192 + 8, 3)
+    assert "PSNR" in capsys.readouterr().err
+    # An existing output is kept unless --overwrite.
+    before = out.read_bytes()
+    assert run("upscale", "--model", "bicubic", "--scale", "2", "-o", out, "--device", "cpu") == 2
+    assert out.read_bytes() == before
+    assert run("upscale", "--model", "bicubic", "--scale", "2", "-o", out, "--device", "cpu", "--overwrite") == 0
+
+
+def test_image_and_folder_inputs_with_trained_weights(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    iio.imwrite(folder / "a.png", rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    iio.imwrite(folder / "b.png", rng.integers(0, 256, (18, 16), dtype=np.uint8))
+    iio.imwrite(folder / "c.tif", rng.integers(0, 65536, (10, 12), dtype=np.uint16))
+    weights = tmp_path / "m.safetensors"
+    ImageSR.srcnn("9-1-5", scale=2).save(weights)
+    assert run("upscale", folder, "-o", tmp_path / "out", "--scale", "2", "--weights", weights, "--device", "cpu") == 0
+    assert iio.imread(tmp_path / "out" / "a.png").shape == (40, 48, 3)
+    assert iio.imread(tmp_path / "out" / "b.png").shape == (36, 32)
+    c = iio.imread(tmp_path / "out" / "c.png")
+    assert c.shape == (20, 24) and c.dtype == np.uint16  # 16-bit stays 16-bit
+    single = tmp_path / "single.png"
+    assert run("upscale", folder / "a.png", "-o", single, "--scale", "2", "--weights", weights, "--device",
+               "cpu") == 0
+    np.testing.assert_array_equal(iio.imread(single), iio.imread(tmp_path / "out" / "a.png"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["upscale", "/nonexistent.png", "--model", "bicubic"], "no such file"),
+    (["upscale", "{tmp}/notes.txt", "--model", "bicubic"], "unsupported format"),
+    (["upscale", "{tmp}/broken.png", "--model", "bicubic"], "cannot read"),
+    (["upscale", "--model", "bicubic", "-o", "{tmp}/missing_dir/x.png"], "no such folder"),
+    (["upscale", "--model", "bicubic", "-o", "{tmp}/x.xyz"], "unsupported output format"),
+    (["upscale", "--weights", "{tmp}/none.safetensors"], "no such file"),
+    (["upscale", "--weights", "{tmp}/notes.txt", "-o", "{tmp}/y.png"], "cannot load"),
+    (["upscale", "--device", "cuda", "--model", "bicubic"], "no usable CUDA GPU"),
+])
+def test_clear_errors_and_no_partial_outputs(tmp_path, capsys, args, message):
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    if "cuda" in args and __import__("magmasr").cuda_available():
+        pytest.skip("a GPU is present")
+    before = set(tmp_path.iterdir())
+    assert run(*[a.format(tmp=tmp_path) for a in args]) == 2
+    assert message in capsys.readouterr().err
+    assert set(tmp_path.iterdir()) == before  # nothing half-written left behind
+
+
+def test_eval_prints_the_table(shared_dir, capsys):
+    assert run("eval", shared_dir / "data" / "Set5", "--model", "bicubic", "--scale", "3", "--device", "cpu") == 0
+    out = capsys.readouterr().out
+    assert "| baby |" in out and "mean" in out
+    mean_line = [line for line in out.splitlines() if "mean" in line][0]
+    assert abs(float(mean_line.split("|")[2]) - 30.39) <= 0.01  # bicubic x3, Set5, the published figure
+
+
+def test_train_then_finetune_produce_loadable_models(tmp_path):
+    from skimage import data
+
+    folder = tmp_path / "train"
+    folder.mkdir()
+    iio.imwrite(folder / "cam.png", data.camera()[:120, :120])
+    model = tmp_path / "m.safetensors"
+    assert run("train", folder, "--arch", "9-1-5", "--scale", "3", "--steps", "3", "--batch", "8", "--device", "cpu",
+               "-o", model) == 0
+    loaded = ImageSR.load(model)
+    assert loaded.scale == 3 and loaded.metadata["recipe"] == "scratch" and "magmasr train" in loaded.metadata["command"]
+    tuned = tmp_path / "t.safetensors"
+    assert run("finetune", model, folder, "--recipe", "transfer_12", "--scale", "3", "--steps", "2", "--batch", "8",
+               "--device", "cpu", "-o", tuned) == 0
+    a, b = ImageSR.load(model).net.state_dict(), ImageSR.load(tuned).net.state_dict()
+    np.testing.assert_array_equal(a["conv1.weight"], b["conv1.weight"])  # kept (frozen)
+    assert not np.array_equal(a["conv3.weight"], b["conv3.weight"])      # retrained
+
+
+def test_tiled_inference_is_identical_to_whole_image():
+    rng = np.random.default_rng(3)
+    model = ImageSR.srcnn("9-5-5", scale=2)
+    y = im.imresize(rng.random((45, 53)), 2)
+    whole = model.refine(y)
+    for tile in (16, 37, 64):
+        np.testing.assert_array_equal(model.refine(y, tile=tile), whole)
