@@ -194,6 +194,60 @@ void require_rank(const Tensor& t, int rank, const char* op, const char* layout)
                      "), got shape " + shape_str(t.shape()));
 }
 
+// A resampling table given from Python: weights [out_len, taps] (anything NumPy converts to float64, or a
+// Tensor) and integer indices of the same shape.
+struct HostTable {
+  std::vector<double> weights;
+  std::vector<int32_t> indices;
+  int64_t out_len = 0, taps = 0;
+};
+
+HostTable host_table(const py::object& weights, const py::object& indices) {
+  HostTable t;
+  if (py::isinstance<Tensor>(weights)) {
+    const Tensor w = weights.cast<Tensor>();
+    if (w.rank() != 2) throw ValueError("weights: expected a [out_len, taps] table, got shape " + shape_str(w.shape()));
+    t.out_len = w.size(0), t.taps = w.size(1);
+    std::vector<float> v;
+    {
+      py::gil_scoped_release rel;
+      v = w.to_vector();
+    }
+    t.weights.assign(v.begin(), v.end());
+  } else {
+    auto w = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(weights);
+    if (!w) {
+      PyErr_Clear();
+      throw TypeError("weights: expected a float [out_len, taps] array, got " + type_name(weights));
+    }
+    if (w.ndim() != 2 || w.size() == 0)
+      throw ValueError("weights: expected a non-empty [out_len, taps] array, got rank " + std::to_string(w.ndim()) +
+                       " with " + std::to_string(w.size()) + " elements");
+    t.out_len = w.shape(0), t.taps = w.shape(1);
+    t.weights.assign(w.data(), w.data() + w.size());
+  }
+  py::array raw = py::array::ensure(indices);
+  if (!raw) {
+    PyErr_Clear();
+    throw TypeError("indices: expected an integer [out_len, taps] array, got " + type_name(indices));
+  }
+  const char kind = raw.dtype().kind();
+  if (kind != 'i' && kind != 'u')
+    throw TypeError("indices: expected an integer array, got dtype " + std::string(py::str(raw.dtype())));
+  auto idx = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(raw);
+  if (!idx || idx.ndim() != 2 || idx.shape(0) != t.out_len || idx.shape(1) != t.taps)
+    throw ValueError("indices: expected shape (" + std::to_string(t.out_len) + ", " + std::to_string(t.taps) +
+                     ") like the weights, got " + std::string(py::str(raw.attr("shape"))));
+  t.indices.resize(size_t(idx.size()));
+  const int64_t* p = idx.data();
+  for (size_t k = 0; k < t.indices.size(); ++k) {
+    if (p[k] < 0 || p[k] > INT32_MAX)
+      throw ValueError("indices: index " + std::to_string(p[k]) + " is negative or too large");
+    t.indices[k] = int32_t(p[k]);
+  }
+  return t;
+}
+
 // ---- DLPack export
 struct ExportCtx {
   Tensor tensor;
@@ -595,6 +649,84 @@ algo (CUDA): 'auto', 'direct' or 'gemm'.)doc";
       py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"), py::arg("step"), py::kw_only(),
       py::arg("lr") = 1e-3f, py::arg("beta1") = 0.9f, py::arg("beta2") = 0.999f, py::arg("eps") = 1e-8f,
       py::arg("weight_decay") = 0.0f, py::arg("decoupled") = false, "In-place Adam step (step counts from 1).");
+
+  py::class_<ops::ResampleTable>(ops_m, "ResampleTable", R"doc(A 1-D resampling table held on one device.
+
+Output sample j along an axis is sum_t weights[j, t] * input[indices[j, t]] for an input of length in_len
+(magmasr.image.contributions computes MATLAB's). Building it copies the table to `device` once; resample_axis
+with it then never goes back to the host, so keep one per (size, scale) and reuse it for every frame.)doc")
+      .def(py::init([](const py::object& weights, const py::object& indices, int64_t in_len, const py::object& device) {
+             const HostTable t = host_table(weights, indices);
+             const Device d = as_device(device);
+             py::gil_scoped_release rel;
+             return ops::ResampleTable(t.weights, t.indices, t.out_len, in_len, d);
+           }),
+           py::arg("weights"), py::arg("indices"), py::arg("in_len"), py::arg("device") = "cpu",
+           "weights: float [out_len, taps] (kept in float64); indices: integers in [0, in_len), same shape.")
+      .def_property_readonly("in_len", &ops::ResampleTable::in_len)
+      .def_property_readonly("out_len", &ops::ResampleTable::out_len)
+      .def_property_readonly("taps", &ops::ResampleTable::taps)
+      .def_property_readonly("device", &ops::ResampleTable::device)
+      .def_property_readonly(
+          "weights",
+          [](const ops::ResampleTable& t) {
+            py::array_t<double> a({t.out_len(), t.taps()});
+            std::vector<double> v;
+            {
+              py::gil_scoped_release rel;
+              v = t.weights_host();
+            }
+            std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(double));
+            return a;
+          },
+          "The weights, copied into a float64 [out_len, taps] array.")
+      .def_property_readonly(
+          "indices",
+          [](const ops::ResampleTable& t) {
+            py::array_t<int32_t> a({t.out_len(), t.taps()});
+            std::vector<int32_t> v;
+            {
+              py::gil_scoped_release rel;
+              v = t.indices_host();
+            }
+            std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(int32_t));
+            return a;
+          },
+          "The indices, copied into an int32 [out_len, taps] array.")
+      .def(
+          "to", [](const ops::ResampleTable& t, const py::object& device) {
+            const Device d = as_device(device);
+            py::gil_scoped_release rel;
+            return t.to(d);
+          },
+          py::arg("device"), "This table if it is on `device` already, else a copy there.")
+      .def("__repr__", [](const ops::ResampleTable& t) {
+        return "ResampleTable(in_len=" + std::to_string(t.in_len()) + ", out_len=" + std::to_string(t.out_len()) +
+               ", taps=" + std::to_string(t.taps()) + ", device=" + t.device().str() + ")";
+      });
+  const char* resample_doc = R"doc(Separable 1-D resampling along `axis` (one pass of MATLAB's imresize).
+
+y has x's shape with that axis of length out_len; y[..., j, ...] = sum_t weights[j, t] * x[..., indices[j, t], ...],
+accumulated in double. round_uint8: round half away from zero and clamp to [0, 255] (MATLAB's uint8 mode).
+The table is a ResampleTable on x's device, or weights (float [out_len, taps], used in float64) and indices
+(integers in [0, x.shape[axis]), same shape), copied to x's device for this call.)doc";
+  ops_m.def(
+      "resample_axis",
+      [](const py::object& x, int axis, const ops::ResampleTable& table, bool round_uint8) {
+        const Tensor xt = as_tensor(x, "input");
+        py::gil_scoped_release rel;
+        return ops::resample_axis(xt, axis, table, round_uint8);
+      },
+      py::arg("x"), py::arg("axis"), py::arg("table"), py::arg("round_uint8") = false, resample_doc);
+  ops_m.def(
+      "resample_axis",
+      [](const py::object& x, int axis, const py::object& weights, const py::object& indices, bool round_uint8) {
+        const Tensor xt = as_tensor(x, "input");
+        const HostTable t = host_table(weights, indices);
+        py::gil_scoped_release rel;
+        return ops::resample_axis(xt, axis, t.weights, t.indices, t.taps, round_uint8);
+      },
+      py::arg("x"), py::arg("axis"), py::arg("weights"), py::arg("indices"), py::arg("round_uint8") = false);
 
   // ------------------------------------------------------------------------------------------ layers
   py::module_ nn_m = m.def_submodule("nn", "Layers and containers.");

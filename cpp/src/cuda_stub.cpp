@@ -34,5 +34,9 @@ void scale(int, int64_t, float, const float*, float*) { no_cuda(); }
 void fill(int, int64_t, float, float*) { no_cuda(); }
 void sgd_update(int, int64_t, float*, const float*, float*, const SgdParams&) { no_cuda(); }
 void adam_update(int, int64_t, float*, const float*, float*, float*, const AdamParams&, int64_t) { no_cuda(); }
+void resample_axis(int, int64_t, int64_t, int64_t, int64_t, int64_t, const double*, const int32_t*, const float*,
+                   float*, bool) {
+  no_cuda();
+}
 
 }  // namespace magmasr::cuda

@@ -1,6 +1,8 @@
 // Tensor-level ops: argument checks, output allocation, and dispatch to magmasr::cpu or magmasr::cuda.
 #include "magmasr/ops.hpp"
 
+#include <cstring>
+
 #include "backend.hpp"
 #include "magmasr/error.hpp"
 
@@ -253,6 +255,126 @@ void adam_update(Tensor& p, const Tensor& grad, Tensor& m, Tensor& v, const Adam
     cpu::adam_update(p.numel(), p.data(), grad.data(), m.data(), v.data(), hp, step);
   else
     cuda::adam_update(d.index(), p.numel(), p.data(), grad.data(), m.data(), v.data(), hp, step);
+}
+
+// ------------------------------------------------------------------------------------------ resampling
+
+namespace {
+
+// Copies `bytes` bytes between two storages on any devices (as Tensor::copy_from does).
+void copy_storage(const Storage& dst, const Storage& src, size_t bytes) {
+  const Device d = dst.device(), s = src.device();
+  if (d.is_cpu() && s.is_cpu()) {
+    std::memcpy(dst.data(), src.data(), bytes);
+  } else {
+    const int dev = d.is_cuda() ? d.index() : s.index();
+    cuda::copy(dst.data(), d.is_cuda(), src.data(), s.is_cuda(), bytes, dev);
+  }
+}
+
+// A host vector viewed as CPU storage (no copy, nothing to release).
+template <typename T>
+std::shared_ptr<Storage> host_view(const std::vector<T>& v) {
+  return Storage::borrow(Device::cpu(), const_cast<T*>(v.data()), v.size() * sizeof(T), nullptr);
+}
+
+template <typename T>
+std::shared_ptr<Storage> upload(const std::vector<T>& v, const Device& device) {
+  auto s = Storage::allocate(device, v.size() * sizeof(T));
+  copy_storage(*s, *host_view(v), v.size() * sizeof(T));  // synchronises a CUDA stream: ready on return
+  return s;
+}
+
+template <typename T>
+std::vector<T> download(const Storage& s) {
+  std::vector<T> v(s.bytes() / sizeof(T));
+  copy_storage(*host_view(v), s, s.bytes());
+  return v;
+}
+
+}  // namespace
+
+ResampleTable::ResampleTable(const std::vector<double>& weights, const std::vector<int32_t>& indices,
+                             int64_t out_len, int64_t in_len, const Device& device)
+    : in_len_(in_len), out_len_(out_len) {
+  MAGMASR_REQUIRE(in_len >= 1 && out_len >= 1, ValueError, "ResampleTable: lengths must be >= 1, got in_len=",
+                  in_len, ", out_len=", out_len);
+  MAGMASR_REQUIRE(!weights.empty() && int64_t(weights.size()) % out_len == 0, ValueError, "ResampleTable: ",
+                  weights.size(), " weights do not form ", out_len, " rows of taps");
+  taps_ = int64_t(weights.size()) / out_len;
+  MAGMASR_REQUIRE(indices.size() == weights.size(), ValueError, "ResampleTable: the weights are [", out_len, ", ",
+                  taps_, "] but there are ", indices.size(), " indices (expected ", weights.size(), ")");
+  MAGMASR_REQUIRE(taps_ <= (int64_t(1) << 30), ValueError, "ResampleTable: too many taps (", taps_, ")");
+  for (size_t k = 0; k < indices.size(); ++k)
+    MAGMASR_REQUIRE(indices[k] >= 0 && indices[k] < in_len, ValueError, "ResampleTable: index ", indices[k],
+                    " at [", int64_t(k) / taps_, ", ", int64_t(k) % taps_, "] is outside [0, ", in_len,
+                    "); indices must already be mapped into the input");
+  check_device(device);
+  weights_ = upload(weights, device);
+  indices_ = upload(indices, device);
+}
+
+std::vector<double> ResampleTable::weights_host() const {
+  MAGMASR_REQUIRE(defined(), ValueError, "ResampleTable: the table is empty");
+  return download<double>(*weights_);
+}
+
+std::vector<int32_t> ResampleTable::indices_host() const {
+  MAGMASR_REQUIRE(defined(), ValueError, "ResampleTable: the table is empty");
+  return download<int32_t>(*indices_);
+}
+
+ResampleTable ResampleTable::to(const Device& device) const {
+  MAGMASR_REQUIRE(defined(), ValueError, "ResampleTable.to: the table is empty");
+  if (device == this->device()) return *this;
+  check_device(device);
+  ResampleTable t;
+  t.in_len_ = in_len_, t.out_len_ = out_len_, t.taps_ = taps_;
+  t.weights_ = Storage::allocate(device, weights_->bytes());
+  copy_storage(*t.weights_, *weights_, weights_->bytes());
+  t.indices_ = Storage::allocate(device, indices_->bytes());
+  copy_storage(*t.indices_, *indices_, indices_->bytes());
+  return t;
+}
+
+Tensor resample_axis(const Tensor& x, int axis, const ResampleTable& table, bool round_uint8) {
+  require_defined(x, "resample_axis", "input");
+  MAGMASR_REQUIRE(table.defined(), ValueError, "resample_axis: the resampling table is empty");
+  const int r = x.rank();
+  MAGMASR_REQUIRE(axis >= -r && axis < r, ValueError, "resample_axis: axis ", axis, " is out of range for an input of ",
+                  "shape ", shape_str(x.shape()));
+  const int a = axis < 0 ? axis + r : axis;
+  MAGMASR_REQUIRE(x.size(a) == table.in_len(), ValueError, "resample_axis: the table expects an axis of length ",
+                  table.in_len(), " but axis ", axis, " of the input ", shape_str(x.shape()), " has length ",
+                  x.size(a));
+  MAGMASR_REQUIRE(table.device() == x.device(), DeviceError, "resample_axis: the table is on ", table.device().str(),
+                  " but the input is on ", x.device().str(), "; move it with table.to(device)");
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < a; ++d) outer *= x.size(d);
+  for (int d = a + 1; d < r; ++d) inner *= x.size(d);
+  Shape ys = x.shape();
+  ys[a] = table.out_len();
+  const Device dev = x.device();
+  Tensor y = Tensor::empty(ys, dev);
+  if (dev.is_cpu())
+    cpu::resample_axis(outer, table.in_len(), inner, table.out_len(), table.taps(), table.weights(),
+                       table.indices(), x.data(), y.data(), round_uint8);
+  else
+    cuda::resample_axis(dev.index(), outer, table.in_len(), inner, table.out_len(), table.taps(),
+                        table.weights(), table.indices(), x.data(), y.data(), round_uint8);
+  return y;
+}
+
+Tensor resample_axis(const Tensor& x, int axis, const std::vector<double>& weights,
+                     const std::vector<int32_t>& indices, int64_t taps, bool round_uint8) {
+  require_defined(x, "resample_axis", "input");
+  const int r = x.rank();
+  MAGMASR_REQUIRE(axis >= -r && axis < r, ValueError, "resample_axis: axis ", axis, " is out of range for an input of ",
+                  "shape ", shape_str(x.shape()));
+  MAGMASR_REQUIRE(taps >= 1 && !weights.empty() && int64_t(weights.size()) % taps == 0, ValueError,
+                  "resample_axis: ", weights.size(), " weights do not form rows of ", taps, " taps");
+  const ResampleTable table(weights, indices, int64_t(weights.size()) / taps, x.size(axis), x.device());
+  return resample_axis(x, axis, table, round_uint8);
 }
 
 }  // namespace magmasr::ops

@@ -1,7 +1,7 @@
 """Image preprocessing exactly as the super-resolution literature computes it (MATLAB conventions).
 
-Everything here is NumPy/SciPy only, so it runs on any install and serves as the CPU reference for the
-GPU versions of the same operations.
+Everything here except ``imresize_tensor`` is NumPy/SciPy only, so it runs on any install and serves as the
+reference for the C++/CUDA versions of the same operations.
 
 Array conventions
 -----------------
@@ -18,6 +18,11 @@ Contents
     (round after each 1-D pass); bit-exact against MATLAB's outputs on Set5 and Set14. Built from
     ``contributions`` (the 1-D weight/index tables) and ``resize_along_axis`` (applies a table along
     one axis), so another backend can reuse the tables.
+``imresize_tensor``
+    The same resampling for magmasr Tensors ``[..., H, W]`` on any device (channels first), through
+    ``magmasr.ops.resample_axis``: the tables are computed here once per (size, scale) and kept on the
+    device, so a video pipeline never goes back to the host per frame. Equal to ``imresize`` bit for bit
+    in uint8 mode.
 ``rgb2ycbcr``, ``ycbcr2rgb``, ``rgb2y``
     MATLAB's BT.601 studio-range conversions (Y in 16..235, Cb/Cr in 16..240 in 0..255 units).
 ``modcrop``, ``shave``
@@ -28,10 +33,14 @@ Contents
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ._core import Tensor
 
 __all__ = [
     "cubic",
@@ -41,6 +50,7 @@ __all__ = [
     "contributions",
     "resize_along_axis",
     "imresize",
+    "imresize_tensor",
     "rgb2ycbcr",
     "ycbcr2rgb",
     "rgb2y",
@@ -269,6 +279,39 @@ def _output_plan(
     return scales, out_shape
 
 
+def _kernel_args(method: str, antialiasing: bool) -> tuple[Callable[[np.ndarray], np.ndarray], float, bool]:
+    """(kernel, width, antialiasing) for a method name; MATLAB turns antialiasing off for nearest."""
+    try:
+        kernel, width = KERNELS[method.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(f"imresize: unknown method {method!r}; expected one of {sorted(KERNELS)}") from None
+    if method.lower() in ("nearest", "box"):
+        antialiasing = False
+    return kernel, width, bool(antialiasing)
+
+
+def _resize_plan(
+    in_shape: tuple[int, int], scale, output_shape, method: str, antialiasing: bool, border: str
+) -> tuple[tuple[int, int], list[tuple[int, int, int, float]]]:
+    """MATLAB's plan for resizing an ``in_shape`` (rows, cols) image: the output size and the 1-D passes.
+
+    Each pass is ``(d, in_len, out_len, scale)`` with ``d`` 0 for rows, 1 for columns, in MATLAB's order: the
+    axis with the smallest scale factor first (a stable sort, so rows first when the scales are equal); an
+    axis whose size and scale are unchanged is skipped, as MATLAB does.
+    """
+    _kernel_args(method, antialiasing)  # validates the method
+    if border not in ("replicate", "symmetric"):
+        raise ValueError(f"imresize: border must be 'replicate' or 'symmetric', got {border!r}")
+    scales, out_shape = _output_plan(tuple(in_shape), scale, output_shape)
+    order = sorted(range(2), key=lambda d: scales[d])  # stable: rows first on ties
+    passes = [
+        (d, int(in_shape[d]), out_shape[d], scales[d])
+        for d in order
+        if not (out_shape[d] == in_shape[d] and scales[d] == 1.0)
+    ]
+    return out_shape, passes
+
+
 def imresize(
     img: np.ndarray,
     scale: float | Sequence[float] | None = None,
@@ -303,22 +346,12 @@ def imresize(
     (a stable sort, so rows first when the scales are equal), then the other one.
     """
     img = _check_image(img)
-    try:
-        kernel, width = KERNELS[method.lower()]
-    except KeyError:
-        raise ValueError(f"imresize: unknown method {method!r}; expected one of {sorted(KERNELS)}") from None
-    if method.lower() in ("nearest", "box"):
-        antialiasing = False
     if uint8_mode is None:
         uint8_mode = img.dtype == np.uint8
-    scales, out_shape = _output_plan(img.shape[:2], scale, output_shape)
-
-    order = sorted(range(2), key=lambda d: scales[d])  # stable: rows first on ties
+    _, passes = _resize_plan(img.shape[:2], scale, output_shape, method, antialiasing, border)
     out = img
-    for d in order:
-        if out_shape[d] == img.shape[d] and scales[d] == 1.0:
-            continue  # MATLAB skips an axis whose size and scale are unchanged
-        w, idx = contributions(img.shape[d], out_shape[d], scales[d], kernel, width, antialiasing, border)
+    for d, in_len, out_len, s in passes:
+        w, idx = contributions(in_len, out_len, s, *_kernel_args(method, antialiasing), border)
         out = resize_along_axis(out, d, w, idx, uint8_mode=uint8_mode)
 
     if uint8_mode:
@@ -326,6 +359,94 @@ def imresize(
     if img.dtype == np.uint8:
         return out.astype(np.float64)
     return out.astype(img.dtype, copy=False)
+
+
+@functools.lru_cache(maxsize=256)
+def _device_table(
+    in_len: int, out_len: int, scale: float, method: str, antialiasing: bool, border: str, device: str
+):
+    """The ``contributions`` table of one pass as a ``magmasr.ops.ResampleTable`` on ``device`` (cached:
+    built and uploaded once per size, scale and device, so repeated calls never touch the host)."""
+    from .ops import ResampleTable
+
+    kernel, width, aa = _kernel_args(method, antialiasing)
+    w, idx = contributions(in_len, out_len, scale, kernel, width, aa, border)
+    return ResampleTable(w, idx, in_len, device)
+
+
+@functools.lru_cache(maxsize=64)
+def _identity_table(n: int, device: str):
+    from .ops import ResampleTable
+
+    return ResampleTable(np.ones((n, 1)), np.arange(n).reshape(n, 1), n, device)
+
+
+def imresize_tensor(
+    x: Tensor | np.ndarray,
+    scale: float | Sequence[float] | None = None,
+    output_shape: Sequence[int | None] | None = None,
+    method: str = "bicubic",
+    antialiasing: bool = True,
+    uint8_mode: bool = False,
+    border: str = "replicate",
+) -> Tensor | np.ndarray:
+    """MATLAB-compatible ``imresize`` of the last two axes of a tensor, on the tensor's device.
+
+    The same algorithm as ``imresize`` (the same ``contributions`` tables, MATLAB's output size and its
+    dimension order), applied with ``magmasr.ops.resample_axis``: on a CUDA tensor everything runs on the
+    GPU and nothing comes back to the host. The tables are cached per (size, scale, method, device), so
+    resizing frame after frame of one size uploads them once (``magmasr.image._device_table.cache_clear()``
+    releases them).
+
+    Args:
+        x: a ``magmasr.Tensor`` on any device (or a DLPack tensor), or an array-like, of shape ``[..., H, W]``
+            (``[H, W]``, ``[C, H, W]``, ``[N, C, H, W]`` ...; rank 2 to 5): channels first, unlike ``imresize``'s
+            ``H x W x C``. Values: 0..255 in uint8 mode, any float otherwise.
+        scale, output_shape, method, antialiasing, border: as for ``imresize``.
+        uint8_mode: MATLAB's uint8 arithmetic: round half away from zero and saturate to 0..255 after each
+            1-D pass (the output holds integers, as float32). For integer-valued input this equals
+            ``imresize`` of the uint8 image bit for bit.
+
+    Returns:
+        A float32 ``[..., H', W']`` result: a ``magmasr.Tensor`` on ``x``'s device when ``x`` is a tensor, else a
+        NumPy array. In float mode the intermediate pass is kept in float32 (``imresize`` keeps float64), so the
+        two agree to about 1e-6 relative.
+    """
+    from . import _core
+    from .ops import resample_axis
+
+    if isinstance(x, _core.Tensor):
+        t, as_numpy = x, False
+    elif hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray):
+        t, as_numpy = _core.as_tensor(x), False
+    else:
+        arr = np.asarray(x)
+        if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"imresize_tensor: expected uint8 or floating-point data, got {arr.dtype}")
+        t = np.array(arr, dtype=np.float32, order="C", copy=True)  # writeable and owned: wrapped without a copy
+        as_numpy = True
+    shape = tuple(t.shape)
+    if not 2 <= len(shape) <= 5:
+        raise ValueError(f"imresize_tensor: expected a [..., H, W] tensor of rank 2 to 5, got shape {shape}")
+    if min(shape) < 1:
+        raise ValueError(f"imresize_tensor: empty input of shape {shape}")
+    _, passes = _resize_plan(shape[-2:], scale, output_shape, method, antialiasing, border)
+    device = str(t.device) if not as_numpy else "cpu"
+    _, _, aa = _kernel_args(method, antialiasing)
+    key_method = method.lower()
+
+    out = t
+    for d, in_len, out_len, s in passes:
+        table = _device_table(in_len, out_len, float(s), key_method, aa, border, device)
+        out = resample_axis(out, d - 2, table, round_uint8=bool(uint8_mode))
+    if not passes:  # nothing to resize: MATLAB still converts to uint8 in uint8 mode
+        if uint8_mode:
+            out = resample_axis(out, -1, _identity_table(shape[-1], device), round_uint8=True)
+        elif as_numpy:
+            return out  # already a fresh float32 copy
+        else:
+            out = out.clone()
+    return np.asarray(out) if as_numpy else out
 
 
 # ---------------------------------------------------------------------------------------------------

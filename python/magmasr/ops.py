@@ -4,6 +4,8 @@ copy) or DLPack tensors (PyTorch, CuPy); outputs are Tensors (``np.asarray(out)`
 Conventions: convolutions are stride-1 correlations (no kernel flip), NCHW / NCDHW layouts, weights
 [out, in, k...]; ``padding`` is the number of samples added on each side of each spatial dimension;
 ``padding_mode`` is ``'zeros'`` or ``'replicate'`` (the nearest border sample, MATLAB's 'replicate').
+``resample_axis`` applies a 1-D resampling table along one axis (a pass of MATLAB's imresize; see
+``magmasr.image.imresize_tensor``); a ``ResampleTable`` keeps such a table on a device.
 """
 from ._core.ops import (  # noqa: F401
     adam_update,
@@ -20,6 +22,8 @@ from ._core.ops import (  # noqa: F401
     pixel_shuffle_backward,
     relu,
     relu_backward,
+    resample_axis,
+    ResampleTable,
     scale,
     sgd_update,
 )

@@ -2,6 +2,8 @@
 // Every op runs on the device of its inputs; inputs on different devices are a DeviceError.
 #pragma once
 
+#include <cstdint>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -50,5 +52,48 @@ Tensor scale(const Tensor& x, float alpha);
 /// One in-place optimizer step (formulas in optim_params.hpp); state tensors shaped like p.
 void sgd_update(Tensor& p, const Tensor& grad, Tensor& velocity, const SgdParams& hp);
 void adam_update(Tensor& p, const Tensor& grad, Tensor& m, Tensor& v, const AdamParams& hp, int64_t step);
+
+/// A 1-D resampling table (one axis of MATLAB's imresize, see magmasr.image.contributions), held on one device:
+/// output sample j along the axis is sum_t weights[j, t] * input[indices[j, t]], for an input of length in_len.
+/// The weights are double, as MATLAB's (float weights change exact x.5 ties, hence uint8 outputs).
+/// Building a table checks it and copies it to `device` once (a host-to-device copy synchronises the device's
+/// stream); resampling with it afterwards never goes back to the host, so a video pipeline keeps one table
+/// per (size, scale) and reuses it for every frame. Copying a ResampleTable shares its storage.
+class ResampleTable {
+ public:
+  ResampleTable() = default;
+  /// weights and indices are row-major [out_len, taps] (taps = weights.size() / out_len); every index must
+  /// lie in [0, in_len) (ValueError otherwise).
+  ResampleTable(const std::vector<double>& weights, const std::vector<int32_t>& indices, int64_t out_len,
+                int64_t in_len, const Device& device = Device::cpu());
+
+  bool defined() const { return weights_ != nullptr; }
+  int64_t in_len() const { return in_len_; }
+  int64_t out_len() const { return out_len_; }
+  int64_t taps() const { return taps_; }
+  Device device() const { return weights_ ? weights_->device() : Device::cpu(); }
+  /// Device (or host) pointers to the row-major [out_len, taps] tables.
+  const double* weights() const { return static_cast<const double*>(weights_->data()); }
+  const int32_t* indices() const { return static_cast<const int32_t*>(indices_->data()); }
+  /// The tables, copied to the host.
+  std::vector<double> weights_host() const;
+  std::vector<int32_t> indices_host() const;
+  /// This table if already on `device`, else a copy there.
+  ResampleTable to(const Device& device) const;
+
+ private:
+  std::shared_ptr<Storage> weights_, indices_;
+  int64_t in_len_ = 0, out_len_ = 0, taps_ = 0;
+};
+
+/// Resamples `x` along `axis` (negative counts from the end) with `table`: y has x's shape with that axis
+/// of length table.out_len(); y[..., j, ...] = sum_t w[j, t] * x[..., idx[j, t], ...], accumulated in double.
+/// With round_uint8 each output is rounded half away from zero and clamped to [0, 255] (MATLAB's uint8
+/// mode). x.size(axis) must equal table.in_len() (ValueError) and the table must be on x's device (DeviceError).
+Tensor resample_axis(const Tensor& x, int axis, const ResampleTable& table, bool round_uint8 = false);
+/// The same with a table given on the host (row-major [out_len, taps], out_len = weights.size() / taps),
+/// copied to x's device for this one call.
+Tensor resample_axis(const Tensor& x, int axis, const std::vector<double>& weights,
+                     const std::vector<int32_t>& indices, int64_t taps, bool round_uint8 = false);
 
 }  // namespace magmasr::ops
