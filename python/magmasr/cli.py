@@ -214,7 +214,7 @@ def cmd_eval(args) -> int:
     mean = lambda k: float(np.mean([getattr(r, k) for r in rows]))  # noqa: E731
     print(f"| **mean** ({name}, x{args.scale}) | {mean('psnr'):.2f} | {mean('ssim'):.4f} | {mean('mae'):.3f} | "
           f"{mean('mse'):.2f} | {mean('psnr_bicubic'):.2f} |")
-    print("Y channel of MATLAB rgb2ycbcr, uint8-rounded, scale pixels shaved; MAE/MSE in 0..255 units.")
+    print("Y channel of MATLAB rgb2ycbcr, uint8-rounded, scale pixels shaved; MAE and MSE of images in [0, 1].")
     return 0
 
 
