@@ -39,7 +39,7 @@ Tensor from_numpy(const py::object& obj) {
   if (!py::isinstance<py::array>(obj))
     throw TypeError("from_numpy: expected a numpy.ndarray, got " + type_name(obj));
   py::array arr = py::reinterpret_borrow<py::array>(obj);
-  if (!arr.dtype().is(py::dtype::of<float>()))
+  if (!py::isinstance<py::array_t<float>>(arr))  // an equivalent dtype, not necessarily the same object
     throw TypeError("expected a float32 array, got dtype " + std::string(py::str(arr.dtype())) +
                     "; convert with arr.astype(numpy.float32)");
   if (arr.ndim() < 1 || arr.ndim() > kMaxRank)
@@ -75,6 +75,9 @@ Tensor tensor_from_dltensor(const dl::DLTensor& t, bool read_only, std::function
                    std::to_string(t.dtype.bits) + " bits"));
   if (t.ndim < 1 || t.ndim > kMaxRank)
     fail(ValueError("from_dlpack: expected rank 1 to 5, got rank " + std::to_string(t.ndim)));
+  for (int i = 0; i < t.ndim; ++i)
+    if (t.shape[i] < 1)
+      fail(ValueError("from_dlpack: expected a non-empty tensor, got shape " + shape_str(Shape(t.shape, t.shape + t.ndim))));
   if (!compact(t)) fail(TypeError("from_dlpack: expected a contiguous (row-major) tensor; call .contiguous() first"));
   if (read_only) fail(TypeError("from_dlpack: the tensor is read-only; magmasr needs writeable memory"));
   Device dev;
@@ -91,8 +94,12 @@ Tensor tensor_from_dltensor(const dl::DLTensor& t, bool read_only, std::function
     throw;
   }
   Shape shape(t.shape, t.shape + t.ndim);
-  for (int64_t d : shape)
-    if (d < 1) fail(ValueError("from_dlpack: expected a non-empty tensor, got shape " + shape_str(shape)));
+  try {
+    check_shape(shape);
+  } catch (...) {
+    release();
+    throw;
+  }
   auto* data = reinterpret_cast<float*>(static_cast<char*>(t.data) + t.byte_offset);
   return Tensor::borrow(data, shape, dev, std::move(release));
 }
@@ -155,11 +162,19 @@ Tensor as_tensor(const py::handle& h, const char* what = "input") {
                   type_name(o));
 }
 
-Shape as_shape(const py::handle& h) {
+Shape as_ints(const py::handle& h, const char* what) {
+  if (!py::isinstance<py::sequence>(h) || py::isinstance<py::str>(h))
+    throw TypeError(std::string(what) + ": expected a sequence of integers, got " + type_name(h));
   Shape s;
-  for (auto v : py::reinterpret_borrow<py::iterable>(h)) s.push_back(v.cast<int64_t>());
+  for (auto v : py::reinterpret_borrow<py::sequence>(h)) {
+    if (!py::isinstance<py::int_>(v))
+      throw TypeError(std::string(what) + ": expected integers, got an item of type " + type_name(v));
+    s.push_back(v.cast<int64_t>());
+  }
   return s;
 }
+
+Shape as_shape(const py::handle& h) { return as_ints(h, "shape"); }
 
 py::tuple shape_tuple(const Shape& s) {
   py::tuple t(s.size());
@@ -177,7 +192,7 @@ Device as_device(const py::handle& h) {
 std::vector<int64_t> as_padding(const py::handle& h) {
   if (py::isinstance<py::int_>(h)) return {h.cast<int64_t>()};
   if (py::isinstance<py::str>(h)) throw TypeError("padding: the functional ops take integers; 'same'/'valid' are for layers");
-  return as_shape(h);
+  return as_ints(h, "padding");
 }
 
 ops::ConvOptions conv_options(const py::handle& padding, const std::string& mode, const std::string& algo) {
@@ -456,8 +471,7 @@ clone() or to() to copy. np.asarray(t) views a CPU tensor without a copy; t.nump
           "__dlpack__",
           [](const Tensor& t, const py::object& stream, const py::object& max_version, const py::object& dl_device,
              const py::object& copy) {
-            if (!copy.is_none() && copy.cast<bool>())
-              throw py::buffer_error("magmasr.Tensor.__dlpack__: copy=True is not supported; clone() first");
+            const bool make_copy = !copy.is_none() && copy.cast<bool>();
             if (!dl_device.is_none()) {
               py::tuple dd = dl_device;
               const int want = dd[0].cast<int>();
@@ -471,6 +485,14 @@ clone() or to() to copy. np.asarray(t) views a CPU tensor without a copy; t.nump
             }
             bool versioned = false;
             if (!max_version.is_none()) versioned = py::tuple(max_version)[0].cast<int>() >= 1;
+            if (make_copy) {
+              Tensor c;
+              {
+                py::gil_scoped_release rel;
+                c = t.clone();
+              }
+              return to_dlpack(c, versioned);
+            }
             return to_dlpack(t, versioned);
           },
           py::kw_only(), py::arg("stream") = py::none(), py::arg("max_version") = py::none(),
@@ -820,7 +842,7 @@ The table is a ResampleTable on x's device, or weights (float [out_len, taps], u
     return [sd](int64_t cin, int64_t cout, const py::object& kernel, const py::object& padding,
                 const std::string& padding_mode, bool bias, uint64_t seed) {
       std::vector<int64_t> k = py::isinstance<py::int_>(kernel) ? std::vector<int64_t>{kernel.cast<int64_t>()}
-                                                                : as_shape(kernel);
+                                                                : as_ints(kernel, "kernel_size");
       if (k.size() == 1) k.assign(size_t(sd), k[0]);
       std::vector<int64_t> pad;
       if (py::isinstance<py::str>(padding)) {

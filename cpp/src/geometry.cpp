@@ -40,10 +40,9 @@ void ConvGeom::validate() const {
   MAGMASR_REQUIRE(oD() >= 1 && oH() >= 1 && oW() >= 1, ValueError, "the kernel (", kD, "x", kH, "x", kW,
                   ") is larger than the padded input (", D + 2 * pD, "x", H + 2 * pH, "x", W + 2 * pW,
                   "): no output; ", str());
-  if (mode == PadMode::Replicate) {
-    // Replicate padding larger than the kernel's reach is well defined (clamping), but pads beyond
-    // the kernel size never matter; nothing to check.
-  }
+  const double out = double(N) * double(Cout) * double(oD()) * double(oH()) * double(oW());
+  MAGMASR_REQUIRE(out <= double(int64_t(1) << 48), ValueError, "the convolution output would have ", out,
+                  " elements (more than 2^48): ", str());
 }
 
 }  // namespace magmasr

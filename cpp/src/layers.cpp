@@ -26,6 +26,8 @@ void Layer::to(const Device& device) {
   clear_cache();
 }
 
+bool Layer::learns() { return trainable_ && !parameters().empty(); }
+
 void Layer::set_trainable(bool t) {
   trainable_ = t;
   for (Parameter* p : parameters()) p->trainable = t;
@@ -43,12 +45,13 @@ Conv::Conv(int spatial_dims, int64_t in_channels, int64_t out_channels, std::vec
   if (kernel_.size() == 1) kernel_.assign(size_t(spatial_dims), kernel_[0]);
   MAGMASR_REQUIRE(kernel_.size() == size_t(spatial_dims), ValueError, "Conv", spatial_dims, "d: kernel needs 1 or ",
                   spatial_dims, " sizes, got ", kernel_.size());
-  for (int64_t k : kernel_) MAGMASR_REQUIRE(k >= 1, ValueError, "Conv: kernel sizes must be >= 1");
+  for (int64_t k : kernel_)
+    MAGMASR_REQUIRE(k >= 1, ValueError, "Conv: kernel sizes must be >= 1, got ", shape_str(kernel_));
   if (padding.empty()) padding = {0};
   if (padding.size() == 1) padding.assign(size_t(spatial_dims), padding[0]);
   MAGMASR_REQUIRE(padding.size() == size_t(spatial_dims), ValueError, "Conv", spatial_dims,
                   "d: padding needs 1 or ", spatial_dims, " values, got ", padding.size());
-  for (int64_t p : padding) MAGMASR_REQUIRE(p >= 0, ValueError, "Conv: padding must be >= 0");
+  for (int64_t p : padding) MAGMASR_REQUIRE(p >= 0, ValueError, "Conv: padding must be >= 0, got ", shape_str(padding));
   opt_.padding = padding;
   opt_.mode = mode;
 
@@ -226,7 +229,7 @@ Tensor Sequential::backward(const Tensor& dy, bool need_dx) {
   // The first layer whose weights learn: no layer before it needs a data gradient (unless the caller does).
   size_t first = layers_.size();
   for (size_t i = 0; i < layers_.size(); ++i) {
-    if (layers_[i]->trainable() && !layers_[i]->parameters().empty()) {
+    if (layers_[i]->learns()) {
       first = i;
       break;
     }
@@ -234,7 +237,7 @@ Tensor Sequential::backward(const Tensor& dy, bool need_dx) {
   Tensor g = dy;
   for (size_t i = layers_.size(); i-- > 0;) {
     const bool layer_needs_dx = need_dx || i > first;
-    if (!layer_needs_dx && (i < first || !layers_[i]->trainable())) break;
+    if (!layer_needs_dx && (i < first || !layers_[i]->learns())) break;
     g = layers_[i]->backward(g, layer_needs_dx);
     if (!layer_needs_dx) break;
   }
@@ -270,6 +273,12 @@ void Sequential::set_trainable(bool t) {
   for (auto& l : layers_) l->set_trainable(t);
 }
 
+bool Sequential::learns() {
+  for (auto& l : layers_)
+    if (l->learns()) return true;
+  return false;
+}
+
 void Sequential::clear_cache() {
   for (auto& l : layers_) l->clear_cache();
 }
@@ -290,10 +299,14 @@ std::string Sequential::summary(const Shape& input_shape) {
     s = layers_[i]->output_shape(s);
     const int64_t n = layers_[i]->num_parameters();
     total += n;
-    if (!layers_[i]->trainable()) frozen += n;
+    int64_t layer_frozen = 0;
+    for (Parameter* p : layers_[i]->parameters())
+      if (!p->trainable) layer_frozen += p->value.numel();
+    frozen += layer_frozen;
     std::string label = names_[i] + " (" + layers_[i]->type_name() + ")";
     std::string cfg = layers_[i]->describe();
-    if (!layers_[i]->trainable() && n > 0) cfg += cfg.empty() ? "frozen" : ", frozen";
+    if (n > 0 && layer_frozen == n) cfg += cfg.empty() ? "frozen" : ", frozen";
+    else if (layer_frozen > 0) cfg += (cfg.empty() ? "" : ", ") + std::to_string(layer_frozen) + " frozen";
     os << std::left << std::setw(w1) << label << std::setw(w2) << shape_str(s) << std::right << std::setw(w3) << n
        << "  " << cfg << "\n";
   }

@@ -230,7 +230,8 @@ void sgd_update(Tensor& p, const Tensor& grad, Tensor& velocity, const SgdParams
   require_defined(grad, "sgd_update", "gradient");
   require_same_shape(p, grad, "sgd_update");
   if (hp.momentum != 0.0f) {
-    require_defined(velocity, "sgd_update", "velocity");
+    MAGMASR_REQUIRE(velocity.defined(), ValueError, "sgd_update: momentum ", hp.momentum,
+                    " needs a velocity tensor shaped like the parameter, got none");
     require_same_shape(p, velocity, "sgd_update");
   }
   const Device d = common_device("sgd_update", {&p, &grad, &velocity});

@@ -29,6 +29,11 @@ void check_shape(const Shape& shape) {
                   "tensors have rank 1 to ", kMaxRank, ", got rank ", shape.size(), " (shape ", shape_str(shape), ")");
   for (int64_t d : shape)
     MAGMASR_REQUIRE(d >= 1, ValueError, "every dimension must be >= 1, got shape ", shape_str(shape));
+  // 2^48 elements (1 PiB of float32) is beyond any machine; above it the int64 byte count could overflow.
+  double n = 1.0;
+  for (int64_t d : shape) n *= double(d);
+  MAGMASR_REQUIRE(n <= double(int64_t(1) << 48), ValueError, "shape ", shape_str(shape), " has ", n,
+                  " elements, more than the 2^48 a tensor can hold");
 }
 
 // ---------------------------------------------------------------------------------------------- Storage

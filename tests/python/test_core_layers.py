@@ -313,12 +313,12 @@ def test_sequential_rejects_bad_and_duplicate_names():
         nn.Sequential(3)
 
 
-@pytest.mark.xfail(strict=True, reason="layers.hpp documents that a Sequential prefixes its parameters' names "
-                   "('conv1.weight', and parameters() 'names prefixed layer.param'), but Parameter.name stays "
-                   "'weight' / 'bias'")
-def test_parameter_names_inside_a_sequential_are_prefixed_as_documented():
+def test_parameter_names_are_local_and_qualified_by_named_parameters():
+    # layers.hpp: Parameter.name is the layer-local name; named_parameters() qualifies it with the layer's.
     model = srcnn()
-    assert [p.name for p in model.parameters()] == [n for n, _ in model.named_parameters()]
+    assert [p.name for p in model.parameters()] == ["weight", "bias"] * 3
+    assert [n for n, _ in model.named_parameters()] == [
+        f"{layer}.{p}" for layer in ("conv1", "conv2", "conv3") for p in ("weight", "bias")]
 
 
 def test_parameter_value_assignment_copies_and_checks_the_shape(rng):
@@ -443,9 +443,6 @@ def test_nested_sequential_freezing(rng):
         "features.conv2.weight", "features.conv2.bias", "head.weight", "head.bias"]
 
 
-@pytest.mark.xfail(strict=True, reason="a Sequential's own trainable flag goes stale: after "
-                   "features.trainable = False; features['conv2'].trainable = True, the outer Sequential still "
-                   "skips 'features' in backward (its flag is False), so the trainable conv2 never gets a gradient")
 def test_unfreezing_a_layer_inside_a_frozen_nested_sequential_gives_it_gradients(rng):
     model = _nested_model()
     model["features"].trainable = False
@@ -457,8 +454,6 @@ def test_unfreezing_a_layer_inside_a_frozen_nested_sequential_gives_it_gradients
     assert model["features"]["conv2"].weight_param.grad is not None
 
 
-@pytest.mark.xfail(strict=True, reason="summary() counts a nested Sequential's parameters by the container's stale "
-                   "trainable flag: 'Trainable params: 3' although conv2 (38 parameters) is trainable")
 def test_summary_counts_trainable_parameters_inside_nested_sequentials():
     model = _nested_model()
     model["features"].trainable = False

@@ -18,7 +18,8 @@
 namespace magmasr {
 
 struct Parameter {
-  std::string name;      // "weight", "bias"; a Sequential prefixes the layer's name: "conv1.weight"
+  std::string name;      // the layer-local name, "weight" or "bias"; Sequential::named_parameters() qualifies it
+                         // with the layer's name ("conv1.weight")
   Tensor value;
   Tensor grad;           // allocated by the first backward that computes it
   float lr_mult = 1.0f;  // per-parameter learning-rate multiplier
@@ -47,6 +48,8 @@ class Layer {
   virtual void to(const Device& device);
   bool trainable() const { return trainable_; }
   virtual void set_trainable(bool t);
+  /// True when backward() computes at least one weight gradient here (a container: in any of its layers).
+  virtual bool learns();
   /// Drops the tensors kept for backward.
   virtual void clear_cache() {}
 
@@ -164,6 +167,7 @@ class Sequential : public Layer {
   std::vector<std::pair<std::string, Parameter*>> named_parameters();
   void to(const Device& device) override;
   void set_trainable(bool t) override;
+  bool learns() override;
   void clear_cache() override;
   /// A Keras-style table: layer, type, output shape, parameters; totals (trainable / frozen).
   std::string summary(const Shape& input_shape);
