@@ -126,8 +126,110 @@ def comparison_image(lr: np.ndarray, bicubic: np.ndarray, ours: np.ndarray, orig
 
 
 # --------------------------------------------------------------------------------------------- commands
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov")
+
+
+def load_video_model(args):
+    """3DSRnet for --model 3dsrnet (weights required until ours ship), else the image model per frame."""
+    if args.model != "3dsrnet":
+        return load_image_model(args)
+    from .video import VideoSR
+
+    path = Path(args.weights) if args.weights else shipped_weights("3dsrnet", args.scale)
+    if path is None:
+        raise CliError(f"no 3DSRnet weights for x{args.scale} ship with this version of magmasr; pass --weights "
+                       f"FILE, or --model srcnn / bicubic to upscale frame by frame")
+    if not path.exists():
+        raise CliError(f"--weights {path}: no such file")
+    try:
+        model = VideoSR.load(path)
+    except Exception as e:  # noqa: BLE001
+        raise CliError(f"--weights {path}: cannot load ({e})") from None
+    if model.scale != args.scale:
+        raise CliError(f"{path.name} is a x{model.scale} 3DSRnet; it cannot upscale x{args.scale}")
+    return model.to(args.device)
+
+
+def upscale_video(src: Path, dst: Path, args) -> int:
+    """Streams the video through the model: frames are read, upscaled and written one at a time (3DSRnet
+    keeps a 5-frame window, the ends padded by repeating frames); the audio is copied. Written to a temporary
+    file renamed into place, removed on failure."""
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise CliError("video needs the imageio-ffmpeg package: pip install 'magmasr[video]'") from None
+    from .video import VideoSR
+
+    if dst.exists() and not args.overwrite:
+        raise CliError(f"{dst} exists; pass --overwrite to replace it")
+    if not dst.parent.is_dir():
+        raise CliError(f"{dst.parent}: no such folder for the output")
+    model = load_video_model(args)
+    try:
+        reader = imageio_ffmpeg.read_frames(str(src))
+        meta = next(reader)
+    except (OSError, RuntimeError, StopIteration) as e:
+        raise CliError(f"{src}: cannot read the video ({str(e).splitlines()[0] if str(e) else 'no frames'})") from None
+    w, h = meta["size"]
+    fps = meta.get("fps") or 25
+    n_total = int(meta.get("nframes") or 0) if str(meta.get("nframes")).isdigit() else 0
+    s = args.scale
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=dst.suffix, dir=dst.parent)
+    os.close(fd)
+    has_audio = bool(meta.get("audio_codec"))
+    writer = imageio_ffmpeg.write_frames(tmp, (w * s, h * s), fps=fps, macro_block_size=1, quality=8,
+                                         audio_path=str(src) if has_audio else None,
+                                         audio_codec="copy" if has_audio else None, ffmpeg_log_level="error")
+    writer.send(None)
+
+    def frames():
+        for raw in reader:
+            yield np.frombuffer(raw, np.uint8).reshape(h, w, 3)
+
+    def emit(rgb_up: np.ndarray) -> None:
+        writer.send(np.ascontiguousarray(rgb_up))
+
+    t0, done = time.perf_counter(), 0
+    try:
+        if isinstance(model, VideoSR):
+            for rgb_up in model.upscale_stream(frames()):
+                emit(rgb_up)
+                done += 1
+                _progress(done, n_total, t0)
+        else:
+            for rgb in frames():
+                emit(upscale_array(model, rgb, s, args.tile, args.device))
+                done += 1
+                _progress(done, n_total, t0)
+        if done == 0:
+            raise CliError(f"{src}: the video has no frames")
+        writer.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, dst)
+    except BaseException:
+        try:
+            writer.close()
+        except Exception:  # noqa: BLE001 - the original error matters, not the writer's
+            pass
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    print(f"\n{src} {w}x{h} -> {dst} {w * s}x{h * s}, {done} frames" + (" with audio" if has_audio else ""),
+          file=sys.stderr)
+    return 0
+
+
+def _progress(done: int, total: int, t0: float) -> None:
+    rate = done / max(time.perf_counter() - t0, 1e-9)
+    of = f"/{total}" if total else ""
+    print(f"\r{done}{of} frames, {rate:.2f} frames/s", end="", file=sys.stderr)
+
+
 def cmd_upscale(args) -> int:
-    model = load_image_model(args)
+    model = load_image_model(args) if args.input is None or not str(args.input).lower().endswith(VIDEO_SUFFIXES) \
+        else None
     where = args.device + ("" if args.device == "cpu" else f" ({_gpu_name()})")
     print(f"magmasr upscale: {args.model} x{args.scale} on {where}", file=sys.stderr)
     if args.input is None:
@@ -146,8 +248,9 @@ def cmd_upscale(args) -> int:
             print(f"\r{i}/{len(files)} images, {rate:.2f} images/s", end="", file=sys.stderr)
         print(file=sys.stderr)
         return 0
-    if src.suffix.lower() in (".mp4", ".mkv", ".avi", ".mov"):
-        raise CliError(f"{src}: video upscaling needs 3DSRnet weights, which do not ship with this version yet")
+    if src.suffix.lower() in VIDEO_SUFFIXES:
+        out = Path(args.output) if args.output else src.with_name(f"{src.stem}_x{args.scale}{src.suffix}")
+        return upscale_video(src, out, args)
     if src.suffix.lower() not in IMAGE_SUFFIXES:
         raise CliError(f"{src}: unsupported format (images: {', '.join(IMAGE_SUFFIXES)})")
     out = Path(args.output) if args.output else src.with_name(f"{src.stem}_x{args.scale}.png")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from collections import deque
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -69,6 +70,37 @@ class VideoSR(SRModel):
         for idx in windows(len(lr)):
             centre = lr[idx[WINDOW // 2]]
             yield im.imresize(centre, self.scale) + self.residual(np.stack([lr[j] for j in idx]))
+
+
+    def upscale_stream(self, rgb_frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Upscales a stream of RGB uint8 frames, yielding RGB uint8 frames in order: Y through the network with
+        a 5-frame window, CbCr bicubic. Frame i is yielded as soon as frame i+2 has been read (at the end of the
+        stream the window is padded by repeating the last frame); only the window is held in memory."""
+        half = WINDOW // 2
+        lr: deque = deque()       # LR Y of frames base .. base + len - 1
+        pending: deque = deque()  # YCbCr of the frames read but not yet yielded
+        base = done = 0
+
+        def finish(n_read: int) -> np.ndarray:
+            win = [lr[min(max(j, 0), n_read - 1) - base] for j in range(done - half, done + half + 1)]
+            up = im.imresize(pending.popleft(), self.scale)
+            up[:, :, 0] += self.residual(np.stack(win))
+            return im.to_uint8(np.clip(im.ycbcr2rgb(np.clip(up, 0.0, 1.0)), 0.0, 1.0))
+
+        for rgb in rgb_frames:
+            ycc = im.rgb2ycbcr(im.to_float(np.asarray(rgb)))
+            lr.append(ycc[:, :, 0])
+            pending.append(ycc)
+            if base + len(lr) - 1 >= done + half:
+                yield finish(base + len(lr))
+                done += 1
+                while base < done - half:
+                    lr.popleft()
+                    base += 1
+        n_read = base + len(lr)
+        while done < n_read:
+            yield finish(n_read)
+            done += 1
 
 
 @dataclass

@@ -67,3 +67,30 @@ def test_synthetic_clips_move_and_train(tmp_path):
                     val_every=10)
     first, last = res.history[0]["val_psnr"], res.history[-1]["val_psnr"]
     assert last > first, res.history
+
+
+def test_streaming_equals_the_whole_sequence_and_holds_only_the_window():
+    rng = np.random.default_rng(2)
+    model = VideoSR.tdsrnet(2, filters=4, seed=3)
+    rgb = [rng.integers(0, 256, (10, 12, 3), dtype=np.uint8) for _ in range(7)]
+    read = []
+
+    def source():
+        for i, f in enumerate(rgb):
+            read.append(i)
+            yield f
+
+    out = []
+    for k, frame in enumerate(model.upscale_stream(source())):
+        # frame k leaves as soon as frame k + 2 is read (or the stream has ended)
+        assert read[-1] == min(k + 2, len(rgb) - 1)
+        out.append(frame)
+    assert len(out) == 7 and out[0].shape == (20, 24, 3) and out[0].dtype == np.uint8
+    # Y of the streamed frames = the sliding-window result on the whole sequence (then rounded).
+    ycc = [im.rgb2ycbcr(im.to_float(f)) for f in rgb]
+    ref = list(model.upscale_frames([c[:, :, 0] for c in ycc]))
+    for k in range(7):
+        up = im.imresize(ycc[k], 2)
+        up[:, :, 0] = ref[k]
+        expect = im.to_uint8(np.clip(im.ycbcr2rgb(np.clip(up, 0, 1)), 0, 1))
+        np.testing.assert_array_equal(out[k], expect)
