@@ -35,21 +35,26 @@ def shipped_weights(model: str, scale: int) -> Path | None:
     return path if path.exists() else None
 
 
+def _load_weights(cls, kind: str, label: str, args, alternative: str):
+    """The model in --weights, or the one shipped for this kind and scale; CliError when neither exists."""
+    path = Path(args.weights) if args.weights else shipped_weights(kind, args.scale)
+    if path is None:
+        raise CliError(f"no {label} weights for x{args.scale} ship with this version of magmasr; pass --weights "
+                       f"FILE, or {alternative}")
+    if not path.exists():
+        raise CliError(f"--weights {path}: no such file")
+    try:
+        return cls.load(path), path
+    except Exception as e:  # noqa: BLE001 - a bad weight file is a user error
+        raise CliError(f"--weights {path}: cannot load ({e})") from None
+
+
 def load_image_model(args) -> ImageSR | None:
     if args.model == "bicubic":
         return None
     if args.model != "srcnn":
         raise CliError(f"--model {args.model}: images use 'srcnn' or 'bicubic' (3dsrnet is for videos)")
-    path = Path(args.weights) if args.weights else shipped_weights("srcnn", args.scale)
-    if path is None:
-        raise CliError(f"no SRCNN weights for x{args.scale} ship with this version of magmasr; pass --weights FILE "
-                       f"(a model from 'magmasr train'), or --model bicubic")
-    if not path.exists():
-        raise CliError(f"--weights {path}: no such file")
-    try:
-        model = ImageSR.load(path)
-    except Exception as e:  # noqa: BLE001 - a bad weight file is a user error
-        raise CliError(f"--weights {path}: cannot load ({e})") from None
+    model, path = _load_weights(ImageSR, "srcnn", "SRCNN", args, "--model bicubic")
     if model.scale != args.scale:
         print(f"note: {path.name} was trained for x{model.scale}; using it at x{args.scale}", file=sys.stderr)
     return model.to(args.device)
@@ -130,21 +135,12 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov")
 
 
 def load_video_model(args):
-    """3DSRnet for --model 3dsrnet (weights required until ours ship), else the image model per frame."""
+    """3DSRnet for --model 3dsrnet, else the image model frame by frame."""
     if args.model != "3dsrnet":
         return load_image_model(args)
     from .video import VideoSR
 
-    path = Path(args.weights) if args.weights else shipped_weights("3dsrnet", args.scale)
-    if path is None:
-        raise CliError(f"no 3DSRnet weights for x{args.scale} ship with this version of magmasr; pass --weights "
-                       f"FILE, or --model srcnn / bicubic to upscale frame by frame")
-    if not path.exists():
-        raise CliError(f"--weights {path}: no such file")
-    try:
-        model = VideoSR.load(path)
-    except Exception as e:  # noqa: BLE001
-        raise CliError(f"--weights {path}: cannot load ({e})") from None
+    model, path = _load_weights(VideoSR, "3dsrnet", "3DSRnet", args, "--model srcnn / bicubic (frame by frame)")
     if model.scale != args.scale:
         raise CliError(f"{path.name} is a x{model.scale} 3DSRnet; it cannot upscale x{args.scale}")
     return model.to(args.device)
