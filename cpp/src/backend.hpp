@@ -78,6 +78,8 @@ std::string device_name(int device);
 void* alloc(int device, size_t bytes);
 void free(int device, void* ptr);
 MemoryStats memory_stats(int device);
+// Free and total device memory as the driver sees it (cudaMemGetInfo); the cache counts as used.
+void mem_get_info(int device, size_t* free_bytes, size_t* total_bytes);
 void empty_cache(int device);
 // Copies between host and device memory (or device and device); kinds inferred from the flags.
 // Blocks until the copy is complete when either side is host memory.

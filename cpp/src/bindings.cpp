@@ -969,6 +969,14 @@ The table is a ResampleTable on x's device, or weights (float [out_len, taps], u
       },
       py::arg("device") = 0);
   cuda_m.def(
+      "mem_get_info", [](int d) {
+        check_device(Device::cuda(d));
+        size_t free_b = 0, total_b = 0;
+        cuda::mem_get_info(d, &free_b, &total_b);
+        return py::make_tuple(free_b, total_b);
+      },
+      py::arg("device") = 0, "(free, total) device memory in bytes, as the driver reports it.");
+  cuda_m.def(
       "empty_cache", [](int d) {
         check_device(Device::cuda(d));
         cuda::empty_cache(d);

@@ -16,6 +16,7 @@ std::string device_name(int) { no_cuda(); }
 void* alloc(int, size_t) { no_cuda(); }
 void free(int, void*) { no_cuda(); }
 MemoryStats memory_stats(int) { no_cuda(); }
+void mem_get_info(int, size_t*, size_t*) { no_cuda(); }
 void empty_cache(int) { no_cuda(); }
 void copy(void*, bool, const void*, bool, size_t, int) { no_cuda(); }
 void synchronize(int) { no_cuda(); }

@@ -86,11 +86,17 @@ def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool) -> None:
 
 
 def auto_tile(model: ImageSR, shape: tuple[int, int], device: str) -> int | None:
-    """A tile size that keeps the working set under a quarter of the free host memory (None: no tiling).
-    On a GPU the budget is 4 GiB (free device memory is not queried yet)."""
+    """A tile size that keeps the working set under a quarter of the free memory of the device (GPU) or of
+    the host (CPU); None when the whole picture fits."""
     widest = max(model.net[n].out_channels for n in model.net.names() if n.startswith("conv"))
     free = 4 << 30
-    if not device.startswith("cuda"):
+    if device.startswith("cuda"):
+        import magmasr
+
+        index = int(device.split(":")[1]) if ":" in device else 0
+        free = magmasr.cuda.mem_get_info(index)[0] + magmasr.cuda.memory_stats(index)["reserved_bytes"] \
+            - magmasr.cuda.memory_stats(index)["allocated_bytes"]
+    else:
         try:
             free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError):

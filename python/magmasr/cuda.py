@@ -5,6 +5,7 @@ from ._core.cuda import (  # noqa: F401
     device_name,
     empty_cache,
     is_available,
+    mem_get_info,
     memory_stats,
     synchronize,
 )

@@ -130,3 +130,12 @@ def test_video_is_streamed_with_its_audio(tmp_path):
     assert run("upscale", src, "--model", "3dsrnet", "--weights", weights, "--scale", "3", "-o",
                tmp_path / "c.mp4", "--device", "cpu") == 2
     assert set(tmp_path.iterdir()) == before
+
+
+def test_auto_tile_bounds_the_working_set(monkeypatch):
+    model = ImageSR.srcnn("9-5-5", scale=2)
+    assert cli.auto_tile(model, (64, 64), "cpu") is None  # small pictures are not tiled
+    # With 64 MiB free, a quarter is 16 MiB = 4 Mi floats; at 4 * 64 floats per pixel that is 16384 pixels.
+    monkeypatch.setattr(cli.os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 16384, "SC_PAGE_SIZE": 4096}[name])
+    tile = cli.auto_tile(model, (4000, 4000), "cpu")
+    assert tile is not None and tile * tile <= 16384 and tile >= 64

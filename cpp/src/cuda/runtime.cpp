@@ -276,6 +276,11 @@ void free(int device, void* ptr) {
 
 MemoryStats memory_stats(int device) { return allocator(device).stats(); }
 
+void mem_get_info(int device, size_t* free_bytes, size_t* total_bytes) {
+  context(device);  // makes the device current
+  MAGMASR_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+}
+
 void empty_cache(int device) {
   Context& c = context(device);
   c.release_workspace();
