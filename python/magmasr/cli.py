@@ -368,7 +368,7 @@ def cmd_train(args) -> int:
         raise CliError(f"--arch {args.arch}: expected one of {sorted(SRCNN_PRESETS)}")
     f1, f2, f3 = SRCNN_PRESETS[args.arch]
     recipe = train.make_recipe("scratch_nonlinear" if args.nonlinear else "scratch", f1=f1, f2=f2, f3=f3,
-                               seed=args.seed)
+                               seed=args.seed, init=args.init)
     return _train_common(args, recipe)
 
 
@@ -455,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("data")
     t.add_argument("--arch", default="9-5-5")
     t.add_argument("--nonlinear", action="store_true", help="with the added non-linear layer")
+    t.add_argument("--init", choices=("gaussian", "default"), default="gaussian",
+                   help="gaussian: the paper's N(0, 0.001^2); default: U(+-1/sqrt(fan_in))")
     training(t)
     t.set_defaults(fn=cmd_train)
 

@@ -114,7 +114,7 @@ class Recipe:
 
 
 def make_recipe(name: str, pretrained: dict[str, np.ndarray] | None = None, *, f1: int = 9, f2: int = 5,
-                f3: int = 5, fb: int = 1, frozen_lr: float = 0.0, seed: int = 0) -> Recipe:
+                f3: int = 5, fb: int = 1, frozen_lr: float = 0.0, seed: int = 0, init: str = "gaussian") -> Recipe:
     """The poster's training recipes on a 'valid' SRCNN (for patches):
 
     - ``scratch``: SRCNN trained from the Gaussian initialisation (the self-trained baseline);
@@ -124,14 +124,20 @@ def make_recipe(name: str, pretrained: dict[str, np.ndarray] | None = None, *, f
     - ``scratch_nonlinear``: SRCNN with the added non-linear layer, trained from scratch;
     - ``transfer_13``: pretrained conv1, conv2 (frozen or at ``frozen_lr``) and conv3 (fine-tuned), plus the
       added non-linear layer conv2b trained from scratch.
+
+    init: how the layers that are not pretrained start: ``gaussian`` (the paper's N(0, 0.001^2), biases 0) or
+    ``default`` (the layers' own U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default).
     """
+    if init not in ("gaussian", "default"):
+        raise ValueError(f"init must be 'gaussian' or 'default', got {init!r}")
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; expected one of {RECIPES}")
     nonlinear = name in ("scratch_nonlinear", "transfer_13")
     build = models.srcnn_nonlinear if nonlinear else models.srcnn
     kw = dict(fb=fb) if nonlinear else {}
     model = build(f1, f2, f3, padding="valid", padding_mode="zeros", seed=seed, **kw)
-    init_gaussian(model, 1e-3, seed)
+    if init == "gaussian":
+        init_gaussian(model, 1e-3, seed)
     convs = [n for n in model.names() if n.startswith("conv")]
     if name in ("scratch", "scratch_nonlinear"):
         return Recipe(name, model, convs, {})
