@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import image as im
+from ._files import default_permissions
 from .sr import IMAGE_SUFFIXES, ImageSR, default_device, evaluate_image_sr, list_images, read_image
 
 SHIPPED = Path(__file__).resolve().parent / "weights_data"
@@ -74,9 +75,7 @@ def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool) -> None:
     os.close(fd)
     try:
         iio.imwrite(tmp, img, extension=suffix)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        default_permissions(tmp)
         os.replace(tmp, path)
     except OSError as e:
         raise CliError(f"{path}: cannot write ({e})") from None
@@ -206,9 +205,7 @@ def upscale_video(src: Path, dst: Path, args) -> int:
         if done == 0:
             raise CliError(f"{src}: the video has no frames")
         writer.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        default_permissions(tmp)
         os.replace(tmp, dst)
     except BaseException:
         try:

@@ -37,6 +37,8 @@ from typing import Mapping
 
 import numpy as np
 
+from ._files import default_permissions
+
 __all__ = [
     "save",
     "load",
@@ -95,6 +97,7 @@ def save(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], metadata: M
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
+        default_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -421,3 +421,17 @@ def test_3dsrnet_beats_bicubic_and_srcnn_on_vid4(seq, centre):
     assert psnr_srcnn > psnr_bic, (psnr_srcnn, psnr_bic)
     assert psnr_3d > psnr_srcnn + 0.3, (psnr_3d, psnr_srcnn)
     assert psnr_3d > psnr_bic + 0.8, (psnr_3d, psnr_bic)
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from magmasr import weights
+
+    old = os.umask(0o022)
+    try:
+        weights.save(tmp_path / "w.safetensors", {"a": np.zeros(3, np.float32)})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "w.safetensors").st_mode) == 0o644  # not mkstemp's 0600
