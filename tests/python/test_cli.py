@@ -139,3 +139,15 @@ def test_auto_tile_bounds_the_working_set(monkeypatch):
     monkeypatch.setattr(cli.os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 16384, "SC_PAGE_SIZE": 4096}[name])
     tile = cli.auto_tile(model, (4000, 4000), "cpu")
     assert tile is not None and tile * tile <= 16384 and tile >= 64
+
+
+def test_default_command_uses_the_shipped_weights_and_beats_bicubic(tmp_path, capsys):
+    """The README's main job: `magmasr upscale` with no input and no options."""
+    out = tmp_path / "astro.png"
+    assert run("upscale", "-o", out, "--device", "cpu") == 0
+    err = capsys.readouterr().err
+    assert "srcnn x3" in err
+    line = [x for x in err.splitlines() if x.startswith("PSNR")][0]  # "PSNR (Y) ...: bicubic A dB, srcnn B dB"
+    bicubic, ours = (float(v.split()[-2]) for v in line.split(":")[1].split(","))
+    assert ours > bicubic + 0.5
+    assert iio.imread(out).shape == (510, 510, 3)
