@@ -26,7 +26,6 @@ import numpy as np
 import magmasr
 from magmasr import image as im
 from magmasr import metrics, train
-from magmasr.models import Architecture
 from magmasr.sr import ImageSR, ground_truth_y
 from magmasr.video import read_frames
 
@@ -61,16 +60,6 @@ def evaluate(model: ImageSR | None, images: list[np.ndarray]) -> dict[str, float
     return {k: float(np.mean(v)) for k, v in out.items()}
 
 
-def as_image_model(recipe_model, nonlinear: bool) -> ImageSR:
-    k = {"f1": 9, "f2": 1, "f3": 5}
-    if nonlinear:
-        k["fb"] = 1
-    arch = Architecture("srcnn_nonlinear" if nonlinear else "srcnn", k)
-    m = ImageSR(arch.build(), SCALE, arch)
-    m.net.load_state_dict(recipe_model.state_dict())
-    return m
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
@@ -94,7 +83,7 @@ def main() -> None:
                                     seed=a.seed)
             train.fit(rec.model, data, steps=a.steps, batch_size=a.batch, lr=a.lr, lr_schedule="cosine",
                       trainable=rec.trainable, lr_mult=rec.lr_mult, seed=a.seed, device="cpu", progress=False)
-            res[name] = evaluate(as_image_model(rec.model, "nonlinear" in name or name == "transfer_13"), test_imgs)
+            res[name] = evaluate(train.image_model(rec.model, SCALE), test_imgs)
             res[name]["train_seconds"] = time.perf_counter() - t0
             print(dom, name, res[name], flush=True)
         results[dom] = {"train_subimages": len(data), "test_images": len(test_imgs), "rows": res}

@@ -104,6 +104,17 @@ Tensor tensor_from_dltensor(const dl::DLTensor& t, bool read_only, std::function
   return Tensor::borrow(data, shape, dev, std::move(release));
 }
 
+// Returns an imported DLPack tensor to its producer (either struct version), taking the GIL.
+template <typename Managed>
+std::function<void()> dlpack_release(Managed* m) {
+  return [m] {
+    if (m->deleter && Py_IsInitialized()) {
+      py::gil_scoped_acquire gil;
+      m->deleter(m);
+    }
+  };
+}
+
 Tensor from_dlpack(const py::object& obj) {
   if (!py::hasattr(obj, "__dlpack__"))
     throw TypeError("from_dlpack: " + type_name(obj) + " does not implement __dlpack__");
@@ -126,28 +137,12 @@ Tensor from_dlpack(const py::object& obj) {
     auto* m = static_cast<dl::DLManagedTensorVersioned*>(PyCapsule_GetPointer(cap, "dltensor_versioned"));
     if (m->version.major > 1) throw TypeError("from_dlpack: DLPack version > 1 is not supported");
     PyCapsule_SetName(cap, "used_dltensor_versioned");
-    auto release = [m] {
-      if (m->deleter) {
-        if (Py_IsInitialized()) {
-          py::gil_scoped_acquire gil;
-          m->deleter(m);
-        }
-      }
-    };
-    return tensor_from_dltensor(m->dl_tensor, (m->flags & dl::kFlagReadOnly) != 0, release);
+    return tensor_from_dltensor(m->dl_tensor, (m->flags & dl::kFlagReadOnly) != 0, dlpack_release(m));
   }
   if (PyCapsule_IsValid(cap, "dltensor")) {
     auto* m = static_cast<dl::DLManagedTensor*>(PyCapsule_GetPointer(cap, "dltensor"));
     PyCapsule_SetName(cap, "used_dltensor");
-    auto release = [m] {
-      if (m->deleter) {
-        if (Py_IsInitialized()) {
-          py::gil_scoped_acquire gil;
-          m->deleter(m);
-        }
-      }
-    };
-    return tensor_from_dltensor(m->dl_tensor, false, release);
+    return tensor_from_dltensor(m->dl_tensor, false, dlpack_release(m));
   }
   throw TypeError("from_dlpack: __dlpack__ did not return a DLPack capsule");
 }
@@ -766,22 +761,15 @@ The table is a ResampleTable on x's device, or weights (float [out_len, taps], u
                std::to_string(p.lr_mult) + (p.trainable ? "" : ", frozen") + ")";
       });
 
+  auto layer_forward = [](Layer& l, const py::object& x, bool training) {
+    const Tensor t = as_tensor(x);
+    py::gil_scoped_release rel;
+    return l.forward(t, training);
+  };
   py::class_<Layer, std::shared_ptr<Layer>>(nn_m, "Layer")
-      .def(
-          "forward", [](Layer& l, const py::object& x, bool training) {
-            const Tensor t = as_tensor(x);
-            py::gil_scoped_release rel;
-            return l.forward(t, training);
-          },
-          py::arg("x"), py::arg("training") = false,
-          "Runs the layer; training=True keeps what backward() needs.")
-      .def(
-          "__call__", [](Layer& l, const py::object& x, bool training) {
-            const Tensor t = as_tensor(x);
-            py::gil_scoped_release rel;
-            return l.forward(t, training);
-          },
-          py::arg("x"), py::arg("training") = false)
+      .def("forward", layer_forward, py::arg("x"), py::arg("training") = false,
+           "Runs the layer; training=True keeps what backward() needs.")
+      .def("__call__", layer_forward, py::arg("x"), py::arg("training") = false)
       .def(
           "backward", [](Layer& l, const py::object& dy, bool need_dx) {
             const Tensor t = as_tensor(dy, "grad_output");

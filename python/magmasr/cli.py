@@ -310,7 +310,7 @@ def cmd_eval(args) -> int:
         model = load_image_model(args)
     rows = evaluate_image_sr(model, args.dataset, args.scale)
     name = "bicubic" if model is None else args.model
-    print(f"| image | PSNR (dB) | SSIM | MAE | MSE | bicubic PSNR |\n|---|---|---|---|---|---|")
+    print("| image | PSNR (dB) | SSIM | MAE | MSE | bicubic PSNR |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r.name} | {r.psnr:.2f} | {r.ssim:.4f} | {r.mae:.3f} | {r.mse:.2f} | {r.psnr_bicubic:.2f} |")
     mean = lambda k: float(np.mean([getattr(r, k) for r in rows]))  # noqa: E731
@@ -331,12 +331,7 @@ def _train_common(args, recipe) -> int:
                     lr=args.lr, lr_schedule=args.lr_schedule, trainable=recipe.trainable, lr_mult=recipe.lr_mult, val=va, seed=args.seed,
                     device=args.device, checkpoint=args.checkpoint, log=args.log)
     # Save the trained weights as a whole-image ('same', replicate) model of the same architecture.
-    kwargs = {k: v for k, v in _arch_kwargs(recipe).items()}
-    from .models import Architecture
-
-    arch = Architecture("srcnn_nonlinear" if "conv2b" in recipe.model.names() else "srcnn", kwargs)
-    model = ImageSR(arch.build(), args.scale, arch)
-    model.net.load_state_dict(recipe.model.state_dict())
+    model = train.image_model(recipe.model, args.scale)
     model.save(args.output, recipe=recipe.name, data=str(args.data), steps=str(args.steps),
                val_psnr=f"{res.val_psnr:.4f}" if res.val_psnr is not None else "",
                command=" ".join(["magmasr"] + args.argv))
@@ -346,15 +341,6 @@ def _train_common(args, recipe) -> int:
 
 def _valid_loss(model) -> int:
     return sum(model[n].kernel_size[-1] - 1 for n in model.names() if n.startswith("conv"))
-
-
-def _arch_kwargs(recipe) -> dict:
-    m = recipe.model
-    k = {"f1": m["conv1"].kernel_size[-1], "f2": m["conv2"].kernel_size[-1], "f3": m["conv3"].kernel_size[-1],
-         "n1": m["conv1"].out_channels, "n2": m["conv2"].out_channels}
-    if "conv2b" in m.names():
-        k["fb"] = m["conv2b"].kernel_size[-1]
-    return k
 
 
 def cmd_train(args) -> int:

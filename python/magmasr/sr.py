@@ -15,7 +15,7 @@ import numpy as np
 
 from . import image as im
 from . import metrics, models, weights
-from ._core import Tensor, cuda_available, from_numpy
+from ._core import cuda_available, from_numpy
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
@@ -67,9 +67,9 @@ class ImageSR(SRModel):
     # ---------------------------------------------------------------------------------------- building
     @classmethod
     def srcnn(cls, preset: str = "9-5-5", scale: int = 3, **kwargs) -> "ImageSR":
-        f1, f2, f3 = models.SRCNN_PRESETS[preset] if preset in models.SRCNN_PRESETS else (None, None, None)
-        if f1 is None:
+        if preset not in models.SRCNN_PRESETS:
             raise ValueError(f"unknown SRCNN preset {preset!r}; expected one of {sorted(models.SRCNN_PRESETS)}")
+        f1, f2, f3 = models.SRCNN_PRESETS[preset]
         arch = models.Architecture("srcnn", dict(f1=f1, f2=f2, f3=f3, **kwargs))
         return cls(arch.build(), int(scale), arch)
 

@@ -155,6 +155,22 @@ def make_recipe(name: str, pretrained: dict[str, np.ndarray] | None = None, *, f
     return Recipe(name, model, trainable, mult)
 
 
+def image_model(model: nn.Sequential, scale: int):
+    """The whole-image model ('same' output, replicate borders) of a network trained on patches ('valid'):
+    same architecture, same weights. Works for SRCNN and SRCNN with the added non-linear layer."""
+    from .sr import ImageSR
+
+    k = {"f1": model["conv1"].kernel_size[-1], "f2": model["conv2"].kernel_size[-1],
+         "f3": model["conv3"].kernel_size[-1], "n1": model["conv1"].out_channels, "n2": model["conv2"].out_channels}
+    nonlinear = "conv2b" in model.names()
+    if nonlinear:
+        k["fb"] = model["conv2b"].kernel_size[-1]
+    arch = models.Architecture("srcnn_nonlinear" if nonlinear else "srcnn", k)
+    out = ImageSR(arch.build(), int(scale), arch)
+    out.net.load_state_dict(model.state_dict())
+    return out
+
+
 # ------------------------------------------------------------------------------------------------- fit
 @dataclass
 class FitResult:
