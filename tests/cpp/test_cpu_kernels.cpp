@@ -5,6 +5,10 @@
 
 #include <cmath>
 #include <random>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <vector>
 
 #include "backend.hpp"
@@ -85,6 +89,12 @@ std::vector<ConvGeom> geometries() {
     gs.push_back(geom(1, 2, 2, 1, 3, 4, 1, 5, 5, 0, 3, 3, m));      // kernel larger than the input
   }
   gs.push_back(geom(1, 64, 4, 1, 9, 10, 1, 3, 3, 0, 1, 1, PadMode::Zeros));  // 64 channels
+  // One output channel takes the direct (slab) path: 3-D, and a slab budget of 256 Ki floats that holds only
+  // 36 of the 100 output rows of 16 channels x 380 columns, so three row blocks overlap in their input rows.
+  for (PadMode m : {PadMode::Zeros, PadMode::Replicate}) {
+    gs.push_back(geom(2, 3, 1, 5, 6, 7, 3, 3, 3, 1, 1, 1, m));
+    gs.push_back(geom(1, 16, 1, 1, 100, 380, 1, 5, 5, 0, 2, 2, m));
+  }
   return gs;
 }
 
@@ -152,8 +162,8 @@ TEST(CpuConv, BackwardWeightMatchesFiniteDifferences) {
 }
 
 TEST(CpuConv, ChunkBoundariesAcrossTheBatch) {
-  // K = 64 * 25 = 1600 rows: the 8 Mi-float column budget holds 5242 columns, so 3 images of 48x48
-  // (6912 columns) are split mid-image. Forward and backward-weight must not notice.
+  // 3 images of 48x48 = 6912 columns: 256-column blocks straddle the images, the last block is partial, and
+  // backward-weight sums 27 blocks in groups of 8. Forward and backward-weight must not notice.
   std::mt19937 rng(5);
   const ConvGeom g = geom(3, 64, 2, 1, 48, 48, 1, 5, 5, 0, 2, 2, PadMode::Replicate);
   auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
@@ -167,6 +177,38 @@ TEST(CpuConv, ChunkBoundariesAcrossTheBatch) {
   cpu::conv_backward_weight(g, x.data(), dy.data(), dw.data(), nullptr);
   // <dw, w> = <dy, conv(x; w)> since conv is linear in w.
   EXPECT_NEAR(dot(dw, w), dot(dy, y), 1e-4 * std::abs(dot(dy, y)));
+}
+
+// Every result is the same bit for bit whatever the number of OpenMP threads (backward-weight sums fixed groups
+// of blocks and adds them in order; forward and backward-data give each output to exactly one thread).
+TEST(CpuConv, ResultsDoNotDependOnTheThreadCount) {
+#ifdef _OPENMP
+  std::mt19937 rng(11);
+  const int saved = omp_get_max_threads();
+  for (int64_t cout : {1, 8}) {
+    const ConvGeom g = geom(37, 8, cout, 1, 20, 23, 1, 5, 5, 0, 2, 2, PadMode::Replicate);
+    auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+    auto dy = random_vec(size_t(g.y_numel()), rng), b = random_vec(size_t(g.Cout), rng);
+    std::vector<std::vector<float>> ys, dxs, dws, dbs;
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      std::vector<float> y(size_t(g.y_numel())), dx(size_t(g.x_numel())), dw(size_t(g.w_numel())), db(static_cast<size_t>(cout));
+      cpu::conv_forward(g, x.data(), w.data(), b.data(), y.data(), false);
+      cpu::conv_backward_data(g, dy.data(), w.data(), dx.data());
+      cpu::conv_backward_weight(g, x.data(), dy.data(), dw.data(), db.data());
+      ys.push_back(y), dxs.push_back(dx), dws.push_back(dw), dbs.push_back(db);
+    }
+    omp_set_num_threads(saved);
+    for (size_t i = 1; i < ys.size(); ++i) {
+      EXPECT_EQ(ys[i], ys[0]) << "Cout " << cout;
+      EXPECT_EQ(dxs[i], dxs[0]) << "Cout " << cout;
+      EXPECT_EQ(dws[i], dws[0]) << "Cout " << cout;
+      EXPECT_EQ(dbs[i], dbs[0]) << "Cout " << cout;
+    }
+  }
+#else
+  GTEST_SKIP() << "built without OpenMP";
+#endif
 }
 
 TEST(CpuOps, ReluMseShuffleAndUpdates) {

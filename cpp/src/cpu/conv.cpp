@@ -139,9 +139,248 @@ void gather_dy(const ConvGeom& g, const float* dy, int64_t q0, int64_t q1, float
   }
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Direct path for one output channel (SRCNN's reconstruction layer). There the GEMM has a single row, so
+// vol2col + SGEMM is a matrix-vector product that spends its time writing and reading the column matrix
+// (1-3 GFLOP/s). Instead, a block of R output rows of one output depth is computed at once from a "slab":
+// the input rows it reads, padded, all channels, row stride Wp = oW + kW - 1. Flat over the block,
+//   acc[i * Wp + ow] += w[r] * slab[(ci, kd, kh + i) row][ow + kw]    for r = (ci, kd, kh, kw) in order,
+// one long contiguous multiply-add per tap (the columns ow >= oW of acc are computed and dropped). Each
+// output is the same ordered sum whatever the block, so tiled inference stays bit-identical.
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
+#define MAGMASR_VECTOR_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#else
+#define MAGMASR_VECTOR_CLONES
+#endif
+
+// y[i] += a * x[i] for i < n.
+MAGMASR_VECTOR_CLONES void axpy(int64_t n, float a, const float* __restrict x, float* __restrict y) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+// sum of a[i] * b[i] for i < n, in 16 interleaved partial sums added in a fixed order (vectorisable and
+// deterministic).
+MAGMASR_VECTOR_CLONES float dot(int64_t n, const float* __restrict a, const float* __restrict b) {
+  float lane[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int l = 0; l < 16; ++l) lane[l] += a[i + l] * b[i + l];
+  for (int l = 0; i + l < n; ++l) lane[l] += a[i + l] * b[i + l];
+  float s = 0.0f;
+  for (int l = 0; l < 16; ++l) s += lane[l];
+  return s;
+}
+
+struct SlabGeom {
+  int64_t Wp, R, rows, blocks_per_depth;  // rows = R + kH - 1 slab rows per (ci, kd)
+  int64_t tasks(const ConvGeom& g) const { return g.N * g.oD() * blocks_per_depth; }
+  int64_t slab_floats(const ConvGeom& g) const { return g.Cin * g.kD * rows * Wp; }
+};
+
+SlabGeom slab_geom(const ConvGeom& g) {
+  constexpr int64_t kSlabBudgetFloats = int64_t(256) << 10;  // 1 MiB of slab, in L2
+  SlabGeom s;
+  s.Wp = g.oW() + g.kW - 1;
+  const int64_t per_row = g.Cin * g.kD * s.Wp;
+  s.R = std::clamp<int64_t>(kSlabBudgetFloats / std::max<int64_t>(per_row, 1) - (g.kH - 1), 1, g.oH());
+  s.rows = s.R + g.kH - 1;
+  s.blocks_per_depth = (g.oH() + s.R - 1) / s.R;
+  return s;
+}
+
+struct SlabTask {
+  int64_t n, od, oh0, R;  // output rows oh0 .. oh0 + R - 1 of depth od of image n
+};
+
+SlabTask slab_task(const ConvGeom& g, const SlabGeom& s, int64_t t) {
+  const int64_t blk = t % s.blocks_per_depth, od = (t / s.blocks_per_depth) % g.oD(), n = t / (s.blocks_per_depth * g.oD());
+  const int64_t oh0 = blk * s.R;
+  return {n, od, oh0, std::min(s.R, g.oH() - oh0)};
+}
+
+// The input row of slab row rr of (ci, kd), or nullptr where zero padding makes it all zeros.
+const float* slab_source_row(const ConvGeom& g, const float* x, const SlabTask& t, int64_t ci, int64_t kd, int64_t rr) {
+  int64_t id = t.od + kd - g.pD, ih = t.oh0 + rr - g.pH;
+  if (g.mode != PadMode::Replicate && (id < 0 || id >= g.D || ih < 0 || ih >= g.H)) return nullptr;
+  id = clamp_index(id, g.D);
+  ih = clamp_index(ih, g.H);
+  return x + ((t.n * g.Cin + ci) * g.D + id) * g.H * g.W + ih * g.W;
+}
+
+// Fills the slab of task t: for each (ci, kd), rows R + kH - 1 of width Wp, padded as the geometry says.
+void build_slab(const ConvGeom& g, const SlabGeom& s, const float* x, const SlabTask& t, float* slab) {
+  const bool replicate = g.mode == PadMode::Replicate;
+  const int64_t a = std::min(g.pW, s.Wp), b = std::clamp<int64_t>(g.W + g.pW, a, s.Wp);  // [a, b): inside
+  for (int64_t ck = 0; ck < g.Cin * g.kD; ++ck)
+    for (int64_t rr = 0; rr < s.rows; ++rr) {
+      float* dst = slab + (ck * s.rows + rr) * s.Wp;
+      const float* src = rr < t.R + g.kH - 1 ? slab_source_row(g, x, t, ck / g.kD, ck % g.kD, rr) : nullptr;
+      if (!src) {
+        std::fill(dst, dst + s.Wp, 0.0f);
+        continue;
+      }
+      std::fill(dst, dst + a, replicate ? src[0] : 0.0f);
+      std::memcpy(dst + a, src + (a - g.pW), sizeof(float) * (b - a));
+      std::fill(dst + b, dst + s.Wp, replicate ? src[g.W - 1] : 0.0f);
+    }
+}
+
+// The adjoint of build_slab for input channel ci: dx += the slab rows of (ci, all kd) put back where they came
+// from (padding samples dropped for Zeros, added to the clamped border sample for Replicate).
+void scatter_slab(const ConvGeom& g, const SlabGeom& s, const float* dslab, const SlabTask& t, int64_t ci, float* dx) {
+  const bool replicate = g.mode == PadMode::Replicate;
+  const int64_t a = std::min(g.pW, s.Wp), b = std::clamp<int64_t>(g.W + g.pW, a, s.Wp);
+  for (int64_t kd = 0; kd < g.kD; ++kd)
+    for (int64_t rr = 0; rr < t.R + g.kH - 1; ++rr) {
+      float* dst = const_cast<float*>(slab_source_row(g, dx, t, ci, kd, rr));
+      if (!dst) continue;
+      const float* src = dslab + (kd * s.rows + rr) * s.Wp;
+      if (replicate) {
+        for (int64_t j = 0; j < a; ++j) dst[0] += src[j];
+        for (int64_t j = b; j < s.Wp; ++j) dst[g.W - 1] += src[j];
+      }
+      axpy(b - a, 1.0f, src + a, dst + (a - g.pW));
+    }
+}
+
+// The flat length over which a block's taps are applied: R - 1 full rows of Wp and the oW columns of the last.
+int64_t flat_length(const ConvGeom& g, const SlabGeom& s, const SlabTask& t) { return (t.R - 1) * s.Wp + g.oW(); }
+
+// Offset in the slab of tap r = (ci, kd, kh, kw).
+int64_t tap_offset(const ConvGeom& g, const SlabGeom& s, int64_t r) {
+  const int64_t kvol = g.kernel_volume(), ci = r / kvol, kd = (r / (g.kH * g.kW)) % g.kD, kh = (r / g.kW) % g.kH,
+                kw = r % g.kW;
+  return ((ci * g.kD + kd) * s.rows + kh) * s.Wp + kw;
+}
+
+void forward_one_output(const ConvGeom& g, const float* x, const float* w, const float* b, float* y, bool relu) {
+  const SlabGeom s = slab_geom(g);
+  const int64_t K = g.Cin * g.kernel_volume(), oH = g.oH(), oW = g.oW();
+  std::vector<int64_t> offset(static_cast<size_t>(K));
+  for (int64_t r = 0; r < K; ++r) offset[size_t(r)] = tap_offset(g, s, r);
+  const float bias = b ? b[0] : 0.0f;
+#pragma omp parallel
+  {
+    std::vector<float> slab(size_t(s.slab_floats(g))), acc(size_t(s.R * s.Wp));
+#pragma omp for schedule(static)
+    for (int64_t ti = 0; ti < s.tasks(g); ++ti) {
+      const SlabTask t = slab_task(g, s, ti);
+      build_slab(g, s, x, t, slab.data());
+      const int64_t L = flat_length(g, s, t);
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t r = 0; r < K; ++r) axpy(L, w[r], slab.data() + offset[size_t(r)], acc.data());
+      for (int64_t i = 0; i < t.R; ++i) {
+        float* dst = y + ((t.n * g.oD() + t.od) * oH + t.oh0 + i) * oW;
+        for (int64_t ow = 0; ow < oW; ++ow) {
+          const float v = acc[size_t(i * s.Wp + ow)] + bias;
+          dst[ow] = relu ? (v > 0.0f ? v : 0.0f) : v;
+        }
+      }
+    }
+  }
+}
+
+// dy of task t laid out with row stride Wp, zeros in the columns ow >= oW.
+void gather_dy_rows(const ConvGeom& g, const SlabGeom& s, const float* dy, const SlabTask& t, float* dyp) {
+  const int64_t oH = g.oH(), oW = g.oW();
+  std::fill(dyp, dyp + s.R * s.Wp, 0.0f);
+  for (int64_t i = 0; i < t.R; ++i)
+    std::memcpy(dyp + i * s.Wp, dy + ((t.n * g.oD() + t.od) * oH + t.oh0 + i) * oW, sizeof(float) * oW);
+}
+
+// dW[r] = sum over tasks of <dy rows, tap r's slab rows>: fixed groups of tasks sum into partials that are added
+// in group order (the result does not depend on the number of threads).
+void backward_weight_one_output(const ConvGeom& g, const float* x, const float* dy, float* dw) {
+  const SlabGeom s = slab_geom(g);
+  const int64_t K = g.Cin * g.kernel_volume(), tasks = s.tasks(g);
+  constexpr int64_t kMaxGroups = 32;
+  const int64_t per_group = (tasks + kMaxGroups - 1) / kMaxGroups, groups = (tasks + per_group - 1) / per_group;
+  std::vector<int64_t> offset(static_cast<size_t>(K));
+  for (int64_t r = 0; r < K; ++r) offset[size_t(r)] = tap_offset(g, s, r);
+  std::vector<float> partial(size_t(groups * K), 0.0f);
+#pragma omp parallel
+  {
+    std::vector<float> slab(size_t(s.slab_floats(g))), dyp(size_t(s.R * s.Wp));
+#pragma omp for schedule(static)
+    for (int64_t grp = 0; grp < groups; ++grp) {
+      float* out = partial.data() + grp * K;
+      for (int64_t ti = grp * per_group; ti < std::min(tasks, (grp + 1) * per_group); ++ti) {
+        const SlabTask t = slab_task(g, s, ti);
+        build_slab(g, s, x, t, slab.data());
+        gather_dy_rows(g, s, dy, t, dyp.data());
+        const int64_t L = flat_length(g, s, t);
+        for (int64_t r = 0; r < K; ++r) out[r] += dot(L, dyp.data(), slab.data() + offset[size_t(r)]);
+      }
+    }
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < K; ++r) {
+      float v = partial[size_t(r)];
+      for (int64_t grp = 1; grp < groups; ++grp) v += partial[size_t(grp * K + r)];
+      dw[r] = v;
+    }
+  }
+}
+
+// dx = the adjoint of forward: per (image, input channel), each block's slab gradient
+// dslab[tap r's rows] += w[r] * dy rows, scattered back into dx; blocks of one (n, ci) run in order on one
+// thread (their slabs overlap), and different (n, ci) write disjoint parts of dx.
+void backward_data_one_output(const ConvGeom& g, const float* dy, const float* w, float* dx) {
+  const SlabGeom s = slab_geom(g);
+  const int64_t kvol = g.kernel_volume(), per_image = g.oD() * s.blocks_per_depth;
+  std::fill(dx, dx + g.x_numel(), 0.0f);
+#pragma omp parallel
+  {
+    std::vector<float> dslab(size_t(g.kD * s.rows * s.Wp)), dyp(size_t(s.R * s.Wp));
+#pragma omp for schedule(static)
+    for (int64_t nc = 0; nc < g.N * g.Cin; ++nc) {
+      const int64_t n = nc / g.Cin, ci = nc % g.Cin;
+      for (int64_t ti = n * per_image; ti < (n + 1) * per_image; ++ti) {
+        const SlabTask t = slab_task(g, s, ti);
+        gather_dy_rows(g, s, dy, t, dyp.data());
+        std::fill(dslab.begin(), dslab.end(), 0.0f);
+        const int64_t L = flat_length(g, s, t);
+        for (int64_t kr = 0; kr < kvol; ++kr)
+          axpy(L, w[ci * kvol + kr], dyp.data(), dslab.data() + tap_offset(g, s, kr));
+        scatter_slab(g, s, dslab.data(), t, ci, dx);
+      }
+    }
+  }
+}
+
+// db[co] = sum of dy[n, co, :], in double.
+void bias_gradient(const ConvGeom& g, const float* dy, float* db) {
+  const int64_t P = g.out_spatial();
+  if (g.Cout == 1) {  // one long sum: split over threads as fixed-size pieces, added in order
+    constexpr int64_t kPiece = int64_t(1) << 16;
+    const int64_t total = g.N * P, pieces = (total + kPiece - 1) / kPiece;
+    std::vector<double> part(static_cast<size_t>(pieces));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < pieces; ++i) {
+      double s = 0.0;
+      for (int64_t q = i * kPiece; q < std::min(total, (i + 1) * kPiece); ++q) s += dy[q];
+      part[size_t(i)] = s;
+    }
+    double s = 0.0;
+    for (double v : part) s += v;
+    db[0] = static_cast<float>(s);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t co = 0; co < g.Cout; ++co) {
+    double s = 0.0;
+    for (int64_t n = 0; n < g.N; ++n) {
+      const float* src = dy + (n * g.Cout + co) * P;
+      for (int64_t p = 0; p < P; ++p) s += src[p];
+    }
+    db[co] = static_cast<float>(s);
+  }
+}
+
 }  // namespace
 
 void conv_forward(const ConvGeom& g, const float* x, const float* w, const float* b, float* y, bool relu) {
+  if (g.Cout == 1) return forward_one_output(g, x, w, b, y, relu);
   const int64_t K = g.Cin * g.kernel_volume(), P = g.out_spatial(), total = g.N * P, M = g.Cout;
   const int64_t blocks = num_blocks(g);
   blas_single_threaded();
@@ -176,6 +415,7 @@ void conv_forward(const ConvGeom& g, const float* x, const float* w, const float
 // Blocks go in waves of one per thread: each thread multiplies its block into its slot of a shared buffer, then
 // all threads scatter the wave's blocks into dx, split by input channel (disjoint targets, so no races).
 void conv_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx) {
+  if (g.Cout == 1) return backward_data_one_output(g, dy, w, dx);
   const int64_t K = g.Cin * g.kernel_volume(), total = g.N * g.out_spatial();
   const int64_t blocks = num_blocks(g), T = max_threads();
   std::vector<float> dcol(size_t(T * K * kBlock));
@@ -205,6 +445,11 @@ void conv_backward_data(const ConvGeom& g, const float* dy, const float* w, floa
 // Groups of consecutive blocks (their number fixed by the problem size alone) each sum into a partial gradient;
 // the partials are then added in group order, so the result is the same whatever the number of threads.
 void conv_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db) {
+  if (g.Cout == 1) {
+    backward_weight_one_output(g, x, dy, dw);
+    if (db) bias_gradient(g, dy, db);
+    return;
+  }
   const int64_t K = g.Cin * g.kernel_volume(), P = g.out_spatial(), total = g.N * P, M = g.Cout;
   const int64_t blocks = num_blocks(g);
   constexpr int64_t kMaxGroups = 32;
@@ -237,18 +482,8 @@ void conv_backward_weight(const ConvGeom& g, const float* x, const float* dy, fl
         dw[e] = s;
       }
     }
-    if (db) {
-#pragma omp for schedule(static)
-      for (int64_t co = 0; co < M; ++co) {
-        double s = 0.0;
-        for (int64_t n = 0; n < g.N; ++n) {
-          const float* src = dy + (n * M + co) * P;
-          for (int64_t p = 0; p < P; ++p) s += src[p];
-        }
-        db[co] = static_cast<float>(s);
-      }
-    }
   }
+  if (db) bias_gradient(g, dy, db);
 }
 
 }  // namespace magmasr::cpu
