@@ -118,18 +118,9 @@ def upscale_array(model: ImageSR | None, img: np.ndarray, scale: int, tile: int 
 def comparison_image(lr: np.ndarray, bicubic: np.ndarray, ours: np.ndarray, original: np.ndarray,
                      size: int = 192) -> np.ndarray:
     """A side-by-side crop: bicubic | magmasr | original, taken where the original has the most detail."""
-    gray = original if original.ndim == 2 else original.mean(axis=2)
-    h, w = gray.shape
-    size = min(size, h, w)
-    gy, gx = np.gradient(gray.astype(np.float64))
-    energy = np.hypot(gy, gx)
-    best, at = -1.0, (0, 0)
-    for r in range(0, h - size + 1, max(1, size // 4)):
-        for c in range(0, w - size + 1, max(1, size // 4)):
-            e = energy[r:r + size, c:c + size].sum()
-            if e > best:
-                best, at = e, (r, c)
-    r, c = at
+    gray = original if original.ndim == 2 else im.rgb2y(original)
+    size = min(size, *gray.shape)
+    r, c = im.detail_window(gray, size)
     gap = np.full((size, 4) + original.shape[2:], 255, dtype=np.uint8)
     crops = [x[r:r + size, c:c + size] for x in (bicubic, ours, original)]
     return np.concatenate([crops[0], gap, crops[1], gap, crops[2]], axis=1)

@@ -547,3 +547,24 @@ def shave(img: np.ndarray, border: int) -> np.ndarray:
     if 2 * border >= img.shape[0] or 2 * border >= img.shape[1]:
         raise ValueError(f"shave: border {border} leaves nothing of an image of shape {img.shape}")
     return img[border:-border, border:-border, ...]
+
+
+def detail_window(gray: np.ndarray, size: int, margin: int = 0) -> tuple[int, int]:
+    """Top-left corner (row, col) of the ``size`` x ``size`` window of ``gray`` with the highest gradient
+    energy (sum of squared ``np.gradient`` components), over every position at least ``margin`` pixels from
+    the edges; the first in raster order on ties. Box sums come from a summed-area table, so the search is
+    exhaustive at the cost of two cumulative sums."""
+    gray = np.asarray(gray, dtype=np.float64)
+    if gray.ndim != 2 or min(gray.shape) < 2:
+        raise ValueError(f"detail_window expects a 2-D image of at least 2x2 pixels, got shape {gray.shape}")
+    if size < 1 or margin < 0:
+        raise ValueError(f"detail_window: size must be >= 1 and margin >= 0, got {size} and {margin}")
+    gy, gx = np.gradient(gray)
+    table = np.pad((gy**2 + gx**2).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = table[size:, size:] - table[:-size, size:] - table[size:, :-size] + table[:-size, :-size]
+    inner = sums[margin:sums.shape[0] - margin, margin:sums.shape[1] - margin]
+    if inner.size == 0:
+        raise ValueError(f"a {gray.shape[0]}x{gray.shape[1]} image has no {size}x{size} window {margin} pixels "
+                         "from its edges")
+    r, c = np.unravel_index(np.argmax(inner), inner.shape)
+    return int(r) + margin, int(c) + margin

@@ -295,3 +295,25 @@ def test_to_uint8_rounds_half_away_from_zero():
     np.testing.assert_allclose(image.to_float(u), [0, 128 / 255, 1])
     np.testing.assert_array_equal(image.to_uint8(image.to_float(u)), u)
     np.testing.assert_array_equal(image.round_half_away(np.array([-2.5, -0.5, 0.5, 1.5, 2.5])), [-3, -1, 1, 2, 3])
+
+
+def _bump(shape, center, sigma, height):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return height * np.exp(-((yy - center[0]) ** 2 + (xx - center[1]) ** 2) / (2 * sigma**2))
+
+
+def test_detail_window_is_the_window_centred_on_the_strongest_bump():
+    """Gaussian bumps: the odd window centred on a bump holds the most of its gradient energy. The steepest
+    bump sits in the top-right corner: the window pushed into that corner wins, unless a margin keeps the
+    windows away from it; then the window centred on the steeper of the two others wins."""
+    shape = (90, 120)
+    img = _bump(shape, (40, 60), 3.0, 100.0) + _bump(shape, (70, 25), 3.0, 60.0) + _bump(shape, (2, 116), 3.0, 150.0)
+    assert image.detail_window(img, 15) == (0, 120 - 15)
+    assert image.detail_window(img, 15, margin=6) == (40 - 7, 60 - 7)
+    assert image.detail_window(np.zeros((20, 30)), 5, margin=2) == (2, 2)  # ties: the first in raster order
+    with pytest.raises(ValueError, match="no 15x15 window"):
+        image.detail_window(np.zeros((20, 20)), 15, margin=3)
+    for bad in (dict(gray=np.zeros((20, 20, 3)), size=5), dict(gray=np.zeros((20, 20)), size=0),
+                dict(gray=np.zeros((20, 20)), size=5, margin=-1)):
+        with pytest.raises(ValueError, match="detail_window"):
+            image.detail_window(**bad)
