@@ -21,6 +21,7 @@
 // adds the gradient of those samples to the clamped border sample (the exact adjoint).
 #include <algorithm>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #ifdef _OPENMP
@@ -94,6 +95,15 @@ void vol2col(const ConvGeom& g, const float* x, const std::vector<Run>& runs, in
     }
     std::fill(dst + cols, dst + kBlock, 0.0f);
   }
+}
+
+// The column matrix of block blk (its runs left in `runs`); returns the block's columns [q0, q1).
+std::pair<int64_t, int64_t> block_columns(const ConvGeom& g, const float* x, int64_t blk, std::vector<Run>& runs,
+                                          float* col) {
+  const int64_t q0 = blk * kBlock, q1 = std::min(g.N * g.out_spatial(), q0 + kBlock);
+  block_runs(g, q0, q1, runs);
+  vol2col(g, x, runs, q1 - q0, col);
+  return {q0, q1};
 }
 
 // The adjoint of vol2col for the input channels [ci0, ci1): dx += scatter(dcol). Runs on the calling thread.
@@ -381,8 +391,7 @@ void bias_gradient(const ConvGeom& g, const float* dy, float* db) {
 
 void conv_forward(const ConvGeom& g, const float* x, const float* w, const float* b, float* y, bool relu) {
   if (g.Cout == 1) return forward_one_output(g, x, w, b, y, relu);
-  const int64_t K = g.Cin * g.kernel_volume(), P = g.out_spatial(), total = g.N * P, M = g.Cout;
-  const int64_t blocks = num_blocks(g);
+  const int64_t K = g.Cin * g.kernel_volume(), P = g.out_spatial(), M = g.Cout, blocks = num_blocks(g);
   blas_single_threaded();
 #pragma omp parallel
   {
@@ -390,9 +399,7 @@ void conv_forward(const ConvGeom& g, const float* x, const float* w, const float
     std::vector<Run> runs;
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < blocks; ++blk) {
-      const int64_t q0 = blk * kBlock, q1 = std::min(total, q0 + kBlock);
-      block_runs(g, q0, q1, runs);
-      vol2col(g, x, runs, q1 - q0, col.data());
+      const auto [q0, q1] = block_columns(g, x, blk, runs, col.data());
       sgemm(false, false, M, kBlock, K, 1.0f, w, K, col.data(), kBlock, 0.0f, tmp.data(), kBlock);
       for (int64_t co = 0; co < M; ++co) {
         const float bias = b ? b[co] : 0.0f;
@@ -450,8 +457,7 @@ void conv_backward_weight(const ConvGeom& g, const float* x, const float* dy, fl
     if (db) bias_gradient(g, dy, db);
     return;
   }
-  const int64_t K = g.Cin * g.kernel_volume(), P = g.out_spatial(), total = g.N * P, M = g.Cout;
-  const int64_t blocks = num_blocks(g);
+  const int64_t K = g.Cin * g.kernel_volume(), M = g.Cout, blocks = num_blocks(g);
   constexpr int64_t kMaxGroups = 32;
   const int64_t per_group = std::max<int64_t>(8, (blocks + kMaxGroups - 1) / kMaxGroups);
   const int64_t groups = (blocks + per_group - 1) / per_group;
@@ -466,9 +472,7 @@ void conv_backward_weight(const ConvGeom& g, const float* x, const float* dy, fl
       float* out = groups > 1 ? partial.data() + grp * M * K : dw;
       const int64_t b1 = std::min(blocks, (grp + 1) * per_group);
       for (int64_t blk = grp * per_group; blk < b1; ++blk) {
-        const int64_t q0 = blk * kBlock, q1 = std::min(total, q0 + kBlock);
-        block_runs(g, q0, q1, runs);
-        vol2col(g, x, runs, q1 - q0, col.data());
+        const auto [q0, q1] = block_columns(g, x, blk, runs, col.data());
         gather_dy(g, dy, q0, q1, dyc.data());
         sgemm(false, true, M, K, kBlock, 1.0f, dyc.data(), kBlock, col.data(), kBlock,
               blk == grp * per_group ? 0.0f : 1.0f, out, K);
