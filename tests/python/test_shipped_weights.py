@@ -37,10 +37,12 @@ def test_shipped_weights_on_set5(shared_dir, path):
 
 @pytest.mark.data
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the shipped models were trained on 2 CPU cores for 3000-4000 steps as interim "
-                   "models; the H100-trained weights of issue 5 must reach the floor (then drop this mark)")
 @pytest.mark.parametrize("path", SHIPPED_FILES, ids=[p.stem for p in SHIPPED_FILES])
-def test_shipped_weights_reach_the_floor(shared_dir, path):
+def test_shipped_weights_reach_the_floor(shared_dir, path, request):
+    """Every shipped model reaches the floor, except one whose metadata says it is an interim model: that one
+    must stay below it (a strict xfail), so that the label is dropped as soon as it is no longer true."""
     model = ImageSR.load(path)
+    if model.metadata.get("status", "").startswith("interim"):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"{path.name}: {model.metadata['status']}"))
     psnr = float(np.mean([r.psnr for r in evaluate_image_sr(model, shared_dir / "data" / "Set5", model.scale)]))
     assert psnr >= FLOOR[model.scale]
