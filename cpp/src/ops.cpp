@@ -267,6 +267,12 @@ void copy_storage(const Storage& dst, const Storage& src, size_t bytes) {
   const Device d = dst.device(), s = src.device();
   if (d.is_cpu() && s.is_cpu()) {
     std::memcpy(dst.data(), src.data(), bytes);
+  } else if (d.is_cuda() && s.is_cuda() && d.index() != s.index()) {
+    // Between two GPUs: the copy goes on the destination's stream, which does not wait for the source's, and
+    // the source block must not go back to its pool while the copy may still read it: synchronise both.
+    cuda::synchronize(s.index());
+    cuda::copy(dst.data(), true, src.data(), true, bytes, d.index());
+    cuda::synchronize(d.index());
   } else {
     const int dev = d.is_cuda() ? d.index() : s.index();
     cuda::copy(dst.data(), d.is_cuda(), src.data(), s.is_cuda(), bytes, dev);

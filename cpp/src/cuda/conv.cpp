@@ -230,6 +230,7 @@ void run_with_algo(Context& ctx, ConvDir dir, const ConvGeom& g, bool with_bias,
   ConvAlgo best = ConvAlgo::Auto, last = ConvAlgo::Auto;
   std::exception_ptr failure;
   for (ConvAlgo cand : {ConvAlgo::Direct, ConvAlgo::Gemm}) {
+    last = cand;  // the outputs hold (part of) cand's result from here on, even if it fails
     try {
       run(cand);  // warm-up: lazy module loading, cuBLAS heuristics, workspace growth
       MAGMASR_CUDA_CHECK(cudaEventRecord(start.get(), ctx.stream()));
@@ -238,11 +239,12 @@ void run_with_algo(Context& ctx, ConvDir dir, const ConvGeom& g, bool with_bias,
       MAGMASR_CUDA_CHECK(cudaEventSynchronize(stop.get()));
       float ms = 0.f;
       MAGMASR_CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()));
-      last = cand;
       if (ms < best_ms) best_ms = ms, best = cand;
     } catch (const CudaError&) {
-      // e.g. out of memory for the column buffer: the other strategy may still run
+      // e.g. out of memory for the column buffer: the other strategy may still run, unless the error is sticky
+      // (the context is broken, e.g. by an illegal address): then report it as it is.
       (void)cudaGetLastError();
+      if (cudaDeviceSynchronize() != cudaSuccess) throw;
       failure = std::current_exception();
     }
   }
