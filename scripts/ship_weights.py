@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-time", required=True)
     p.add_argument("--log", type=Path, help="the training log (.csv): its last validation PSNR is recorded")
     p.add_argument("--status", default="", help="'interim model: ...' for a model below the floor")
+    p.add_argument("--data-description", help="what the training data was (replaces the folder path recorded)")
+    p.add_argument("--note", help="anything else a user should know about how the file was trained")
     p.add_argument("--dest", type=Path, default=SHIPPED)
     args = p.parse_args(argv)
     for sub in ("Set5", "Set14"):
@@ -50,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"Set5 {set5:.2f} dB reaches the floor {floor}: it is not an interim model")
     meta = {"set5_psnr": f"{set5:.4f}", "set14_psnr": f"{set14:.4f}", "trained_on": args.trained_on,
             "train_time": args.train_time, "date": datetime.date.today().isoformat(), "status": args.status}
+    if args.data_description:
+        meta["data"] = args.data_description
+    if args.note:
+        meta["note"] = args.note
     if args.log:
         with open(args.log, newline="") as f:
             vals = [row["val_psnr"] for row in csv.DictReader(f) if row.get("val_psnr")]
