@@ -50,6 +50,48 @@ int max_threads() {
 
 inline int64_t clamp_index(int64_t i, int64_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
 
+// out[j] = src[j + shift] for j in [j0, j1), where src is an input row of width W: inside the row a plain copy,
+// outside it zero or (replicate) the border sample.
+void copy_padded_row(const float* src, int64_t W, int64_t shift, int64_t j0, int64_t j1, bool replicate, float* out) {
+  const int64_t a = std::clamp<int64_t>(-shift, j0, j1), b = std::clamp<int64_t>(W - shift, a, j1);
+  std::fill(out + j0, out + a, replicate ? src[0] : 0.0f);
+  std::memcpy(out + a, src + a + shift, sizeof(float) * (b - a));
+  std::fill(out + b, out + j1, replicate ? src[W - 1] : 0.0f);
+}
+
+// The adjoint of copy_padded_row: dst[j + shift] += in[j] inside the row; outside, dropped or (replicate) added
+// to the border sample.
+void add_padded_row(const float* in, int64_t W, int64_t shift, int64_t j0, int64_t j1, bool replicate, float* dst) {
+  const int64_t a = std::clamp<int64_t>(-shift, j0, j1), b = std::clamp<int64_t>(W - shift, a, j1);
+  if (replicate) {
+    for (int64_t j = j0; j < a; ++j) dst[0] += in[j];
+    for (int64_t j = b; j < j1; ++j) dst[W - 1] += in[j];
+  }
+  for (int64_t j = a; j < b; ++j) dst[j + shift] += in[j];
+}
+
+// Consecutive work items cut into fixed groups (at least `min_per_group` items, at most kMaxGroups groups),
+// each summed into its own partial result; the partials are then added in group order. The split depends on
+// the problem size alone, so the result is the same whatever the number of threads.
+struct Groups {
+  static constexpr int64_t kMaxGroups = 32;
+  int64_t per_group, count;
+  Groups(int64_t items, int64_t min_per_group)
+      : per_group(std::max(min_per_group, (items + kMaxGroups - 1) / kMaxGroups)),
+        count((items + per_group - 1) / per_group) {}
+};
+
+// out[e] = sum over groups, in order, of partial[g * n + e]; an orphaned `omp for` (call it inside a parallel
+// region, or alone).
+void sum_partials(const std::vector<float>& partial, int64_t groups, int64_t n, float* out) {
+#pragma omp for schedule(static)
+  for (int64_t e = 0; e < n; ++e) {
+    float v = partial[size_t(e)];
+    for (int64_t grp = 1; grp < groups; ++grp) v += partial[size_t(grp * n + e)];
+    out[e] = v;
+  }
+}
+
 // A block's columns [q0, q1) as runs along W: output row (n, od, oh), columns ow0..ow1-1, at block offset c.
 struct Run {
   int64_t n, od, oh, ow0, ow1, c;
@@ -88,12 +130,7 @@ void vol2col(const ConvGeom& g, const float* x, const std::vector<Run>& runs, in
       id = clamp_index(id, g.D);
       ih = clamp_index(ih, g.H);
       const float* src = x + ((run.n * g.Cin + ci) * g.D + id) * g.H * g.W + ih * g.W;
-      // Inside [a, b) the run reads src[ow + shift] within the row: a plain copy; outside, padding.
-      const int64_t a = std::clamp<int64_t>(-shift, run.ow0, run.ow1);
-      const int64_t b = std::clamp<int64_t>(g.W - shift, a, run.ow1);
-      std::fill(out + run.ow0, out + a, replicate ? src[0] : 0.0f);
-      std::memcpy(out + a, src + a + shift, sizeof(float) * (b - a));
-      std::fill(out + b, out + run.ow1, replicate ? src[g.W - 1] : 0.0f);
+      copy_padded_row(src, g.W, shift, run.ow0, run.ow1, replicate, out);
     }
     std::fill(dst + cols, dst + kBlock, 0.0f);
   }
@@ -125,13 +162,7 @@ void col2vol(const ConvGeom& g, const float* dcol, const std::vector<Run>& runs,
         ih = clamp_index(ih, g.H);
         float* dst = dx + ((run.n * g.Cin + ci) * g.D + id) * g.H * g.W + ih * g.W;
         const float* in = src + run.c - run.ow0;  // in[ow] for ow in [ow0, ow1)
-        const int64_t a = std::clamp<int64_t>(-shift, run.ow0, run.ow1);
-        const int64_t b = std::clamp<int64_t>(g.W - shift, a, run.ow1);
-        if (replicate) {
-          for (int64_t ow = run.ow0; ow < a; ++ow) dst[0] += in[ow];
-          for (int64_t ow = b; ow < run.ow1; ++ow) dst[g.W - 1] += in[ow];
-        }
-        for (int64_t ow = a; ow < b; ++ow) dst[ow + shift] += in[ow];
+        add_padded_row(in, g.W, shift, run.ow0, run.ow1, replicate, dst);
       }
     }
   }
@@ -223,7 +254,6 @@ const float* slab_source_row(const ConvGeom& g, const float* x, const SlabTask& 
 // Fills the slab of task t: for each (ci, kd), rows R + kH - 1 of width Wp, padded as the geometry says.
 void build_slab(const ConvGeom& g, const SlabGeom& s, const float* x, const SlabTask& t, float* slab) {
   const bool replicate = g.mode == PadMode::Replicate;
-  const int64_t a = std::min(g.pW, s.Wp), b = std::clamp<int64_t>(g.W + g.pW, a, s.Wp);  // [a, b): inside
   for (int64_t ck = 0; ck < g.Cin * g.kD; ++ck)
     for (int64_t rr = 0; rr < s.rows; ++rr) {
       float* dst = slab + (ck * s.rows + rr) * s.Wp;
@@ -232,9 +262,7 @@ void build_slab(const ConvGeom& g, const SlabGeom& s, const float* x, const Slab
         std::fill(dst, dst + s.Wp, 0.0f);
         continue;
       }
-      std::fill(dst, dst + a, replicate ? src[0] : 0.0f);
-      std::memcpy(dst + a, src + (a - g.pW), sizeof(float) * (b - a));
-      std::fill(dst + b, dst + s.Wp, replicate ? src[g.W - 1] : 0.0f);
+      copy_padded_row(src, g.W, -g.pW, 0, s.Wp, replicate, dst);
     }
 }
 
@@ -242,17 +270,11 @@ void build_slab(const ConvGeom& g, const SlabGeom& s, const float* x, const Slab
 // from (padding samples dropped for Zeros, added to the clamped border sample for Replicate).
 void scatter_slab(const ConvGeom& g, const SlabGeom& s, const float* dslab, const SlabTask& t, int64_t ci, float* dx) {
   const bool replicate = g.mode == PadMode::Replicate;
-  const int64_t a = std::min(g.pW, s.Wp), b = std::clamp<int64_t>(g.W + g.pW, a, s.Wp);
   for (int64_t kd = 0; kd < g.kD; ++kd)
     for (int64_t rr = 0; rr < t.R + g.kH - 1; ++rr) {
       float* dst = const_cast<float*>(slab_source_row(g, dx, t, ci, kd, rr));
       if (!dst) continue;
-      const float* src = dslab + (kd * s.rows + rr) * s.Wp;
-      if (replicate) {
-        for (int64_t j = 0; j < a; ++j) dst[0] += src[j];
-        for (int64_t j = b; j < s.Wp; ++j) dst[g.W - 1] += src[j];
-      }
-      axpy(b - a, 1.0f, src + a, dst + (a - g.pW));
+      add_padded_row(dslab + (kd * s.rows + rr) * s.Wp, g.W, -g.pW, 0, s.Wp, replicate, dst);
     }
 }
 
@@ -306,18 +328,17 @@ void gather_dy_rows(const ConvGeom& g, const SlabGeom& s, const float* dy, const
 void backward_weight_one_output(const ConvGeom& g, const float* x, const float* dy, float* dw) {
   const SlabGeom s = slab_geom(g);
   const int64_t K = g.Cin * g.kernel_volume(), tasks = s.tasks(g);
-  constexpr int64_t kMaxGroups = 32;
-  const int64_t per_group = (tasks + kMaxGroups - 1) / kMaxGroups, groups = (tasks + per_group - 1) / per_group;
+  const Groups groups(tasks, 1);
   std::vector<int64_t> offset(static_cast<size_t>(K));
   for (int64_t r = 0; r < K; ++r) offset[size_t(r)] = tap_offset(g, s, r);
-  std::vector<float> partial(size_t(groups * K), 0.0f);
+  std::vector<float> partial(size_t(groups.count * K), 0.0f);
 #pragma omp parallel
   {
     std::vector<float> slab(size_t(s.slab_floats(g))), dyp(size_t(s.R * s.Wp));
 #pragma omp for schedule(static)
-    for (int64_t grp = 0; grp < groups; ++grp) {
+    for (int64_t grp = 0; grp < groups.count; ++grp) {
       float* out = partial.data() + grp * K;
-      for (int64_t ti = grp * per_group; ti < std::min(tasks, (grp + 1) * per_group); ++ti) {
+      for (int64_t ti = grp * groups.per_group; ti < std::min(tasks, (grp + 1) * groups.per_group); ++ti) {
         const SlabTask t = slab_task(g, s, ti);
         build_slab(g, s, x, t, slab.data());
         gather_dy_rows(g, s, dy, t, dyp.data());
@@ -325,12 +346,7 @@ void backward_weight_one_output(const ConvGeom& g, const float* x, const float* 
         for (int64_t r = 0; r < K; ++r) out[r] += dot(L, dyp.data(), slab.data() + offset[size_t(r)]);
       }
     }
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < K; ++r) {
-      float v = partial[size_t(r)];
-      for (int64_t grp = 1; grp < groups; ++grp) v += partial[size_t(grp * K + r)];
-      dw[r] = v;
-    }
+    sum_partials(partial, groups.count, K, dw);
   }
 }
 
@@ -340,6 +356,8 @@ void backward_weight_one_output(const ConvGeom& g, const float* x, const float* 
 void backward_data_one_output(const ConvGeom& g, const float* dy, const float* w, float* dx) {
   const SlabGeom s = slab_geom(g);
   const int64_t kvol = g.kernel_volume(), per_image = g.oD() * s.blocks_per_depth;
+  std::vector<int64_t> offset(static_cast<size_t>(kvol));  // of the taps of one input channel
+  for (int64_t kr = 0; kr < kvol; ++kr) offset[size_t(kr)] = tap_offset(g, s, kr);
   std::fill(dx, dx + g.x_numel(), 0.0f);
 #pragma omp parallel
   {
@@ -353,7 +371,7 @@ void backward_data_one_output(const ConvGeom& g, const float* dy, const float* w
         std::fill(dslab.begin(), dslab.end(), 0.0f);
         const int64_t L = flat_length(g, s, t);
         for (int64_t kr = 0; kr < kvol; ++kr)
-          axpy(L, w[ci * kvol + kr], dyp.data(), dslab.data() + tap_offset(g, s, kr));
+          axpy(L, w[ci * kvol + kr], dyp.data(), dslab.data() + offset[size_t(kr)]);
         scatter_slab(g, s, dslab.data(), t, ci, dx);
       }
     }
@@ -460,34 +478,25 @@ void conv_backward_weight(const ConvGeom& g, const float* x, const float* dy, fl
     return;
   }
   const int64_t K = g.Cin * g.kernel_volume(), M = g.Cout, blocks = num_blocks(g);
-  constexpr int64_t kMaxGroups = 32;
-  const int64_t per_group = std::max<int64_t>(8, (blocks + kMaxGroups - 1) / kMaxGroups);
-  const int64_t groups = (blocks + per_group - 1) / per_group;
-  std::vector<float> partial(groups > 1 ? size_t(groups * M * K) : 0);
+  const Groups groups(blocks, 8);
+  std::vector<float> partial(groups.count > 1 ? size_t(groups.count * M * K) : 0);
   blas_single_threaded();
 #pragma omp parallel
   {
     std::vector<float> col(size_t(K * kBlock)), dyc(size_t(M * kBlock));
     std::vector<Run> runs;
 #pragma omp for schedule(static)
-    for (int64_t grp = 0; grp < groups; ++grp) {
-      float* out = groups > 1 ? partial.data() + grp * M * K : dw;
-      const int64_t b1 = std::min(blocks, (grp + 1) * per_group);
-      for (int64_t blk = grp * per_group; blk < b1; ++blk) {
+    for (int64_t grp = 0; grp < groups.count; ++grp) {
+      float* out = groups.count > 1 ? partial.data() + grp * M * K : dw;
+      const int64_t b0 = grp * groups.per_group, b1 = std::min(blocks, b0 + groups.per_group);
+      for (int64_t blk = b0; blk < b1; ++blk) {
         const auto [q0, q1] = block_columns(g, x, blk, runs, col.data());
         gather_dy(g, dy, q0, q1, dyc.data());
         sgemm(false, true, M, K, kBlock, 1.0f, dyc.data(), kBlock, col.data(), kBlock,
-              blk == grp * per_group ? 0.0f : 1.0f, out, K);
+              blk == b0 ? 0.0f : 1.0f, out, K);
       }
     }
-    if (groups > 1) {
-#pragma omp for schedule(static)
-      for (int64_t e = 0; e < M * K; ++e) {
-        float s = partial[size_t(e)];
-        for (int64_t grp = 1; grp < groups; ++grp) s += partial[size_t(grp * M * K + e)];
-        dw[e] = s;
-      }
-    }
+    if (groups.count > 1) sum_partials(partial, groups.count, M * K, dw);
   }
   if (db) bias_gradient(g, dy, db);
 }
