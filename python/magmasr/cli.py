@@ -130,6 +130,20 @@ def comparison_image(lr: np.ndarray, bicubic: np.ndarray, ours: np.ndarray, orig
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov")
 
 
+def default_video_model(scale: int, weights: str | None) -> str:
+    """What a video goes through without --model: 3DSRnet when --weights is a 3DSRnet file or, without
+    --weights, when a 3DSRnet ships for the scale; otherwise SRCNN frame by frame."""
+    if weights:
+        from .weights import load
+
+        try:
+            arch = load(weights)[1].get("architecture", "")
+        except Exception:  # noqa: BLE001 - _load_weights reports an unreadable file properly
+            return "srcnn"
+        return "3dsrnet" if arch == "tdsrnet" else "srcnn"
+    return "3dsrnet" if shipped_weights("3dsrnet", scale) else "srcnn"
+
+
 def load_video_model(args):
     """3DSRnet for --model 3dsrnet, else the image model frame by frame."""
     if args.model != "3dsrnet":
@@ -218,8 +232,15 @@ def _progress(done: int, total: int, t0: float) -> None:
 
 
 def cmd_upscale(args) -> int:
-    model = load_image_model(args) if args.input is None or not str(args.input).lower().endswith(VIDEO_SUFFIXES) \
-        else None
+    video = args.input is not None and str(args.input).lower().endswith(VIDEO_SUFFIXES)
+    if args.model is None:
+        args.model = default_video_model(args.scale, args.weights) if video else "srcnn"
+        if video and args.model == "srcnn" and not args.weights:
+            have = [f"x{k}" for k in (2, 3, 4) if shipped_weights("3dsrnet", k)]
+            print(f"note: no 3DSRnet x{args.scale} ships with this version"
+                  + (f" (only {', '.join(have)})" if have else "")
+                  + "; the video goes through SRCNN frame by frame", file=sys.stderr)
+    model = None if video else load_image_model(args)
     where = args.device + ("" if args.device == "cpu" else f" ({_gpu_name()})")
     print(f"magmasr upscale: {args.model} x{args.scale} on {where}", file=sys.stderr)
     if args.input is None:
@@ -338,12 +359,56 @@ def cmd_train(args) -> int:
     from . import train
     from .models import SRCNN_PRESETS
 
+    if args.model == "3dsrnet":
+        return _train_video(args)
+    args.arch = args.arch or "9-5-5"
     if args.arch not in SRCNN_PRESETS:
         raise CliError(f"--arch {args.arch}: expected one of {sorted(SRCNN_PRESETS)}")
     f1, f2, f3 = SRCNN_PRESETS[args.arch]
     recipe = train.make_recipe("scratch_nonlinear" if args.nonlinear else "scratch", f1=f1, f2=f2, f3=f3,
-                               seed=args.seed, init=args.init)
+                               seed=args.seed, init=args.init or "gaussian")
     return _train_common(args, recipe)
+
+
+def _train_video(args) -> int:
+    """3DSRnet (the published architecture) on clips: synthetic camera motion over the still images in DATA,
+    plus the real frame sequences of each --video folder; the residual over the bicubic centre frame by MSE."""
+    from . import train
+    from .video import ClipDataset, VideoSR
+
+    if args.arch is not None or args.nonlinear:
+        raise CliError("--arch and --nonlinear are SRCNN options; 3DSRnet takes --filters")
+    if args.init == "gaussian":
+        raise CliError("--init gaussian is the SRCNN paper's; 3DSRnet starts from the default initialisation")
+    for name, low in (("patch", 1), ("filters", 1), ("clips_per_image", 0), ("max_shift", 0)):
+        if getattr(args, name) < low:
+            raise CliError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(args, name)}")
+    if not args.clips_per_image and not args.video:
+        raise CliError("--clips-per-image 0 and no --video folder: no training clips")
+    parts = []
+    try:
+        if args.clips_per_image:
+            images = [read_image(p) for p in list_images(args.data)]
+            parts.append(ClipDataset.synthetic(images, args.scale, clips_per_image=args.clips_per_image,
+                                               patch=args.patch, max_shift=args.max_shift, seed=args.seed))
+        for folder in args.video or []:
+            parts.append(ClipDataset.from_folders([folder], args.scale, patch=args.patch, stride=args.patch))
+    except (OSError, ValueError) as e:
+        raise CliError(str(e)) from None
+    data = ClipDataset(np.concatenate([d.x for d in parts]), np.concatenate([d.y for d in parts]), args.scale)
+    tr, va = data.split(args.val_fraction, seed=args.seed) if args.val_fraction > 0 else (data, None)
+    print(f"{len(tr)} training and {0 if va is None else len(va)} validation clips of 5x{args.patch}x{args.patch} "
+          f"LR frames", file=sys.stderr)
+    model = VideoSR.tdsrnet(args.scale, filters=args.filters, seed=args.seed)
+    res = train.fit(model.net, tr, steps=args.steps, batch_size=args.batch, optimizer=args.optimizer, lr=args.lr,
+                    lr_schedule=args.lr_schedule, val=va, seed=args.seed, device=args.device,
+                    checkpoint=args.checkpoint, log=args.log)
+    model.save(args.output, recipe="3dsrnet_synthetic_clips" + ("_and_video" if args.video else ""),
+               data=" ".join([str(args.data)] + list(args.video or [])), steps=str(args.steps),
+               val_psnr_residual=f"{res.val_psnr:.4f}" if res.val_psnr is not None else "",
+               command=" ".join(["magmasr"] + args.argv))
+    print(f"saved {args.output} (validation PSNR of the residual {res.val_psnr})", file=sys.stderr)
+    return 0
 
 
 def cmd_finetune(args) -> int:
@@ -391,16 +456,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="magmasr", description="Fast, exact image and video super-resolution.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(q, model_default="srcnn"):
+    def common(q, model_default="srcnn", model_help=None):
         q.add_argument("--scale", type=int, choices=(2, 3, 4), default=3)
-        q.add_argument("--model", default=model_default, choices=("srcnn", "3dsrnet", "bicubic"))
+        q.add_argument("--model", default=model_default, choices=("srcnn", "3dsrnet", "bicubic"), help=model_help)
         q.add_argument("--weights", help="a magmasr weight file (.safetensors) instead of the shipped one")
         q.add_argument("--device", default=None, help="cpu or cuda (default: cuda when a GPU is usable)")
 
     u = sub.add_parser("upscale", help="upscale an image, a folder of images, or the default picture")
     u.add_argument("input", nargs="?", help="image or folder (default: a picture bundled with scikit-image)")
     u.add_argument("-o", "--output", help="output file (or folder for a folder input)")
-    common(u)
+    common(u, None, "images: srcnn (default) or bicubic; videos: 3dsrnet (default where it ships for the "
+                    "scale or --weights is one), srcnn or bicubic frame by frame")
     u.add_argument("--tile", type=int, default=None, help="tile size for large pictures (default: automatic)")
     u.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     u.set_defaults(fn=cmd_upscale)
@@ -425,12 +491,20 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--log", help="CSV or JSON training log")
         q.add_argument("--device", default=None)
 
-    t = sub.add_parser("train", help="train SRCNN on a folder of images (SRCNN protocol sub-images)")
-    t.add_argument("data")
-    t.add_argument("--arch", default="9-5-5")
-    t.add_argument("--nonlinear", action="store_true", help="with the added non-linear layer")
-    t.add_argument("--init", choices=("gaussian", "default"), default="gaussian",
-                   help="gaussian: the paper's N(0, 0.001^2); default: U(+-1/sqrt(fan_in))")
+    t = sub.add_parser("train", help="train SRCNN on a folder of images (SRCNN protocol sub-images), or "
+                                     "3DSRnet on clips (synthetic camera motion over them, plus --video folders)")
+    t.add_argument("data", help="a folder of training images")
+    t.add_argument("--model", choices=("srcnn", "3dsrnet"), default="srcnn")
+    t.add_argument("--arch", default=None, help="SRCNN preset (default 9-5-5)")
+    t.add_argument("--nonlinear", action="store_true", help="SRCNN with the added non-linear layer")
+    t.add_argument("--init", choices=("gaussian", "default"), default=None,
+                   help="gaussian: the SRCNN paper's N(0, 0.001^2) (SRCNN's default); default: U(+-1/sqrt(fan_in))")
+    t.add_argument("--filters", type=int, default=64, help="3DSRnet: filters per layer (published: 64)")
+    t.add_argument("--patch", type=int, default=32, help="3DSRnet: LR patch size of a training clip")
+    t.add_argument("--clips-per-image", type=int, default=32,
+                   help="3DSRnet: synthetic clips per training image (0: only the --video frames)")
+    t.add_argument("--max-shift", type=float, default=3.0, help="3DSRnet: synthetic motion, HR pixels per frame")
+    t.add_argument("--video", action="append", help="3DSRnet: a folder of HR frames to cut clips from (repeatable)")
     training(t)
     t.set_defaults(fn=cmd_train)
 

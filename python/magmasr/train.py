@@ -13,6 +13,7 @@ as if it had not stopped.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -73,10 +74,20 @@ class PatchDataset:
 
     def split(self, fraction: float, seed: int = 0) -> tuple["PatchDataset", "PatchDataset"]:
         """A random (train, validation) split with `fraction` of the sub-images in validation."""
-        order = np.random.default_rng(seed).permutation(len(self))
-        k = max(1, int(round(len(self) * fraction)))
-        a, b = order[k:], order[:k]
-        return (PatchDataset(self.x[a], self.y[a], self.scale), PatchDataset(self.x[b], self.y[b], self.scale))
+        return split_dataset(self, fraction, seed)
+
+
+def split_dataset(data, fraction: float, seed: int = 0):
+    """A random (train, validation) split of a dataset with fields ``x``, ``y`` (and others kept as they are)
+    with `fraction` of its samples (at least one) in validation."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the validation fraction must be in (0, 1), got {fraction}")
+    if len(data) < 2:
+        raise ValueError(f"cannot split {len(data)} sample(s) into training and validation")
+    order = np.random.default_rng(seed).permutation(len(data))
+    k = min(len(data) - 1, max(1, int(round(len(data) * fraction))))
+    a, b = order[k:], order[:k]
+    return (dataclasses.replace(data, x=data.x[a], y=data.y[a]), dataclasses.replace(data, x=data.x[b], y=data.y[b]))
 
 
 def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -8,10 +8,10 @@ window; at its ends the window is padded by repeating the first / last frame.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from collections import deque
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -110,16 +110,19 @@ class VideoEval:
     psnr_bicubic: float
     psnr_srcnn: float | None
     frames: int
+    psnr_baselines: dict = field(default_factory=dict)
 
 
 def evaluate_video(model: VideoSR, folder: str | os.PathLike, *, srcnn: ImageSR | None = None,
-                   frames: slice | None = None, crop: tuple[int, int] | None = None) -> VideoEval:
+                   baselines: Mapping[str, ImageSR] | None = None, frames: slice | None = None,
+                   crop: tuple[int, int] | None = None) -> VideoEval:
     """The 3DSRnet authors' ``test.m`` protocol on a folder of HR Y frames (uint8): frames cropped to a
     multiple of the scale, Y / 255, LR = MATLAB bicubic 1/scale in floating point, for each centre frame
     i = 3..N-2 (1-based) the window i-2..i+2, the residual added to the bicubic-upscaled centre frame, PSNR
     with peak 1 over the whole frame on the unrounded, unclipped output; the mean over the frames.
 
-    `srcnn` also evaluates a single-frame SRCNN on the same frames (bicubic, then the network).
+    `srcnn` also evaluates a single-frame SRCNN on the same frames (bicubic, then the network), and
+    `baselines` ({name: model}) more of them, reported in ``psnr_baselines`` under their names.
     `frames` restricts the centre frames (0-based slice of 2..N-3) and `crop` = (rows, cols) crops every
     HR frame at its top-left, both to make quick checks on a part of a sequence.
     """
@@ -139,6 +142,7 @@ def evaluate_video(model: VideoSR, folder: str | os.PathLike, *, srcnn: ImageSR 
     if frames is not None:
         centres = centres[frames]
     ours, bic, single = [], [], []
+    others = {name: [] for name in (baselines or {})}
     for i in centres:
         up = im.imresize(lr[i], scale)
         out = up + model.residual(np.stack(lr[i - 2:i + 3]))
@@ -147,8 +151,12 @@ def evaluate_video(model: VideoSR, folder: str | os.PathLike, *, srcnn: ImageSR 
         if srcnn is not None:
             single.append(metrics.psnr(srcnn.refine(up).astype(np.float64), hr[i], round_uint8=False,
                                        data_range=1.0))
+        for name, m in (baselines or {}).items():
+            others[name].append(metrics.psnr(m.refine(up).astype(np.float64), hr[i], round_uint8=False,
+                                             data_range=1.0))
     return VideoEval(Path(folder).name, float(np.mean(ours)), float(np.mean(bic)),
-                     float(np.mean(single)) if single else None, len(centres))
+                     float(np.mean(single)) if single else None, len(centres),
+                     {name: float(np.mean(v)) for name, v in others.items()})
 
 
 # -------------------------------------------------------------------------------------- training clips
@@ -163,6 +171,12 @@ class ClipDataset:
 
     def __len__(self) -> int:
         return len(self.x)
+
+    def split(self, fraction: float, seed: int = 0) -> tuple["ClipDataset", "ClipDataset"]:
+        """A random (train, validation) split with `fraction` of the clips in validation."""
+        from .train import split_dataset
+
+        return split_dataset(self, fraction, seed)
 
     @staticmethod
     def _clip(hr_frames: Sequence[np.ndarray], scale: int) -> tuple[np.ndarray, np.ndarray]:

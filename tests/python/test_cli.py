@@ -95,6 +95,58 @@ def test_train_then_finetune_produce_loadable_models(tmp_path):
     assert not np.array_equal(a["conv3.weight"], b["conv3.weight"])      # retrained
 
 
+def test_train_3dsrnet_on_synthetic_and_real_clips_then_resume(tmp_path, capsys):
+    """3DSRnet trains from the command line on clips made from still images (simulated camera motion) and from
+    a folder of frames; an interrupted run resumes from its checkpoint to the same weights; options of the
+    other model are refused."""
+    from skimage import data
+
+    from magmasr.video import VideoSR
+
+    stills, frames = tmp_path / "stills", tmp_path / "frames"
+    stills.mkdir()
+    frames.mkdir()
+    iio.imwrite(stills / "cam.png", data.camera()[:160, :160])
+    for t in range(6):  # a pan over the coins picture, 2 pixels a frame
+        iio.imwrite(frames / f"{t:03d}.png", data.coins()[:64, 2 * t:2 * t + 64])
+    common = ["--model", "3dsrnet", "--scale", "2", "--patch", "8", "--clips-per-image", "3", "--filters", "4",
+              "--video", frames, "--batch", "4", "--lr", "1e-3", "--lr-schedule", "constant", "--seed", "2", "--device", "cpu"]
+    whole = tmp_path / "whole.safetensors"
+    assert run("train", stills, *common, "--steps", "6", "-o", whole) == 0
+    model = VideoSR.load(whole)
+    assert model.scale == 2 and model.arch.kwargs["filters"] == 4
+    assert model.metadata["recipe"] == "3dsrnet_synthetic_clips_and_video" and str(frames) in model.metadata["data"]
+    assert "clips of 5x8x8 LR frames" in capsys.readouterr().err
+    # 3 synthetic clips + 2 windows x 16 patches of the 32x32 LR pan = 35 clips, 2 (5%) kept for validation.
+    ck = tmp_path / "ck.safetensors"  # a run of 3 steps stands for one cut after 3 (constant rate: same schedule)
+    assert run("train", stills, *common, "--steps", "3", "--checkpoint", ck, "-o", tmp_path / "half.safetensors") == 0
+    resumed = tmp_path / "resumed.safetensors"
+    assert run("train", stills, *common, "--steps", "6", "--checkpoint", ck, "-o", resumed) == 0
+    a, b = VideoSR.load(whole).net.state_dict(), VideoSR.load(resumed).net.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    capsys.readouterr()
+    assert run("train", stills, *common, "--arch", "9-1-5", "-o", tmp_path / "x.safetensors") == 2
+    assert "--arch and --nonlinear are SRCNN options" in capsys.readouterr().err
+    assert run("train", stills, "--model", "3dsrnet", "--clips-per-image", "0", "-o", tmp_path / "x.safetensors") == 2
+    assert "no training clips" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_videos_default_to_3dsrnet_only_where_one_is_available(tmp_path, monkeypatch):
+    from magmasr.video import VideoSR
+
+    vid, img = tmp_path / "v.safetensors", tmp_path / "i.safetensors"
+    VideoSR.tdsrnet(2, filters=4).save(vid)
+    ImageSR.srcnn("9-1-5", scale=2).save(img)
+    assert cli.default_video_model(2, str(vid)) == "3dsrnet"
+    assert cli.default_video_model(2, str(img)) == "srcnn"
+    monkeypatch.setattr(cli, "shipped_weights", lambda model, scale: vid if (model, scale) == ("3dsrnet", 4) else None)
+    assert cli.default_video_model(4, None) == "3dsrnet"
+    assert cli.default_video_model(3, None) == "srcnn"
+
+
 def test_tiled_inference_is_identical_to_whole_image():
     rng = np.random.default_rng(3)
     model = ImageSR.srcnn("9-5-5", scale=2)

@@ -94,3 +94,21 @@ def test_streaming_equals_the_whole_sequence_and_holds_only_the_window():
         up[:, :, 0] = ref[k]
         expect = im.to_uint8(np.clip(im.ycbcr2rgb(np.clip(up, 0, 1)), 0, 1))
         np.testing.assert_array_equal(out[k], expect)
+
+
+def test_clip_dataset_split_is_a_disjoint_cover():
+    rng = np.random.default_rng()
+    n = int(rng.integers(20, 60))
+    ds = ClipDataset(rng.random((n, 1, 5, 4, 4), dtype=np.float32), rng.random((n, 1, 8, 8), dtype=np.float32), 2)
+    tr, va = ds.split(0.1, seed=int(rng.integers(1 << 30)))
+    assert isinstance(tr, ClipDataset) and tr.scale == 2 and len(va) == max(1, round(0.1 * n))
+    assert len(tr) + len(va) == n
+    # Every clip lands on one side with its own target (the first pixel identifies a clip: random floats).
+    keys = sorted(float(x[0, 0, 0, 0]) for x in np.concatenate([tr.x, va.x]))
+    assert keys == sorted(float(x[0, 0, 0, 0]) for x in ds.x)
+    for part in (tr, va):
+        for x, y in zip(part.x, part.y):
+            i = int(np.flatnonzero(ds.x[:, 0, 0, 0, 0] == x[0, 0, 0, 0])[0])
+            np.testing.assert_array_equal(y, ds.y[i])
+    with pytest.raises(ValueError, match="in \\(0, 1\\)"):
+        ds.split(1.0)
