@@ -53,8 +53,11 @@ def _by_scale(rows: list[dict], key: str, series: dict[str, str], markers: dict[
         sub = sorted((r for r in rows if r[key] == name), key=lambda r: int(r["scale"]))
         panel: Panel = {"title": f"{what}{name}", "ylabel": "PSNR (dB)", "decimals": 2,
                         "groups": [f"x{int(r['scale'])}" for r in sub],
-                        "series": {label: [_value(r, k) for r in sub] for k, label in series.items()},
-                        "markers": {}}
+                        "series": {}, "markers": {}}
+        for k, label in series.items():  # a column no row has is left out (a gap where only some rows lack it)
+            values = [_value(r, k) for r in sub]
+            if any(v is not None for v in values):
+                panel["series"][label] = values
         for k, label in markers.items():
             values = [_value(r, k) for r in sub]
             if any(v is not None for v in values):
@@ -74,8 +77,10 @@ def _srcnn(doc: dict) -> tuple[str, list[Panel], int]:
 
 def _vid4(doc: dict) -> tuple[str, list[Panel], int]:
     panels = _by_scale(doc["rows"], "sequence",
-                       {"bicubic": "bicubic", "srcnn_955": "SRCNN 9-5-5 (single frame)",
-                        "tdsrnet_imported": "3DSRnet (authors' weights)"}, {}, "Vid4 ")
+                       {"bicubic": "bicubic", "srcnn_955": "SRCNN 9-5-5 (single frame, authors' weights)",
+                        "srcnn_ours": "SRCNN (single frame, magmasr's weights)",
+                        "tdsrnet_imported": "3DSRnet (authors' weights)",
+                        "tdsrnet_ours": "3DSRnet (magmasr's weights)"}, {}, "Vid4 ")
     return "3DSRnet paper table: mean PSNR (Y) on Vid4, the authors' test.m protocol", panels, len(panels)
 
 

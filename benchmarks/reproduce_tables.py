@@ -3,7 +3,8 @@
 Table 1 (SRCNN paper): Set5 and Set14 at x2/x3/x4 for bicubic, the original authors' SRCNN weights
 (imported), and the weights magmasr ships (when there are any), under the SRCNN protocol.
 Table 2 (3DSRnet paper): Vid4 calendar and city at x2/x3/x4 for bicubic, single-frame SRCNN 9-5-5 (the
-authors' weights) and the imported 3DSRnet, under the 3DSRnet authors' test.m protocol.
+authors' weights) and ours, the imported 3DSRnet and ours (where they ship), under the 3DSRnet authors' test.m
+protocol.
 
 Usage: python benchmarks/reproduce_tables.py [--shared ../shared] [--out docs/results] [--device cpu|cuda]
                                              [--only srcnn|vid4]
@@ -83,22 +84,34 @@ def vid4_table(shared: Path, device: str) -> tuple[list[dict], str]:
         model = VideoSR.from_3dsrnet_mat(mat, scale).to(device)
         srcnn = ImageSR.from_srcnn_mat(shared / "weights/srcnn_official/9-5-5_imagenet" / f"x{scale}.mat",
                                        scale).to(device)
+        ours_srcnn, ours_3d = shipped_weights("srcnn", scale), shipped_weights("3dsrnet", scale)
+        baselines = {"srcnn_ours": ImageSR.load(ours_srcnn).to(device)} if ours_srcnn else {}
+        ours = VideoSR.load(ours_3d).to(device) if ours_3d else None
         for seq in ("calendar", "city"):
             t0 = time.perf_counter()
-            r = evaluate_video(model, shared / "data/Vid4_Y" / seq, srcnn=srcnn)
-            rows.append({"scale": scale, "sequence": seq, "bicubic": r.psnr_bicubic, "srcnn_955": r.psnr_srcnn,
-                         "tdsrnet_imported": r.psnr, "frames": r.frames, "seconds": time.perf_counter() - t0})
-            print(rows[-1], flush=True)
-    lines = ["| scale | sequence | bicubic | SRCNN 9-5-5 (single frame) | 3DSRnet imported | frames |",
-             "|---|---|---|---|---|---|"]
+            r = evaluate_video(model, shared / "data/Vid4_Y" / seq, srcnn=srcnn, baselines=baselines)
+            row = {"scale": scale, "sequence": seq, "bicubic": r.psnr_bicubic, "srcnn_955": r.psnr_srcnn,
+                   **r.psnr_baselines, "tdsrnet_imported": r.psnr, "frames": r.frames}
+            if ours is not None:
+                row["tdsrnet_ours"] = evaluate_video(ours, shared / "data/Vid4_Y" / seq).psnr
+                row["tdsrnet_ours_file"] = ours_3d.name
+            row["seconds"] = time.perf_counter() - t0
+            rows.append(row)
+            print(row, flush=True)
+    cols = {"bicubic": "bicubic", "srcnn_955": "SRCNN 9-5-5 imported (single frame)",
+            "srcnn_ours": "SRCNN ours (single frame)", "tdsrnet_imported": "3DSRnet imported",
+            "tdsrnet_ours": "3DSRnet ours"}
+    lines = ["| scale | sequence | " + " | ".join(cols.values()) + " | frames |",
+             "|---|---|" + "---|" * len(cols) + "---|"]
+    f = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
     for scale in sorted({r["scale"] for r in rows}):
         sub = [r for r in rows if r["scale"] == scale]
         for r in sub:
-            lines.append(f"| x{scale} | {r['sequence']} | {r['bicubic']:.2f} | {r['srcnn_955']:.2f} | "
-                         f"{r['tdsrnet_imported']:.2f} | {r['frames']} |")
-        mean = {k: np.mean([r[k] for r in sub]) for k in ("bicubic", "srcnn_955", "tdsrnet_imported")}
-        lines.append(f"| x{scale} | **mean of the two** | {mean['bicubic']:.2f} | {mean['srcnn_955']:.2f} | "
-                     f"{mean['tdsrnet_imported']:.2f} | (paper, all four Vid4: {PUBLISHED_VID4_AVG[scale]:.2f}) |")
+            lines.append(f"| x{scale} | {r['sequence']} | " + " | ".join(f(r.get(k)) for k in cols)
+                         + f" | {r['frames']} |")
+        mean = {k: float(np.mean([r[k] for r in sub])) if all(k in r for r in sub) else None for k in cols}
+        lines.append(f"| x{scale} | **mean of the two** | " + " | ".join(f(mean[k]) for k in cols)
+                     + f" | (paper, all four Vid4: {PUBLISHED_VID4_AVG[scale]:.2f}) |")
     return rows, "\n".join(lines)
 
 

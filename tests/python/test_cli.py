@@ -5,7 +5,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from magmasr import cli, image as im
+from magmasr import cli, image as im, metrics
 from magmasr.sr import ImageSR
 
 
@@ -182,6 +182,37 @@ def test_video_is_streamed_with_its_audio(tmp_path):
     assert run("upscale", src, "--model", "3dsrnet", "--weights", weights, "--scale", "3", "-o",
                tmp_path / "c.mp4", "--device", "cpu") == 2
     assert set(tmp_path.iterdir()) == before
+
+
+def test_video_without_model_uses_the_shipped_3dsrnet(tmp_path, capsys):
+    """Without --model a video at a scale where a 3DSRnet ships goes through it (and the result is the
+    streaming pipeline's); at a scale without one, through SRCNN frame by frame, saying so."""
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    import subprocess
+
+    from magmasr.video import VideoSR
+
+    scales = [k for k in (2, 3, 4) if cli.shipped_weights("3dsrnet", k)]
+    if not scales:
+        pytest.skip("no 3DSRnet ships in this checkout")
+    src = tmp_path / "clip.mkv"  # lossless, so that the frames read back are those written
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=40x24:rate=5", "-t", "1.2", "-c:v", "ffv1", str(src)], check=True)
+    assert run("upscale", src, "--scale", str(scales[0]), "--device", "cpu") == 0
+    assert f"magmasr upscale: 3dsrnet x{scales[0]}" in capsys.readouterr().err
+    out = tmp_path / f"clip_x{scales[0]}.mkv"
+    frames = [np.frombuffer(f, np.uint8) for f in list(imageio_ffmpeg.read_frames(str(src)))[1:]]
+    model = VideoSR.load(cli.shipped_weights("3dsrnet", scales[0]))
+    expected = list(model.upscale_stream(f.reshape(24, 40, 3) for f in frames))
+    got = list(imageio_ffmpeg.read_frames(str(out)))[1:]
+    assert len(got) == len(expected) == 6
+    for g, e in zip(got, expected):  # the writer's H.264 4:2:0 is lossy: compare the luma's PSNR, not the bits
+        assert metrics.psnr(np.frombuffer(g, np.uint8).reshape(e.shape), e, test_y_channel=True) > 30
+    missing = [k for k in (2, 3, 4) if k not in scales]
+    if missing:
+        assert run("upscale", src, "--scale", str(missing[0]), "--device", "cpu", "-o", tmp_path / "m.mkv") == 0
+        err = capsys.readouterr().err
+        assert f"no 3DSRnet x{missing[0]} ships" in err and f"magmasr upscale: srcnn x{missing[0]}" in err
 
 
 def test_auto_tile_bounds_the_working_set(monkeypatch):

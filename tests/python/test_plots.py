@@ -84,13 +84,18 @@ def test_footer_names_the_source_command_card_date_and_the_plot_command():
 
 
 def test_vid4_series_per_sequence_and_scale():
-    rows = [{"scale": s, "sequence": q, "bicubic": s + k, "srcnn_955": s + k + 0.5, "tdsrnet_imported": s + k + 0.7}
+    """A series per column present in some row (ours only at x4: gaps elsewhere; a column in no row: no series)."""
+    rows = [{"scale": s, "sequence": q, "bicubic": s + k, "srcnn_955": s + k + 0.5, "tdsrnet_imported": s + k + 0.7,
+             **({"tdsrnet_ours": s + k + 0.6} if s == 4 else {})}
             for s in (4, 3, 2) for k, q in ((0.0, "calendar"), (10.0, "city"))]
     spec = plot_results.figure_spec("vid4", {**STAMP, "rows": rows}, "p")
     assert [p["title"] for p in spec["panels"]] == ["Vid4 calendar", "Vid4 city"]
     for k, panel in zip((0.0, 10.0), spec["panels"]):
         assert panel["groups"] == ["x2", "x3", "x4"]
-        assert list(panel["series"].values()) == [[pytest.approx(s + k + o) for s in (2, 3, 4)] for o in (0, 0.5, 0.7)]
+        values = list(panel["series"].values())
+        assert values[:3] == [[pytest.approx(s + k + o) for s in (2, 3, 4)] for o in (0, 0.5, 0.7)]
+        assert values[3] == [None, None, pytest.approx(4 + k + 0.6)]
+        assert len(values) == 4 and not any("SRCNN (single frame, magmasr" in label for label in panel["series"])
 
 
 def test_transfer_rows_in_table_order_missing_rows_left_out():
