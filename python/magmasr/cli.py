@@ -370,17 +370,36 @@ def cmd_train(args) -> int:
     return _train_common(args, recipe)
 
 
-def _train_video(args) -> int:
+def _is_3dsrnet_file(path: Path) -> bool:
+    """Whether a weight file holds a 3DSRnet: a magmasr file of that architecture, or a MATLAB v7.3 (HDF5)
+    MatConvNet file (the original SRCNN models are MATLAB v5 files)."""
+    if path.suffix.lower() == ".mat":
+        import h5py
+
+        return bool(h5py.is_hdf5(path))
+    from .weights import load
+
+    try:
+        return load(path)[1].get("architecture") == "tdsrnet"
+    except Exception:  # noqa: BLE001 - the SRCNN loader reports an unreadable file
+        return False
+
+
+def _train_video(args, pretrained: Path | None = None) -> int:
     """3DSRnet (the published architecture) on clips: synthetic camera motion over the still images in DATA,
-    plus the real frame sequences of each --video folder; the residual over the bicubic centre frame by MSE."""
+    plus the real frame sequences of each --video folder; the residual over the bicubic centre frame by MSE.
+    From the default initialisation, or every layer fine-tuned from `pretrained` (a 3DSRnet weight file)."""
     from . import train
     from .video import ClipDataset, VideoSR
 
-    if args.arch is not None or args.nonlinear:
+    if getattr(args, "arch", None) is not None or getattr(args, "nonlinear", False):
         raise CliError("--arch and --nonlinear are SRCNN options; 3DSRnet takes --filters")
-    if args.init == "gaussian":
+    if getattr(args, "init", None) == "gaussian":
         raise CliError("--init gaussian is the SRCNN paper's; 3DSRnet starts from the default initialisation")
-    for name, low in (("patch", 1), ("filters", 1), ("clips_per_image", 0), ("max_shift", 0)):
+    if getattr(args, "recipe", "finetune_all") != "finetune_all":
+        raise CliError(f"--recipe {args.recipe} is an SRCNN recipe; a 3DSRnet is fine-tuned whole (finetune_all)")
+    checks = [("patch", 1), ("clips_per_image", 0), ("max_shift", 0)] + ([("filters", 1)] if pretrained is None else [])
+    for name, low in checks:
         if getattr(args, name) < low:
             raise CliError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(args, name)}")
     if not args.clips_per_image and not args.video:
@@ -399,11 +418,21 @@ def _train_video(args) -> int:
     tr, va = data.split(args.val_fraction, seed=args.seed) if args.val_fraction > 0 else (data, None)
     print(f"{len(tr)} training and {0 if va is None else len(va)} validation clips of 5x{args.patch}x{args.patch} "
           f"LR frames", file=sys.stderr)
-    model = VideoSR.tdsrnet(args.scale, filters=args.filters, seed=args.seed)
+    if pretrained is None:
+        model, recipe = VideoSR.tdsrnet(args.scale, filters=args.filters, seed=args.seed), "3dsrnet_synthetic_clips"
+    else:
+        try:
+            model = VideoSR.from_3dsrnet_mat(pretrained, args.scale) if pretrained.suffix.lower() == ".mat" \
+                else VideoSR.load(pretrained)
+        except (OSError, ValueError) as e:
+            raise CliError(f"{pretrained}: cannot load ({e})") from None
+        if model.scale != args.scale:
+            raise CliError(f"{pretrained} is a x{model.scale} 3DSRnet; it cannot be fine-tuned for x{args.scale}")
+        recipe = "3dsrnet_finetune_all_synthetic_clips"
     res = train.fit(model.net, tr, steps=args.steps, batch_size=args.batch, optimizer=args.optimizer, lr=args.lr,
                     lr_schedule=args.lr_schedule, val=va, seed=args.seed, device=args.device,
                     checkpoint=args.checkpoint, log=args.log)
-    model.save(args.output, recipe="3dsrnet_synthetic_clips" + ("_and_video" if args.video else ""),
+    model.save(args.output, recipe=recipe + ("_and_video" if args.video else ""),
                data=" ".join([str(args.data)] + list(args.video or [])), steps=str(args.steps),
                val_psnr_residual=f"{res.val_psnr:.4f}" if res.val_psnr is not None else "",
                command=" ".join(["magmasr"] + args.argv))
@@ -417,6 +446,8 @@ def cmd_finetune(args) -> int:
     src = Path(args.weights)
     if not src.exists():
         raise CliError(f"{src}: no such weight file")
+    if _is_3dsrnet_file(src):
+        return _train_video(args, pretrained=src)
     base = ImageSR.from_srcnn_mat(src, args.scale) if src.suffix == ".mat" else ImageSR.load(src)
     state = base.net.state_dict()
     k = base.arch.kwargs
@@ -491,6 +522,14 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--log", help="CSV or JSON training log")
         q.add_argument("--device", default=None)
 
+    def clips(q):
+        q.add_argument("--patch", type=int, default=32, help="3DSRnet: LR patch size of a training clip")
+        q.add_argument("--clips-per-image", type=int, default=32,
+                       help="3DSRnet: synthetic clips per training image (0: only the --video frames)")
+        q.add_argument("--max-shift", type=float, default=3.0, help="3DSRnet: synthetic motion, HR pixels per frame")
+        q.add_argument("--video", action="append", help="3DSRnet: a folder of HR frames to cut clips from "
+                                                        "(repeatable)")
+
     t = sub.add_parser("train", help="train SRCNN on a folder of images (SRCNN protocol sub-images), or "
                                      "3DSRnet on clips (synthetic camera motion over them, plus --video folders)")
     t.add_argument("data", help="a folder of training images")
@@ -500,20 +539,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", choices=("gaussian", "default"), default=None,
                    help="gaussian: the SRCNN paper's N(0, 0.001^2) (SRCNN's default); default: U(+-1/sqrt(fan_in))")
     t.add_argument("--filters", type=int, default=64, help="3DSRnet: filters per layer (published: 64)")
-    t.add_argument("--patch", type=int, default=32, help="3DSRnet: LR patch size of a training clip")
-    t.add_argument("--clips-per-image", type=int, default=32,
-                   help="3DSRnet: synthetic clips per training image (0: only the --video frames)")
-    t.add_argument("--max-shift", type=float, default=3.0, help="3DSRnet: synthetic motion, HR pixels per frame")
-    t.add_argument("--video", action="append", help="3DSRnet: a folder of HR frames to cut clips from (repeatable)")
+    clips(t)
     training(t)
     t.set_defaults(fn=cmd_train)
 
-    f = sub.add_parser("finetune", help="fine-tune pretrained SRCNN weights on your own pictures")
-    f.add_argument("weights", help="pretrained weights: a magmasr .safetensors or an original SRCNN .mat")
-    f.add_argument("data")
-    f.add_argument("--recipe", choices=("finetune_all", "transfer_12", "transfer_13"), default="finetune_all")
+    f = sub.add_parser("finetune", help="fine-tune pretrained SRCNN or 3DSRnet weights on your own pictures "
+                                        "(3DSRnet: clips from them, and from --video frame folders)")
+    f.add_argument("weights", help="pretrained weights: a magmasr .safetensors, an original SRCNN .mat or an "
+                                   "original 3DSRnet (MatConvNet) .mat")
+    f.add_argument("data", help="a folder of pictures")
+    f.add_argument("--recipe", choices=("finetune_all", "transfer_12", "transfer_13"), default="finetune_all",
+                   help="SRCNN recipes (a 3DSRnet is fine-tuned whole)")
     f.add_argument("--frozen-lr", type=float, default=0.0, help="rate multiplier of the kept layers (0: frozen)")
     training(f)
+    clips(f)
     f.set_defaults(fn=cmd_finetune)
 
     b = sub.add_parser("bench", help="time SRCNN inference")

@@ -126,12 +126,50 @@ def test_train_3dsrnet_on_synthetic_and_real_clips_then_resume(tmp_path, capsys)
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    # Fine-tuning starts from the trained weights (not from scratch) and keeps the architecture.
+    tuned = tmp_path / "tuned.safetensors"
+    ft = common[2:]  # the architecture comes from the weights: no --model, no --filters
+    i = ft.index("--filters")
+    ft = ft[:i] + ft[i + 2:]
+    assert run("finetune", whole, stills, *ft, "--steps", "2", "--lr", "1e-4", "-o", tuned) == 0
+    t = VideoSR.load(tuned)
+    assert t.arch == model.arch and t.metadata["recipe"] == "3dsrnet_finetune_all_synthetic_clips_and_video"
+    start, after = VideoSR.load(whole).net.state_dict(), t.net.state_dict()
+    # Two Adam steps of 1e-4: the first moves a weight by lr, the second by at most
+    # lr * sqrt(a^2/c + b^2/d) = 1.0014 lr (a, b, c, d: the bias-corrected moment weights of the two gradients).
+    for k in start:
+        assert 0 < np.abs(after[k] - start[k]).max() <= 2.0015e-4, k
     capsys.readouterr()
+    assert run("finetune", whole, stills, *ft, "--recipe", "transfer_12", "-o", tmp_path / "x.safetensors") == 2
+    assert "SRCNN recipe" in capsys.readouterr().err
+    ft3 = list(ft)
+    ft3[ft3.index("--scale") + 1] = "3"
+    assert run("finetune", whole, stills, *ft3, "-o", tmp_path / "x.safetensors") == 2
+    assert "is a x2 3DSRnet" in capsys.readouterr().err
     assert run("train", stills, *common, "--arch", "9-1-5", "-o", tmp_path / "x.safetensors") == 2
     assert "--arch and --nonlinear are SRCNN options" in capsys.readouterr().err
     assert run("train", stills, "--model", "3dsrnet", "--clips-per-image", "0", "-o", tmp_path / "x.safetensors") == 2
     assert "no training clips" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.data
+def test_finetune_the_authors_3dsrnet(shared_dir, tmp_path):
+    """The original MatConvNet 3DSRnet is recognised as a 3DSRnet (not an SRCNN .mat) and fine-tuned whole."""
+    from skimage import data
+
+    from magmasr.video import VideoSR
+
+    stills = tmp_path / "stills"
+    stills.mkdir()
+    iio.imwrite(stills / "cam.png", data.camera()[:192, :192])
+    mat = shared_dir / "weights" / "3dsrnet_official" / "x4.mat"
+    out = tmp_path / "tuned.safetensors"
+    assert run("finetune", mat, stills, "--scale", "4", "--patch", "8", "--clips-per-image", "4", "--steps", "1",
+               "--batch", "2", "--lr", "1e-5", "--device", "cpu", "-o", out) == 0
+    before, after = VideoSR.from_3dsrnet_mat(mat, 4).net.state_dict(), VideoSR.load(out).net.state_dict()
+    for k in before:
+        assert 0 < np.abs(after[k] - before[k]).max() <= 1.01e-5, k  # one Adam step: lr at most
 
 
 def test_videos_default_to_3dsrnet_only_where_one_is_available(tmp_path, monkeypatch):
