@@ -315,7 +315,48 @@ def _upscale_default(model, args) -> int:
     return 0
 
 
+def _eval_video(args) -> int:
+    """3DSRnet on one sequence folder of frames, or on a folder of sequence folders (Vid4 style), under the
+    authors' test.m protocol, next to bicubic and single-frame SRCNN (the one that ships for the scale)."""
+    from .video import evaluate_video
+
+    root = Path(args.dataset)
+    if not root.is_dir():
+        raise CliError(f"{root}: no such folder (a folder of frames, or of sequence folders)")
+    def has_frames(d: Path) -> bool:
+        return any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in d.iterdir())
+
+    seqs = [root] if has_frames(root) else sorted(d for d in root.iterdir() if d.is_dir() and has_frames(d))
+    if not seqs:
+        raise CliError(f"{root}: no frames in it or in its sub-folders")
+    model = load_video_model(args)
+    srcnn = shipped_weights("srcnn", args.scale)
+    baselines = {"SRCNN": ImageSR.load(srcnn).to(args.device)} if srcnn else {}
+    print("| sequence | 3DSRnet PSNR (dB) | bicubic | " + "".join(f"{k} (single frame) | " for k in baselines)
+          + "frames |\n|---|---|---|" + "---|" * len(baselines) + "---|")
+    rows = []
+    for seq in seqs:
+        try:
+            r = evaluate_video(model, seq, baselines=baselines)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+        rows.append(r)
+        print(f"| {r.sequence} | {r.psnr:.2f} | {r.psnr_bicubic:.2f} | "
+              + "".join(f"{v:.2f} | " for v in r.psnr_baselines.values()) + f"{r.frames} |")
+    if len(rows) > 1:
+        mean = lambda f: f"{float(np.mean([f(r) for r in rows])):.2f}"  # noqa: E731
+        print(f"| **mean** (x{args.scale}) | {mean(lambda r: r.psnr)} | {mean(lambda r: r.psnr_bicubic)} | "
+              + "".join(f"{mean(lambda r, k=k: r.psnr_baselines[k])} | " for k in baselines) + " |")
+    print("The 3DSRnet authors' test.m protocol: Y / 255, LR by MATLAB bicubic in floating point, centre frames "
+          "3..N-2, PSNR (peak 1) of the unrounded output over the whole frame, mean over frames.")
+    return 0
+
+
 def cmd_eval(args) -> int:
+    if args.model == "3dsrnet":
+        if args.srcnn_mat:
+            raise CliError("--srcnn-mat evaluates an SRCNN on images; it does not go with --model 3dsrnet")
+        return _eval_video(args)
     if args.srcnn_mat:
         model = ImageSR.from_srcnn_mat(args.srcnn_mat, args.scale).to(args.device)
     else:
@@ -503,7 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     u.set_defaults(fn=cmd_upscale)
 
-    e = sub.add_parser("eval", help="PSNR / SSIM / MAE / MSE table on a folder of ground-truth images")
+    e = sub.add_parser("eval", help="PSNR / SSIM / MAE / MSE table on a folder of ground-truth images; with "
+                                    "--model 3dsrnet, PSNR on a folder of frames or of sequence folders")
     e.add_argument("dataset")
     common(e)
     e.add_argument("--srcnn-mat", help="evaluate the original authors' SRCNN model (.mat) instead")

@@ -172,6 +172,40 @@ def test_finetune_the_authors_3dsrnet(shared_dir, tmp_path):
         assert 0 < np.abs(after[k] - before[k]).max() <= 1.01e-5, k  # one Adam step: lr at most
 
 
+def test_eval_3dsrnet_on_sequence_folders(tmp_path, capsys):
+    """`eval --model 3dsrnet` prints the authors' protocol figures per sequence and their mean, with single-frame
+    SRCNN beside them; one sequence folder works too."""
+    from skimage import data
+
+    from magmasr.video import VideoSR, evaluate_video
+
+    root = tmp_path / "vid"
+    for name, pic in (("coins", data.coins()), ("moon", data.moon())):
+        (root / name).mkdir(parents=True)
+        for t in range(6):  # a diagonal pan, one pixel a frame
+            iio.imwrite(root / name / f"{t:03d}.png", pic[t:t + 40, t:t + 44])
+    weights = tmp_path / "v.safetensors"
+    model = VideoSR.tdsrnet(2, filters=4, seed=5)
+    model.save(weights)
+    assert run("eval", root, "--model", "3dsrnet", "--weights", weights, "--scale", "2", "--device", "cpu") == 0
+    lines = [ln.split("|") for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ")]
+    srcnn = cli.shipped_weights("srcnn", 2)
+    base = {"SRCNN": ImageSR.load(srcnn)} if srcnn else {}
+    expected = [evaluate_video(model, root / n, baselines=base) for n in ("coins", "moon")]
+    assert [c.strip() for c in lines[1]][1:4] == ["coins", f"{expected[0].psnr:.2f}", f"{expected[0].psnr_bicubic:.2f}"]
+    assert [c.strip() for c in lines[2]][1:3] == ["moon", f"{expected[1].psnr:.2f}"]
+    assert lines[3][2].strip() == f"{(expected[0].psnr + expected[1].psnr) / 2:.2f}"
+    if srcnn:
+        assert lines[1][4].strip() == f"{expected[0].psnr_baselines['SRCNN']:.2f}"
+    assert lines[1][-2].strip() == "2"  # centre frames 3..N-2 of 6
+    assert run("eval", root / "moon", "--model", "3dsrnet", "--weights", weights, "--scale", "2",
+               "--device", "cpu") == 0
+    assert "| moon |" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert run("eval", tmp_path / "empty", "--model", "3dsrnet", "--weights", weights, "--scale", "2") == 2
+    assert "no frames" in capsys.readouterr().err
+
+
 def test_videos_default_to_3dsrnet_only_where_one_is_available(tmp_path, monkeypatch):
     from magmasr.video import VideoSR
 
