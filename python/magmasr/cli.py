@@ -323,6 +323,7 @@ def _eval_video(args) -> int:
     root = Path(args.dataset)
     if not root.is_dir():
         raise CliError(f"{root}: no such folder (a folder of frames, or of sequence folders)")
+
     def has_frames(d: Path) -> bool:
         return any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in d.iterdir())
 
@@ -373,9 +374,18 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _check_training(args) -> None:
+    """The options that every training command shares, checked before any data is read."""
+    for name, ok, what in (("steps", args.steps >= 1, "at least 1"), ("batch", args.batch >= 1, "at least 1"),
+                           ("lr", args.lr > 0, "positive"), ("val_fraction", 0 <= args.val_fraction < 1, "in [0, 1)")):
+        if not ok:
+            raise CliError(f"--{name.replace('_', '-')} must be {what}, got {getattr(args, name)}")
+
+
 def _train_common(args, recipe) -> int:
     from . import train
 
+    _check_training(args)
     data = train.PatchDataset.from_folder(args.data, args.scale, label=33 - _valid_loss(recipe.model))
     tr, va = data.split(args.val_fraction, seed=args.seed) if args.val_fraction > 0 else (data, None)
     print(f"{len(tr)} training and {0 if va is None else len(va)} validation sub-images from {args.data}",
@@ -445,6 +455,7 @@ def _train_video(args, pretrained: Path | None = None) -> int:
             raise CliError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(args, name)}")
     if not args.clips_per_image and not args.video:
         raise CliError("--clips-per-image 0 and no --video folder: no training clips")
+    _check_training(args)
     parts = []
     try:
         if args.clips_per_image:
@@ -469,6 +480,8 @@ def _train_video(args, pretrained: Path | None = None) -> int:
             raise CliError(f"{pretrained}: cannot load ({e})") from None
         if model.scale != args.scale:
             raise CliError(f"{pretrained} is a x{model.scale} 3DSRnet; it cannot be fine-tuned for x{args.scale}")
+        # The new file describes the new training, not the pretrained model's (its scores no longer hold).
+        model.metadata = {"finetuned_from": pretrained.name}
         recipe = "3dsrnet_finetune_all_synthetic_clips"
     res = train.fit(model.net, tr, steps=args.steps, batch_size=args.batch, optimizer=args.optimizer, lr=args.lr,
                     lr_schedule=args.lr_schedule, val=va, seed=args.seed, device=args.device,

@@ -134,6 +134,7 @@ def test_train_3dsrnet_on_synthetic_and_real_clips_then_resume(tmp_path, capsys)
     assert run("finetune", whole, stills, *ft, "--steps", "2", "--lr", "1e-4", "-o", tuned) == 0
     t = VideoSR.load(tuned)
     assert t.arch == model.arch and t.metadata["recipe"] == "3dsrnet_finetune_all_synthetic_clips_and_video"
+    assert t.metadata["finetuned_from"] == whole.name and t.metadata["steps"] == "2"
     start, after = VideoSR.load(whole).net.state_dict(), t.net.state_dict()
     # Two Adam steps of 1e-4: the first moves a weight by lr, the second by at most
     # lr * sqrt(a^2/c + b^2/d) = 1.0014 lr (a, b, c, d: the bias-corrected moment weights of the two gradients).
@@ -150,6 +151,11 @@ def test_train_3dsrnet_on_synthetic_and_real_clips_then_resume(tmp_path, capsys)
     assert "--arch and --nonlinear are SRCNN options" in capsys.readouterr().err
     assert run("train", stills, "--model", "3dsrnet", "--clips-per-image", "0", "-o", tmp_path / "x.safetensors") == 2
     assert "no training clips" in capsys.readouterr().err
+    for bad, message in ((["--val-fraction", "1"], "--val-fraction must be in [0, 1), got 1.0"),
+                         (["--steps", "0"], "--steps must be at least 1, got 0")):
+        for model_args in (["--model", "3dsrnet"], ["--arch", "9-1-5"]):
+            assert run("train", stills, *model_args, *bad, "-o", tmp_path / "x.safetensors") == 2
+            assert message in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
 
 
