@@ -412,6 +412,8 @@ def cmd_train(args) -> int:
 
     if args.model == "3dsrnet":
         return _train_video(args)
+    if args.init_from:
+        raise CliError("--init-from is a 3DSRnet option (SRCNN: magmasr finetune)")
     args.arch = args.arch or "9-5-5"
     if args.arch not in SRCNN_PRESETS:
         raise CliError(f"--arch {args.arch}: expected one of {sorted(SRCNN_PRESETS)}")
@@ -434,6 +436,28 @@ def _is_3dsrnet_file(path: Path) -> bool:
         return load(path)[1].get("architecture") == "tdsrnet"
     except Exception:  # noqa: BLE001 - the SRCNN loader reports an unreadable file
         return False
+
+
+def _init_from(model, path: Path) -> list[str]:
+    """Copies into `model` every layer of a 3DSRnet weight file (ours or the authors' .mat) whose parameters
+    have the same shapes (e.g. conv1..conv5 of a model for another scale); returns the layers copied."""
+    from .weights import import_3dsrnet_mat, load
+
+    if not path.exists():
+        raise CliError(f"--init-from {path}: no such file")
+    try:
+        src = import_3dsrnet_mat(path) if path.suffix.lower() == ".mat" else load(path)[0]
+    except (OSError, ValueError) as e:
+        raise CliError(f"--init-from {path}: cannot load ({e})") from None
+    state = model.net.state_dict()
+    layers = sorted({k.split(".")[0] for k in state})
+    fits = [n for n in layers if all(k in src and src[k].shape == v.shape for k, v in state.items()
+                                     if k.split(".")[0] == n)]
+    if not fits:
+        raise CliError(f"--init-from {path}: no layer of it has the shapes of this model's "
+                       f"(check --filters and that it is a 3DSRnet)")
+    model.net.load_state_dict({**state, **{k: src[k] for k in state if k.split(".")[0] in fits}})
+    return fits
 
 
 def _train_video(args, pretrained: Path | None = None) -> int:
@@ -472,6 +496,10 @@ def _train_video(args, pretrained: Path | None = None) -> int:
           f"LR frames", file=sys.stderr)
     if pretrained is None:
         model, recipe = VideoSR.tdsrnet(args.scale, filters=args.filters, seed=args.seed), "3dsrnet_synthetic_clips"
+        if args.init_from:
+            copied = _init_from(model, Path(args.init_from))
+            model.metadata["init_from"] = f"{Path(args.init_from).name}: {', '.join(copied)}"
+            print(f"{', '.join(copied)} start from {args.init_from}; the other layers from scratch", file=sys.stderr)
     else:
         try:
             model = VideoSR.from_3dsrnet_mat(pretrained, args.scale) if pretrained.suffix.lower() == ".mat" \
@@ -595,6 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", choices=("gaussian", "default"), default=None,
                    help="gaussian: the SRCNN paper's N(0, 0.001^2) (SRCNN's default); default: U(+-1/sqrt(fan_in))")
     t.add_argument("--filters", type=int, default=64, help="3DSRnet: filters per layer (published: 64)")
+    t.add_argument("--init-from", help="3DSRnet: start every layer that fits from this 3DSRnet file (e.g. "
+                                       "conv1..conv5 of a model for another scale), the others from scratch")
     clips(t)
     training(t)
     t.set_defaults(fn=cmd_train)

@@ -140,7 +140,22 @@ def test_train_3dsrnet_on_synthetic_and_real_clips_then_resume(tmp_path, capsys)
     # lr * sqrt(a^2/c + b^2/d) = 1.0014 lr (a, b, c, d: the bias-corrected moment weights of the two gradients).
     for k in start:
         assert 0 < np.abs(after[k] - start[k]).max() <= 2.0015e-4, k
+    # Another scale from this one: conv1..conv5 carried over (one Adam step of 1e-6 from them), conv6 new.
+    x3 = tmp_path / "x3.safetensors"
+    ft3 = list(common)
+    ft3[ft3.index("--scale") + 1] = "3"
+    assert run("train", stills, *ft3, "--init-from", whole, "--steps", "1", "--lr", "1e-6", "-o", x3) == 0
+    m3 = VideoSR.load(x3)
+    assert m3.scale == 3 and m3.metadata["init_from"] == f"{whole.name}: conv1, conv2, conv3, conv4, conv5"
+    s3 = m3.net.state_dict()
+    for k in start:
+        if k.startswith("conv6"):
+            assert s3[k].shape[0] == 9 and start[k].shape[0] == 4
+        else:
+            assert np.abs(s3[k] - start[k]).max() <= 1.01e-6, k
     capsys.readouterr()
+    assert run("train", stills, *common, "--filters", "8", "--init-from", whole, "-o", tmp_path / "x.safetensors") == 2
+    assert "no layer of it has the shapes" in capsys.readouterr().err
     assert run("finetune", whole, stills, *ft, "--recipe", "transfer_12", "-o", tmp_path / "x.safetensors") == 2
     assert "SRCNN recipe" in capsys.readouterr().err
     ft3 = list(ft)
