@@ -141,22 +141,20 @@ def evaluate_video(model: VideoSR, folder: str | os.PathLike, *, srcnn: ImageSR 
     centres = list(range(2, len(hr) - 2))
     if frames is not None:
         centres = centres[frames]
-    ours, bic, single = [], [], []
-    others = {name: [] for name in (baselines or {})}
+    singles = {**({None: srcnn} if srcnn is not None else {}), **(baselines or {})}  # None: the `srcnn` one
+    ours, bic = [], []
+    others = {name: [] for name in singles}
     for i in centres:
         up = im.imresize(lr[i], scale)
         out = up + model.residual(np.stack(lr[i - 2:i + 3]))
         ours.append(metrics.psnr(out, hr[i], round_uint8=False, data_range=1.0))
         bic.append(metrics.psnr(up, hr[i], round_uint8=False, data_range=1.0))
-        if srcnn is not None:
-            single.append(metrics.psnr(srcnn.refine(up).astype(np.float64), hr[i], round_uint8=False,
-                                       data_range=1.0))
-        for name, m in (baselines or {}).items():
+        for name, m in singles.items():
             others[name].append(metrics.psnr(m.refine(up).astype(np.float64), hr[i], round_uint8=False,
                                              data_range=1.0))
-    return VideoEval(Path(folder).name, float(np.mean(ours)), float(np.mean(bic)),
-                     float(np.mean(single)) if single else None, len(centres),
-                     {name: float(np.mean(v)) for name, v in others.items()})
+    means = {name: float(np.mean(v)) for name, v in others.items()}
+    return VideoEval(Path(folder).name, float(np.mean(ours)), float(np.mean(bic)), means.pop(None, None),
+                     len(centres), means)
 
 
 # -------------------------------------------------------------------------------------- training clips
