@@ -128,6 +128,8 @@ def comparison_image(lr: np.ndarray, bicubic: np.ndarray, ours: np.ndarray, orig
 
 # --------------------------------------------------------------------------------------------- commands
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov")
+VIDEO_ARCHITECTURES = ("tdsrnet", "tdsrnet_poster")   # the published 3DSRnet and our poster's
+TDSRNET_VARIANTS = {"published": 64, "poster": 32}   # --arch of a 3DSRnet -> its default --filters
 
 
 def default_video_model(scale: int, weights: str | None) -> str:
@@ -140,7 +142,7 @@ def default_video_model(scale: int, weights: str | None) -> str:
             arch = load(weights)[1].get("architecture", "")
         except Exception:  # noqa: BLE001 - _load_weights reports an unreadable file properly
             return "srcnn"
-        return "3dsrnet" if arch == "tdsrnet" else "srcnn"
+        return "3dsrnet" if arch in VIDEO_ARCHITECTURES else "srcnn"
     return "3dsrnet" if shipped_weights("3dsrnet", scale) else "srcnn"
 
 
@@ -433,7 +435,7 @@ def _is_3dsrnet_file(path: Path) -> bool:
     from .weights import load
 
     try:
-        return load(path)[1].get("architecture") == "tdsrnet"
+        return load(path)[1].get("architecture") in VIDEO_ARCHITECTURES
     except Exception:  # noqa: BLE001 - the SRCNN loader reports an unreadable file
         return False
 
@@ -461,14 +463,21 @@ def _init_from(model, path: Path) -> list[str]:
 
 
 def _train_video(args, pretrained: Path | None = None) -> int:
-    """3DSRnet (the published architecture) on clips: synthetic camera motion over the still images in DATA,
-    plus the real frame sequences of each --video folder; the residual over the bicubic centre frame by MSE.
-    From the default initialisation, or every layer fine-tuned from `pretrained` (a 3DSRnet weight file)."""
+    """3DSRnet (the published architecture, or with --arch poster our poster's) on clips: synthetic camera
+    motion over the still images in DATA, plus the real frame sequences of each --video folder; the residual
+    over the bicubic centre frame by MSE (on the region the network predicts). From the default
+    initialisation, or every layer fine-tuned from `pretrained` (a 3DSRnet weight file)."""
     from . import train
     from .video import ClipDataset, VideoSR
 
-    if getattr(args, "arch", None) is not None or getattr(args, "nonlinear", False):
-        raise CliError("--arch and --nonlinear are SRCNN options; 3DSRnet takes --filters")
+    if getattr(args, "nonlinear", False):
+        raise CliError("--nonlinear is an SRCNN option; a 3DSRnet takes --arch published|poster and --filters")
+    variant = getattr(args, "arch", None) or "published"
+    if variant not in TDSRNET_VARIANTS:
+        raise CliError(f"--arch {variant}: a 3DSRnet is {' or '.join(TDSRNET_VARIANTS)} (SRCNN presets go with "
+                       f"--model srcnn)")
+    if getattr(args, "filters", None) is None:
+        args.filters = TDSRNET_VARIANTS[variant]
     if getattr(args, "init", None) == "gaussian":
         raise CliError("--init gaussian is the SRCNN paper's; 3DSRnet starts from the default initialisation")
     if getattr(args, "recipe", "finetune_all") != "finetune_all":
@@ -480,22 +489,10 @@ def _train_video(args, pretrained: Path | None = None) -> int:
     if not args.clips_per_image and not args.video:
         raise CliError("--clips-per-image 0 and no --video folder: no training clips")
     _check_training(args)
-    parts = []
-    try:
-        if args.clips_per_image:
-            images = [read_image(p) for p in list_images(args.data)]
-            parts.append(ClipDataset.synthetic(images, args.scale, clips_per_image=args.clips_per_image,
-                                               patch=args.patch, max_shift=args.max_shift, seed=args.seed))
-        for folder in args.video or []:
-            parts.append(ClipDataset.from_folders([folder], args.scale, patch=args.patch, stride=args.patch))
-    except (OSError, ValueError) as e:
-        raise CliError(str(e)) from None
-    data = ClipDataset(np.concatenate([d.x for d in parts]), np.concatenate([d.y for d in parts]), args.scale)
-    tr, va = data.split(args.val_fraction, seed=args.seed) if args.val_fraction > 0 else (data, None)
-    print(f"{len(tr)} training and {0 if va is None else len(va)} validation clips of 5x{args.patch}x{args.patch} "
-          f"LR frames", file=sys.stderr)
     if pretrained is None:
-        model, recipe = VideoSR.tdsrnet(args.scale, filters=args.filters, seed=args.seed), "3dsrnet_synthetic_clips"
+        build = VideoSR.tdsrnet if variant == "published" else VideoSR.tdsrnet_poster
+        model = build(args.scale, filters=args.filters, seed=args.seed)
+        recipe = "3dsrnet_synthetic_clips" if variant == "published" else "3dsrnet_poster_synthetic_clips"
         if args.init_from:
             copied = _init_from(model, Path(args.init_from))
             model.metadata["init_from"] = f"{Path(args.init_from).name}: {', '.join(copied)}"
@@ -510,7 +507,26 @@ def _train_video(args, pretrained: Path | None = None) -> int:
             raise CliError(f"{pretrained} is a x{model.scale} 3DSRnet; it cannot be fine-tuned for x{args.scale}")
         # The new file describes the new training, not the pretrained model's (its scores no longer hold).
         model.metadata = {"finetuned_from": pretrained.name}
-        recipe = "3dsrnet_finetune_all_synthetic_clips"
+        recipe = ("3dsrnet_poster" if model.arch.name == "tdsrnet_poster" else "3dsrnet") \
+            + "_finetune_all_synthetic_clips"
+    parts = []
+    try:
+        if args.clips_per_image:
+            images = [read_image(p) for p in list_images(args.data)]
+            parts.append(ClipDataset.synthetic(images, args.scale, clips_per_image=args.clips_per_image,
+                                               patch=args.patch, max_shift=args.max_shift, seed=args.seed))
+        for folder in args.video or []:
+            parts.append(ClipDataset.from_folders([folder], args.scale, patch=args.patch, stride=args.patch))
+    except (OSError, ValueError) as e:
+        raise CliError(str(e)) from None
+    data = ClipDataset(np.concatenate([d.x for d in parts]), np.concatenate([d.y for d in parts]), args.scale)
+    try:
+        data = data.valid(model.border)
+    except ValueError as e:
+        raise CliError(f"--patch {args.patch}: {e}") from None
+    tr, va = data.split(args.val_fraction, seed=args.seed) if args.val_fraction > 0 else (data, None)
+    print(f"{len(tr)} training and {0 if va is None else len(va)} validation clips of 5x{args.patch}x{args.patch} "
+          f"LR frames", file=sys.stderr)
     res = train.fit(model.net, tr, steps=args.steps, batch_size=args.batch, optimizer=args.optimizer, lr=args.lr,
                     lr_schedule=args.lr_schedule, val=va, seed=args.seed, device=args.device,
                     checkpoint=args.checkpoint, log=args.log)
@@ -618,11 +634,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "3DSRnet on clips (synthetic camera motion over them, plus --video folders)")
     t.add_argument("data", help="a folder of training images")
     t.add_argument("--model", choices=("srcnn", "3dsrnet"), default="srcnn")
-    t.add_argument("--arch", default=None, help="SRCNN preset (default 9-5-5)")
+    t.add_argument("--arch", default=None, help="SRCNN preset (default 9-5-5); 3DSRnet: published (default) or "
+                                               "poster (our poster's: 32 filters, conv4-5 unpadded, sub-pixel head)")
     t.add_argument("--nonlinear", action="store_true", help="SRCNN with the added non-linear layer")
     t.add_argument("--init", choices=("gaussian", "default"), default=None,
                    help="gaussian: the SRCNN paper's N(0, 0.001^2) (SRCNN's default); default: U(+-1/sqrt(fan_in))")
-    t.add_argument("--filters", type=int, default=64, help="3DSRnet: filters per layer (published: 64)")
+    t.add_argument("--filters", type=int, default=None, help="3DSRnet: filters per layer (published: 64, poster: 32)")
     t.add_argument("--init-from", help="3DSRnet: start every layer that fits from this 3DSRnet file (e.g. "
                                        "conv1..conv5 of a model for another scale), the others from scratch")
     clips(t)

@@ -9,7 +9,7 @@ builder                           layers (names)
 ``srcnn(f1, f2, f3, n1, n2)``     conv1 (1->n1, f1) relu1, conv2 (n1->n2, f2) relu2, conv3 (n2->1, f3)
 ``srcnn_nonlinear(...)``          as srcnn, plus conv2b (n2->n2, fb) relu2b before conv3
 ``tdsrnet_poster(head=...)``      conv1..conv5 (Conv3D 3x3x3, 32 filters, ReLU after each), fold,
-                                  head (Conv2D 3x3, 4 outputs + pixel shuffle x2, or 1 output)
+                                  head (Conv2D 3x3, scale^2 outputs + pixel shuffle, or 1 output)
 ``tdsrnet(scale)``                conv1..conv6 (Conv3D 3x3x3, 64 filters, ReLU after conv1..conv5),
                                   fold, shuffle (x scale); the output is a residual
 ================================  ==================================================================
@@ -75,16 +75,23 @@ def srcnn_nonlinear(f1: int = 9, f2: int = 5, f3: int = 5, n1: int = 64, n2: int
     )
 
 
-def tdsrnet_poster(head: str = "shuffle", *, filters: int = 32, seed: int = 0) -> nn.Sequential:
+def tdsrnet_poster(head: str = "shuffle", *, scale: int = 2, filters: int = 32, seed: int = 0) -> nn.Sequential:
     """3DSRnet as in our founding poster: five Conv3D 3x3x3 with 32 filters and ReLU (conv1..conv3 'same',
     conv4 and conv5 'valid' in all three axes, so 5x64x64 becomes 1x60x60), depth folded into channels,
     then a 3x3 Conv2D head.
 
-    head='shuffle': 4 outputs and a x2 pixel shuffle (sub-pixel head), 112,772 parameters — the poster's total.
-    head='single':  1 output on bicubic-upscaled input (zero padding in the head so its size is kept).
+    head='shuffle': scale^2 outputs and a pixel shuffle (sub-pixel head); at the poster's x2, 4 outputs and
+    112,772 parameters — the poster's total (x4: 16 outputs, 116,240). Input [N, 1, 5, h, w], output
+    [N, 1, scale*(h-4), scale*(w-4)]. :class:`magmasr.video.VideoSR` pads the frames by 2 pixels
+    (replicating the border) so that whole frames keep their size, and adds the output as a residual to the
+    bicubic-upscaled centre frame.
+    head='single':  1 output on bicubic-upscaled input (zero padding in the head so its size is kept);
+    `scale` does not apply.
     """
     if head not in ("shuffle", "single"):
         raise ValueError(f"head must be 'shuffle' or 'single', got {head!r}")
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
     layers = []
     cin = 1
     for i in range(1, 6):
@@ -93,7 +100,8 @@ def tdsrnet_poster(head: str = "shuffle", *, filters: int = 32, seed: int = 0) -
         cin = filters
     layers.append(("fold", nn.FoldDepth()))
     if head == "shuffle":
-        layers += [("head", nn.Conv2d(filters, 4, 3, padding=1, seed=seed + 6)), ("shuffle", nn.PixelShuffle(2))]
+        layers += [("head", nn.Conv2d(filters, scale * scale, 3, padding=1, seed=seed + 6)),
+                   ("shuffle", nn.PixelShuffle(scale))]
     else:
         layers.append(("head", nn.Conv2d(filters, 1, 3, padding=1, seed=seed + 6)))
     return nn.Sequential(*layers)

@@ -37,11 +37,38 @@ def windows(n: int, size: int = WINDOW) -> Iterator[list[int]]:
 
 @dataclass
 class VideoSR(SRModel):
-    """3DSRnet (published architecture) with its pre- and post-processing."""
+    """3DSRnet with its pre- and post-processing: the published architecture (``tdsrnet``) or our poster's
+    (``tdsrnet_poster`` with its sub-pixel head), both predicting the residual over the bicubic-upscaled
+    centre frame."""
+
+    ARCHITECTURES = ("tdsrnet", "tdsrnet_poster")
+
+    def __post_init__(self) -> None:
+        name, kw = self.arch.name, self.arch.kwargs
+        if name not in self.ARCHITECTURES:
+            raise ValueError(f"a video model is a 3DSRnet ({' or '.join(self.ARCHITECTURES)}), got {name!r}")
+        if name == "tdsrnet_poster" and kw.get("head", "shuffle") != "shuffle":
+            raise ValueError("the poster's 3DSRnet runs on video with its sub-pixel head (head='shuffle'); "
+                             f"got head={kw.get('head')!r}")
+        built = int(kw.get("scale", 4 if name == "tdsrnet" else 2))
+        if built != self.scale:
+            raise ValueError(f"the network upscales x{built}, the model says x{self.scale}")
+
+    @property
+    def border(self) -> int:
+        """LR pixels per side that the network's unpadded layers take off (the poster's conv4 and conv5: 2);
+        :meth:`residual` pads the frames by as much, replicating their edges, so whole frames keep their size."""
+        return 2 if self.arch.name == "tdsrnet_poster" else 0
 
     @classmethod
     def tdsrnet(cls, scale: int = 4, **kwargs) -> "VideoSR":
         arch = models.Architecture("tdsrnet", dict(scale=int(scale), **kwargs))
+        return cls(arch.build(), int(scale), arch)
+
+    @classmethod
+    def tdsrnet_poster(cls, scale: int = 4, **kwargs) -> "VideoSR":
+        """Our poster's 3DSRnet (32 filters, conv4 and conv5 unpadded) with a x`scale` sub-pixel head."""
+        arch = models.Architecture("tdsrnet_poster", dict(head="shuffle", scale=int(scale), **kwargs))
         return cls(arch.build(), int(scale), arch)
 
     @classmethod
@@ -57,8 +84,15 @@ class VideoSR(SRModel):
         return model
 
     def residual(self, lr_window: np.ndarray) -> np.ndarray:
-        """The network on one window [5, h, w] (float, / 255): the residual [scale*h, scale*w]."""
-        x = np.ascontiguousarray(np.asarray(lr_window, dtype=np.float32)[None, None])
+        """The network on one window [5, h, w] (float, / 255): the residual [scale*h, scale*w] (the frames
+        padded by :attr:`border` first)."""
+        x = np.asarray(lr_window, dtype=np.float32)
+        if x.ndim != 3 or x.shape[0] != WINDOW:
+            raise ValueError(f"a window is [{WINDOW}, h, w] LR frames, got shape {x.shape}")
+        b = self.border
+        if b:
+            x = np.pad(x, ((0, 0), (b, b), (b, b)), mode="edge")
+        x = np.ascontiguousarray(x[None, None])
         out = self.net(from_numpy(x).to(self.device))
         return np.asarray(out.numpy(), dtype=np.float64)[0, 0]
 
@@ -175,6 +209,17 @@ class ClipDataset:
         from .train import split_dataset
 
         return split_dataset(self, fraction, seed)
+
+    def valid(self, border: int) -> "ClipDataset":
+        """The same clips with targets cropped to what a network that takes `border` LR pixels off each side
+        predicts (the loss on the valid region, as SRCNN is trained on patches)."""
+        if border == 0:
+            return self
+        b = border * self.scale
+        if 2 * b >= self.y.shape[-1]:
+            raise ValueError(f"clips of {self.x.shape[-1]} LR pixels are too small for a network that takes "
+                             f"{border} off each side")
+        return ClipDataset(self.x, np.ascontiguousarray(self.y[..., b:-b, b:-b]), self.scale)
 
     @staticmethod
     def _clip(hr_frames: Sequence[np.ndarray], scale: int) -> tuple[np.ndarray, np.ndarray]:

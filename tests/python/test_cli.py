@@ -163,7 +163,9 @@ def test_train_3dsrnet_on_synthetic_and_real_clips_then_resume(tmp_path, capsys)
     assert run("finetune", whole, stills, *ft3, "-o", tmp_path / "x.safetensors") == 2
     assert "is a x2 3DSRnet" in capsys.readouterr().err
     assert run("train", stills, *common, "--arch", "9-1-5", "-o", tmp_path / "x.safetensors") == 2
-    assert "--arch and --nonlinear are SRCNN options" in capsys.readouterr().err
+    assert "--arch 9-1-5: a 3DSRnet is published or poster" in capsys.readouterr().err
+    assert run("train", stills, *common, "--nonlinear", "-o", tmp_path / "x.safetensors") == 2
+    assert "--nonlinear is an SRCNN option" in capsys.readouterr().err
     assert run("train", stills, "--model", "3dsrnet", "--clips-per-image", "0", "-o", tmp_path / "x.safetensors") == 2
     assert "no training clips" in capsys.readouterr().err
     for bad, message in ((["--val-fraction", "1"], "--val-fraction must be in [0, 1), got 1.0"),
@@ -171,6 +173,55 @@ def test_train_3dsrnet_on_synthetic_and_real_clips_then_resume(tmp_path, capsys)
         for model_args in (["--model", "3dsrnet"], ["--arch", "9-1-5"]):
             assert run("train", stills, *model_args, *bad, "-o", tmp_path / "x.safetensors") == 2
             assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_train_the_posters_3dsrnet_with_the_loss_on_its_valid_region(tmp_path, capsys, monkeypatch):
+    """`train --model 3dsrnet --arch poster`: our poster's network (32 filters by default, conv4-5 unpadded, a
+    sub-pixel head for the scale) on clips whose targets are cropped to what it predicts (2 LR pixels a side
+    fewer); the saved file runs on whole frames and fine-tunes as itself."""
+    from skimage import data
+
+    from magmasr import train as train_mod
+    from magmasr.video import VideoSR
+
+    stills = tmp_path / "stills"
+    stills.mkdir()
+    iio.imwrite(stills / "cam.png", data.camera()[:200, :200])
+    seen = {}
+    fit = train_mod.fit
+
+    def spy(net, data, **kw):
+        seen.setdefault("shapes", (data.x.shape, data.y.shape))
+        return fit(net, data, **kw)
+
+    monkeypatch.setattr(train_mod, "fit", spy)
+    common = ["--model", "3dsrnet", "--arch", "poster", "--scale", "4", "--patch", "10", "--clips-per-image", "4",
+              "--batch", "2", "--steps", "2", "--val-fraction", "0", "--seed", "3", "--device", "cpu"]
+    out = tmp_path / "poster.safetensors"
+    assert run("train", stills, *common, "-o", out) == 0
+    # LR clips of 5x10x10; the network predicts (10 - 4) x 4 = 24 HR pixels a side.
+    assert seen["shapes"] == ((4, 1, 5, 10, 10), (4, 1, 24, 24))
+    m = VideoSR.load(out)
+    assert m.arch.name == "tdsrnet_poster" and m.arch.kwargs == {"head": "shuffle", "scale": 4, "filters": 32, "seed": 3}
+    assert m.border == 2 and m.metadata["recipe"] == "3dsrnet_poster_synthetic_clips"
+    assert m.net.num_parameters == 116_240
+    # The cropped targets are the centre of the full ones (the clips themselves are unchanged).
+    from magmasr.video import ClipDataset
+
+    full = ClipDataset.synthetic([data.camera()[:200, :200]], 4, clips_per_image=4, patch=10, seed=3)
+    crop = full.valid(2)
+    np.testing.assert_array_equal(crop.x, full.x)
+    np.testing.assert_array_equal(crop.y, full.y[..., 8:-8, 8:-8])
+    # The file is recognised as a video model (finetune, upscale) and fine-tunes as the poster's network.
+    assert cli._is_3dsrnet_file(out) and cli.default_video_model(4, str(out)) == "3dsrnet"
+    tuned = tmp_path / "tuned.safetensors"
+    assert run("finetune", out, stills, *common[4:], "-o", tuned) == 0
+    t = VideoSR.load(tuned)
+    assert t.arch == m.arch and t.metadata["recipe"] == "3dsrnet_poster_finetune_all_synthetic_clips"
+    capsys.readouterr()
+    assert run("train", stills, *common, "--patch", "4", "-o", tmp_path / "x.safetensors") == 2
+    assert "--patch 4: clips of 4 LR pixels are too small" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
 
 

@@ -36,6 +36,10 @@ def test_tdsrnet_poster_counts():
     shuffle = models.tdsrnet_poster("shuffle")
     assert shuffle.num_parameters == 112_772
     assert shuffle.output_shape((1, 1, 5, 64, 64)) == (1, 1, 120, 120)
+    # The same network with a x4 sub-pixel head (16 outputs): 111,616 + 9 * 32 * 16 + 16.
+    x4 = models.tdsrnet_poster("shuffle", scale=4)
+    assert x4.num_parameters == 111_616 + 4_624 == 116_240
+    assert x4.output_shape((1, 1, 5, 64, 64)) == (1, 1, 240, 240)
     # A 1-output head instead: 111,616 + 289 = 111,905. (The 112,505 cannot come from a 3x3 Conv2D
     # on 32 channels: 9 * 32 * c + c = 889 has no integer solution.)
     single = models.tdsrnet_poster("single")

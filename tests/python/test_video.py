@@ -40,6 +40,47 @@ def test_upscale_frames_sliding_window_shapes():
         list(model.upscale_frames([]))
 
 
+def test_posters_3dsrnet_pads_whole_frames_by_its_border():
+    """The poster's network takes 2 LR pixels off each side (conv4 and conv5 unpadded): on whole frames the
+    window is padded by 2, replicating its edges, so the residual has the frame's size x scale; further than
+    its receptive field (6 LR pixels: six 3x3 layers) from the edges it equals the network on the unpadded
+    frames, since neither the padding nor the zero padding of its 'same' layers reaches there."""
+    rng = np.random.default_rng()
+    scale = int(rng.integers(2, 5))
+    m = VideoSR.tdsrnet_poster(scale, filters=6, seed=int(rng.integers(100)))
+    assert m.border == 2 and VideoSR.tdsrnet(scale, filters=4).border == 0
+    h, w = (int(v) for v in rng.integers(15, 22, 2))
+    win = rng.random((5, h, w))
+    r = m.residual(win)
+    assert r.shape == (scale * h, scale * w)
+    from magmasr._core import from_numpy
+
+    inner = m.net(from_numpy(win.astype(np.float32)[None, None])).numpy()[0, 0]
+    assert inner.shape == (scale * (h - 4), scale * (w - 4))
+    # LR pixel i of the frame is pixel i - 2 of the unpadded output; i in 6 .. h - 7 is out of reach of both.
+    s = scale
+    np.testing.assert_allclose(r[6 * s:-6 * s, 6 * s:-6 * s], inner[4 * s:-4 * s, 4 * s:-4 * s], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(r[:s, :s], inner[:s, :s], atol=1e-6)  # at the edges, the padding does matter
+    # the padding is the edge frames' own pixels: a window padded by hand gives the same border
+    padded = np.pad(win, ((0, 0), (2, 2), (2, 2)), mode="edge").astype(np.float32)
+    np.testing.assert_allclose(r, m.net(from_numpy(padded[None, None])).numpy()[0, 0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="a window is \\[5, h, w\\]"):
+        m.residual(win[:4])
+
+
+def test_video_models_refuse_other_networks():
+    from magmasr import models
+
+    with pytest.raises(ValueError, match="a video model is a 3DSRnet"):
+        VideoSR(models.srcnn(), 3, models.Architecture("srcnn", {}))
+    arch = models.Architecture("tdsrnet_poster", {"head": "single"})
+    with pytest.raises(ValueError, match="sub-pixel head"):
+        VideoSR(arch.build(), 2, arch)
+    arch = models.Architecture("tdsrnet", {"scale": 4})
+    with pytest.raises(ValueError, match="upscales x4, the model says x2"):
+        VideoSR(arch.build(), 2, arch)
+
+
 def test_clips_from_sequences_follow_the_protocol():
     rng = np.random.default_rng(0)
     seq = [rng.integers(16, 236, (40, 48), dtype=np.uint8) for _ in range(6)]
