@@ -80,7 +80,8 @@ def _vid4(doc: dict) -> tuple[str, list[Panel], int]:
                        {"bicubic": "bicubic", "srcnn_955": "SRCNN 9-5-5 (single frame, authors' weights)",
                         "srcnn_ours": "SRCNN (single frame, magmasr's weights)",
                         "tdsrnet_imported": "3DSRnet (authors' weights)",
-                        "tdsrnet_ours": "3DSRnet (magmasr's weights)"}, {}, "Vid4 ")
+                        "tdsrnet_ours": "3DSRnet (magmasr's weights)",
+                        "tdsrnet_poster_ours": "3DSRnet, the poster's (magmasr's weights)"}, {}, "Vid4 ")
     return "3DSRnet paper table: mean PSNR (Y) on Vid4, the authors' test.m protocol", panels, len(panels)
 
 

@@ -84,23 +84,26 @@ def vid4_table(shared: Path, device: str) -> tuple[list[dict], str]:
         model = VideoSR.from_3dsrnet_mat(mat, scale).to(device)
         srcnn = ImageSR.from_srcnn_mat(shared / "weights/srcnn_official/9-5-5_imagenet" / f"x{scale}.mat",
                                        scale).to(device)
-        ours_srcnn, ours_3d = shipped_weights("srcnn", scale), shipped_weights("3dsrnet", scale)
+        ours_srcnn = shipped_weights("srcnn", scale)
         baselines = {"srcnn_ours": ImageSR.load(ours_srcnn).to(device)} if ours_srcnn else {}
-        ours = VideoSR.load(ours_3d).to(device) if ours_3d else None
+        # our 3DSRnets that ship for the scale: the published architecture's and the poster's
+        ours = {col: (VideoSR.load(path).to(device), path) for col, path in
+                (("tdsrnet_ours", shipped_weights("3dsrnet", scale)),
+                 ("tdsrnet_poster_ours", shipped_weights("3dsrnet_poster", scale))) if path}
         for seq in ("calendar", "city"):
             t0 = time.perf_counter()
             r = evaluate_video(model, shared / "data/Vid4_Y" / seq, srcnn=srcnn, baselines=baselines)
             row = {"scale": scale, "sequence": seq, "bicubic": r.psnr_bicubic, "srcnn_955": r.psnr_srcnn,
                    **r.psnr_baselines, "tdsrnet_imported": r.psnr, "frames": r.frames}
-            if ours is not None:
-                row["tdsrnet_ours"] = evaluate_video(ours, shared / "data/Vid4_Y" / seq).psnr
-                row["tdsrnet_ours_file"] = ours_3d.name
+            for col, (m, path) in ours.items():
+                row[col] = evaluate_video(m, shared / "data/Vid4_Y" / seq).psnr
+                row[col + "_file"] = path.name
             row["seconds"] = time.perf_counter() - t0
             rows.append(row)
             print(row, flush=True)
     cols = {"bicubic": "bicubic", "srcnn_955": "SRCNN 9-5-5 imported (single frame)",
             "srcnn_ours": "SRCNN ours (single frame)", "tdsrnet_imported": "3DSRnet imported",
-            "tdsrnet_ours": "3DSRnet ours"}
+            "tdsrnet_ours": "3DSRnet ours", "tdsrnet_poster_ours": "3DSRnet poster's, ours"}
     lines = ["| scale | sequence | " + " | ".join(cols.values()) + " | frames |",
              "|---|---|" + "---|" * len(cols) + "---|"]
     f = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731

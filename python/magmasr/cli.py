@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -384,7 +385,7 @@ def _check_training(args) -> None:
             raise CliError(f"--{name.replace('_', '-')} must be {what}, got {getattr(args, name)}")
 
 
-def _train_common(args, recipe) -> int:
+def _train_common(args, recipe, extra: dict | None = None) -> int:
     from . import train
 
     _check_training(args)
@@ -397,7 +398,7 @@ def _train_common(args, recipe) -> int:
                     device=args.device, checkpoint=args.checkpoint, log=args.log)
     # Save the trained weights as a whole-image ('same', replicate) model of the same architecture.
     model = train.image_model(recipe.model, args.scale)
-    model.save(args.output, recipe=recipe.name, data=str(args.data), steps=str(args.steps),
+    model.save(args.output, **(extra or {}), recipe=recipe.name, data=str(args.data), steps=str(args.steps),
                val_psnr=f"{res.val_psnr:.4f}" if res.val_psnr is not None else "",
                command=" ".join(["magmasr"] + args.argv))
     print(f"saved {args.output} (validation PSNR {res.val_psnr})", file=sys.stderr)
@@ -414,15 +415,20 @@ def cmd_train(args) -> int:
 
     if args.model == "3dsrnet":
         return _train_video(args)
-    if args.init_from:
-        raise CliError("--init-from is a 3DSRnet option (SRCNN: magmasr finetune)")
     args.arch = args.arch or "9-5-5"
     if args.arch not in SRCNN_PRESETS:
         raise CliError(f"--arch {args.arch}: expected one of {sorted(SRCNN_PRESETS)}")
     f1, f2, f3 = SRCNN_PRESETS[args.arch]
     recipe = train.make_recipe("scratch_nonlinear" if args.nonlinear else "scratch", f1=f1, f2=f2, f3=f3,
                                seed=args.seed, init=args.init or "gaussian")
-    return _train_common(args, recipe)
+    extra = {}
+    if args.init_from:
+        _check_training(args)
+        copied = _init_from(recipe.model, Path(args.init_from), args.scale, video=False)
+        extra["init_from"] = f"{Path(args.init_from).name}: {copied}"
+        recipe = dataclasses.replace(recipe, name="init_from")
+        print(f"{copied} start from {args.init_from}; the other layers from scratch", file=sys.stderr)
+    return _train_common(args, recipe, extra)
 
 
 def _is_3dsrnet_file(path: Path) -> bool:
@@ -440,26 +446,28 @@ def _is_3dsrnet_file(path: Path) -> bool:
         return False
 
 
-def _init_from(model, path: Path) -> list[str]:
-    """Copies into `model` every layer of a 3DSRnet weight file (ours or the authors' .mat) whose parameters
-    have the same shapes (e.g. conv1..conv5 of a model for another scale); returns the layers copied."""
+def _init_from(net, path: Path, scale: int, video: bool) -> str:
+    """Starts `net` from every layer of a weight file that fits it (:func:`magmasr.train.transplant`: same
+    shapes, or a smaller kernel embedded at the centre). The file: a 3DSRnet (ours or the authors' .mat) for
+    a 3DSRnet, an SRCNN (ours or the authors' .mat for `scale`) for an SRCNN. Returns what was taken, e.g.
+    'conv1, conv2 (embedded 1x1 in 5x5), conv3'."""
+    from .train import transplant
     from .weights import import_3dsrnet_mat, load
 
     if not path.exists():
         raise CliError(f"--init-from {path}: no such file")
     try:
-        src = import_3dsrnet_mat(path) if path.suffix.lower() == ".mat" else load(path)[0]
+        if path.suffix.lower() == ".mat":
+            src = import_3dsrnet_mat(path) if video else ImageSR.from_srcnn_mat(path, scale).net.state_dict()
+        else:
+            src = load(path)[0]
     except (OSError, ValueError) as e:
         raise CliError(f"--init-from {path}: cannot load ({e})") from None
-    state = model.net.state_dict()
-    layers = sorted({k.split(".")[0] for k in state})
-    fits = [n for n in layers if all(k in src and src[k].shape == v.shape for k, v in state.items()
-                                     if k.split(".")[0] == n)]
-    if not fits:
+    done = transplant(net, src)
+    if not done:
         raise CliError(f"--init-from {path}: no layer of it has the shapes of this model's "
-                       f"(check --filters and that it is a 3DSRnet)")
-    model.net.load_state_dict({**state, **{k: src[k] for k in state if k.split(".")[0] in fits}})
-    return fits
+                       f"(check --filters / --arch and that it is a {'3DSRnet' if video else 'SRCNN'})")
+    return ", ".join(n if how == "copied" else f"{n} ({how})" for n, how in sorted(done.items()))
 
 
 def _train_video(args, pretrained: Path | None = None) -> int:
@@ -494,9 +502,9 @@ def _train_video(args, pretrained: Path | None = None) -> int:
         model = build(args.scale, filters=args.filters, seed=args.seed)
         recipe = "3dsrnet_synthetic_clips" if variant == "published" else "3dsrnet_poster_synthetic_clips"
         if args.init_from:
-            copied = _init_from(model, Path(args.init_from))
-            model.metadata["init_from"] = f"{Path(args.init_from).name}: {', '.join(copied)}"
-            print(f"{', '.join(copied)} start from {args.init_from}; the other layers from scratch", file=sys.stderr)
+            copied = _init_from(model.net, Path(args.init_from), args.scale, video=True)
+            model.metadata["init_from"] = f"{Path(args.init_from).name}: {copied}"
+            print(f"{copied} start from {args.init_from}; the other layers from scratch", file=sys.stderr)
     else:
         try:
             model = VideoSR.from_3dsrnet_mat(pretrained, args.scale) if pretrained.suffix.lower() == ".mat" \
@@ -640,8 +648,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", choices=("gaussian", "default"), default=None,
                    help="gaussian: the SRCNN paper's N(0, 0.001^2) (SRCNN's default); default: U(+-1/sqrt(fan_in))")
     t.add_argument("--filters", type=int, default=None, help="3DSRnet: filters per layer (published: 64, poster: 32)")
-    t.add_argument("--init-from", help="3DSRnet: start every layer that fits from this 3DSRnet file (e.g. "
-                                       "conv1..conv5 of a model for another scale), the others from scratch")
+    t.add_argument("--init-from", help="start every layer that fits from this weight file of the same model "
+                                       "(3DSRnet: e.g. conv1..conv5 of a model for another scale; SRCNN: e.g. a "
+                                       "9-1-5 grown into 9-5-5, its 1x1 conv2 the centre of the 5x5), the others "
+                                       "from scratch")
     clips(t)
     training(t)
     t.set_defaults(fn=cmd_train)

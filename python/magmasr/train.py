@@ -166,6 +166,42 @@ def make_recipe(name: str, pretrained: dict[str, np.ndarray] | None = None, *, f
     return Recipe(name, model, trainable, mult)
 
 
+def transplant(model: nn.Sequential, state: dict[str, np.ndarray]) -> dict[str, str]:
+    """Starts `model` from another network's weights, layer by layer (same layer names): a layer whose
+    parameters all have the same shapes is copied; a convolution with the same channels and a kernel smaller in
+    space by an even amount is embedded at the centre of the larger kernel, the rest zero, which computes the
+    same function wherever the larger kernel sees no border (SRCNN 9-1-5 grown into 9-5-5: the 1x1 conv2
+    becomes the centre tap of a 5x5). Other layers keep their values. Returns {layer: 'copied' | 'embedded
+    KxK in K'xK''}."""
+    own = model.state_dict()
+    layers: dict[str, list[str]] = {}
+    for key in own:
+        layers.setdefault(key.split(".")[0], []).append(key)
+
+    def fits(src: tuple, dst: tuple) -> bool:
+        return len(src) == len(dst) and src[:2] == dst[:2] and all(
+            d >= s_ and (d - s_) % 2 == 0 for s_, d in zip(src[2:], dst[2:]))
+
+    new, done = dict(own), {}
+    for layer, keys in layers.items():
+        if not all(k in state for k in keys) or not all(fits(tuple(state[k].shape), own[k].shape) for k in keys):
+            continue
+        how = "copied"
+        for k in keys:
+            src = np.asarray(state[k], dtype=np.float32)
+            if src.shape == tuple(own[k].shape):
+                new[k] = src
+                continue
+            out = np.zeros(own[k].shape, np.float32)
+            out[(slice(None), slice(None)) + tuple(slice((d - s_) // 2, (d - s_) // 2 + s_)
+                                                   for s_, d in zip(src.shape[2:], own[k].shape[2:]))] = src
+            new[k] = out
+            how = f"embedded {'x'.join(map(str, src.shape[2:]))} in {'x'.join(map(str, own[k].shape[2:]))}"
+        done[layer] = how
+    model.load_state_dict(new)
+    return done
+
+
 def image_model(model: nn.Sequential, scale: int):
     """The whole-image model ('same' output, replicate borders) of a network trained on patches ('valid'):
     same architecture, same weights. Works for SRCNN and SRCNN with the added non-linear layer."""

@@ -176,6 +176,38 @@ def test_train_3dsrnet_on_synthetic_and_real_clips_then_resume(tmp_path, capsys)
     assert not (tmp_path / "x.safetensors").exists()
 
 
+def test_train_srcnn_955_grown_from_a_915(tmp_path, capsys):
+    """`train --arch 9-5-5 --init-from a 9-1-5 file`: conv1 and conv3 copied, conv2's 1x1 the centre of the 5x5,
+    so the whole-image model starts as the 9-1-5 (replicate borders: the same function everywhere); one step of
+    a tiny rate keeps it there. The file says where it started."""
+    from skimage import data
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    iio.imwrite(folder / "cam.png", data.camera()[:96, :96])
+    small = ImageSR.srcnn("9-1-5", 3, seed=4)
+    src = tmp_path / "915.safetensors"
+    small.save(src, recipe="test")
+    out = tmp_path / "955.safetensors"
+    assert run("train", folder, "--arch", "9-5-5", "--scale", "3", "--init-from", src, "--steps", "1", "--batch", "4",
+               "--lr", "1e-9", "--val-fraction", "0", "--device", "cpu", "-o", out) == 0
+    assert "conv1, conv2 (embedded 1x1 in 5x5), conv3 start from" in capsys.readouterr().err
+    big = ImageSR.load(out)
+    assert (big.arch.kwargs["f2"], big.metadata["recipe"]) == (5, "init_from")
+    assert big.metadata["init_from"] == "915.safetensors: conv1, conv2 (embedded 1x1 in 5x5), conv3"
+    img = np.random.default_rng().random((20, 23))
+    np.testing.assert_allclose(big.refine(img), small.refine(img), atol=1e-5)
+    # a file of the other model is refused, naming the problem
+    vid = tmp_path / "vid.safetensors"
+    from magmasr.video import VideoSR
+
+    VideoSR.tdsrnet(3, filters=2).save(vid)
+    assert run("train", folder, "--arch", "9-5-5", "--init-from", vid, "--steps", "1", "--device", "cpu",
+               "-o", tmp_path / "x.safetensors") == 2
+    assert "no layer of it has the shapes of this model's" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def test_train_the_posters_3dsrnet_with_the_loss_on_its_valid_region(tmp_path, capsys, monkeypatch):
     """`train --model 3dsrnet --arch poster`: our poster's network (32 filters by default, conv4-5 unpadded, a
     sub-pixel head for the scale) on clips whose targets are cropped to what it predicts (2 LR pixels a side

@@ -14,8 +14,13 @@ from magmasr.video import VideoSR, evaluate_video
 FLOOR = {2: 36.34, 3: 32.39, 4: 30.08}
 BICUBIC = {2: 33.66, 3: 30.39, 4: 28.42}
 SHIPPED_FILES = sorted(SHIPPED.glob("srcnn_x*.safetensors"))
-VIDEO_FILES = sorted(SHIPPED.glob("3dsrnet_x*.safetensors"))
+VIDEO_FILES = sorted(SHIPPED.glob("3dsrnet_x*.safetensors")) + sorted(SHIPPED.glob("3dsrnet_poster_x*.safetensors"))
 VID4 = ("calendar", "city")
+
+
+def video_kind(model: VideoSR) -> str:
+    """The name the command line ships a 3DSRnet under: the published network's, or the poster's."""
+    return "3dsrnet_poster" if model.arch.name == "tdsrnet_poster" else "3dsrnet"
 
 
 def test_shipped_files_are_complete_models():
@@ -57,7 +62,7 @@ def test_shipped_3dsrnet_files_are_complete_models():
     they were measured against (scripts/ship_weights.py writes those figures)."""
     for path in VIDEO_FILES:
         model = VideoSR.load(path)
-        assert shipped_weights("3dsrnet", model.scale) == path
+        assert shipped_weights(video_kind(model), model.scale) == path
         for key in ("recipe", "data", "steps", "command", "trained_on", "train_time"):
             assert model.metadata.get(key), f"{path.name}: metadata lacks {key}"
         interim = model.metadata.get("status", "").startswith("interim")
@@ -93,7 +98,8 @@ def test_shipped_3dsrnet_beats_single_frame_srcnn(shared_dir, path, sequence, re
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_ship_script_measures_a_3dsrnet_and_refuses_one_below_the_floor(shared_dir, tmp_path, capsys):
+@pytest.mark.parametrize("arch", ["published", "poster"])
+def test_ship_script_measures_a_3dsrnet_and_refuses_one_below_the_floor(shared_dir, tmp_path, capsys, arch):
     """scripts/ship_weights.py on an untrained 3DSRnet: it measures Vid4 (whole sequences) next to single-frame
     SRCNN, refuses to ship the file as a finished model, and writes it, with the figures it printed, only when
     labelled interim."""
@@ -106,7 +112,8 @@ def test_ship_script_measures_a_3dsrnet_and_refuses_one_below_the_floor(shared_d
     spec.loader.exec_module(ship)
     src, dest = tmp_path / "untrained.safetensors", tmp_path / "dest"
     dest.mkdir()
-    VideoSR.tdsrnet(4, filters=2, seed=3).save(src, recipe="none", data="none", steps="0", command="none")
+    build = VideoSR.tdsrnet if arch == "published" else VideoSR.tdsrnet_poster
+    build(4, filters=2, seed=3).save(src, recipe="none", data="none", steps="0", command="none")
     args = [str(src), "--data", str(shared_dir / "data"), "--trained-on", "nothing", "--train-time", "0 s",
             "--dest", str(dest)]
     with pytest.raises(SystemExit) as e:
@@ -115,7 +122,9 @@ def test_ship_script_measures_a_3dsrnet_and_refuses_one_below_the_floor(shared_d
     assert not list(dest.iterdir())
     assert ship.main(args + ["--status", "interim model: untrained"]) == 0
     printed = capsys.readouterr().out
-    shipped = VideoSR.load(dest / "3dsrnet_x4.safetensors")
+    name = "3dsrnet_x4.safetensors" if arch == "published" else "3dsrnet_poster_x4.safetensors"
+    assert [p.name for p in dest.iterdir()] == [name]
+    shipped = VideoSR.load(dest / name)
     assert shipped.metadata["status"] == "interim model: untrained" and shipped.metadata["trained_on"] == "nothing"
     for seq in VID4:
         ours, bic = (float(shipped.metadata[f"vid4_{seq}_{k}psnr"]) for k in ("", "bicubic_"))

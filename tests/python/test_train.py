@@ -109,3 +109,31 @@ def test_fit_rejects_mismatched_labels_and_unknown_layers(small_data):
         train.fit(ok, small_data, steps=1, trainable=["conv9"], device="cpu", progress=False)
     with pytest.raises(ValueError, match="pretrained"):
         train.make_recipe("transfer_12")
+
+
+def test_transplant_grows_srcnn_915_into_955_computing_the_same_function():
+    """A 9-1-5 embedded in a 9-5-5 (its 1x1 conv2 the centre tap of a 5x5, zeros around): on patches ('valid')
+    the 9-5-5 output is the centre of the 9-1-5 output, 2 pixels a side smaller (the 5x5 sees no border there)."""
+    from magmasr import models
+    from magmasr._core import from_numpy
+
+    rng = np.random.default_rng()
+    small = models.srcnn(9, 1, 5, padding="valid", padding_mode="zeros", seed=int(rng.integers(1000)))
+    big = models.srcnn(9, 5, 5, padding="valid", padding_mode="zeros", seed=int(rng.integers(1000)))
+    done = train.transplant(big, small.state_dict())
+    assert done == {"conv1": "copied", "conv2": "embedded 1x1 in 5x5", "conv3": "copied"}
+    w = big.state_dict()["conv2.weight"]
+    np.testing.assert_array_equal(w[:, :, 2, 2], small.state_dict()["conv2.weight"][:, :, 0, 0])
+    assert np.count_nonzero(w) == np.count_nonzero(small.state_dict()["conv2.weight"])
+    x = rng.random((2, 1, 33, 33), dtype=np.float32)
+    out_small, out_big = (m(from_numpy(x)).numpy() for m in (small, big))
+    assert out_small.shape[-1] == 21 and out_big.shape[-1] == 17
+    np.testing.assert_allclose(out_big, out_small[..., 2:-2, 2:-2], rtol=1e-5, atol=1e-6)
+    # A layer whose channels differ is left alone; a kernel that would shrink, or grow by an odd amount, too.
+    other = models.srcnn(9, 5, 5, n1=32, padding="valid", padding_mode="zeros")
+    before = other.state_dict()
+    assert train.transplant(other, small.state_dict()) == {"conv3": "copied"}
+    np.testing.assert_array_equal(other.state_dict()["conv1.weight"], before["conv1.weight"])
+    assert train.transplant(small, big.state_dict()) == {"conv1": "copied", "conv3": "copied"}
+    even = models.srcnn(9, 2, 5, padding="valid", padding_mode="zeros")
+    assert "conv2" not in train.transplant(even, models.srcnn(9, 1, 5, padding="valid").state_dict())
