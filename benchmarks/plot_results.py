@@ -28,6 +28,7 @@ PANEL_HEIGHT_IN = 3.6    # height of one row of panels, inches
 CHROME_HEIGHT_IN = 1.1   # title, legend and footer, inches
 TRANSFER_ROWS = ("bicubic", "pretrained", "scratch", "finetune_all", "transfer_12", "scratch_nonlinear",
                  "transfer_13")
+LEGEND_ROW_IN = 0.2         # the height of each further legend row, inches
 PUBLISHED = "published (paper)"  # the legend label of the published figures' markers
 MATPLOTLIB_MISSING = "pip install matplotlib (or pip install magmasr[plots])"
 
@@ -159,12 +160,20 @@ def frame(fig, title: str, footer: str, legend: dict) -> None:
     """Title (and the legend, if any) in a strip at the top, the footer in a strip at the bottom; the
     constrained layout of the axes keeps out of both."""
     height = fig.get_figheight()
-    top, bottom = (0.75 if legend else 0.45) / height, 0.3 / height
+    rows = 0
+    if legend:
+        # As few rows as fit the figure's width, the entries balanced over them (6 entries: 2 rows of 3).
+        renderer = fig.canvas.get_renderer()
+        for rows in range(1, len(legend) + 1):
+            ncols = math.ceil(len(legend) / rows)
+            leg = fig.legend(legend.values(), legend.keys(), loc="upper center",
+                             bbox_to_anchor=(0.5, 1 - 0.38 / height), ncols=ncols, fontsize=8, frameon=False)
+            if leg.get_window_extent(renderer).width <= 0.98 * fig.bbox.width or ncols == 1:
+                break
+            leg.remove()
+    top, bottom = (0.75 + LEGEND_ROW_IN * (rows - 1) if legend else 0.45) / height, 0.3 / height
     fig.get_layout_engine().set(rect=(0, bottom, 1, 1 - top - bottom))  # left, bottom, width, height
     fig.text(0.5, 1 - 0.08 / height, title, ha="center", va="top", fontsize=12)
-    if legend:
-        fig.legend(legend.values(), legend.keys(), loc="upper center", bbox_to_anchor=(0.5, 1 - 0.38 / height),
-                   ncols=len(legend), fontsize=8, frameon=False)
     fig.text(0.5, 0.1 / height, footer, ha="center", va="bottom", fontsize=7, color="#444444")
 
 

@@ -220,3 +220,30 @@ def test_gallery_main_on_a_folder_writes_the_png(tmp_path, rng):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png", "images"]
     w, h = gallery.gallery_inches(2, 3)
     assert _png_shape(out)[:2] == (round(h * plot_results.DPI), round(w * plot_results.DPI))
+
+
+def test_a_long_legend_wraps_inside_the_figure():
+    """Five or six long labels (the Vid4 table's columns) do not fit in one row of the figure's width: the legend
+    wraps into balanced rows and stays inside the figure, clear of the panels; short labels keep one row."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.patches import Patch
+
+    labels = ["bicubic", "SRCNN 9-5-5 (single frame, authors' weights)", "SRCNN (single frame, magmasr's weights)",
+              "3DSRnet (authors' weights)", "3DSRnet (magmasr's weights)", "3DSRnet, the poster's (magmasr's weights)"]
+    short = ["bicubic", "9-5-5", "9-1-5", "ours", "published"]
+    for names, rows in ((labels[:3], 1), (short, 1), (labels[:5], 2), (labels, 2)):
+        n = len(names)
+        fig = plot_results.new_figure(*plot_results.figure_inches({"panels": [0, 1], "ncols": 2}))
+        ax = fig.subplots(1, 2)[0]
+        ax.bar([0], [1])
+        plot_results.frame(fig, "title", "footer", {label: Patch() for label in names})
+        fig.canvas.draw()
+        legend = fig.legends[0]
+        box, inside = legend.get_window_extent(), fig.bbox
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and box.y1 <= inside.y1, (n, box, inside)
+        assert box.y0 >= ax.get_window_extent().y1, n        # above the panels
+        lines = {}                                           # legend rows: entries by the height of their text
+        for t in legend.get_texts():
+            y = round(t.get_window_extent().y0)
+            lines[y] = lines.get(y, 0) + 1
+        assert len(lines) == rows and max(lines.values()) == -(-n // rows), (n, lines)   # as few as fit, balanced
