@@ -2,9 +2,9 @@
 its metadata, as the package's shipped weights for its model and scale.
 
 SRCNN: Set5 and Set14 under the SRCNN protocol; the floor of issue 5 is the original authors' 91-image models on
-Set5. 3DSRnet (published, or the poster's: shipped as 3dsrnet_poster_x{scale}): Vid4 calendar and city under the 3DSRnet authors' test.m protocol, next to single-frame SRCNN
-(the SRCNN that ships for the same scale, and the authors' 9-5-5 with --srcnn-mat); the floor is beating every
-one of them on both sequences.
+Set5. 3DSRnet (published, or the poster's: shipped as 3dsrnet_poster_x{scale}): Vid4 calendar and city under the
+3DSRnet authors' test.m protocol, next to single-frame SRCNN (the SRCNN that ships for the same scale, and the
+authors' 9-5-5 with --srcnn-mat); the floor is beating every one of them on both sequences.
 
     python scripts/ship_weights.py TRAINED.safetensors --data ../shared/data --trained-on "2 CPU cores ..." \
         --train-time "about 80 minutes" [--log log.csv] [--status "interim model: ..."] [--dest DIR] \
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if model.arch.name in VideoSR.ARCHITECTURES:
         model = VideoSR.load(args.weights)
         meta, reached = measure_video(model, args, p)
-        kind = "3dsrnet_poster" if model.arch.name == "tdsrnet_poster" else "3dsrnet"
+        kind = model.kind
     else:
         meta, reached = measure_image(model, args, p)
         kind = "srcnn"

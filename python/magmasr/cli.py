@@ -129,7 +129,6 @@ def comparison_image(lr: np.ndarray, bicubic: np.ndarray, ours: np.ndarray, orig
 
 # --------------------------------------------------------------------------------------------- commands
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov")
-VIDEO_ARCHITECTURES = ("tdsrnet", "tdsrnet_poster")   # the published 3DSRnet and our poster's
 TDSRNET_VARIANTS = {"published": 64, "poster": 32}   # --arch of a 3DSRnet -> its default --filters
 
 
@@ -143,7 +142,9 @@ def default_video_model(scale: int, weights: str | None) -> str:
             arch = load(weights)[1].get("architecture", "")
         except Exception:  # noqa: BLE001 - _load_weights reports an unreadable file properly
             return "srcnn"
-        return "3dsrnet" if arch in VIDEO_ARCHITECTURES else "srcnn"
+        from .video import VideoSR
+
+        return "3dsrnet" if arch in VideoSR.ARCHITECTURES else "srcnn"
     return "3dsrnet" if shipped_weights("3dsrnet", scale) else "srcnn"
 
 
@@ -438,10 +439,11 @@ def _is_3dsrnet_file(path: Path) -> bool:
         import h5py
 
         return bool(h5py.is_hdf5(path))
+    from .video import VideoSR
     from .weights import load
 
     try:
-        return load(path)[1].get("architecture") in VIDEO_ARCHITECTURES
+        return load(path)[1].get("architecture") in VideoSR.ARCHITECTURES
     except Exception:  # noqa: BLE001 - the SRCNN loader reports an unreadable file
         return False
 
@@ -500,7 +502,7 @@ def _train_video(args, pretrained: Path | None = None) -> int:
     if pretrained is None:
         build = VideoSR.tdsrnet if variant == "published" else VideoSR.tdsrnet_poster
         model = build(args.scale, filters=args.filters, seed=args.seed)
-        recipe = "3dsrnet_synthetic_clips" if variant == "published" else "3dsrnet_poster_synthetic_clips"
+        recipe = model.kind + "_synthetic_clips"
         if args.init_from:
             copied = _init_from(model.net, Path(args.init_from), args.scale, video=True)
             model.metadata["init_from"] = f"{Path(args.init_from).name}: {copied}"
@@ -515,8 +517,7 @@ def _train_video(args, pretrained: Path | None = None) -> int:
             raise CliError(f"{pretrained} is a x{model.scale} 3DSRnet; it cannot be fine-tuned for x{args.scale}")
         # The new file describes the new training, not the pretrained model's (its scores no longer hold).
         model.metadata = {"finetuned_from": pretrained.name}
-        recipe = ("3dsrnet_poster" if model.arch.name == "tdsrnet_poster" else "3dsrnet") \
-            + "_finetune_all_synthetic_clips"
+        recipe = model.kind + "_finetune_all_synthetic_clips"
     parts = []
     try:
         if args.clips_per_image:

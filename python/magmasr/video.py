@@ -41,7 +41,8 @@ class VideoSR(SRModel):
     (``tdsrnet_poster`` with its sub-pixel head), both predicting the residual over the bicubic-upscaled
     centre frame."""
 
-    ARCHITECTURES = ("tdsrnet", "tdsrnet_poster")
+    # architecture -> the name its weight files ship under and its training recipes begin with
+    ARCHITECTURES = {"tdsrnet": "3dsrnet", "tdsrnet_poster": "3dsrnet_poster"}
 
     def __post_init__(self) -> None:
         name, kw = self.arch.name, self.arch.kwargs
@@ -53,6 +54,11 @@ class VideoSR(SRModel):
         built = int(kw.get("scale", 4 if name == "tdsrnet" else 2))
         if built != self.scale:
             raise ValueError(f"the network upscales x{built}, the model says x{self.scale}")
+
+    @property
+    def kind(self) -> str:
+        """'3dsrnet' (the published architecture) or '3dsrnet_poster': shipped as ``{kind}_x{scale}``."""
+        return self.ARCHITECTURES[self.arch.name]
 
     @property
     def border(self) -> int:

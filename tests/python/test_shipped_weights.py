@@ -18,11 +18,6 @@ VIDEO_FILES = sorted(SHIPPED.glob("3dsrnet_x*.safetensors")) + sorted(SHIPPED.gl
 VID4 = ("calendar", "city")
 
 
-def video_kind(model: VideoSR) -> str:
-    """The name the command line ships a 3DSRnet under: the published network's, or the poster's."""
-    return "3dsrnet_poster" if model.arch.name == "tdsrnet_poster" else "3dsrnet"
-
-
 def test_shipped_files_are_complete_models():
     assert SHIPPED_FILES, "no SRCNN weights ship in python/magmasr/weights_data"
     for path in SHIPPED_FILES:
@@ -62,7 +57,7 @@ def test_shipped_3dsrnet_files_are_complete_models():
     they were measured against (scripts/ship_weights.py writes those figures)."""
     for path in VIDEO_FILES:
         model = VideoSR.load(path)
-        assert shipped_weights(video_kind(model), model.scale) == path
+        assert shipped_weights(model.kind, model.scale) == path
         for key in ("recipe", "data", "steps", "command", "trained_on", "train_time"):
             assert model.metadata.get(key), f"{path.name}: metadata lacks {key}"
         interim = model.metadata.get("status", "").startswith("interim")
