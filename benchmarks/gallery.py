@@ -28,7 +28,7 @@ import numpy as np
 
 from magmasr import image as im
 from magmasr import metrics
-from magmasr.cli import shipped_weights
+from magmasr.sr import shipped_weights
 from magmasr.sr import ImageSR, list_images, read_image
 from plot_results import new_figure, save_figure
 from reproduce_tables import card

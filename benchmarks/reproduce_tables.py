@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import magmasr
-from magmasr.cli import shipped_weights
+from magmasr.sr import shipped_weights
 from magmasr.sr import ImageSR, evaluate_image_sr
 from magmasr.video import VideoSR, evaluate_video
 

@@ -2,7 +2,8 @@
 its metadata, as the package's shipped weights for its model and scale.
 
 SRCNN: Set5 and Set14 under the SRCNN protocol; the floor of issue 5 is the original authors' 91-image models on
-Set5. 3DSRnet (published, or the poster's: shipped as 3dsrnet_poster_x{scale}): Vid4 calendar and city under the
+Set5. The file is named after the model: srcnn_x{scale} for SRCNN 9-5-5, srcnn_915_x{scale} for 9-1-5 (see
+ImageSR.kind). 3DSRnet (published, or the poster's: shipped as 3dsrnet_poster_x{scale}): Vid4 calendar and city under the
 3DSRnet authors' test.m protocol, next to single-frame SRCNN (the SRCNN that ships for the same scale, and the
 authors' 9-5-5 with --srcnn-mat); the floor is beating every one of them on both sequences.
 
@@ -93,8 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         meta, reached = measure_video(model, args, p)
         kind = model.kind
     else:
+        if model.preset is None:
+            p.error(f"{args.weights}: only the SRCNN presets with 64 and 32 filters ship; this is "
+                    f"{model.arch.name} {model.arch.kwargs}")
         meta, reached = measure_image(model, args, p)
-        kind = "srcnn"
+        kind = model.kind
     if not reached and not args.status.startswith("interim"):
         p.error("below the floor: ship it only with --status 'interim model: ...'")
     if reached and args.status.startswith("interim"):

@@ -1,10 +1,11 @@
-"""The ``magmasr`` command line: upscale, eval, train, finetune, bench.
+"""The ``magmasr`` command line: upscale, eval, train, finetune, models, bench.
 
-    magmasr upscale [INPUT] [-o OUTPUT] [--scale 3] [--model srcnn|bicubic] [--weights FILE] [--device cpu|cuda]
-                    [--tile N] [--overwrite]
-    magmasr eval DATASET [--model srcnn|bicubic] [--scale 3] [--weights FILE | --srcnn-mat FILE]
+    magmasr upscale [INPUT] [-o OUTPUT] [--scale 3] [--model srcnn|3dsrnet|bicubic] [--arch 9-1-5|poster]
+                    [--weights FILE] [--device cpu|cuda] [--tile N] [--overwrite]
+    magmasr eval DATASET [--model srcnn|3dsrnet|bicubic] [--scale 3] [--arch ...] [--weights FILE | --srcnn-mat FILE]
     magmasr train DATA [--arch 9-5-5] [--scale 3] [--steps N] [--optimizer adam|sgd] -o MODEL.safetensors
     magmasr finetune WEIGHTS DATA --recipe finetune_all|transfer_12|transfer_13 -o MODEL.safetensors
+    magmasr models
     magmasr bench [--size 1080x1920] [--device cpu|cuda]
 """
 from __future__ import annotations
@@ -21,9 +22,8 @@ import numpy as np
 
 from . import image as im
 from ._files import default_permissions
-from .sr import IMAGE_SUFFIXES, ImageSR, default_device, evaluate_image_sr, list_images, read_image
-
-SHIPPED = Path(__file__).resolve().parent / "weights_data"
+from .sr import (IMAGE_SUFFIXES, ImageSR, default_device, evaluate_image_sr, list_images, read_image,
+                 shipped_models, shipped_weights)
 
 
 class CliError(Exception):
@@ -31,18 +31,30 @@ class CliError(Exception):
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def shipped_weights(model: str, scale: int) -> Path | None:
-    """The weight file shipped in the package for this model and scale, if any."""
-    path = SHIPPED / f"{model}_x{scale}.safetensors"
-    return path if path.exists() else None
+def shipped_kind(model: str, arch: str | None) -> str:
+    """The name under which the shipped weights of --model with --arch are found: srcnn (9-5-5), srcnn_915,
+    3dsrnet (published), 3dsrnet_poster."""
+    from .video import VideoSR
+
+    try:
+        if model == "3dsrnet":
+            return VideoSR.shipped_kind(arch or "published")
+        return ImageSR.shipped_kind(arch or "9-5-5")
+    except ValueError as e:
+        raise CliError(f"--arch {arch} with --model {model}: {e}") from None
 
 
-def _load_weights(cls, kind: str, label: str, args, alternative: str):
-    """The model in --weights, or the one shipped for this kind and scale; CliError when neither exists."""
+def _load_weights(cls, model: str, label: str, args, alternative: str):
+    """The model in --weights, or the one shipped for --model / --arch and the scale; CliError when neither
+    exists."""
+    if args.weights and getattr(args, "arch", None):
+        raise CliError("--arch picks one of the shipped models; it does not go with --weights FILE (the file says "
+                       "what it is)")
+    kind = shipped_kind(model, getattr(args, "arch", None))
     path = Path(args.weights) if args.weights else shipped_weights(kind, args.scale)
     if path is None:
-        raise CliError(f"no {label} weights for x{args.scale} ship with this version of magmasr; pass --weights "
-                       f"FILE, or {alternative}")
+        raise CliError(f"no {label} weights ({kind}) for x{args.scale} ship with this version of magmasr (see "
+                       f"`magmasr models`); pass --weights FILE, or {alternative}")
     if not path.exists():
         raise CliError(f"--weights {path}: no such file")
     try:
@@ -132,9 +144,10 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov")
 TDSRNET_VARIANTS = {"published": 64, "poster": 32}   # --arch of a 3DSRnet -> its default --filters
 
 
-def default_video_model(scale: int, weights: str | None) -> str:
+def default_video_model(scale: int, weights: str | None, arch: str | None = None) -> str:
     """What a video goes through without --model: 3DSRnet when --weights is a 3DSRnet file or, without
-    --weights, when a 3DSRnet ships for the scale; otherwise SRCNN frame by frame."""
+    --weights, when a 3DSRnet (of the --arch variant) ships for the scale; SRCNN frame by frame otherwise, and
+    when --arch names an SRCNN preset."""
     if weights:
         from .weights import load
 
@@ -145,6 +158,12 @@ def default_video_model(scale: int, weights: str | None) -> str:
         from .video import VideoSR
 
         return "3dsrnet" if arch in VideoSR.ARCHITECTURES else "srcnn"
+    from .video import VideoSR
+
+    if arch in VideoSR.VARIANTS:
+        return "3dsrnet"
+    if arch is not None:
+        return "srcnn"
     return "3dsrnet" if shipped_weights("3dsrnet", scale) else "srcnn"
 
 
@@ -238,7 +257,7 @@ def _progress(done: int, total: int, t0: float) -> None:
 def cmd_upscale(args) -> int:
     video = args.input is not None and str(args.input).lower().endswith(VIDEO_SUFFIXES)
     if args.model is None:
-        args.model = default_video_model(args.scale, args.weights) if video else "srcnn"
+        args.model = default_video_model(args.scale, args.weights, args.arch) if video else "srcnn"
         if video and args.model == "srcnn" and not args.weights:
             have = [f"x{k}" for k in (2, 3, 4) if shipped_weights("3dsrnet", k)]
             print(f"note: no 3DSRnet x{args.scale} ships with this version"
@@ -564,6 +583,26 @@ def cmd_finetune(args) -> int:
     return _train_common(args, recipe)
 
 
+def cmd_models(args) -> int:
+    rows = shipped_models()
+    if not rows:
+        print("no weights ship with this installation of magmasr")
+        return 0
+    print("| model | scale | architecture | measured when shipped | date |\n|---|---|---|---|---|")
+    for r in rows:
+        if "set5_psnr" in r:
+            score = f"Set5 {r['set5_psnr']:.2f} dB, Set14 {r.get('set14_psnr', float('nan')):.2f} dB"
+        elif "vid4_calendar_psnr" in r:
+            score = f"Vid4 calendar {r['vid4_calendar_psnr']:.2f} dB, city {r.get('vid4_city_psnr', float('nan')):.2f} dB"
+        else:
+            score = ""
+        print(f"| {r['kind']} | x{r['scale']} | {r['architecture']} | {score} | {r.get('date', '')} |")
+    print("Use one with `magmasr upscale --model srcnn|3dsrnet --scale N [--arch 9-1-5|poster]`, or from Python "
+          "with ImageSR.pretrained(scale, preset) / VideoSR.pretrained(scale, variant). How each was trained: "
+          "docs/training.md.")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .models import srcnn_preset
     from ._core import from_numpy
@@ -599,6 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--scale", type=int, choices=(2, 3, 4), default=3)
         q.add_argument("--model", default=model_default, choices=("srcnn", "3dsrnet", "bicubic"), help=model_help)
         q.add_argument("--weights", help="a magmasr weight file (.safetensors) instead of the shipped one")
+        q.add_argument("--arch", default=None,
+                       help="which shipped model: an SRCNN preset (9-5-5, the default; 9-1-5 where it ships) or a "
+                            "3DSRnet variant (published, the default; poster); see `magmasr models`")
         q.add_argument("--device", default=None, help="cpu or cuda (default: cuda when a GPU is usable)")
 
     u = sub.add_parser("upscale", help="upscale an image, a folder of images, or the default picture")
@@ -668,6 +710,10 @@ def build_parser() -> argparse.ArgumentParser:
     training(f)
     clips(f)
     f.set_defaults(fn=cmd_finetune)
+
+    m = sub.add_parser("models", help="list the weights that ship with magmasr, with the scores measured when "
+                                      "they were shipped")
+    m.set_defaults(fn=cmd_models)
 
     b = sub.add_parser("bench", help="time SRCNN inference")
     b.add_argument("--arch", default="9-5-5")

@@ -19,6 +19,38 @@ from ._core import cuda_available, from_numpy
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
+# The weights magmasr trained and ships: ``{kind}_x{scale}.safetensors``, kind one of "srcnn" (SRCNN 9-5-5),
+# "srcnn_915" / "srcnn_935" (the other presets), "3dsrnet" (the published 3DSRnet), "3dsrnet_poster".
+SHIPPED = Path(__file__).resolve().parent / "weights_data"
+
+
+def shipped_weights(kind: str, scale: int) -> Path | None:
+    """The weight file shipped in the package for this kind of model and scale, or None."""
+    path = SHIPPED / f"{kind}_x{int(scale)}.safetensors"
+    return path if path.is_file() else None
+
+
+def shipped_models() -> list[dict]:
+    """Every weight file that ships in the package, with what its metadata says: ``kind``, ``scale``,
+    ``architecture`` (builder and arguments), ``path``, and the figures measured when it was shipped
+    (``set5_psnr`` / ``set14_psnr`` for SRCNN, ``vid4_calendar_psnr`` / ``vid4_city_psnr`` for 3DSRnet),
+    ``date``, ``trained_on`` and ``train_time`` where recorded. Sorted by kind, then scale."""
+    from safetensors import safe_open
+
+    rows = []
+    for path in SHIPPED.glob("*_x[0-9].safetensors"):
+        with safe_open(str(path), "np") as f:
+            meta = f.metadata() or {}
+        kind, _, scale = path.stem.rpartition("_x")
+        row = {"kind": kind, "scale": int(scale), "path": path,
+               "architecture": f"{meta.get('architecture', '?')}({meta.get('arch_kwargs', '')})"}
+        for key in ("set5_psnr", "set14_psnr", "vid4_calendar_psnr", "vid4_city_psnr"):
+            if meta.get(key):
+                row[key] = float(meta[key])
+        row.update({k: meta[k] for k in ("date", "trained_on", "train_time") if meta.get(k)})
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["kind"], r["scale"]))
+
 
 def default_device() -> str:
     return "cuda" if cuda_available() else "cpu"
@@ -65,6 +97,41 @@ class ImageSR(SRModel):
     """An SRCNN-family network with 'same' output (replicate borders) applied to bicubic-upscaled Y / 255."""
 
     # ---------------------------------------------------------------------------------------- building
+    @staticmethod
+    def shipped_kind(preset: str = "9-5-5") -> str:
+        """The name an SRCNN preset's weights ship under: 'srcnn' for 9-5-5, 'srcnn_915' for 9-1-5, ..."""
+        if preset not in models.SRCNN_PRESETS:
+            raise ValueError(f"unknown SRCNN preset {preset!r}; expected one of {sorted(models.SRCNN_PRESETS)}")
+        return "srcnn" if preset == "9-5-5" else "srcnn_" + preset.replace("-", "")
+
+    @property
+    def preset(self) -> str | None:
+        """'9-1-5', '9-3-5' or '9-5-5' when the network is that SRCNN preset with the paper's 64 and 32
+        filters; None for any other network (other widths, the added non-linear layer)."""
+        kw = {"f1": 9, "f2": 5, "f3": 5, "n1": 64, "n2": 32, **self.arch.kwargs}
+        if self.arch.name != "srcnn" or set(kw) != {"f1", "f2", "f3", "n1", "n2"} or (kw["n1"], kw["n2"]) != (64, 32):
+            return None
+        return next((name for name, f in models.SRCNN_PRESETS.items() if f == (kw["f1"], kw["f2"], kw["f3"])), None)
+
+    @property
+    def kind(self) -> str:
+        """The name the model ships under (``{kind}_x{scale}``, see :meth:`shipped_kind`); only the presets ship."""
+        if self.preset is None:
+            raise ValueError(f"only the SRCNN presets {sorted(models.SRCNN_PRESETS)} with 64 and 32 filters ship; "
+                             f"this is {self.arch.name}({_format_kwargs(self.arch.kwargs)})")
+        return self.shipped_kind(self.preset)
+
+    @classmethod
+    def pretrained(cls, scale: int = 3, preset: str = "9-5-5", device: str | None = None) -> "ImageSR":
+        """magmasr's own SRCNN for this scale and preset, as shipped in the package (see :func:`shipped_models`
+        and docs/training.md for how each was trained), on `device` (default: the GPU when usable)."""
+        path = shipped_weights(cls.shipped_kind(preset), scale)
+        if path is None:
+            have = [f"{r['kind']} x{r['scale']}" for r in shipped_models() if r["kind"].startswith("srcnn")]
+            raise ValueError(f"no SRCNN {preset} x{scale} ships with this version of magmasr (shipped: "
+                             f"{', '.join(have) or 'none'})")
+        return cls.load(path).to(device or default_device())
+
     @classmethod
     def srcnn(cls, preset: str = "9-5-5", scale: int = 3, **kwargs) -> "ImageSR":
         if preset not in models.SRCNN_PRESETS:

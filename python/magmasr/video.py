@@ -18,7 +18,7 @@ import numpy as np
 from . import image as im
 from . import metrics, models, weights
 from ._core import from_numpy
-from .sr import ImageSR, SRModel, list_images, read_image
+from .sr import ImageSR, SRModel, default_device, list_images, read_image, shipped_models, shipped_weights
 
 WINDOW = 5
 
@@ -43,6 +43,8 @@ class VideoSR(SRModel):
 
     # architecture -> the name its weight files ship under and its training recipes begin with
     ARCHITECTURES = {"tdsrnet": "3dsrnet", "tdsrnet_poster": "3dsrnet_poster"}
+    # the short names of the command line's --arch -> architecture
+    VARIANTS = {"published": "tdsrnet", "poster": "tdsrnet_poster"}
 
     def __post_init__(self) -> None:
         name, kw = self.arch.name, self.arch.kwargs
@@ -65,6 +67,25 @@ class VideoSR(SRModel):
         """LR pixels per side that the network's unpadded layers take off (the poster's conv4 and conv5: 2);
         :meth:`residual` pads the frames by as much, replicating their edges, so whole frames keep their size."""
         return 2 if self.arch.name == "tdsrnet_poster" else 0
+
+    @classmethod
+    def shipped_kind(cls, variant: str = "published") -> str:
+        """The name a 3DSRnet variant ('published' or 'poster') ships under."""
+        if variant not in cls.VARIANTS:
+            raise ValueError(f"unknown 3DSRnet variant {variant!r}; expected one of {sorted(cls.VARIANTS)}")
+        return cls.ARCHITECTURES[cls.VARIANTS[variant]]
+
+    @classmethod
+    def pretrained(cls, scale: int = 4, variant: str = "published", device: str | None = None) -> "VideoSR":
+        """magmasr's own 3DSRnet for this scale, as shipped in the package: the published architecture or
+        the poster's (see :func:`magmasr.sr.shipped_models` and docs/training.md), on `device` (default: the
+        GPU when usable)."""
+        path = shipped_weights(cls.shipped_kind(variant), scale)
+        if path is None:
+            have = [f"{r['kind']} x{r['scale']}" for r in shipped_models() if r["kind"].startswith("3dsrnet")]
+            raise ValueError(f"no 3DSRnet ({variant}) x{scale} ships with this version of magmasr (shipped: "
+                             f"{', '.join(have) or 'none'})")
+        return cls.load(path).to(device or default_device())
 
     @classmethod
     def tdsrnet(cls, scale: int = 4, **kwargs) -> "VideoSR":

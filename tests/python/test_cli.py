@@ -321,6 +321,50 @@ def test_videos_default_to_3dsrnet_only_where_one_is_available(tmp_path, monkeyp
     monkeypatch.setattr(cli, "shipped_weights", lambda model, scale: vid if (model, scale) == ("3dsrnet", 4) else None)
     assert cli.default_video_model(4, None) == "3dsrnet"
     assert cli.default_video_model(3, None) == "srcnn"
+    # --arch says which: a 3DSRnet variant means 3DSRnet, an SRCNN preset means SRCNN frame by frame.
+    assert cli.default_video_model(3, None, "poster") == "3dsrnet"
+    assert cli.default_video_model(4, None, "9-1-5") == "srcnn"
+
+
+def test_arch_picks_a_shipped_model(tmp_path, capsys):
+    """--arch 9-1-5 upscales with the shipped SRCNN 9-1-5 (the same pixels as the Python API's), the default
+    with the 9-5-5; the two differ. A variant that does not ship, one of the other model, or --arch beside
+    --weights is a clear error that writes nothing."""
+    rng = np.random.default_rng()
+    src = tmp_path / "in.png"
+    iio.imwrite(src, rng.integers(0, 256, (21, 17, 3), dtype=np.uint8))
+    for arch in ("9-1-5", None):
+        out = tmp_path / f"out_{arch}.png"
+        assert run("upscale", src, "-o", out, "--scale", "3", "--device", "cpu", *(["--arch", arch] if arch else [])) == 0
+        expect = ImageSR.pretrained(3, arch or "9-5-5", device="cpu").upscale(iio.imread(src))
+        np.testing.assert_array_equal(iio.imread(out), expect)
+    assert not np.array_equal(iio.imread(tmp_path / "out_9-1-5.png"), iio.imread(tmp_path / "out_None.png"))
+    before = set(tmp_path.iterdir())
+    weights = tmp_path / "m.safetensors"
+    for args, message in ((["--arch", "9-3-5"], "no SRCNN weights (srcnn_935) for x3"),
+                          (["--arch", "poster"], "unknown SRCNN preset 'poster'"),
+                          (["--arch", "9-1-5", "--weights", weights], "does not go with --weights")):
+        assert run("upscale", src, "-o", tmp_path / "x.png", "--scale", "3", "--device", "cpu", *args) == 2, args
+        assert message in capsys.readouterr().err
+    assert set(tmp_path.iterdir()) == before
+    with pytest.raises(cli.CliError, match="unknown 3DSRnet variant '9-5-5'"):
+        cli.shipped_kind("3dsrnet", "9-5-5")
+    assert [cli.shipped_kind("3dsrnet", a) for a in (None, "published", "poster")] == \
+        ["3dsrnet", "3dsrnet", "3dsrnet_poster"]
+
+
+def test_models_lists_every_shipped_file(capsys):
+    """One row per file in the package's weights folder, with the figures its metadata records."""
+    from magmasr.sr import SHIPPED, shipped_models
+
+    assert run("models") == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    files = sorted(SHIPPED.glob("*.safetensors"))
+    assert len(rows) == len(files) == len(shipped_models())
+    for r in shipped_models():
+        line = next(x for x in rows if x.startswith(f"| {r['kind']} | x{r['scale']} |"))
+        score = r.get("set5_psnr", r.get("vid4_calendar_psnr"))
+        assert f"{score:.2f} dB" in line
 
 
 def test_tiled_inference_is_identical_to_whole_image():
@@ -389,6 +433,30 @@ def test_video_without_model_uses_the_shipped_3dsrnet(tmp_path, capsys):
         assert run("upscale", src, "--scale", str(missing[0]), "--device", "cpu", "-o", tmp_path / "m.mkv") == 0
         err = capsys.readouterr().err
         assert f"no 3DSRnet x{missing[0]} ships" in err and f"magmasr upscale: srcnn x{missing[0]}" in err
+
+
+def test_video_with_arch_poster_uses_the_posters_3dsrnet(tmp_path, capsys):
+    """--arch poster sends a video through the shipped 3DSRnet of the poster: the frames written are those of
+    its streaming pipeline, and further from those of the published 3DSRnet."""
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    import subprocess
+
+    from magmasr.video import VideoSR
+
+    src = tmp_path / "clip.mkv"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=40x24:rate=5", "-t", "1.2", "-c:v", "ffv1", str(src)], check=True)
+    assert run("upscale", src, "--scale", "4", "--arch", "poster", "--device", "cpu") == 0
+    assert "magmasr upscale: 3dsrnet x4" in capsys.readouterr().err
+    frames = [np.frombuffer(f, np.uint8).reshape(24, 40, 3) for f in list(imageio_ffmpeg.read_frames(str(src)))[1:]]
+    got = [np.frombuffer(g, np.uint8).reshape(96, 160, 3)
+           for g in list(imageio_ffmpeg.read_frames(str(tmp_path / "clip_x4.mkv")))[1:]]
+    closeness = {}
+    for variant in ("poster", "published"):
+        expected = list(VideoSR.pretrained(4, variant, device="cpu").upscale_stream(iter(frames)))
+        assert len(expected) == len(got) == 6
+        closeness[variant] = np.mean([metrics.psnr(g, e, test_y_channel=True) for g, e in zip(got, expected)])
+    assert closeness["poster"] > 30 and closeness["poster"] > closeness["published"] + 1, closeness
 
 
 def test_auto_tile_bounds_the_working_set(monkeypatch):

@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from magmasr.cli import SHIPPED, shipped_weights
-from magmasr.sr import ImageSR, evaluate_image_sr
+from magmasr.sr import SHIPPED, ImageSR, evaluate_image_sr, shipped_models, shipped_weights
 from magmasr.video import VideoSR, evaluate_video
 
 # The floor of issue 5: the original authors' 91-image models on Set5.
 FLOOR = {2: 36.34, 3: 32.39, 4: 30.08}
 BICUBIC = {2: 33.66, 3: 30.39, 4: 28.42}
-SHIPPED_FILES = sorted(SHIPPED.glob("srcnn_x*.safetensors"))
+SHIPPED_FILES = sorted(SHIPPED.glob("srcnn*_x[0-9].safetensors"))
 VIDEO_FILES = sorted(SHIPPED.glob("3dsrnet_x*.safetensors")) + sorted(SHIPPED.glob("3dsrnet_poster_x*.safetensors"))
 VID4 = ("calendar", "city")
 
@@ -22,9 +21,56 @@ def test_shipped_files_are_complete_models():
     assert SHIPPED_FILES, "no SRCNN weights ship in python/magmasr/weights_data"
     for path in SHIPPED_FILES:
         model = ImageSR.load(path)
-        assert shipped_weights("srcnn", model.scale) == path
+        assert shipped_weights(model.kind, model.scale) == path
         for key in ("recipe", "data", "steps", "command", "set5_psnr"):
             assert model.metadata.get(key), f"{path.name}: metadata lacks {key}"
+
+
+def test_srcnn_955_ships_at_every_scale_and_915_at_x3():
+    """Issue 5's list: SRCNN 9-5-5 for x2, x3 and x4, and 9-1-5 for x3, each found by the Python API under
+    the name the ship script gives it (``ImageSR.kind``) and rebuilt with the paper's filter counts."""
+    for scale, preset in ((2, "9-5-5"), (3, "9-5-5"), (4, "9-5-5"), (3, "9-1-5")):
+        model = ImageSR.pretrained(scale, preset, device="cpu")
+        assert (model.preset, model.scale) == (preset, scale)
+        assert model.net["conv2"].kernel_size[-1] == int(preset[2])
+        n1, n2 = model.net["conv1"].out_channels, model.net["conv2"].out_channels
+        assert (n1, n2) == (64, 32)
+
+
+def test_pretrained_names_what_ships_when_asked_for_what_does_not():
+    with pytest.raises(ValueError, match="no SRCNN 9-3-5 x3 ships.*srcnn x3"):
+        ImageSR.pretrained(3, "9-3-5")
+    with pytest.raises(ValueError, match="unknown SRCNN preset"):
+        ImageSR.pretrained(3, "9-9-9")
+    with pytest.raises(ValueError, match=r"no 3DSRnet \(poster\) x3 ships.*3dsrnet_poster x4"):
+        VideoSR.pretrained(3, "poster")
+    model = VideoSR.pretrained(4, "poster", device="cpu")
+    assert (model.kind, model.scale, model.arch.name) == ("3dsrnet_poster", 4, "tdsrnet_poster")
+    assert VideoSR.pretrained(4, device="cpu").kind == "3dsrnet"
+
+
+def test_kind_names_the_presets_and_refuses_other_networks():
+    assert [ImageSR.srcnn(p).kind for p in ("9-5-5", "9-1-5", "9-3-5")] == ["srcnn", "srcnn_915", "srcnn_935"]
+    assert ImageSR.srcnn("9-5-5", n1=32).preset is None
+    with pytest.raises(ValueError, match="only the SRCNN presets"):
+        ImageSR.srcnn("9-5-5", n2=16).kind
+    from magmasr import models
+
+    arch = models.Architecture("srcnn_nonlinear", {})
+    with pytest.raises(ValueError, match="only the SRCNN presets"):
+        ImageSR(arch.build(), 3, arch).kind
+
+
+def test_shipped_models_agree_with_the_files():
+    rows = shipped_models()
+    assert {r["path"] for r in rows} == set(SHIPPED.glob("*.safetensors"))
+    for r in rows:
+        cls = VideoSR if r["kind"].startswith("3dsrnet") else ImageSR
+        model = cls.load(r["path"])
+        assert (model.kind, model.scale) == (r["kind"], r["scale"])
+        for key in ("set5_psnr", "set14_psnr", "vid4_calendar_psnr", "vid4_city_psnr"):
+            if key in model.metadata:
+                assert r[key] == float(model.metadata[key])
 
 
 @pytest.mark.data
@@ -91,13 +137,7 @@ def test_shipped_3dsrnet_beats_single_frame_srcnn(shared_dir, path, sequence, re
     assert r.psnr > max(r.psnr_baselines.values()), r
 
 
-@pytest.mark.data
-@pytest.mark.slow
-@pytest.mark.parametrize("arch", ["published", "poster"])
-def test_ship_script_measures_a_3dsrnet_and_refuses_one_below_the_floor(shared_dir, tmp_path, capsys, arch):
-    """scripts/ship_weights.py on an untrained 3DSRnet: it measures Vid4 (whole sequences) next to single-frame
-    SRCNN, refuses to ship the file as a finished model, and writes it, with the figures it printed, only when
-    labelled interim."""
+def _ship_script():
     import importlib.util
     from pathlib import Path
 
@@ -105,6 +145,40 @@ def test_ship_script_measures_a_3dsrnet_and_refuses_one_below_the_floor(shared_d
         "ship_weights", Path(__file__).resolve().parents[2] / "scripts" / "ship_weights.py")
     ship = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ship)
+    return ship
+
+
+@pytest.mark.data
+def test_ship_script_names_an_srcnn_by_its_preset_and_refuses_other_networks(shared_dir, tmp_path, capsys):
+    """An SRCNN 9-1-5 is written as srcnn_915_x{scale} (9-5-5 alone takes srcnn_x{scale}, which the command
+    line picks by default), with its Set5 / Set14 figures; a network that is not a preset is refused."""
+    from magmasr import models
+
+    ship, dest = _ship_script(), tmp_path / "dest"
+    dest.mkdir()
+    src = tmp_path / "m.safetensors"
+    common = ["--data", str(shared_dir / "data"), "--trained-on", "nothing", "--train-time", "0 s", "--dest", str(dest)]
+    arch = models.Architecture("srcnn_nonlinear", {})
+    ImageSR(arch.build(), 3, arch).save(src)
+    with pytest.raises(SystemExit) as e:
+        ship.main([str(src)] + common)
+    assert e.value.code == 2 and "only the SRCNN presets" in capsys.readouterr().err
+    ImageSR.srcnn("9-1-5", scale=3).save(src, recipe="none", data="none", steps="0", command="none")
+    assert ship.main([str(src), "--status", "interim model: untrained"] + common) == 0
+    assert [p.name for p in dest.iterdir()] == ["srcnn_915_x3.safetensors"]
+    shipped = ImageSR.load(dest / "srcnn_915_x3.safetensors")
+    set5 = float(np.mean([r.psnr for r in evaluate_image_sr(shipped, shared_dir / "data" / "Set5", 3)]))
+    assert abs(float(shipped.metadata["set5_psnr"]) - set5) < 1e-3 and set5 < FLOOR[3]
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["published", "poster"])
+def test_ship_script_measures_a_3dsrnet_and_refuses_one_below_the_floor(shared_dir, tmp_path, capsys, arch):
+    """scripts/ship_weights.py on an untrained 3DSRnet: it measures Vid4 (whole sequences) next to single-frame
+    SRCNN, refuses to ship the file as a finished model, and writes it, with the figures it printed, only when
+    labelled interim."""
+    ship = _ship_script()
     src, dest = tmp_path / "untrained.safetensors", tmp_path / "dest"
     dest.mkdir()
     build = VideoSR.tdsrnet if arch == "published" else VideoSR.tdsrnet_poster
