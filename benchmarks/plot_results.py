@@ -69,10 +69,12 @@ def _by_scale(rows: list[dict], key: str, series: dict[str, str], markers: dict[
 
 def _srcnn(doc: dict) -> tuple[str, list[Panel], int]:
     panels = _by_scale(doc["rows"], "dataset",
-                       {"bicubic": "bicubic", "srcnn_955_imported": "SRCNN 9-5-5 (authors' weights)",
+                       {"bicubic": "bicubic",
                         "srcnn_915_91img_imported": "SRCNN 9-1-5, 91 images (authors' weights)",
-                        "ours": "magmasr's shipped weights"},
-                       {"published_bicubic": "bicubic", "published_955": "SRCNN 9-5-5 (authors' weights)"}, "")
+                        "ours_915": "SRCNN 9-1-5 (magmasr's weights)",
+                        "srcnn_955_imported": "SRCNN 9-5-5, ImageNet (authors' weights)",
+                        "ours": "SRCNN 9-5-5 (magmasr's weights)"},
+                       {"published_bicubic": "bicubic", "published_955": "SRCNN 9-5-5, ImageNet (authors' weights)"}, "")
     return "SRCNN paper table: mean PSNR (Y) on Set5 and Set14", panels, len(panels)
 
 

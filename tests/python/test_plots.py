@@ -30,7 +30,8 @@ def _srcnn_doc() -> dict:
         for scale in (4, 2, 3):
             base = 10 * d + scale
             rows.append({"dataset": dataset, "scale": scale, "bicubic": base + 0.1, "srcnn_955_imported": base + 0.2,
-                         "srcnn_915_91img_imported": base + 0.3, "ours": base + 0.4, "published_bicubic": base + 0.15,
+                         "srcnn_915_91img_imported": base + 0.3, "ours_915": base + 0.35, "ours": base + 0.4,
+                         "published_bicubic": base + 0.15,
                          "published_955": base + 0.25})
     del rows[0]["ours"]          # Set14 x4
     rows[4]["ours"] = None       # Set5 x2
@@ -61,18 +62,20 @@ def test_srcnn_series_hold_every_number_in_scale_order():
         assert panel["groups"] == ["x2", "x3", "x4"]
         series = list(panel["series"].values())
         for i, scale in enumerate((2, 3, 4)):
-            base = 10 * d + scale
-            assert [s[i] for s in series[:3]] == pytest.approx([base + 0.1, base + 0.2, base + 0.3])
+            base = 10 * d + scale   # the 9-1-5s, then the 9-5-5s, the authors' before ours
+            assert [s[i] for s in series[:4]] == pytest.approx([base + 0.1, base + 0.3, base + 0.35, base + 0.2])
         markers = panel["markers"]
         assert markers["bicubic"] == pytest.approx([10 * d + s + 0.15 for s in (2, 3, 4)])
-        assert markers["SRCNN 9-5-5 (authors' weights)"] == pytest.approx([10 * d + s + 0.25 for s in (2, 3, 4)])
+        label = "SRCNN 9-5-5, ImageNet (authors' weights)"   # the marker sits on the series of the same method
+        assert label in panel["series"]
+        assert markers[label] == pytest.approx([10 * d + s + 0.25 for s in (2, 3, 4)])
     assert list(spec["panels"][0]["series"])[0] == "bicubic"
 
 
 def test_missing_or_null_ours_is_a_gap_not_a_zero():
     """'ours' absent (Set14 x4) or null (Set5 x2) becomes None at exactly that place; the others stay."""
     spec = plot_results.figure_spec("srcnn", _srcnn_doc(), "python plot.py")
-    set14, set5 = (p["series"]["magmasr's shipped weights"] for p in spec["panels"])
+    set14, set5 = (p["series"]["SRCNN 9-5-5 (magmasr's weights)"] for p in spec["panels"])
     assert set14 == [pytest.approx(2.4), pytest.approx(3.4), None]
     assert set5 == [None, pytest.approx(13.4), pytest.approx(14.4)]
 
