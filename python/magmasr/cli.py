@@ -248,6 +248,58 @@ def upscale_video(src: Path, dst: Path, args) -> int:
     return 0
 
 
+def upscale_sequence(src: Path, out_dir: Path, args) -> int:
+    """A folder of frames (one sequence, in name order) through 3DSRnet, streamed like a video: each frame is
+    read, upscaled with its 5-frame window and written (PNG, same name) in turn. Every frame is checked first
+    (one size, all gray or all RGB, 8-bit) and no output may exist without --overwrite; on failure the frames
+    written so far are removed, so no partial sequence is left behind."""
+    import imageio.v3 as iio
+
+    files = list_images(src)
+    kinds = set()
+    for f in files:
+        try:
+            props = iio.improps(f)
+        except Exception as e:  # noqa: BLE001 - any reader failure is a bad file to the user
+            raise CliError(f"{f}: cannot read the image ({e})") from None
+        shape = props.shape if props.shape[-1] != 4 else props.shape[:-1] + (3,)  # alpha is dropped
+        if props.dtype != np.uint8 or len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3)):
+            raise CliError(f"{f}: a frame of a sequence is 8-bit gray or RGB, got {props.dtype} {props.shape}")
+        kinds.add(shape[:2] if len(shape) == 2 or shape[2] == 1 else shape)
+    if len(kinds) > 1:
+        raise CliError(f"{src}: the frames of a sequence have one size and are all gray or all RGB; found "
+                       f"{', '.join(str(k) for k in sorted(kinds))}")
+    outs = [out_dir / (f.stem + ".png") for f in files]
+    if len(set(outs)) < len(outs):
+        raise CliError(f"{src}: two frames share a name apart from the extension; their outputs would collide")
+    existing = [o for o in outs if o.exists()]
+    if existing and not args.overwrite:
+        raise CliError(f"{existing[0]} exists ({len(existing)} of the outputs do); pass --overwrite to replace them")
+    model = load_video_model(args)
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def frames():
+        for f in files:
+            img = read_image(f)
+            yield img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img
+
+    written, t0 = [], time.perf_counter()
+    try:
+        for dst, out in zip(outs, model.upscale_stream(frames())):
+            atomic_write_image(dst, out, True)
+            written.append(dst)
+            _progress(len(written), len(files), t0)
+    except BaseException:
+        for w in written:
+            w.unlink(missing_ok=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    print(f"\n{src}: {len(files)} frames -> {out_dir}, x{args.scale}", file=sys.stderr)
+    return 0
+
+
 def _progress(done: int, total: int, t0: float) -> None:
     rate = done / max(time.perf_counter() - t0, 1e-9)
     of = f"/{total}" if total else ""
@@ -255,22 +307,34 @@ def _progress(done: int, total: int, t0: float) -> None:
 
 
 def cmd_upscale(args) -> int:
+    from .video import VideoSR
+
     video = args.input is not None and str(args.input).lower().endswith(VIDEO_SUFFIXES)
     if args.model is None:
-        args.model = default_video_model(args.scale, args.weights, args.arch) if video else "srcnn"
+        if video:
+            args.model = default_video_model(args.scale, args.weights, args.arch)
+        else:  # a 3DSRnet variant named with --arch means the folder is a sequence of frames
+            args.model = "3dsrnet" if args.arch in VideoSR.VARIANTS else "srcnn"
         if video and args.model == "srcnn" and not args.weights:
             have = [f"x{k}" for k in (2, 3, 4) if shipped_weights("3dsrnet", k)]
             print(f"note: no 3DSRnet x{args.scale} ships with this version"
                   + (f" (only {', '.join(have)})" if have else "")
                   + "; the video goes through SRCNN frame by frame", file=sys.stderr)
-    model = None if video else load_image_model(args)
+    src = None if args.input is None else Path(args.input)
+    if src is not None and not src.exists():
+        raise CliError(f"{src}: no such file or folder")
+    sequence = args.model == "3dsrnet" and not video
+    if sequence and (src is None or not src.is_dir()):
+        raise CliError("--model 3dsrnet upscales a video or a folder of frames (one sequence, in name order); a "
+                       "single picture goes through srcnn or bicubic")
+    model = None if video or sequence else load_image_model(args)
     where = args.device + ("" if args.device == "cpu" else f" ({_gpu_name()})")
     print(f"magmasr upscale: {args.model} x{args.scale} on {where}", file=sys.stderr)
-    if args.input is None:
+    if src is None:
         return _upscale_default(model, args)
-    src = Path(args.input)
-    if not src.exists():
-        raise CliError(f"{src}: no such file or folder")
+    if sequence:
+        return upscale_sequence(src, Path(args.output) if args.output else src.with_name(src.name + f"_x{args.scale}"),
+                                args)
     if src.is_dir():
         files = list_images(src)
         out_dir = Path(args.output) if args.output else src.with_name(src.name + f"_x{args.scale}")
@@ -647,7 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("input", nargs="?", help="image or folder (default: a picture bundled with scikit-image)")
     u.add_argument("-o", "--output", help="output file (or folder for a folder input)")
     common(u, None, "images: srcnn (default) or bicubic; videos: 3dsrnet (default where it ships for the "
-                    "scale or --weights is one), srcnn or bicubic frame by frame")
+                    "scale or --weights is one), srcnn or bicubic frame by frame; a folder with --model 3dsrnet (or "
+                    "--arch published|poster) is one sequence of frames, in name order")
     u.add_argument("--tile", type=int, default=None, help="tile size for large pictures (default: automatic)")
     u.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     u.set_defaults(fn=cmd_upscale)

@@ -132,25 +132,38 @@ class VideoSR(SRModel):
             centre = lr[idx[WINDOW // 2]]
             yield im.imresize(centre, self.scale) + self.residual(np.stack([lr[j] for j in idx]))
 
-
-    def upscale_stream(self, rgb_frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Upscales a stream of RGB uint8 frames, yielding RGB uint8 frames in order: Y through the network with
-        a 5-frame window, CbCr bicubic. Frame i is yielded as soon as frame i+2 has been read (at the end of the
-        stream the window is padded by repeating the last frame); only the window is held in memory."""
+    def upscale_stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Upscales a stream of uint8 frames, all RGB (H x W x 3) or all gray (H x W) and of one size, yielding
+        frames of the same kind in order: Y (a gray frame is its own Y) through the network with a 5-frame
+        window, CbCr bicubic. Frame i is yielded as soon as frame i+2 has been read (at the end of the stream
+        the window is padded by repeating the last frame); only the window is held in memory."""
         half = WINDOW // 2
         lr: deque = deque()       # LR Y of frames base .. base + len - 1
-        pending: deque = deque()  # YCbCr of the frames read but not yet yielded
+        pending: deque = deque()  # Y (gray) or YCbCr of the frames read but not yet yielded
         base = done = 0
+        first = None
 
         def finish(n_read: int) -> np.ndarray:
             win = [lr[min(max(j, 0), n_read - 1) - base] for j in range(done - half, done + half + 1)]
             up = im.imresize(pending.popleft(), self.scale)
+            if up.ndim == 2:
+                return im.to_uint8(np.clip(up + self.residual(np.stack(win)), 0.0, 1.0))
             up[:, :, 0] += self.residual(np.stack(win))
             return im.to_uint8(np.clip(im.ycbcr2rgb(np.clip(up, 0.0, 1.0)), 0.0, 1.0))
 
-        for rgb in rgb_frames:
-            ycc = im.rgb2ycbcr(im.to_float(np.asarray(rgb)))
-            lr.append(ycc[:, :, 0])
+        for n, frame in enumerate(frames):
+            a = np.asarray(frame)
+            if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+                raise ValueError(f"frame {n}: expected uint8 H x W x 3 (RGB) or H x W (gray), got {a.dtype} "
+                                 f"{a.shape}")
+            if first is None:
+                first = a.shape
+            elif a.shape != first:
+                raise ValueError(f"frame {n} is {a.shape}, the first frame {first}: a sequence has one size and "
+                                 "one kind of frame")
+            f = im.to_float(a)
+            ycc = f if a.ndim == 2 else im.rgb2ycbcr(f)
+            lr.append(ycc if a.ndim == 2 else ycc[:, :, 0])
             pending.append(ycc)
             if base + len(lr) - 1 >= done + half:
                 yield finish(base + len(lr))

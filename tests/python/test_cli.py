@@ -342,7 +342,8 @@ def test_arch_picks_a_shipped_model(tmp_path, capsys):
     before = set(tmp_path.iterdir())
     weights = tmp_path / "m.safetensors"
     for args, message in ((["--arch", "9-3-5"], "no SRCNN weights (srcnn_935) for x3"),
-                          (["--arch", "poster"], "unknown SRCNN preset 'poster'"),
+                          (["--model", "srcnn", "--arch", "poster"], "unknown SRCNN preset 'poster'"),
+                          (["--arch", "poster"], "a folder of frames"),   # a 3DSRnet variant: not for one picture
                           (["--arch", "9-1-5", "--weights", weights], "does not go with --weights")):
         assert run("upscale", src, "-o", tmp_path / "x.png", "--scale", "3", "--device", "cpu", *args) == 2, args
         assert message in capsys.readouterr().err
@@ -457,6 +458,59 @@ def test_video_with_arch_poster_uses_the_posters_3dsrnet(tmp_path, capsys):
         assert len(expected) == len(got) == 6
         closeness[variant] = np.mean([metrics.psnr(g, e, test_y_channel=True) for g, e in zip(got, expected)])
     assert closeness["poster"] > 30 and closeness["poster"] > closeness["published"] + 1, closeness
+
+
+@pytest.mark.parametrize("gray", [False, True])
+def test_a_folder_of_frames_through_3dsrnet(tmp_path, capsys, monkeypatch, gray):
+    """--model 3dsrnet on a folder: one sequence in name order, each output the streaming pipeline's frame
+    (gray stays gray), written under the same name; checked before anything is written (sizes, existing
+    outputs); a failure half-way leaves no frame behind."""
+    from magmasr.video import VideoSR
+
+    rng = np.random.default_rng()
+    weights = tmp_path / "v.safetensors"
+    VideoSR.tdsrnet(2, filters=4, seed=int(rng.integers(1 << 30))).save(weights)
+    src = tmp_path / "seq"
+    src.mkdir()
+    shape = (12, 10) if gray else (12, 10, 3)
+    frames = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(7)]
+    for i, f in enumerate(frames):
+        iio.imwrite(src / f"f{i:03d}.png", f)
+    out = tmp_path / "up"
+    assert run("upscale", src, "--model", "3dsrnet", "--weights", weights, "--scale", "2", "-o", out,
+               "--device", "cpu") == 0
+    expected = list(VideoSR.load(weights).upscale_stream(iter(frames)))
+    assert sorted(p.name for p in out.iterdir()) == [f"f{i:03d}.png" for i in range(7)]
+    for i, e in enumerate(expected):
+        np.testing.assert_array_equal(iio.imread(out / f"f{i:03d}.png"), e)
+    # Existing outputs are kept without --overwrite; a frame of another size is refused before any writing.
+    capsys.readouterr()
+    assert run("upscale", src, "--model", "3dsrnet", "--weights", weights, "--scale", "2", "-o", out,
+               "--device", "cpu") == 2
+    assert "exists (7 of the outputs do)" in capsys.readouterr().err
+    iio.imwrite(src / "f007.png", rng.integers(0, 256, (14, 10) + shape[2:], dtype=np.uint8))
+    assert run("upscale", src, "--model", "3dsrnet", "--weights", weights, "--scale", "2", "-o", tmp_path / "b",
+               "--device", "cpu") == 2
+    assert "have one size" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    (src / "f007.png").unlink()
+    # A failure after some frames: none of them is left.
+    real = VideoSR.upscale_stream
+
+    def failing(self, it):
+        for k, frame in enumerate(real(self, it)):
+            if k == 4:
+                raise RuntimeError("disk full")
+            yield frame
+
+    monkeypatch.setattr(VideoSR, "upscale_stream", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run("upscale", src, "--model", "3dsrnet", "--weights", weights, "--scale", "2", "-o", tmp_path / "c",
+            "--device", "cpu")
+    assert not (tmp_path / "c").exists()
+    # A single picture is not a sequence.
+    assert run("upscale", src / "f000.png", "--model", "3dsrnet", "--weights", weights, "--scale", "2",
+               "--device", "cpu") == 2
+    assert "a folder of frames" in capsys.readouterr().err
 
 
 def test_auto_tile_bounds_the_working_set(monkeypatch):

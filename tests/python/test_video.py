@@ -137,6 +137,24 @@ def test_streaming_equals_the_whole_sequence_and_holds_only_the_window():
         np.testing.assert_array_equal(out[k], expect)
 
 
+def test_streaming_gray_frames_is_the_network_on_them_and_one_kind_per_stream():
+    """A gray frame is its own Y: the streamed result is the sliding-window result on the frames as they are
+    (then rounded), gray out; frames of another size or kind, or not 8-bit, are refused by number."""
+    rng = np.random.default_rng()
+    model = VideoSR.tdsrnet_poster(2, filters=4, seed=int(rng.integers(1 << 30)))
+    gray = [rng.integers(0, 256, (9, 11), dtype=np.uint8) for _ in range(6)]
+    out = list(model.upscale_stream(iter(gray)))
+    ref = list(model.upscale_frames([im.to_float(g) for g in gray]))
+    assert len(out) == 6 and out[0].shape == (18, 22) and out[0].dtype == np.uint8
+    for k in range(6):
+        np.testing.assert_array_equal(out[k], im.to_uint8(np.clip(ref[k], 0, 1)))
+    for bad, message in (([gray[0], gray[1][:, :10]], "frame 1 is"),
+                         ([gray[0], np.stack([gray[1]] * 3, axis=2)], "frame 1 is"),
+                         ([gray[0].astype(np.uint16)], "frame 0: expected uint8")):
+        with pytest.raises(ValueError, match=message):
+            list(model.upscale_stream(iter(bad)))
+
+
 def test_clip_dataset_split_is_a_disjoint_cover():
     rng = np.random.default_rng()
     n = int(rng.integers(20, 60))
