@@ -91,6 +91,18 @@ class SRModel:
         self.device = device
         return self
 
+    @classmethod
+    def _shipped(cls, kind: str, scale: int, what: str, device: str | None):
+        """The shipped ``{kind}_x{scale}`` file loaded on `device` (default: the GPU when usable); a ValueError
+        listing the files of the same family that do ship when it does not."""
+        path = shipped_weights(kind, scale)
+        if path is None:
+            family = kind.split("_")[0]
+            have = [f"{r['kind']} x{r['scale']}" for r in shipped_models() if r["kind"].split("_")[0] == family]
+            raise ValueError(f"no {what} x{scale} ships with this version of magmasr (shipped: "
+                             f"{', '.join(have) or 'none'})")
+        return cls.load(path).to(device or default_device())
+
 
 @dataclass
 class ImageSR(SRModel):
@@ -125,12 +137,7 @@ class ImageSR(SRModel):
     def pretrained(cls, scale: int = 3, preset: str = "9-5-5", device: str | None = None) -> "ImageSR":
         """magmasr's own SRCNN for this scale and preset, as shipped in the package (see :func:`shipped_models`
         and docs/training.md for how each was trained), on `device` (default: the GPU when usable)."""
-        path = shipped_weights(cls.shipped_kind(preset), scale)
-        if path is None:
-            have = [f"{r['kind']} x{r['scale']}" for r in shipped_models() if r["kind"].startswith("srcnn")]
-            raise ValueError(f"no SRCNN {preset} x{scale} ships with this version of magmasr (shipped: "
-                             f"{', '.join(have) or 'none'})")
-        return cls.load(path).to(device or default_device())
+        return cls._shipped(cls.shipped_kind(preset), scale, f"SRCNN {preset}", device)
 
     @classmethod
     def srcnn(cls, preset: str = "9-5-5", scale: int = 3, **kwargs) -> "ImageSR":

@@ -18,7 +18,7 @@ import numpy as np
 from . import image as im
 from . import metrics, models, weights
 from ._core import from_numpy
-from .sr import ImageSR, SRModel, default_device, list_images, read_image, shipped_models, shipped_weights
+from .sr import ImageSR, SRModel, list_images, read_image
 
 WINDOW = 5
 
@@ -80,12 +80,7 @@ class VideoSR(SRModel):
         """magmasr's own 3DSRnet for this scale, as shipped in the package: the published architecture or
         the poster's (see :func:`magmasr.sr.shipped_models` and docs/training.md), on `device` (default: the
         GPU when usable)."""
-        path = shipped_weights(cls.shipped_kind(variant), scale)
-        if path is None:
-            have = [f"{r['kind']} x{r['scale']}" for r in shipped_models() if r["kind"].startswith("3dsrnet")]
-            raise ValueError(f"no 3DSRnet ({variant}) x{scale} ships with this version of magmasr (shipped: "
-                             f"{', '.join(have) or 'none'})")
-        return cls.load(path).to(device or default_device())
+        return cls._shipped(cls.shipped_kind(variant), scale, f"3DSRnet ({variant})", device)
 
     @classmethod
     def tdsrnet(cls, scale: int = 4, **kwargs) -> "VideoSR":
