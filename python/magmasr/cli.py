@@ -146,24 +146,19 @@ TDSRNET_VARIANTS = {"published": 64, "poster": 32}   # --arch of a 3DSRnet -> it
 
 def default_video_model(scale: int, weights: str | None, arch: str | None = None) -> str:
     """What a video goes through without --model: 3DSRnet when --weights is a 3DSRnet file or, without
-    --weights, when a 3DSRnet (of the --arch variant) ships for the scale; SRCNN frame by frame otherwise, and
-    when --arch names an SRCNN preset."""
-    if weights:
-        from .weights import load
+    --weights, when --arch names a 3DSRnet variant or a 3DSRnet ships for the scale; SRCNN frame by frame
+    otherwise (and when --arch names an SRCNN preset)."""
+    from .video import VideoSR
+    from .weights import load
 
+    if weights:
         try:
-            arch = load(weights)[1].get("architecture", "")
+            built = load(weights)[1].get("architecture", "")
         except Exception:  # noqa: BLE001 - _load_weights reports an unreadable file properly
             return "srcnn"
-        from .video import VideoSR
-
-        return "3dsrnet" if arch in VideoSR.ARCHITECTURES else "srcnn"
-    from .video import VideoSR
-
-    if arch in VideoSR.VARIANTS:
-        return "3dsrnet"
+        return "3dsrnet" if built in VideoSR.ARCHITECTURES else "srcnn"
     if arch is not None:
-        return "srcnn"
+        return "3dsrnet" if arch in VideoSR.VARIANTS else "srcnn"
     return "3dsrnet" if shipped_weights("3dsrnet", scale) else "srcnn"
 
 
@@ -262,7 +257,9 @@ def upscale_sequence(src: Path, out_dir: Path, args) -> int:
             props = iio.improps(f)
         except Exception as e:  # noqa: BLE001 - any reader failure is a bad file to the user
             raise CliError(f"{f}: cannot read the image ({e})") from None
-        shape = props.shape if props.shape[-1] != 4 else props.shape[:-1] + (3,)  # alpha is dropped
+        shape = tuple(props.shape)
+        if len(shape) == 3 and shape[2] == 4:
+            shape = shape[:2] + (3,)  # read_image drops the alpha channel
         if props.dtype != np.uint8 or len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3)):
             raise CliError(f"{f}: a frame of a sequence is 8-bit gray or RGB, got {props.dtype} {props.shape}")
         kinds.add(shape[:2] if len(shape) == 2 or shape[2] == 1 else shape)
