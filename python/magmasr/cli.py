@@ -97,10 +97,14 @@ def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool) -> None:
             os.remove(tmp)
 
 
-def auto_tile(model: ImageSR, shape: tuple[int, int], device: str) -> int | None:
+def auto_tile(model, shape: tuple[int, int], device: str) -> int | None:
     """A tile size that keeps the working set under a quarter of the free memory of the device (GPU) or of
-    the host (CPU); None when the whole picture fits."""
-    widest = max(model.net[n].out_channels for n in model.net.names() if n.startswith("conv"))
+    the host (CPU); None when the whole picture fits. `shape` is the network's input: the bicubic-upscaled
+    picture for SRCNN, the LR frames for 3DSRnet (whose feature maps are 5 frames deep)."""
+    from .video import WINDOW, VideoSR
+
+    widest = max(getattr(model.net[n], "out_channels", 0) for n in model.net.names())
+    depth = WINDOW if isinstance(model, VideoSR) else 1
     free = 4 << 30
     if device.startswith("cuda"):
         import magmasr
@@ -113,8 +117,8 @@ def auto_tile(model: ImageSR, shape: tuple[int, int], device: str) -> int | None
             free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError):
             pass
-    # Input, two feature maps and the GEMM workspace: about 4 * widest floats per pixel.
-    budget_pixels = free // 4 // (4 * 4 * widest)
+    # Input, two feature maps and the GEMM workspace: about 4 * widest floats per pixel and frame.
+    budget_pixels = free // 4 // (4 * 4 * widest * depth)
     if shape[0] * shape[1] <= budget_pixels:
         return None
     return max(64, int(np.sqrt(budget_pixels)) // 8 * 8)
@@ -216,7 +220,8 @@ def upscale_video(src: Path, dst: Path, args) -> int:
     t0, done = time.perf_counter(), 0
     try:
         if isinstance(model, VideoSR):
-            for rgb_up in model.upscale_stream(frames()):
+            tile = args.tile if args.tile is not None else auto_tile(model, (h, w), args.device)
+            for rgb_up in model.upscale_stream(frames(), tile):
                 emit(rgb_up)
                 done += 1
                 _progress(done, n_total, t0)
@@ -273,6 +278,8 @@ def upscale_sequence(src: Path, out_dir: Path, args) -> int:
     if existing and not args.overwrite:
         raise CliError(f"{existing[0]} exists ({len(existing)} of the outputs do); pass --overwrite to replace them")
     model = load_video_model(args)
+    h, w = next(iter(kinds))[:2]
+    tile = args.tile if args.tile is not None else auto_tile(model, (h, w), args.device)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -283,7 +290,7 @@ def upscale_sequence(src: Path, out_dir: Path, args) -> int:
 
     written, t0 = [], time.perf_counter()
     try:
-        for dst, out in zip(outs, model.upscale_stream(frames())):
+        for dst, out in zip(outs, model.upscale_stream(frames(), tile)):
             atomic_write_image(dst, out, True)
             written.append(dst)
             _progress(len(written), len(files), t0)
@@ -710,7 +717,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(u, None, "images: srcnn (default) or bicubic; videos: 3dsrnet (default where it ships for the "
                     "scale or --weights is one), srcnn or bicubic frame by frame; a folder with --model 3dsrnet (or "
                     "--arch published|poster) is one sequence of frames, in name order")
-    u.add_argument("--tile", type=int, default=None, help="tile size for large pictures (default: automatic)")
+    u.add_argument("--tile", type=int, default=None,
+                   help="tile size for large pictures and frames, in pixels of the network's input (SRCNN: the "
+                        "upscaled picture; 3DSRnet: the LR frames); the result is the same (default: automatic)")
     u.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     u.set_defaults(fn=cmd_upscale)
 

@@ -52,6 +52,30 @@ def shipped_models() -> list[dict]:
     return sorted(rows, key=lambda r: (r["kind"], r["scale"]))
 
 
+def tiled(fn, x: np.ndarray, tile: int | None, halo: int, scale: int = 1) -> np.ndarray:
+    """``fn`` (an array [..., h, w] -> an array [scale * h, scale * w]) over `x` in tile x tile blocks of its
+    last two axes, each block read with `halo` pixels of real input around it and only its own part of the
+    output kept. When every output pixel depends on the input within `halo` pixels (the receptive radius), the
+    result is that of ``fn(x)``, while ``fn`` only ever sees (tile + 2 halo)^2 pixels. `tile` None, or at least
+    the input's size: ``fn(x)``."""
+    h, w = x.shape[-2:]
+    if tile is None or (h <= tile and w <= tile):
+        return fn(x)
+    if tile < 1:
+        raise ValueError(f"tile must be >= 1, got {tile}")
+    out = None
+    for r in range(0, h, tile):
+        for c in range(0, w, tile):
+            r0, c0 = max(r - halo, 0), max(c - halo, 0)
+            block = fn(x[..., r0:min(r + tile + halo, h), c0:min(c + tile + halo, w)])
+            if out is None:
+                out = np.empty((scale * h, scale * w), block.dtype)
+            th, tw = min(tile, h - r), min(tile, w - c)
+            out[scale * r:scale * (r + th), scale * c:scale * (c + tw)] = \
+                block[scale * (r - r0):scale * (r - r0 + th), scale * (c - c0):scale * (c - c0 + tw)]
+    return out
+
+
 def default_device() -> str:
     return "cuda" if cuda_available() else "cpu"
 
@@ -90,6 +114,12 @@ class SRModel:
         self.net.to(device)
         self.device = device
         return self
+
+    @property
+    def receptive_radius(self) -> int:
+        """How far (in input pixels, in space) an output pixel sees: the sum of the convolutions' kernel radii."""
+        kernels = (getattr(self.net[n], "kernel_size", None) for n in self.net.names())
+        return sum((k[-1] - 1) // 2 for k in kernels if k)
 
     @classmethod
     def _shipped(cls, kind: str, scale: int, what: str, device: str | None):
@@ -160,31 +190,18 @@ class ImageSR(SRModel):
         return model
 
     # ---------------------------------------------------------------------------------------- inference
-    @property
-    def receptive_radius(self) -> int:
-        """How far (in pixels) an output pixel sees: the sum of the layers' kernel radii."""
-        return sum((self.net[n].kernel_size[-1] - 1) // 2 for n in self.net.names() if n.startswith("conv"))
-
     def refine(self, y: np.ndarray, tile: int | None = None) -> np.ndarray:
         """The network on one bicubic-upscaled channel (H x W float, values / 255), float32 out.
 
         With `tile`, the image is processed in tile x tile blocks, each with a halo of real pixels as wide as
         the receptive radius, so that the result equals whole-image inference while memory stays bounded."""
         y = np.asarray(y, dtype=np.float32)
-        if tile is None or (y.shape[0] <= tile and y.shape[1] <= tile):
-            out = self.net(from_numpy(np.ascontiguousarray(y[None, None])).to(self.device))
+
+        def whole(block: np.ndarray) -> np.ndarray:
+            out = self.net(from_numpy(np.ascontiguousarray(block[None, None])).to(self.device))
             return np.asarray(out.numpy())[0, 0]
-        if tile < 1:
-            raise ValueError(f"tile must be >= 1, got {tile}")
-        halo, (h, w) = self.receptive_radius, y.shape
-        out = np.empty(y.shape, np.float32)
-        for r in range(0, h, tile):
-            for c in range(0, w, tile):
-                r0, c0 = max(r - halo, 0), max(c - halo, 0)
-                block = self.refine(y[r0:min(r + tile + halo, h), c0:min(c + tile + halo, w)])
-                th, tw = min(tile, h - r), min(tile, w - c)
-                out[r:r + th, c:c + tw] = block[r - r0:r - r0 + th, c - c0:c - c0 + tw]
-        return out
+
+        return tiled(whole, y, tile, self.receptive_radius)
 
     def upscale(self, img: np.ndarray, scale: int | None = None, tile: int | None = None) -> np.ndarray:
         """Upscales a gray (H x W) or RGB (H x W x 3) image, uint8 or float in [0, 1]; returns the same dtype.

@@ -483,6 +483,11 @@ def test_a_folder_of_frames_through_3dsrnet(tmp_path, capsys, monkeypatch, gray)
     assert sorted(p.name for p in out.iterdir()) == [f"f{i:03d}.png" for i in range(7)]
     for i, e in enumerate(expected):
         np.testing.assert_array_equal(iio.imread(out / f"f{i:03d}.png"), e)
+    # --tile (LR pixels) bounds memory without changing a pixel.
+    assert run("upscale", src, "--model", "3dsrnet", "--weights", weights, "--scale", "2", "-o", tmp_path / "t",
+               "--tile", "4", "--device", "cpu") == 0
+    for i in range(7):
+        np.testing.assert_array_equal(iio.imread(tmp_path / "t" / f"f{i:03d}.png"), iio.imread(out / f"f{i:03d}.png"))
     # Existing outputs are kept without --overwrite; a frame of another size is refused before any writing.
     capsys.readouterr()
     assert run("upscale", src, "--model", "3dsrnet", "--weights", weights, "--scale", "2", "-o", out,
@@ -496,8 +501,8 @@ def test_a_folder_of_frames_through_3dsrnet(tmp_path, capsys, monkeypatch, gray)
     # A failure after some frames: none of them is left.
     real = VideoSR.upscale_stream
 
-    def failing(self, it):
-        for k, frame in enumerate(real(self, it)):
+    def failing(self, it, *args):
+        for k, frame in enumerate(real(self, it, *args)):
             if k == 4:
                 raise RuntimeError("disk full")
             yield frame
@@ -520,6 +525,14 @@ def test_auto_tile_bounds_the_working_set(monkeypatch):
     monkeypatch.setattr(cli.os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 16384, "SC_PAGE_SIZE": 4096}[name])
     tile = cli.auto_tile(model, (4000, 4000), "cpu")
     assert tile is not None and tile * tile <= 16384 and tile >= 64
+    # 3DSRnet's maps are 5 frames deep: at 64 filters, 4 * 64 * 5 floats per LR pixel, 3276 pixels.
+    from magmasr.video import VideoSR
+
+    tile = cli.auto_tile(VideoSR.tdsrnet(4, filters=64), (1000, 1000), "cpu")
+    assert tile == 64    # the floor: sqrt(3276) = 57 rounds down to 56, below it
+    monkeypatch.setattr(cli.os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 163840, "SC_PAGE_SIZE": 4096}[name])
+    tile = cli.auto_tile(VideoSR.tdsrnet(4, filters=64), (1000, 1000), "cpu")
+    assert tile * tile <= 32768 and tile > 64     # 640 MiB free: 32768 LR pixels; 176 x 176 would be 30976
 
 
 def test_default_command_uses_the_shipped_weights_and_beats_bicubic(tmp_path, capsys):
