@@ -295,8 +295,8 @@ def upscale_sequence(src: Path, out_dir: Path, args) -> int:
             written.append(dst)
             _progress(len(written), len(files), t0)
     except BaseException:
-        for w in written:
-            w.unlink(missing_ok=True)
+        for path in written:
+            path.unlink(missing_ok=True)
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()
         raise
@@ -313,6 +313,8 @@ def _progress(done: int, total: int, t0: float) -> None:
 def cmd_upscale(args) -> int:
     from .video import VideoSR
 
+    if args.tile is not None and args.tile < 1:
+        raise CliError(f"--tile must be at least 1 pixel, got {args.tile}")
     video = args.input is not None and str(args.input).lower().endswith(VIDEO_SUFFIXES)
     if args.model is None:
         if video:

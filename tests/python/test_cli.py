@@ -56,6 +56,7 @@ def test_image_and_folder_inputs_with_trained_weights(tmp_path):
     (["upscale", "--weights", "{tmp}/none.safetensors"], "no such file"),
     (["upscale", "--weights", "{tmp}/notes.txt", "-o", "{tmp}/y.png"], "cannot load"),
     (["upscale", "--device", "cuda", "--model", "bicubic"], "no usable CUDA GPU"),
+    (["upscale", "--model", "bicubic", "--tile", "0", "-o", "{tmp}/z.png"], "--tile must be at least 1"),
 ])
 def test_clear_errors_and_no_partial_outputs(tmp_path, capsys, args, message):
     (tmp_path / "notes.txt").write_text("not an image")
