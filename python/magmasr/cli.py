@@ -145,7 +145,6 @@ def comparison_image(lr: np.ndarray, bicubic: np.ndarray, ours: np.ndarray, orig
 
 # --------------------------------------------------------------------------------------------- commands
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov")
-TDSRNET_VARIANTS = {"published": 64, "poster": 32}   # --arch of a 3DSRnet -> its default --filters
 
 
 def default_video_model(scale: int, weights: str | None, arch: str | None = None) -> str:
@@ -572,11 +571,16 @@ def _train_video(args, pretrained: Path | None = None) -> int:
     if getattr(args, "nonlinear", False):
         raise CliError("--nonlinear is an SRCNN option; a 3DSRnet takes --arch published|poster and --filters")
     variant = getattr(args, "arch", None) or "published"
-    if variant not in TDSRNET_VARIANTS:
-        raise CliError(f"--arch {variant}: a 3DSRnet is {' or '.join(TDSRNET_VARIANTS)} (SRCNN presets go with "
+    if variant not in VideoSR.VARIANTS:
+        raise CliError(f"--arch {variant}: a 3DSRnet is {' or '.join(VideoSR.VARIANTS)} (SRCNN presets go with "
                        f"--model srcnn)")
-    if getattr(args, "filters", None) is None:
-        args.filters = TDSRNET_VARIANTS[variant]
+    if getattr(args, "filters", None) is None:  # the builder's own default: published 64, the poster's 32
+        import inspect
+
+        from .models import ARCHITECTURES
+
+        builder = ARCHITECTURES[VideoSR.VARIANTS[variant]]
+        args.filters = inspect.signature(builder).parameters["filters"].default
     if getattr(args, "init", None) == "gaussian":
         raise CliError("--init gaussian is the SRCNN paper's; 3DSRnet starts from the default initialisation")
     if getattr(args, "recipe", "finetune_all") != "finetune_all":
