@@ -337,12 +337,11 @@ def cmd_upscale(args) -> int:
     print(f"magmasr upscale: {args.model} x{args.scale} on {where}", file=sys.stderr)
     if src is None:
         return _upscale_default(model, args)
-    if sequence:
-        return upscale_sequence(src, Path(args.output) if args.output else src.with_name(src.name + f"_x{args.scale}"),
-                                args)
     if src.is_dir():
-        files = list_images(src)
         out_dir = Path(args.output) if args.output else src.with_name(src.name + f"_x{args.scale}")
+        if sequence:
+            return upscale_sequence(src, out_dir, args)
+        files = list_images(src)
         out_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         for i, f in enumerate(files, 1):
