@@ -8,7 +8,9 @@
 //   consecutive output positions, so stores are coalesced and loads nearly so. Padding is resolved here.
 // col2im_kernel: a gather, one thread per input element: it loops over the padded positions q that map to
 //   its sample (only q = i with zero padding; with replicate padding also the clamped border ranges) and
-//   over the kernel offsets, and sums the matching column entries. No atomics, deterministic.
+//   over the kernel offsets, and sums the matching column entries. No atomics, deterministic. When one
+//   image's columns exceed the workspace (a slice of its output positions at a time), each slice visits only
+//   the input rows its positions can reach and adds to the image, zeroed before its first slice.
 // bias_relu_kernel, pack_rows_kernel: element-wise passes over the chunk.
 //   Speed of all four: bandwidth bound; not yet measured on a GPU.
 //
@@ -129,26 +131,29 @@ __device__ __forceinline__ void q_range(int i, int size, int pad, int replicate,
   }
 }
 
+// Visits the input samples of rows [id0, id0 + nd) x [ih0, ih0 + nh) (all columns) of the nb images: the
+// launcher passes the rows that the slice's positions [p0, p0 + pc) can reach, the whole input for one slice.
 __global__ void __launch_bounds__(kBlock) col2im_kernel(ConvDims s, const float* __restrict__ col, int n0, int nb,
-                                                        int64_t p0, int pc, int accumulate, float* __restrict__ dx) {
-  const int64_t inS = int64_t(s.D) * s.H * s.W;
-  const int64_t total = int64_t(nb) * s.Cin * inS;
+                                                        int64_t p0, int pc, int id0, int nd, int ih0, int nh,
+                                                        int accumulate, float* __restrict__ dx) {
+  const int64_t total = int64_t(nb) * s.Cin * nd * nh * s.W;
   const int64_t ld = int64_t(nb) * pc;
-  float* out = dx + int64_t(n0) * s.Cin * inS;
+  float* out = dx + int64_t(n0) * s.Cin * (int64_t(s.D) * s.H * s.W);
   for (int64_t idx = dev::global_tid(); idx < total; idx += dev::grid_stride()) {
     const int iw = int(idx % s.W);
     int64_t t = idx / s.W;
-    const int ih = int(t % s.H);
-    t /= s.H;
-    const int id = int(t % s.D);
-    t /= s.D;
+    const int ih = ih0 + int(t % nh);
+    t /= nh;
+    const int id = id0 + int(t % nd);
+    t /= nd;
     const int ci = int(t % s.Cin);
     const int b = int(t / s.Cin);
+    const int64_t o = ((int64_t(b) * s.Cin + ci) * s.D + id) * s.H * s.W + int64_t(ih) * s.W + iw;
     int dlo, dhi, hlo, hhi, wlo, whi;
     q_range(id, s.D, s.pD, s.replicate, dlo, dhi);
     q_range(ih, s.H, s.pH, s.replicate, hlo, hhi);
     q_range(iw, s.W, s.pW, s.replicate, wlo, whi);
-    const float* colb = col + int64_t(b) * pc - p0;  // + j * ld + p gives the entry of position p
+    const int64_t colb = int64_t(b) * pc - p0;  // col[colb + j * ld + p] is the entry of position p
     float sum = 0.f;
     for (int qd = dlo; qd <= dhi; ++qd) {
       for (int kd = 0; kd < s.kD; ++kd) {
@@ -165,14 +170,14 @@ __global__ void __launch_bounds__(kBlock) col2im_kernel(ConvDims s, const float*
                 const int64_t p = (int64_t(od) * s.oH + oh) * s.oW + ow;
                 if (p < p0 || p >= p0 + pc) continue;
                 const int j = ((ci * s.kD + kd) * s.kH + kh) * s.kW + kw;
-                sum += colb[int64_t(j) * ld + p];
+                sum += col[colb + int64_t(j) * ld + p];
               }
             }
           }
         }
       }
     }
-    out[idx] = accumulate ? out[idx] + sum : sum;
+    out[o] = accumulate ? out[o] + sum : sum;
   }
 }
 
@@ -692,10 +697,20 @@ void im2col(const Context& ctx, const ConvGeom& g, const float* x, int64_t n0, i
 
 void col2im(const Context& ctx, const ConvGeom& g, const float* col, int64_t n0, int64_t nb, int64_t p0,
             int64_t pc, bool accumulate, float* dx) {
-  const int64_t total = nb * g.Cin * g.in_spatial();
+  // The output rows (od, oh) of positions [p0, p0 + pc) (every oh when the slice spans two depth planes), and the
+  // input rows they read: padded rows o + k - p for k < kernel size, clamped (replicate padding reads the border
+  // rows there; zero padding reads nothing, so the clamped range still holds every row it reads).
+  const int64_t oW = g.oW(), oHW = g.oH() * oW;
+  const int64_t od0 = p0 / oHW, od1 = (p0 + pc - 1) / oHW;
+  const int64_t oh0 = od0 == od1 ? (p0 % oHW) / oW : 0, oh1 = od0 == od1 ? ((p0 + pc - 1) % oHW) / oW : g.oH() - 1;
+  const auto clamp = [](int64_t v, int64_t size) { return std::min(std::max<int64_t>(v, 0), size - 1); };
+  const int64_t id0 = clamp(od0 - g.pD, g.D), id1 = clamp(od1 + g.kD - 1 - g.pD, g.D);
+  const int64_t ih0 = clamp(oh0 - g.pH, g.H), ih1 = clamp(oh1 + g.kH - 1 - g.pH, g.H);
+  const int64_t total = nb * g.Cin * (id1 - id0 + 1) * (ih1 - ih0 + 1) * g.W;
   if (total <= 0) return;
   col2im_kernel<<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(dims_of(g), col, int(n0), int(nb), p0, int(pc),
-                                                                    accumulate ? 1 : 0, dx);
+                                                                    int(id0), int(id1 - id0 + 1), int(ih0),
+                                                                    int(ih1 - ih0 + 1), accumulate ? 1 : 0, dx);
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
 

@@ -55,8 +55,8 @@ __global__ void __launch_bounds__(kBlock) mse_final_kernel(int count, const doub
 }
 
 struct MseGradOp {
-  float two_scale, nf;
-  __device__ float operator()(float a, float b, float) const { return two_scale * (a - b) / nf; }
+  float c;  // 2 * scale / n, as cpu::mse_grad computes it
+  __device__ float operator()(float a, float b, float) const { return c * (a - b); }
 };
 
 }  // namespace
@@ -64,6 +64,7 @@ struct MseGradOp {
 double mse_loss(int device, int64_t n, const float* a, const float* b) {
   if (n <= 0) return 0.0;
   Context& ctx = context(device);
+  const auto lock = ctx.lock_shared_state();
   const bool vec = dev::aligned16(a, b);
   const int64_t work = vec ? (n + 3) / 4 : n;
   int64_t blocks = (work + kBlock - 1) / kBlock;
@@ -87,7 +88,7 @@ double mse_loss(int device, int64_t n, const float* a, const float* b) {
 }
 
 void mse_grad(int device, int64_t n, const float* a, const float* b, float scale, float* g) {
-  launch_elementwise<2>(context(device), n, a, b, nullptr, g, MseGradOp{scale * 2.0f, float(n)});
+  launch_elementwise<2>(context(device), n, a, b, nullptr, g, MseGradOp{2.0f * scale / float(n)});
 }
 
 }  // namespace cuda

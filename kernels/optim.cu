@@ -4,7 +4,8 @@
 // sgd_kernel / adam_kernel
 //   Strategy: one grid-stride pass over the parameters, 256 threads per block, each parameter read and
 //   written once together with its gradient and state (float4 accesses when all arrays are 16-byte
-//   aligned, scalar otherwise). Adam's bias corrections 1 - beta^t are computed once on the host in double.
+//   aligned, scalar otherwise). Adam's bias-correction factors are computed once on the host in double, as
+//   on the CPU.
 //   Speed: bandwidth bound (SGD 16, Adam 28 bytes per parameter); not yet measured on a GPU.
 #include <cmath>
 
@@ -34,14 +35,16 @@ struct SgdStep {
 };
 
 struct AdamStep {
-  float lr, beta1, beta2, eps, weight_decay, bc1, bc2;  // bc = 1 - beta^t
+  float lr, beta1, beta2, eps, weight_decay;
+  float inv_bc1, inv_sqrt_bc2;  // 1 / (1 - beta1^t), 1 / sqrt(1 - beta2^t): the CPU's factors, in double then float
   bool decoupled;
+  // The CPU rule's operations in its order (cpu::adam_update).
   __device__ __forceinline__ float operator()(float p, float g, float& m, float& v) const {
     const float gp = decoupled ? g : g + weight_decay * p;
+    if (decoupled) p -= lr * weight_decay * p;
     m = beta1 * m + (1.f - beta1) * gp;
     v = beta2 * v + (1.f - beta2) * gp * gp;
-    if (decoupled) p -= lr * weight_decay * p;
-    return p - lr * (m / bc1) / (sqrtf(v / bc2) + eps);
+    return p - lr * (m * inv_bc1) / (sqrtf(v) * inv_sqrt_bc2 + eps);
   }
 };
 
@@ -124,13 +127,14 @@ void adam_update(int device, int64_t n, float* p, const float* g, float* m, floa
   MAGMASR_REQUIRE(step >= 1, ValueError, "adam_update: step must be >= 1, got ", step);
   Context& ctx = context(device);
   const double t = double(step);
+  const double bc1 = 1.0 - std::pow(double(hp.beta1), t), bc2 = 1.0 - std::pow(double(hp.beta2), t);
   const AdamStep s{hp.lr,
                    hp.beta1,
                    hp.beta2,
                    hp.eps,
                    hp.weight_decay,
-                   float(1.0 - std::pow(double(hp.beta1), t)),
-                   float(1.0 - std::pow(double(hp.beta2), t)),
+                   float(1.0 / bc1),
+                   float(1.0 / std::sqrt(bc2)),
                    hp.decoupled};
   const bool vec = dev::aligned16(p, g, m, v);
   if (vec) {

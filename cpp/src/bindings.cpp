@@ -100,6 +100,17 @@ Tensor tensor_from_dltensor(const dl::DLTensor& t, bool read_only, std::function
     release();
     throw;
   }
+  if (dev.is_cuda()) {
+    // Our kernels on the borrowed memory may still be queued on our stream when the tensor dies: let them
+    // finish before the producer gets the memory back (its allocator may hand it out again at once).
+    release = [r = std::move(release), d = dev.index()] {
+      try {
+        cuda::synchronize(d);
+      } catch (...) {
+      }
+      r();
+    };
+  }
   auto* data = reinterpret_cast<float*>(static_cast<char*>(t.data) + t.byte_offset);
   return Tensor::borrow(data, shape, dev, std::move(release));
 }

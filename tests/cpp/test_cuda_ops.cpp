@@ -188,6 +188,7 @@ TEST(CudaRuntime, NameStreamAndBadDevice) {
 
 TEST(CudaRuntime, CachingAllocatorReusesBlocks) {
   SKIP_WITHOUT_GPU();
+  cuda::empty_cache(kDev);  // no cached block left by an earlier test in this process may serve the 1000 bytes
   const cuda::MemoryStats s0 = cuda::memory_stats(kDev);
   void* p = cuda::alloc(kDev, 1000);  // rounded to 1024
   ASSERT_NE(p, nullptr);
@@ -240,6 +241,15 @@ TEST(CudaConv, GemmChunkingWithinAnImage) {
   const ConvGeom g = geom2d(2, 64, 32, 230, 300, 5, 2, PadMode::Replicate);
   check_conv_forward(g, 7);
   check_conv_backward(g, 8);
+}
+
+// 3-D, one image in slices that start and end inside depth planes and inside rows, some spanning two planes:
+// each slice's col2im visits only the input rows it reaches (replicate padding: the border rows too).
+TEST(CudaConv, GemmChunkingWithinA3dImage) {
+  SKIP_WITHOUT_GPU();
+  const ConvGeom g = geom(1, 32, 16, 3, 300, 400, 3, 3, 3, 1, 1, 1, PadMode::Replicate);  // K*P = 311 Mi floats
+  check_conv_forward(g, 11);
+  check_conv_backward(g, 12);
 }
 
 // Several images per chunk, with the last chunk partial.

@@ -270,6 +270,7 @@ def test_cupy_interop_is_zero_copy(gpu):
     t = magmasr.from_dlpack(c)
     assert t.device == gpu
     t.fill_(4.0)
+    magmasr.cuda.synchronize()  # magmasr's stream is not CuPy's: wait for the fill before CuPy reads
     assert bool((c == 4).all())
     back = cp.from_dlpack(magmasr.full((3,), 1.5, device=gpu))
     assert bool((back == 1.5).all())
@@ -312,6 +313,27 @@ def test_convolutions_in_two_threads_give_the_serial_results():
         for g, e in zip(got, want):
             # the same arithmetic, possibly another BLAS thread split: equal to float32 rounding
             np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-4 * float(np.abs(e).max()))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("algo", ["auto", "gemm", "direct"])
+def test_gpu_convolutions_in_two_threads_give_the_serial_results(gpu, algo):
+    # The workspace, the cuBLAS handle and the Auto timing of a device are shared by its ops; with the GIL
+    # released, ops of two threads take turns on them instead of overwriting each other's columns.
+    def work(x, w):
+        kw = dict(padding=2, padding_mode="replicate", algo=algo)
+        y = ops.conv2d(x, w, **kw)
+        dx = ops.conv2d_backward_data(y, w, (2, 32, 64, 64), **kw)
+        dw, _ = ops.conv2d_backward_weight(x, y, (16, 32, 5, 5), **kw)
+        return y.numpy(), dx.numpy(), dw.numpy()
+
+    problems = [tuple(magmasr.from_numpy(a).to(gpu) for a in _conv_problem(s)) for s in range(4)]
+    serial = [work(*p) for p in problems]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        threaded = list(pool.map(lambda p: work(*p), problems * 3))
+    for got, want in zip(threaded, serial * 3):
+        for g, e in zip(got, want):
+            np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * float(np.abs(e).max()))
 
 
 def test_layers_in_two_threads_give_the_serial_results():

@@ -12,8 +12,9 @@
 // run after them on the same stream (the "stream-ordered" contract). Work on other streams must not touch
 // this memory.
 //
-// Thread safety: creating contexts and the allocator are thread safe; the workspace is not. Run the ops of
-// one device from one host thread at a time.
+// Thread safety: creating contexts and the allocator are thread safe. The workspace, the cuBLAS handle and
+// the Auto timing are shared by the ops of a device: an op that uses them holds lock_shared_state() for its
+// whole host part (Python releases the GIL around ops, so two threads may run ops on one device at once).
 #pragma once
 
 #include <cublas_v2.h>
@@ -59,6 +60,11 @@ class Context {
   /// Returns the workspace to the caching allocator (empty_cache calls this before freeing the cache).
   void release_workspace();
 
+  /// Held by an op for as long as it uses the workspace or the cuBLAS handle (recursive: an op may call another).
+  std::unique_lock<std::recursive_mutex> lock_shared_state() {
+    return std::unique_lock<std::recursive_mutex>(ops_mutex_);
+  }
+
   /// The algorithm ConvAlgo::Auto chose for a problem, if it has been timed (Gemm or Direct), else Auto.
   ConvAlgo cached_algo(const ConvKey& key) const;
   void cache_algo(const ConvKey& key, ConvAlgo algo);
@@ -71,6 +77,7 @@ class Context {
   int sm_count_ = 1;
   void* ws_ = nullptr;
   size_t ws_bytes_ = 0;
+  std::recursive_mutex ops_mutex_;
   mutable std::mutex algo_mutex_;
   std::map<ConvKey, ConvAlgo> algo_cache_;
 };

@@ -8,7 +8,8 @@
 //   without padding skip the column buffer: x itself is the column matrix.
 //   forward:        y_n[Cout, P] = W[Cout, K] col_n[K, P]; then bias + ReLU in one pass when asked.
 //   backward data:  dcol_n = W^T dy_n (SGEMM), then col2im (a gather; replicate padding adds the clamped
-//                   border positions); slices of one image accumulate into dx after the first.
+//                   border positions); slices of one image add into dx, zeroed first, each visiting only
+//                   the input rows its positions reach.
 //   backward weight: dW^T[K, Cout] (+)= col[K, nb*P] dy^T[nb*P, Cout], one SGEMM per chunk with beta = 1
 //                   after the first (dy is packed to [Cout, nb*P] when a chunk holds several images).
 // ConvAlgo::Direct — our own kernels: tiled direct forward (specialised for the filters of SRCNN and
@@ -126,7 +127,13 @@ void gemm_backward_data(Context& ctx, const ConvGeom& g, const float* dy, const 
       // column-major: dcol_n^T[pc, K] = dy_n^T[pc, Cout] * W[Cout, K]
       sgemm_strided(ctx, CUBLAS_OP_N, CUBLAS_OP_T, pc, K, g.Cout, dy + n0 * g.Cout * P + p0, P, g.Cout * P, w, K, 0,
                     0.f, C, ldc, sc, nb);
-      if (!pw) convk::col2im(ctx, g, dcol, n0, nb, p0, pc, /*accumulate=*/p0 > 0, dx);
+      if (pw) continue;
+      // One slice: col2im writes every sample. Several: each slice adds to the rows it reaches, so zero first.
+      const bool sliced = pc < P;
+      if (sliced && p0 == 0)
+        MAGMASR_CUDA_CHECK(cudaMemsetAsync(dx + n0 * g.Cin * g.in_spatial(), 0,
+                                           size_t(nb * g.Cin * g.in_spatial()) * sizeof(float), ctx.stream()));
+      convk::col2im(ctx, g, dcol, n0, nb, p0, pc, /*accumulate=*/sliced, dx);
     }
   }
 }
@@ -261,6 +268,7 @@ void conv_forward(int device, const ConvGeom& g, const float* x, const float* w,
                   ConvAlgo algo) {
   if (g.y_numel() <= 0) return;
   Context& ctx = context(device);
+  const auto lock = ctx.lock_shared_state();
   run_with_algo(ctx, ConvDir::Forward, g, b != nullptr, algo, [&](ConvAlgo a) {
     if (a == ConvAlgo::Gemm) {
       gemm_forward(ctx, g, x, w, b, y, relu);
@@ -277,6 +285,7 @@ void conv_backward_data(int device, const ConvGeom& g, const float* dy, const fl
     return;
   }
   Context& ctx = context(device);
+  const auto lock = ctx.lock_shared_state();
   run_with_algo(ctx, ConvDir::BackwardData, g, false, algo, [&](ConvAlgo a) {
     if (a == ConvAlgo::Gemm) {
       gemm_backward_data(ctx, g, dy, w, dx);
@@ -294,6 +303,7 @@ void conv_backward_weight(int device, const ConvGeom& g, const float* x, const f
     return;
   }
   Context& ctx = context(device);
+  const auto lock = ctx.lock_shared_state();
   if (g.w_numel() <= 0) {  // Cin == 0: only the bias has a gradient
     if (db != nullptr && g.Cout > 0) {
       void* ws = ctx.workspace(std::max<size_t>(convk::bias_grad_workspace(ctx, g), 256));

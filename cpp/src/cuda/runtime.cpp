@@ -283,6 +283,7 @@ void mem_get_info(int device, size_t* free_bytes, size_t* total_bytes) {
 
 void empty_cache(int device) {
   Context& c = context(device);
+  const auto lock = c.lock_shared_state();
   c.release_workspace();
   allocator(device).empty_cache();
 }
