@@ -306,13 +306,15 @@ if not parts:
 merged = {k: v for k, v in parts[0].items() if k != "results"}
 merged["results"] = [r for p in parts for r in p["results"]]
 merged["groups"] = len(parts)
+merged["complete"] = len(parts) == 2 and all(p.get("complete", True) for p in parts)
 json.dump(merged, open(os.path.join(out, "bench_conv.json"), "w"), indent=1)
 # Markdown: per shape and direction, cuDNN vs our auto, and the best of our strategies
 rows = {}
 for r in merged["results"]:
     rows.setdefault((r["shape"], r["direction"]), {})[r["impl"]] = r
 lines = [f"# magmasr conv vs cuDNN {merged.get('cudnn_version')} on {merged.get('device')}, "
-         f"{merged.get('precision')}, {merged.get('statistic')}, {merged.get('reps')} runs", "",
+         f"{merged.get('precision')}, {merged.get('statistic')}, {merged.get('reps')} runs"
+         + ("" if merged["complete"] else " (cut short: only the rows that finished)"), "",
          "| layer | direction | cuDNN ms | direct ms | gemm ms | auto ms | auto TFLOP/s | cuDNN/auto | rel err |",
          "|---|---|---|---|---|---|---|---|---|"]
 for (shape, d), m in rows.items():

@@ -28,6 +28,7 @@
 #include <functional>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -248,6 +249,30 @@ int main(int argc, char** argv) {
     std::mt19937 rng(42);
     std::vector<Row> rows;
     const std::string dev = cuda::device_name(0);
+    // Rewritten after every direction (to a temporary file, then renamed), so that a run cut short by a
+    // time limit still leaves every row it finished; "complete" says whether all shapes ran.
+    auto write_json = [&](bool complete) {
+      const std::string tmp = out_path + ".tmp";
+      {
+        std::ofstream js(tmp);
+        js << "{\n  \"device\": \"" << json_escape(dev) << "\",\n  \"cudnn_version\": \"" << CUDNN_MAJOR << "."
+           << CUDNN_MINOR << "." << CUDNN_PATCHLEVEL << "\",\n  \"precision\": \"fp32, no TF32\",\n  \"reps\": "
+           << reps << ",\n  \"statistic\": \"median ms, L2 flushed between runs\",\n  \"complete\": "
+           << (complete ? "true" : "false") << ",\n  \"results\": [\n";
+        for (size_t i = 0; i < rows.size(); ++i) {
+          const Row& r = rows[i];
+          js << "    {\"shape\": \"" << json_escape(r.shape) << "\", \"geometry\": \"" << json_escape(r.geom)
+             << "\", \"direction\": \"" << r.dir << "\", \"impl\": \"" << json_escape(r.impl)
+             << "\", \"ms\": " << r.ms << ", \"tflops\": " << r.tflops
+             << ", \"rel_err_vs_cudnn\": " << r.rel_err_vs_cudnn << "}" << (i + 1 < rows.size() ? ",\n" : "\n");
+        }
+        js << "  ]\n}\n";
+        js.flush();
+        if (!js) throw std::runtime_error("cannot write " + tmp);
+      }
+      if (std::rename(tmp.c_str(), out_path.c_str()) != 0)
+        throw std::runtime_error("cannot rename " + tmp + " to " + out_path);
+    };
     std::printf("# magmasr vs cuDNN %d.%d.%d on %s, fp32 (no TF32), zero padding, median of %d runs, L2 flushed\n\n",
                 CUDNN_MAJOR, CUDNN_MINOR, CUDNN_PATCHLEVEL, dev.c_str(), reps);
     std::printf("| layer | direction | cuDNN algo | cuDNN ms | direct ms | gemm ms | auto ms | auto TFLOP/s | "
@@ -346,23 +371,13 @@ int main(int argc, char** argv) {
                     cudnn_ms, ours_ms[0], ours_ms[1], ours_ms[2], flop / ours_ms[2] * 1e-9, cudnn_ms / ours_ms[2],
                     auto_err);
         std::fflush(stdout);
+        write_json(false);
       }
     }
     cuda::free(0, ws);
     cudnnDestroy(cudnn);
 
-    std::ofstream js(out_path);
-    js << "{\n  \"device\": \"" << json_escape(dev) << "\",\n  \"cudnn_version\": \"" << CUDNN_MAJOR << "."
-       << CUDNN_MINOR << "." << CUDNN_PATCHLEVEL << "\",\n  \"precision\": \"fp32, no TF32\",\n  \"reps\": " << reps
-       << ",\n  \"statistic\": \"median ms, L2 flushed between runs\",\n  \"results\": [\n";
-    for (size_t i = 0; i < rows.size(); ++i) {
-      const Row& r = rows[i];
-      js << "    {\"shape\": \"" << json_escape(r.shape) << "\", \"geometry\": \"" << json_escape(r.geom)
-         << "\", \"direction\": \"" << r.dir << "\", \"impl\": \"" << json_escape(r.impl) << "\", \"ms\": " << r.ms
-         << ", \"tflops\": " << r.tflops << ", \"rel_err_vs_cudnn\": " << r.rel_err_vs_cudnn << "}"
-         << (i + 1 < rows.size() ? ",\n" : "\n");
-    }
-    js << "  ]\n}\n";
+    write_json(true);
     std::printf("\nwrote %s\n", out_path.c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_conv_cudnn: %s\n", e.what());
