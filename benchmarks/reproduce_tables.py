@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import magmasr
-from magmasr.sr import ImageSR, evaluate_image_sr, shipped_weights
+from magmasr.sr import SHIPPED, ImageSR, evaluate_image_sr, shipped_weights
 from magmasr.video import VideoSR, evaluate_video
 
 PUBLISHED_SRCNN = {  # SRCNN paper, Table 2 / the data README: (bicubic, 9-5-5 ImageNet)
@@ -120,6 +122,28 @@ def vid4_table(shared: Path, device: str) -> tuple[list[dict], str]:
     return rows, "\n".join(lines)
 
 
+def stale_weights(checkout: Path, installed: Path) -> list[str]:
+    """The weight files that differ between a checkout's `python/magmasr/weights_data` and the folder the
+    imported magmasr reads its shipped weights from (missing on one side, or other bytes). The tables are
+    written into the checkout, so they must be made with its weights, not with an older installed copy."""
+    if not checkout.is_dir() or checkout.resolve() == installed.resolve():
+        return []
+
+    def digests(folder: Path) -> dict[str, str]:
+        if not folder.is_dir():
+            return {}
+        return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in folder.glob("*.safetensors")}
+
+    a, b = digests(checkout), digests(installed)
+    return sorted(n for n in a.keys() | b.keys() if a.get(n) != b.get(n))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
@@ -127,6 +151,11 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if magmasr.cuda_available() else "cpu")
     ap.add_argument("--only", choices=("srcnn", "vid4"))
     a = ap.parse_args()
+    stale = stale_weights(Path(__file__).resolve().parents[1] / "python" / "magmasr" / "weights_data", SHIPPED)
+    if stale:
+        raise SystemExit(f"reproduce_tables.py: the installed magmasr ({SHIPPED}) ships other weights than this "
+                         f"checkout ({', '.join(stale)}): reinstall it from the checkout (pip install .) so that the "
+                         "tables written here measure the checkout's weights")
     shared, out = Path(a.shared), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = {"date": datetime.date.today().isoformat(), "card": card(a.device), "magmasr": magmasr.__version__,
@@ -135,9 +164,9 @@ def main() -> None:
         if a.only and a.only != name:
             continue
         rows, md = fn(shared, a.device)
-        (out / f"{name}.json").write_text(json.dumps({**stamp, "rows": rows}, indent=1))
+        write_atomic(out / f"{name}.json", json.dumps({**stamp, "rows": rows}, indent=1))
         head = f"Made by `{stamp['command']}` on {stamp['card']}, {stamp['date']}, magmasr {stamp['magmasr']}.\n\n"
-        (out / f"{name}.md").write_text(head + md + "\n")
+        write_atomic(out / f"{name}.md", head + md + "\n")
         print(md)
 
 

@@ -250,3 +250,34 @@ def test_a_long_legend_wraps_inside_the_figure():
             y = round(t.get_window_extent().y0)
             lines[y] = lines.get(y, 0) + 1
         assert len(lines) == rows and max(lines.values()) == -(-n // rows), (n, lines)   # as few as fit, balanced
+
+
+def test_reproduce_tables_refuses_weights_other_than_the_checkouts(tmp_path, monkeypatch):
+    """The tables are written into the checkout, so they must measure its weight files: a file missing on either
+    side or with other bytes in the installed package stops the script before it measures anything."""
+    import reproduce_tables
+
+    rng = np.random.default_rng()
+    ours, installed = tmp_path / "checkout", tmp_path / "installed"
+    ours.mkdir(), installed.mkdir()
+    same, other = rng.bytes(64), rng.bytes(64)
+    for d in (ours, installed):
+        (d / "same.safetensors").write_bytes(same)
+    (ours / "changed.safetensors").write_bytes(other)
+    (installed / "changed.safetensors").write_bytes(other[:-1] + bytes([other[-1] ^ 1]))
+    (ours / "new.safetensors").write_bytes(other)
+    (installed / "gone.safetensors").write_bytes(same)
+    (ours / "notes.txt").write_text("not a weight file")
+    assert reproduce_tables.stale_weights(ours, installed) == ["changed.safetensors", "gone.safetensors",
+                                                              "new.safetensors"]
+    assert reproduce_tables.stale_weights(ours, ours) == []
+    assert reproduce_tables.stale_weights(tmp_path / "no-checkout", installed) == []
+
+    # main(): against an installed folder holding none of the checkout's files, it names them and stops
+    monkeypatch.setattr(reproduce_tables, "SHIPPED", installed)
+    monkeypatch.setattr(sys, "argv", ["reproduce_tables.py", "--out", str(tmp_path / "out"), "--shared",
+                                      str(tmp_path / "no-shared")])
+    with pytest.raises(SystemExit,
+                       match=r"than this checkout \(.*srcnn_x3\.safetensors.*: reinstall it from the checkout"):
+        reproduce_tables.main()
+    assert not (tmp_path / "out").exists()
