@@ -22,6 +22,7 @@ import numpy as np
 
 from magmasr._core import from_numpy
 from magmasr._core import ops
+from magmasr._files import write_text_atomic
 
 # name: (N, Cin, Cout, kernel (kD, kH, kW), input spatial (D, H, W)), all 'valid' as in training on patches.
 SHAPES = {
@@ -95,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = [f"{r[f'{d}_ms']:.2f} ({r[f'{d}_gflops']:.1f})" for d in ("forward", "backward_data", "backward_weight")]
         lines.append(f"| {name} | {shape} | " + " | ".join(cells) + " |")
     for suffix, text in ((".json", json.dumps(doc, indent=1)), (".md", "\n".join(lines) + "\n")):
-        tmp = out.with_name(out.name + suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out.with_name(out.name + suffix))
+        write_text_atomic(out.with_name(out.name + suffix), text)
     print("\n".join(lines))
     return 0
 

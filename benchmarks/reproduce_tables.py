@@ -16,7 +16,6 @@ import argparse
 import datetime
 import hashlib
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import magmasr
+from magmasr._files import write_text_atomic
 from magmasr.sr import SHIPPED, ImageSR, evaluate_image_sr, shipped_weights
 from magmasr.video import VideoSR, evaluate_video
 
@@ -138,12 +138,6 @@ def stale_weights(checkout: Path, installed: Path) -> list[str]:
     return sorted(n for n in a.keys() | b.keys() if a.get(n) != b.get(n))
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
@@ -164,9 +158,9 @@ def main() -> None:
         if a.only and a.only != name:
             continue
         rows, md = fn(shared, a.device)
-        write_atomic(out / f"{name}.json", json.dumps({**stamp, "rows": rows}, indent=1))
+        write_text_atomic(out / f"{name}.json", json.dumps({**stamp, "rows": rows}, indent=1))
         head = f"Made by `{stamp['command']}` on {stamp['card']}, {stamp['date']}, magmasr {stamp['magmasr']}.\n\n"
-        write_atomic(out / f"{name}.md", head + md + "\n")
+        write_text_atomic(out / f"{name}.md", head + md + "\n")
         print(md)
 
 

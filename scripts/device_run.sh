@@ -298,7 +298,8 @@ stage_bench_conv() {
   "$PY" - "$LOGS" "$OUT" <<'EOF'; mrc=$?
 import json, os, sys
 logs, out = sys.argv[1:3]
-parts = [os.path.join(logs, f"bench_conv_{g}.json") for g in ("SRCNN", "3DSRnet")]
+groups = ("SRCNN", "3DSRnet")
+parts = [os.path.join(logs, f"bench_conv_{g}.json") for g in groups]
 parts = [json.load(open(p)) for p in parts if os.path.exists(p)]
 if not parts:
     print("no bench_conv JSON (no GPU, or both groups failed)")
@@ -306,7 +307,7 @@ if not parts:
 merged = {k: v for k, v in parts[0].items() if k != "results"}
 merged["results"] = [r for p in parts for r in p["results"]]
 merged["groups"] = len(parts)
-merged["complete"] = len(parts) == 2 and all(p.get("complete", True) for p in parts)
+merged["complete"] = len(parts) == len(groups) and all(p.get("complete", True) for p in parts)
 json.dump(merged, open(os.path.join(out, "bench_conv.json"), "w"), indent=1)
 # Markdown: per shape and direction, cuDNN vs our auto, and the best of our strategies
 rows = {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -28,6 +29,7 @@ import numpy as np
 from . import image as im
 from . import models, nn, optim, weights
 from ._core import from_numpy
+from ._files import write_text_atomic
 from ._core.ops import mse_loss, mse_loss_backward
 from .sr import default_device, ground_truth_y, list_images, read_image
 
@@ -373,14 +375,11 @@ def fit(model: nn.Sequential, train: PatchDataset, *, steps: int | None = None, 
 
 
 def _write_log(path, history: list[dict]) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".json":
-        tmp.write_text(json.dumps(history, indent=1))
-    else:
-        keys = sorted({k for row in history for k in row})
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(history)
-    os.replace(tmp, path)
+    if Path(path).suffix == ".json":
+        write_text_atomic(path, json.dumps(history, indent=1))
+        return
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=sorted({k for row in history for k in row}))
+    w.writeheader()
+    w.writerows(history)
+    write_text_atomic(path, buf.getvalue())

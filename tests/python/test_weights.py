@@ -435,3 +435,27 @@ def test_saved_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "w.safetensors").st_mode) == 0o644  # not mkstemp's 0600
+
+
+def test_write_text_atomic_writes_verbatim_and_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    """The text writer of the logs and result tables: bytes as given (CSV's \\r\\n kept), permissions as for a
+    plain file, and a failed rename leaves the previous file and no temporary file behind."""
+    import magmasr._files as files
+
+    rng = np.random.default_rng()
+    text = "a,b\r\n" + "".join(f"{v:.6f},é\r\n" for v in rng.random(int(rng.integers(1, 20))))
+    path = tmp_path / "log.csv"
+    files.write_text_atomic(path, text)
+    assert path.read_bytes() == text.encode("utf-8")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+    def refuse(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(files.os, "replace", refuse)
+    with pytest.raises(OSError, match="disk full"):
+        files.write_text_atomic(path, "other")
+    assert path.read_bytes() == text.encode("utf-8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.csv"]
