@@ -465,6 +465,17 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _factors(text: str) -> tuple[float, ...]:
+    """argparse type of --downscales: comma-separated factors in (0, 1], each once."""
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 1,0.8,0.6, got {text!r}") from None
+    if any(not (0.0 < v <= 1.0) for v in vals) or len(set(vals)) != len(vals):
+        raise argparse.ArgumentTypeError(f"expected distinct factors in (0, 1], got {text!r}")
+    return vals
+
+
 def _check_training(args) -> None:
     """The options that every training command shares, checked before any data is read."""
     for name, ok, what in (("steps", args.steps >= 1, "at least 1"), ("batch", args.batch >= 1, "at least 1"),
@@ -477,7 +488,10 @@ def _train_common(args, recipe, extra: dict | None = None) -> int:
     from . import train
 
     _check_training(args)
-    data = train.PatchDataset.from_folder(args.data, args.scale, label=33 - _valid_loss(recipe.model))
+    data = train.PatchDataset.from_folder(args.data, args.scale, label=33 - _valid_loss(recipe.model),
+                                          downscales=args.downscales)
+    if args.downscales != (1.0,):
+        extra = {**(extra or {}), "downscales": ",".join(f"{f:g}" for f in args.downscales)}
     tr, va = data.split(args.val_fraction, seed=args.seed) if args.val_fraction > 0 else (data, None)
     print(f"{len(tr)} training and {0 if va is None else len(va)} validation sub-images from {args.data}",
           file=sys.stderr)
@@ -569,6 +583,8 @@ def _train_video(args, pretrained: Path | None = None) -> int:
 
     if getattr(args, "nonlinear", False):
         raise CliError("--nonlinear is an SRCNN option; a 3DSRnet takes --arch published|poster and --filters")
+    if args.downscales != (1.0,):
+        raise CliError("--downscales is an SRCNN option; a 3DSRnet's clips vary by --max-shift and --clips-per-image")
     variant = getattr(args, "arch", None) or "published"
     if variant not in VideoSR.VARIANTS:
         raise CliError(f"--arch {variant}: a 3DSRnet is {' or '.join(VideoSR.VARIANTS)} (SRCNN presets go with "
@@ -748,6 +764,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--checkpoint", help="checkpoint file; an interrupted run resumes from it")
         q.add_argument("--log", help="CSV or JSON training log")
         q.add_argument("--device", default=None)
+        q.add_argument("--downscales", type=_factors, default=(1.0,), metavar="F,F,...",
+                       help="SRCNN: scale augmentation, each picture also used shrunk by these factors in (0, 1], "
+                            "e.g. 1,0.9,0.8,0.7,0.6 (default 1: as it is)")
 
     def clips(q):
         q.add_argument("--patch", type=int, default=32, help="3DSRnet: LR patch size of a training clip")

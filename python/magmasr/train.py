@@ -48,15 +48,25 @@ class PatchDataset:
 
     @classmethod
     def from_images(cls, images: Sequence[np.ndarray], scale: int, *, patch: int = 33, stride: int = 14,
-                    label: int = 21) -> "PatchDataset":
+                    label: int = 21, downscales: Sequence[float] = (1.0,)) -> "PatchDataset":
         """Sub-images of gray / RGB uint8 images (see the module docstring); `label` is the network's valid
-        output size: 33 - (f1 + f2 + f3 - 3), i.e. 21 for 9-1-5, 19 for 9-3-5, 17 for 9-5-5."""
+        output size: 33 - (f1 + f2 + f3 - 3), i.e. 21 for 9-1-5, 19 for 9-3-5, 17 for 9-5-5.
+
+        `downscales`: scale augmentation (as FSRCNN and VDSR enlarge the 91 images): each image also serves
+        as ground truth shrunk by each factor in (0, 1] (the uint8 Y channel through MATLAB ``imresize`` in
+        uint8 mode, so the shrunk picture is an 8-bit image like the others), 1 being the image itself."""
         if not (1 <= label <= patch) or (patch - label) % 2:
             raise ValueError(f"label size {label} must be <= patch size {patch} with an even difference")
+        factors = [float(f) for f in downscales]
+        if not factors or any(not (0.0 < f <= 1.0) for f in factors) or len(set(factors)) != len(factors):
+            raise ValueError(f"downscale factors must be distinct numbers in (0, 1], got {list(downscales)}")
         off = (patch - label) // 2
         xs, ys = [], []
-        for img in images:
-            gt = im.to_float(ground_truth_y(img, scale))
+        for img, f in ((img, f) for img in images for f in factors):
+            if f == 1.0:
+                gt = im.to_float(ground_truth_y(img, scale))
+            else:
+                gt = im.to_float(im.modcrop(im.imresize(ground_truth_y(img, 1), f), scale))
             if min(gt.shape) < patch:
                 continue
             bic = im.imresize(im.imresize(gt, 1.0 / scale), scale)

@@ -88,6 +88,16 @@ def test_train_then_finetune_produce_loadable_models(tmp_path):
                "-o", model) == 0
     loaded = ImageSR.load(model)
     assert loaded.scale == 3 and loaded.metadata["recipe"] == "scratch" and "magmasr train" in loaded.metadata["command"]
+    assert "downscales" not in loaded.metadata
+    aug = tmp_path / "aug.safetensors"
+    assert run("train", folder, "--arch", "9-1-5", "--scale", "3", "--steps", "1", "--batch", "8", "--device", "cpu",
+               "--downscales", "1,0.75", "-o", aug) == 0
+    assert ImageSR.load(aug).metadata["downscales"] == "1,0.75"
+    for bad in ("1,x", "1,1", "0", "1.2"):
+        with pytest.raises(SystemExit) as e:
+            run("train", folder, "--downscales", bad, "-o", tmp_path / "bad.safetensors")
+        assert e.value.code == 2
+    assert not (tmp_path / "bad.safetensors").exists()
     tuned = tmp_path / "t.safetensors"
     assert run("finetune", model, folder, "--recipe", "transfer_12", "--scale", "3", "--steps", "2", "--batch", "8",
                "--device", "cpu", "-o", tuned) == 0
@@ -169,6 +179,8 @@ def test_train_3dsrnet_on_synthetic_and_real_clips_then_resume(tmp_path, capsys)
     assert "--nonlinear is an SRCNN option" in capsys.readouterr().err
     assert run("train", stills, "--model", "3dsrnet", "--clips-per-image", "0", "-o", tmp_path / "x.safetensors") == 2
     assert "no training clips" in capsys.readouterr().err
+    assert run("train", stills, *common, "--downscales", "1,0.8", "-o", tmp_path / "x.safetensors") == 2
+    assert "--downscales is an SRCNN option" in capsys.readouterr().err
     for bad, message in ((["--val-fraction", "1"], "--val-fraction must be in [0, 1), got 1.0"),
                          (["--steps", "0"], "--steps must be at least 1, got 0")):
         for model_args in (["--model", "3dsrnet"], ["--arch", "9-1-5"]):

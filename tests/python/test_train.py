@@ -32,6 +32,31 @@ def test_patches_follow_the_srcnn_protocol():
         train.PatchDataset.from_images([img], 3, label=20)
 
 
+def test_downscales_add_the_sub_images_of_each_shrunk_picture():
+    """Scale augmentation: the sub-images of an image at factors (1, f) are those of the image followed by
+    those of its Y channel shrunk by f (MATLAB imresize in uint8 mode: an 8-bit picture like any other), each
+    with its own bicubic input."""
+    rng = np.random.default_rng()
+    img = rng.integers(0, 256, (int(rng.integers(70, 90)), int(rng.integers(70, 90)), 3), dtype=np.uint8)
+    f = float(rng.choice([0.9, 0.8, 0.7]))
+    both = train.PatchDataset.from_images([img], 3, label=21, downscales=(1.0, f))
+    alone = train.PatchDataset.from_images([img], 3, label=21)
+    y = im.rgb2ycbcr(img)[:, :, 0]
+    shrunk = im.imresize(y, f)
+    assert shrunk.dtype == np.uint8 and shrunk.shape == tuple(int(np.ceil(f * n)) for n in y.shape)
+    small = train.PatchDataset.from_images([shrunk], 3, label=21)
+    assert len(both) == len(alone) + len(small)
+    np.testing.assert_array_equal(both.x, np.concatenate([alone.x, small.x]))
+    np.testing.assert_array_equal(both.y, np.concatenate([alone.y, small.y]))
+    # The shrunk labels are the modcropped shrunk picture / 255 (first sub-image: its top-left corner).
+    np.testing.assert_allclose(small.y[0, 0], im.modcrop(shrunk, 3)[6:27, 6:27] / 255.0, atol=1e-7)
+    # A factor too small for one sub-image adds nothing; factors outside (0, 1] or repeated are refused.
+    assert len(train.PatchDataset.from_images([img], 3, label=21, downscales=(1.0, 0.3))) == len(alone)
+    for bad in ((), (1.0, 1.0), (0.0,), (1.5,), (-0.5, 1.0)):
+        with pytest.raises(ValueError, match="downscale factors"):
+            train.PatchDataset.from_images([img], 3, label=21, downscales=bad)
+
+
 def test_augment_applies_one_symmetry_to_inputs_and_labels():
     x = np.arange(2 * 5 * 5, dtype=np.float32).reshape(2, 1, 5, 5)
     y = x[:, :, 1:4, 1:4].copy()
