@@ -467,13 +467,16 @@ def cmd_eval(args) -> int:
 
 def _factors(text: str) -> tuple[float, ...]:
     """argparse type of --downscales: comma-separated factors in (0, 1], each once."""
+    from .train import check_downscales
+
     try:
         vals = tuple(float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 1,0.8,0.6, got {text!r}") from None
-    if any(not (0.0 < v <= 1.0) for v in vals) or len(set(vals)) != len(vals):
-        raise argparse.ArgumentTypeError(f"expected distinct factors in (0, 1], got {text!r}")
-    return vals
+    try:
+        return check_downscales(vals)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected distinct factors in (0, 1], got {text!r}") from None
 
 
 def _check_training(args) -> None:

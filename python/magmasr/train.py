@@ -57,16 +57,17 @@ class PatchDataset:
         uint8 mode, so the shrunk picture is an 8-bit image like the others), 1 being the image itself."""
         if not (1 <= label <= patch) or (patch - label) % 2:
             raise ValueError(f"label size {label} must be <= patch size {patch} with an even difference")
-        factors = [float(f) for f in downscales]
-        if not factors or any(not (0.0 < f <= 1.0) for f in factors) or len(set(factors)) != len(factors):
-            raise ValueError(f"downscale factors must be distinct numbers in (0, 1], got {list(downscales)}")
+        factors = check_downscales(downscales)
+
+        def ground_truths():
+            for img in images:
+                y = ground_truth_y(img, 1)  # the Y channel once per image (modcrop commutes with it)
+                for f in factors:
+                    yield im.to_float(im.modcrop(y if f == 1.0 else im.imresize(y, f), scale))
+
         off = (patch - label) // 2
         xs, ys = [], []
-        for img, f in ((img, f) for img in images for f in factors):
-            if f == 1.0:
-                gt = im.to_float(ground_truth_y(img, scale))
-            else:
-                gt = im.to_float(im.modcrop(im.imresize(ground_truth_y(img, 1), f), scale))
+        for gt in ground_truths():
             if min(gt.shape) < patch:
                 continue
             bic = im.imresize(im.imresize(gt, 1.0 / scale), scale)
@@ -87,6 +88,14 @@ class PatchDataset:
     def split(self, fraction: float, seed: int = 0) -> tuple["PatchDataset", "PatchDataset"]:
         """A random (train, validation) split with `fraction` of the sub-images in validation."""
         return split_dataset(self, fraction, seed)
+
+
+def check_downscales(downscales: Sequence[float]) -> tuple[float, ...]:
+    """The scale-augmentation factors of :meth:`PatchDataset.from_images` as floats: distinct, in (0, 1]."""
+    factors = tuple(float(f) for f in downscales)
+    if not factors or any(not (0.0 < f <= 1.0) for f in factors) or len(set(factors)) != len(factors):
+        raise ValueError(f"downscale factors must be distinct numbers in (0, 1], got {list(downscales)}")
+    return factors
 
 
 def split_dataset(data, fraction: float, seed: int = 0):
