@@ -23,7 +23,7 @@ import numpy as np
 from . import image as im
 from ._files import default_permissions
 from .sr import (IMAGE_SUFFIXES, ImageSR, default_device, evaluate_image_sr, list_images, read_image,
-                 shipped_models, shipped_weights)
+                 shipped_models, shipped_weights, unreadable)
 
 
 class CliError(Exception):
@@ -260,7 +260,7 @@ def upscale_sequence(src: Path, out_dir: Path, args) -> int:
         try:
             props = iio.improps(f)
         except Exception as e:  # noqa: BLE001 - any reader failure is a bad file to the user
-            raise CliError(f"{f}: cannot read the image ({e})") from None
+            raise CliError(unreadable(f, e)) from None
         shape = tuple(props.shape)
         if len(shape) == 3 and shape[2] == 4:
             shape = shape[:2] + (3,)  # read_image drops the alpha channel
@@ -342,10 +342,15 @@ def cmd_upscale(args) -> int:
         if sequence:
             return upscale_sequence(src, out_dir, args)
         files = list_images(src)
+        # Every input readable and every output name free before the first picture is computed.
+        outs = [_image_output(f, out_dir / f.stem, None, args.overwrite) for f in files]
+        if len(set(outs)) < len(outs):
+            raise CliError(f"{src}: two pictures share a name apart from the extension; their outputs would "
+                           "collide")
         out_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        for i, f in enumerate(files, 1):
-            _upscale_file(model, f, out_dir / (f.stem + ".png"), args)
+        for i, (f, dst) in enumerate(zip(files, outs), 1):
+            _upscale_file(model, f, dst, args)
             rate = i / (time.perf_counter() - t0)
             print(f"\r{i}/{len(files)} images, {rate:.2f} images/s", end="", file=sys.stderr)
         print(file=sys.stderr)
@@ -355,7 +360,7 @@ def cmd_upscale(args) -> int:
         return upscale_video(src, out, args)
     if src.suffix.lower() not in IMAGE_SUFFIXES:
         raise CliError(f"{src}: unsupported format (images: {', '.join(IMAGE_SUFFIXES)})")
-    out = Path(args.output) if args.output else src.with_name(f"{src.stem}_x{args.scale}.png")
+    out = _image_output(src, src.with_name(f"{src.stem}_x{args.scale}"), args.output, args.overwrite)
     _upscale_file(model, src, out, args)
     return 0
 
@@ -369,8 +374,56 @@ def _gpu_name() -> str:
         return "GPU"
 
 
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def _pixel_kind(dtype: np.dtype, channels: int) -> str:
+    depth = {np.dtype(np.uint8): "8-bit", np.dtype(np.uint16): "16-bit"}.get(np.dtype(dtype), str(np.dtype(dtype)))
+    return f"{depth} {'gray' if channels == 1 else 'RGB'}"
+
+
+def _image_output(src: Path, default_stem: Path, output: str | None, overwrite: bool) -> Path:
+    """Where the upscaled `src` goes, checked before any work: the input is readable with supported pixels
+    (8-bit, 16-bit or float; gray or RGB, an alpha channel dropped), the output format can hold them (PNG:
+    8-bit and 16-bit gray; JPEG, BMP: 8-bit; TIFF: all) and the output does not exist without --overwrite.
+    Without -o the name is `default_stem` + .png, or + .tif where PNG cannot hold the pixels."""
+    import imageio.v3 as iio
+
+    try:
+        props = iio.improps(src)
+    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file to the user
+        raise CliError(unreadable(src, e)) from None
+    dtype, shape = np.dtype(props.dtype), tuple(props.shape)
+    channels = 1 if len(shape) == 2 else shape[2]
+    channels = {2: 1, 4: 3}.get(channels, channels)  # read_image drops alpha
+    if len(shape) not in (2, 3) or channels not in (1, 3):
+        raise CliError(f"{src}: expected a gray or RGB picture, got pixels of shape {shape}")
+    if dtype == np.bool_ or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise CliError(f"{src}: unsupported pixel type {dtype} (integer or floating-point pictures)")
+    png_ok = dtype == np.uint8 or (dtype == np.uint16 and channels == 1)
+    dst = Path(output) if output else default_stem.with_name(default_stem.name + (".png" if png_ok else ".tif"))
+    suffix = dst.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise CliError(f"{dst}: unsupported output format (use one of {', '.join(IMAGE_SUFFIXES)})")
+    if output and not dst.parent.is_dir():
+        raise CliError(f"{dst.parent}: no such folder for the output")
+    if suffix not in TIFF_SUFFIXES and dtype != np.uint8 and not (png_ok and suffix == ".png"):
+        raise CliError(f"{dst}: a {suffix} file cannot hold the {_pixel_kind(dtype, channels)} pixels of {src}; "
+                       "write a .tif" + (" or a .png" if png_ok else ""))
+    if dst.exists() and not overwrite:
+        raise CliError(f"{dst} exists; pass --overwrite to replace it")
+    return dst
+
+
 def _upscale_file(model, src: Path, dst: Path, args) -> None:
-    img = read_image(src)
+    """One picture: 8-bit through the network as is, 16-bit as 16-bit; other pixel types (scientific data:
+    floating point of any range, signed or 32-bit integers) mapped linearly onto [0, 1] by the picture's
+    minimum and maximum, upscaled, and mapped back, so the output keeps the input's units and dtype (values
+    clipped to the input's range, as 8-bit outputs are to 0..255; integers rounded)."""
+    try:
+        img = read_image(src)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     if img.dtype == np.uint16:
         f = img.astype(np.float64) / 65535.0
         out = upscale_array(model, f, args.scale, args.tile, args.device)
@@ -379,8 +432,21 @@ def _upscale_file(model, src: Path, dst: Path, args) -> None:
         out = upscale_array(model, img, args.scale, args.tile, args.device)
         if out.dtype != np.uint8:
             out = im.to_uint8(np.clip(out / 255.0 if out.max() > 1.5 else out, 0, 1))
+    elif np.issubdtype(img.dtype, np.floating) or np.issubdtype(img.dtype, np.integer):
+        f = img.astype(np.float64)
+        if not np.isfinite(f).all():
+            raise CliError(f"{src}: {int(np.size(f) - np.isfinite(f).sum())} pixels are NaN or infinite; a "
+                           "floating-point picture needs finite values")
+        lo, hi = float(f.min()), float(f.max())
+        if lo >= 0.0 and hi <= 1.0:
+            lo, hi = 0.0, 1.0  # already in the networks' range: no rescaling
+        elif hi == lo:
+            hi = lo + 1.0
+        out = upscale_array(model, (f - lo) / (hi - lo), args.scale, args.tile, args.device)
+        out = np.clip(out, 0.0, 1.0) * (hi - lo) + lo
+        out = (np.round(out) if np.issubdtype(img.dtype, np.integer) else out).astype(img.dtype)
     else:
-        raise CliError(f"{src}: unsupported pixel type {img.dtype} (8- or 16-bit images)")
+        raise CliError(f"{src}: unsupported pixel type {img.dtype} (integer or floating-point pictures)")
     atomic_write_image(dst, out, args.overwrite)
     print(f"{src} {img.shape[1]}x{img.shape[0]} -> {dst} {out.shape[1]}x{out.shape[0]}", file=sys.stderr)
 

@@ -254,15 +254,29 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
+def unreadable(path: str | os.PathLike, error: Exception) -> str:
+    """One line saying why an image file cannot be read (imageio's own message runs over several lines and
+    suggests installing plugins, which would not help with a damaged or mislabelled file)."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        return f"{path}: cannot read the image (the file is empty)"
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "Could not find a backend" in text or "cannot identify image file" in text:
+        text = f"not a valid {path.suffix.lstrip('.').upper() or 'image'} file, or a damaged one"
+    return f"{path}: cannot read the image ({text})"
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
+    """The pixels of an image file as stored (uint8, uint16 or float), gray H x W or RGB H x W x 3: an alpha
+    channel is dropped."""
     import imageio.v3 as iio
 
     try:
         img = iio.imread(path)
     except Exception as e:  # noqa: BLE001 - any reader failure is a bad file to the user
-        raise ValueError(f"{path}: cannot read the image ({e})") from None
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = img[:, :, :3]
+        raise ValueError(unreadable(path, e)) from None
+    if img.ndim == 3 and img.shape[2] in (2, 4):  # gray + alpha, RGB + alpha
+        img = img[:, :, 0] if img.shape[2] == 2 else img[:, :, :3]
     return img
 
 

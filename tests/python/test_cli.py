@@ -57,16 +57,67 @@ def test_image_and_folder_inputs_with_trained_weights(tmp_path):
     (["upscale", "--weights", "{tmp}/notes.txt", "-o", "{tmp}/y.png"], "cannot load"),
     (["upscale", "--device", "cuda", "--model", "bicubic"], "no usable CUDA GPU"),
     (["upscale", "--model", "bicubic", "--tile", "0", "-o", "{tmp}/z.png"], "--tile must be at least 1"),
+    (["upscale", "{tmp}/empty.png", "--model", "bicubic"], "the file is empty"),
+    (["upscale", "{tmp}/notes.png", "--model", "bicubic"], "not a valid PNG file"),
+    (["upscale", "{tmp}/rgb16.tif", "--model", "bicubic", "-o", "{tmp}/r.png"], "cannot hold the 16-bit RGB"),
+    (["upscale", "{tmp}/rgb16.tif", "--model", "bicubic", "-o", "{tmp}/r.jpg"], "cannot hold the 16-bit RGB"),
+    (["upscale", "{tmp}/nan.tif", "--model", "bicubic"], "NaN or infinite"),
+    (["upscale", "{tmp}/pics", "--model", "bicubic", "-o", "{tmp}/done"], "exists; pass --overwrite"),
+    (["upscale", "{tmp}/twins", "--model", "bicubic"], "outputs would collide"),
 ])
 def test_clear_errors_and_no_partial_outputs(tmp_path, capsys, args, message):
+    rng = np.random.default_rng()
     (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "notes.png").write_text("not an image either")
+    (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    iio.imwrite(tmp_path / "rgb16.tif", rng.integers(0, 65536, (6, 7, 3), dtype=np.uint16))
+    iio.imwrite(tmp_path / "nan.tif", np.where(rng.random((6, 7)) < 0.5, np.nan, 1.0).astype(np.float32))
+    for d in ("pics", "done", "twins"):
+        (tmp_path / d).mkdir()
+    for name in ("a.png", "b.png"):  # done/b.png exists: nothing may be computed or written, a.png included
+        iio.imwrite(tmp_path / "pics" / name, rng.integers(0, 256, (6, 7), dtype=np.uint8))
+    iio.imwrite(tmp_path / "done" / "b.png", rng.integers(0, 256, (12, 14), dtype=np.uint8))
+    iio.imwrite(tmp_path / "twins" / "a.png", rng.integers(0, 256, (6, 7), dtype=np.uint8))
+    iio.imwrite(tmp_path / "twins" / "a.bmp", rng.integers(0, 256, (6, 7, 3), dtype=np.uint8))
     if "cuda" in args and __import__("magmasr").cuda_available():
         pytest.skip("a GPU is present")
-    before = set(tmp_path.iterdir())
+    before = set(tmp_path.rglob("*"))
     assert run(*[a.format(tmp=tmp_path) for a in args]) == 2
-    assert message in capsys.readouterr().err
-    assert set(tmp_path.iterdir()) == before  # nothing half-written left behind
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") <= 2  # the banner line at most, then a one-line error
+    assert set(tmp_path.rglob("*")) == before  # nothing half-written left behind
+
+
+def test_scientific_pixel_types_keep_their_units_and_dtype(tmp_path):
+    """Floating-point and 32-bit integer pictures (astronomy, microscopy) go through the network mapped onto
+    [0, 1] by their minimum and maximum and come back in their own units and dtype, as TIFF. Independent check:
+    a float picture that is an affine image of an 8-bit one (with 0 and 255 in it) upscales to the same affine
+    image of the 8-bit result, up to the 8-bit result's rounding."""
+    rng = np.random.default_rng()
+    u8 = rng.integers(0, 256, (14, 17), dtype=np.uint8)
+    u8[0, 0], u8[-1, -1] = 0, 255
+    gain, offset = float(rng.uniform(0.5, 40.0)), float(rng.uniform(-500.0, 500.0))
+    iio.imwrite(tmp_path / "u8.png", u8)
+    iio.imwrite(tmp_path / "sky.tif", (u8 * gain + offset).astype(np.float32))
+    iio.imwrite(tmp_path / "counts.tif", (u8.astype(np.int32) * 1000 - 70000))
+    for name in ("u8.png", "sky.tif", "counts.tif"):  # the shipped SRCNN 9-1-5 x2
+        assert run("upscale", tmp_path / name, "--scale", "2", "--arch", "9-1-5", "--device", "cpu") == 0
+    ref = iio.imread(tmp_path / "u8_x2.png").astype(np.float64)
+    sky = iio.imread(tmp_path / "sky_x2.tif")  # float pixels cannot go to PNG: the default name is .tif
+    assert sky.dtype == np.float32 and sky.shape == (28, 34)
+    np.testing.assert_allclose((sky - offset) / gain, ref, atol=0.5 + 1e-3)
+    assert np.abs((sky - offset) / gain - ref).max() > 1e-3  # not rounded to 8-bit steps on the way
+    counts = iio.imread(tmp_path / "counts_x2.tif")
+    assert counts.dtype == np.int32
+    np.testing.assert_allclose((counts + 70000) / 1000, ref, atol=0.5 + 1e-3)
+    rgb16 = tmp_path / "rgb16.tif"
+    iio.imwrite(rgb16, rng.integers(0, 65536, (9, 8, 3), dtype=np.uint16))
+    assert run("upscale", rgb16, "--scale", "2", "--model", "bicubic", "--device", "cpu") == 0
+    out = iio.imread(tmp_path / "rgb16_x2.tif")  # 16-bit RGB: PNG cannot hold it, so TIFF
+    assert out.dtype == np.uint16 and out.shape == (18, 16, 3)
+    expected = np.round(np.clip(im.imresize(iio.imread(rgb16) / 65535.0, 2), 0, 1) * 65535)
+    np.testing.assert_array_equal(out, expected)
 
 
 def test_eval_prints_the_table(shared_dir, capsys):
