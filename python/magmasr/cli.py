@@ -187,16 +187,27 @@ def upscale_video(src: Path, dst: Path, args) -> int:
         raise CliError("video needs the imageio-ffmpeg package: pip install 'magmasr[video]'") from None
     from .video import VideoSR
 
+    if dst.suffix.lower() not in VIDEO_SUFFIXES:
+        raise CliError(f"{dst}: the output of a video is a video ({', '.join(VIDEO_SUFFIXES)})")
     if dst.exists() and not args.overwrite:
         raise CliError(f"{dst} exists; pass --overwrite to replace it")
     if not dst.parent.is_dir():
         raise CliError(f"{dst.parent}: no such folder for the output")
     model = load_video_model(args)
+
+    def unreadable_video(e: Exception) -> CliError:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else "no frames"
+        if src.stat().st_size == 0:
+            text = "the file is empty"
+        elif "meta information" in text:
+            text = "not a video ffmpeg can decode, or a damaged one"
+        return CliError(f"{src}: cannot read the video ({text})")
+
     try:
         reader = imageio_ffmpeg.read_frames(str(src))
         meta = next(reader)
     except (OSError, RuntimeError, StopIteration) as e:
-        raise CliError(f"{src}: cannot read the video ({str(e).splitlines()[0] if str(e) else 'no frames'})") from None
+        raise unreadable_video(e) from None
     w, h = meta["size"]
     fps = meta.get("fps") or 25
     n_total = int(meta.get("nframes") or 0) if str(meta.get("nframes")).isdigit() else 0
@@ -204,17 +215,28 @@ def upscale_video(src: Path, dst: Path, args) -> int:
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=dst.suffix, dir=dst.parent)
     os.close(fd)
     has_audio = bool(meta.get("audio_codec"))
+    # H.264 in 4:2:0 needs even sizes; an odd output size keeps its exact size in 4:4:4 rather than being cropped
+    # or padded.
+    pix_fmt = "yuv420p" if (w * s) % 2 == 0 and (h * s) % 2 == 0 else "yuv444p"
     writer = imageio_ffmpeg.write_frames(tmp, (w * s, h * s), fps=fps, macro_block_size=1, quality=8,
-                                         audio_path=str(src) if has_audio else None,
+                                         pix_fmt_out=pix_fmt, audio_path=str(src) if has_audio else None,
                                          audio_codec="copy" if has_audio else None, ffmpeg_log_level="error")
-    writer.send(None)
 
     def frames():
-        for raw in reader:
-            yield np.frombuffer(raw, np.uint8).reshape(h, w, 3)
+        try:
+            for raw in reader:
+                yield np.frombuffer(raw, np.uint8).reshape(h, w, 3)
+        except (OSError, RuntimeError) as e:
+            raise unreadable_video(e) from None
 
-    def emit(rgb_up: np.ndarray) -> None:
-        writer.send(np.ascontiguousarray(rgb_up))
+    def emit(rgb_up: np.ndarray | None) -> None:
+        try:
+            writer.send(rgb_up if rgb_up is None else np.ascontiguousarray(rgb_up))
+        except (OSError, RuntimeError) as e:
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CliError(f"{dst}: cannot write the video (ffmpeg: {text})") from None
+
+    emit(None)  # starts ffmpeg
 
     t0, done = time.perf_counter(), 0
     try:
@@ -231,7 +253,10 @@ def upscale_video(src: Path, dst: Path, args) -> int:
                 _progress(done, n_total, t0)
         if done == 0:
             raise CliError(f"{src}: the video has no frames")
-        writer.close()
+        try:
+            writer.close()
+        except (OSError, RuntimeError) as e:
+            raise CliError(f"{dst}: cannot write the video (ffmpeg: {str(e).strip().splitlines()[0]})") from None
         default_permissions(tmp)
         os.replace(tmp, dst)
     except BaseException:

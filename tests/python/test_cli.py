@@ -469,6 +469,48 @@ def test_video_is_streamed_with_its_audio(tmp_path):
     assert set(tmp_path.iterdir()) == before
 
 
+def test_video_of_odd_output_size_and_bad_video_files(tmp_path, capsys):
+    """An odd output size (45x33 x3 = 135x99, which H.264 in 4:2:0 cannot hold) is written at its exact size in
+    4:4:4, every frame, close to the bicubic upscale of the decoded input; a non-video output name, an empty and a
+    garbage video file get one-line errors and leave nothing behind."""
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    rng = np.random.default_rng()
+    # Smooth frames, so that lossy coding does not dominate the comparison.
+    yy, xx = np.mgrid[0:33, 0:45]
+    phase = rng.uniform(0, 2 * np.pi, (3, 2))
+    frames = [im.to_uint8(np.stack([0.5 + 0.2 * np.sin(xx / 6.0 + k + a) + 0.2 * np.cos(yy / 5.0 + b)
+                                    for a, b in phase], axis=2)) for k in range(6)]
+    src = tmp_path / "odd.avi"
+    writer = imageio_ffmpeg.write_frames(str(src), (45, 33), fps=10, codec="mjpeg", pix_fmt_out="yuvj444p",
+                                         quality=10, macro_block_size=1, ffmpeg_log_level="error")
+    writer.send(None)
+    for f in frames:
+        writer.send(np.ascontiguousarray(f))
+    writer.close()
+    decoded = [np.frombuffer(r, np.uint8).reshape(33, 45, 3) for r in list(imageio_ffmpeg.read_frames(str(src)))[1:]]
+    out = tmp_path / "odd_x3.mp4"
+    assert run("upscale", src, "--model", "bicubic", "--scale", "3", "-o", out, "--device", "cpu") == 0
+    reader = imageio_ffmpeg.read_frames(str(out))
+    meta = next(reader)
+    assert meta["size"] == (135, 99)
+    got = [np.frombuffer(r, np.uint8).reshape(99, 135, 3) for r in reader]
+    assert len(got) == len(frames)
+    for g, d in zip(got, decoded):
+        want = im.imresize(d, 3)
+        assert metrics.psnr(g, want) > 35.0  # H.264 at quality 8 on smooth content: 44-46 dB here; the next frame is < 20
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "text.mp4").write_text("not a video")
+    capsys.readouterr()
+    for args, message in [((src, "-o", tmp_path / "x.png"), "the output of a video is a video"),
+                          ((tmp_path / "empty.mp4",), "the file is empty"),
+                          ((tmp_path / "text.mp4",), "not a video ffmpeg can decode")]:
+        before = set(tmp_path.iterdir())
+        assert run("upscale", *args, "--model", "bicubic", "--scale", "2", "--device", "cpu") == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") <= 2
+        assert set(tmp_path.iterdir()) == before
+
+
 def test_video_without_model_uses_the_shipped_3dsrnet(tmp_path, capsys):
     """Without --model a video at a scale where a 3DSRnet ships goes through it (and the result is the
     streaming pipeline's); at a scale without one, through SRCNN frame by frame, saying so."""
