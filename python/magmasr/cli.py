@@ -570,12 +570,32 @@ def _factors(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected distinct factors in (0, 1], got {text!r}") from None
 
 
+def _size(text: str) -> tuple[int, int]:
+    """argparse type of --size: HxW, two positive integers."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(v.strip().isdigit() and int(v) > 0 for v in parts):
+        raise argparse.ArgumentTypeError(f"expected HxW with two positive integers such as 1080x1920, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def _check_training(args) -> None:
-    """The options that every training command shares, checked before any data is read."""
+    """The options that every training command shares, checked before any data is read (a run can take hours;
+    it must not fail at the end on an output it cannot write)."""
     for name, ok, what in (("steps", args.steps >= 1, "at least 1"), ("batch", args.batch >= 1, "at least 1"),
                            ("lr", args.lr > 0, "positive"), ("val_fraction", 0 <= args.val_fraction < 1, "in [0, 1)")):
         if not ok:
             raise CliError(f"--{name.replace('_', '-')} must be {what}, got {getattr(args, name)}")
+    out = Path(args.output)
+    if out.is_dir():
+        raise CliError(f"-o {out}: a folder; the trained model is a file (e.g. {out / 'model.safetensors'})")
+    if not out.parent.is_dir():
+        raise CliError(f"-o {out}: no such folder {out.parent} for the trained model")
+    if out.exists() and not args.overwrite:
+        raise CliError(f"-o {out} exists; pass --overwrite to replace it")
+    for name in ("checkpoint", "log"):
+        path = getattr(args, name, None)
+        if path and not Path(path).parent.is_dir():
+            raise CliError(f"--{name} {path}: no such folder {Path(path).parent}")
 
 
 def _train_common(args, recipe, extra: dict | None = None) -> int:
@@ -597,7 +617,8 @@ def _train_common(args, recipe, extra: dict | None = None) -> int:
     model.save(args.output, **(extra or {}), recipe=recipe.name, data=str(args.data), steps=str(args.steps),
                val_psnr=f"{res.val_psnr:.4f}" if res.val_psnr is not None else "",
                command=" ".join(["magmasr"] + args.argv))
-    print(f"saved {args.output} (validation PSNR {res.val_psnr})", file=sys.stderr)
+    print(f"saved {args.output}" + ("" if res.val_psnr is None else f" (validation PSNR {res.val_psnr:.2f} dB)"),
+          file=sys.stderr)
     return 0
 
 
@@ -746,7 +767,8 @@ def _train_video(args, pretrained: Path | None = None) -> int:
                val_psnr=f"{res.val_psnr:.4f}" if res.val_psnr is not None else "",
                command=" ".join(["magmasr"] + args.argv))
     # The error of the predicted residual is that of the upscaled centre frame: this is its PSNR (peak 1).
-    print(f"saved {args.output} (validation PSNR {res.val_psnr})", file=sys.stderr)
+    print(f"saved {args.output}" + ("" if res.val_psnr is None else f" (validation PSNR {res.val_psnr:.2f} dB)"),
+          file=sys.stderr)
     return 0
 
 
@@ -790,7 +812,7 @@ def cmd_bench(args) -> int:
     from .models import srcnn_preset
     from ._core import from_numpy
 
-    h, w = (int(v) for v in args.size.lower().split("x"))
+    h, w = args.size
     net = srcnn_preset(args.arch)
     net.to(args.device)
     x = from_numpy(np.random.default_rng(0).random((1, 1, h, w), dtype=np.float32)).to(args.device)
@@ -848,6 +870,7 @@ def build_parser() -> argparse.ArgumentParser:
     def training(q):
         q.add_argument("--scale", type=int, choices=(2, 3, 4), default=3)
         q.add_argument("-o", "--output", required=True, help="the trained model (.safetensors)")
+        q.add_argument("--overwrite", action="store_true", help="replace an existing model file")
         q.add_argument("--steps", type=int, default=10000)
         q.add_argument("--batch", type=int, default=128)
         q.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
@@ -906,7 +929,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="time SRCNN inference")
     b.add_argument("--arch", default="9-5-5")
-    b.add_argument("--size", default="540x960")
+    b.add_argument("--size", type=_size, default=(540, 960), metavar="HxW", help="picture size, e.g. 1080x1920")
     b.add_argument("--device", default=None)
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--repeat", type=int, default=10)

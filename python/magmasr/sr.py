@@ -309,6 +309,11 @@ def evaluate_image_sr(model: ImageSR | None, folder: str | os.PathLike, scale: i
         if names is not None and path.stem not in names:
             continue
         gt = ground_truth_y(read_image(path), scale)
+        least = 2 * scale + 11  # the shaved border on each side, then SSIM's 11 x 11 window
+        if min(gt.shape) < least:
+            raise ValueError(f"{path}: {gt.shape[1]}x{gt.shape[0]} pixels (after cropping to a multiple of "
+                             f"{scale}) is too small to evaluate at x{scale}: at least {least}x{least}, as "
+                             f"{scale} pixels are shaved on each side and SSIM's window is 11x11")
         y = im.to_float(gt)
         bic = im.imresize(im.imresize(y, 1.0 / scale), scale)
         out = bic if model is None else model.refine(bic).astype(np.float64)

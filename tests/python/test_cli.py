@@ -120,6 +120,53 @@ def test_scientific_pixel_types_keep_their_units_and_dtype(tmp_path):
     np.testing.assert_array_equal(out, expected)
 
 
+def test_training_refuses_outputs_it_could_not_write_before_any_work(tmp_path, capsys, monkeypatch):
+    """A training run can take hours: an output it cannot write, or one that exists without --overwrite, is
+    refused before the data is read, not after the last step."""
+    from magmasr import train
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    iio.imwrite(folder / "a.png", np.random.default_rng().integers(0, 256, (60, 60), dtype=np.uint8))
+    (tmp_path / "old.safetensors").write_bytes(b"keep me")
+
+    def no_data(*a, **k):
+        raise AssertionError("the data was read before the output was checked")
+
+    monkeypatch.setattr(train.PatchDataset, "from_folder", no_data)
+    monkeypatch.setattr(train.PatchDataset, "from_images", no_data)
+    base = ["train", folder, "--arch", "9-1-5", "--steps", "1", "--batch", "4", "--device", "cpu"]
+    for extra, message in [(["-o", tmp_path / "nowhere" / "m.safetensors"], "no such folder"),
+                           (["-o", tmp_path / "pics"], "a folder; the trained model is a file"),
+                           (["-o", tmp_path / "old.safetensors"], "exists; pass --overwrite"),
+                           (["-o", tmp_path / "m.safetensors", "--checkpoint", tmp_path / "no" / "ck"], "no such folder"),
+                           (["-o", tmp_path / "m.safetensors", "--log", tmp_path / "no" / "log.csv"], "no such folder")]:
+        assert run(*base, *extra) == 2
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "old.safetensors").read_bytes() == b"keep me"
+    monkeypatch.undo()
+    assert run(*base, "-o", tmp_path / "old.safetensors", "--overwrite") == 0
+    assert ImageSR.load(tmp_path / "old.safetensors").metadata["steps"] == "1"
+
+
+def test_eval_refuses_pictures_too_small_to_score(tmp_path, capsys):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    iio.imwrite(folder / "ok.png", np.random.default_rng().integers(0, 256, (40, 40), dtype=np.uint8))
+    iio.imwrite(folder / "tiny.png", np.random.default_rng().integers(0, 256, (16, 40), dtype=np.uint8))
+    assert run("eval", folder, "--model", "bicubic", "--scale", "3", "--device", "cpu") == 2
+    err = capsys.readouterr().err
+    assert "tiny.png: 39x15 pixels" in err and "at least 17x17" in err  # 3 shaved on each side + an 11x11 window
+    assert run("eval", folder, "--model", "bicubic", "--scale", "2", "--device", "cpu") == 0  # 16 >= 2 * 2 + 11
+
+
+@pytest.mark.parametrize("size", ["10x", "0x5", "axb", "5x5x5"])
+def test_bench_size_must_be_two_positive_integers(size, capsys):
+    with pytest.raises(SystemExit) as e:
+        run("bench", "--size", size)
+    assert e.value.code == 2 and "expected HxW" in capsys.readouterr().err
+
+
 def test_eval_prints_the_table(shared_dir, capsys):
     assert run("eval", shared_dir / "data" / "Set5", "--model", "bicubic", "--scale", "3", "--device", "cpu") == 0
     out = capsys.readouterr().out
