@@ -32,7 +32,9 @@ LEGEND_ROW_IN = 0.2         # the height of each further legend row, inches
 PUBLISHED = "published (paper)"  # the legend label of the published figures' markers
 MATPLOTLIB_MISSING = "pip install matplotlib (or pip install magmasr[plots])"
 
-Panel = dict[str, Any]  # title, ylabel, decimals, groups, series {label: [value | None]}, markers {label: [...]}
+# title, ylabel, decimals, groups, series {label: [value | None]}, markers {label: [...]}, and optionally
+# errors {label: [standard deviation | None]} for series that are means over several runs (drawn as error bars).
+Panel = dict[str, Any]
 
 
 # ------------------------------------------------------------------------------------------ extraction
@@ -97,10 +99,13 @@ def _transfer(doc: dict) -> tuple[str, list[Panel], int]:
         rows = res["rows"]
         names = [n for n in TRANSFER_ROWS if n in rows] + [n for n in rows if n not in TRANSFER_ROWS]
         for metric, ylabel, decimals in (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3)):
-            metric_panels[metric].append({"title": f"{domain}: {metric.upper()}", "ylabel": ylabel,
-                                          "decimals": decimals, "groups": names,
-                                          "series": {ylabel: [_value(rows[n], metric) for n in names]},
-                                          "markers": {}})
+            panel: Panel = {"title": f"{domain}: {metric.upper()}", "ylabel": ylabel, "decimals": decimals,
+                            "groups": names, "series": {ylabel: [_value(rows[n], metric) for n in names]},
+                            "markers": {}}
+            errors = [_value(rows[n], f"{metric}_std") for n in names]  # trained rows over several seeds
+            if any(e is not None for e in errors):
+                panel["errors"] = {ylabel: errors}
+            metric_panels[metric].append(panel)
     # Grid row-major: the PSNR panels of every domain on the first row, the SSIM panels below.
     return ("Transfer learning on scarce-data domains (x3, Y channel)",
             metric_panels["psnr"] + metric_panels["ssim"], len(results))
@@ -188,16 +193,24 @@ def figure_inches(spec: dict[str, Any]) -> tuple[float, float]:
 def _draw_panel(ax, panel: Panel, colors: dict[str, str]) -> None:
     """Grouped bars with their values written above them; None values leave a gap. The y axis starts just
     below the smallest value, so that differences of a few tenths of a dB stay visible."""
-    groups, series = panel["groups"], panel["series"]
+    groups, series, errors = panel["groups"], panel["series"], panel.get("errors", {})
     width = 0.8 / len(series)
     values = [v for vs in (*series.values(), *panel["markers"].values()) for v in vs if v is not None]
+    for label, es in errors.items():  # the axis takes in the error bars' ends
+        values += [v + sign * e for v, e in zip(series[label], es) if v is not None and e is not None
+                   for sign in (-1, 1)]
     xs = {label: [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
           for i, label in enumerate(series)}
     for label, vs in series.items():
         bars = ax.bar(xs[label], [math.nan if v is None else v for v in vs], width * 0.92, label=label,
                       color=colors[label])
+        if label in errors:  # mean ± sample standard deviation over seeds
+            es = errors[label]
+            ax.errorbar(xs[label], [math.nan if v is None else v for v in vs],
+                        yerr=[math.nan if e is None else e for e in es], fmt="none", ecolor="black",
+                        elinewidth=1, capsize=3, zorder=3)
         ax.bar_label(bars, labels=["" if v is None else f"{v:.{panel['decimals']}f}" for v in vs],
-                     rotation=90, padding=2, fontsize=7)
+                     rotation=90, padding=2 + (12 if label in errors else 0), fontsize=7)
     for label, vs in panel["markers"].items():
         ax.scatter(xs[label], [math.nan if v is None else v for v in vs], marker="_", s=160, linewidths=2,
                    color="black", zorder=3, label=PUBLISHED)

@@ -117,6 +117,21 @@ def test_transfer_rows_in_table_order_missing_rows_left_out():
                                                                       {"SSIM": [0.1]})
 
 
+def test_transfer_rows_over_several_seeds_get_error_bars():
+    """Rows with a *_std (means over seeds) carry it as error bars of their own metric; rows without one (bicubic,
+    the pretrained model) a gap; a table without any standard deviation has no error bars at all."""
+    rows = {"bicubic": {"psnr": 22.0, "ssim": 0.6}, "scratch": {"psnr": 23.0, "psnr_std": 0.25, "ssim": 0.7,
+                                                                  "ssim_std": 0.01},
+            "finetune_all": {"psnr": 24.0, "psnr_std": 0.05, "ssim": 0.75, "ssim_std": 0.002}}
+    spec = plot_results.figure_spec("transfer", {**STAMP, "results": {"a": {"rows": rows}}}, "p")
+    psnr, ssim = spec["panels"]
+    assert psnr["errors"] == {"PSNR (dB)": [None, 0.25, 0.05]}
+    assert ssim["errors"] == {"SSIM": [None, 0.01, 0.002]}
+    single = {k: {m: v for m, v in r.items() if not m.endswith("_std")} for k, r in rows.items()}
+    spec = plot_results.figure_spec("transfer", {**STAMP, "results": {"a": {"rows": single}}}, "p")
+    assert all("errors" not in panel for panel in spec["panels"])
+
+
 @pytest.mark.parametrize("name, text, detail", [
     ("srcnn", "{not json", "Expecting property name"),
     ("srcnn", json.dumps({**STAMP}), "missing key 'rows'"),
