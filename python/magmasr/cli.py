@@ -124,12 +124,24 @@ def auto_tile(model, shape: tuple[int, int], device: str) -> int | None:
     return max(64, int(np.sqrt(budget_pixels)) // 8 * 8)
 
 
-def upscale_array(model: ImageSR | None, img: np.ndarray, scale: int, tile: int | None, device: str) -> np.ndarray:
+def upscale_array(model: ImageSR | None, img: np.ndarray, scale: int, tile: int | None, device: str,
+                  show_tiles: bool = True) -> np.ndarray:
+    """One picture through `model` (bicubic when None), tiled when `tile` or the free memory calls for it, with
+    a tiles-per-second progress line when it is tiled and `show_tiles`."""
     if model is None:
         return im.imresize(img, scale)
     if tile is None:
         tile = auto_tile(model, (img.shape[0] * scale, img.shape[1] * scale), device)
-    return model.upscale(img, scale, tile=tile)
+    if not show_tiles or tile is None or max(img.shape[0], img.shape[1]) * scale <= tile:
+        return model.upscale(img, scale, tile=tile)
+    t0 = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        rate = done / max(time.perf_counter() - t0, 1e-9)
+        print(f"\r{done}/{total} tiles of {tile}x{tile}, {rate:.2f} tiles/s", end="\n" if done == total else "",
+              file=sys.stderr)
+
+    return model.upscale(img, scale, tile=tile, progress=progress)
 
 
 def comparison_image(lr: np.ndarray, bicubic: np.ndarray, ours: np.ndarray, original: np.ndarray,
@@ -248,7 +260,7 @@ def upscale_video(src: Path, dst: Path, args) -> int:
                 _progress(done, n_total, t0)
         else:
             for rgb in frames():
-                emit(upscale_array(model, rgb, s, args.tile, args.device))
+                emit(upscale_array(model, rgb, s, args.tile, args.device, show_tiles=False))
                 done += 1
                 _progress(done, n_total, t0)
         if done == 0:

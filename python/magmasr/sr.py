@@ -52,18 +52,22 @@ def shipped_models() -> list[dict]:
     return sorted(rows, key=lambda r: (r["kind"], r["scale"]))
 
 
-def tiled(fn, x: np.ndarray, tile: int | None, halo: int, scale: int = 1) -> np.ndarray:
+def tiled(fn, x: np.ndarray, tile: int | None, halo: int, scale: int = 1, progress=None) -> np.ndarray:
     """``fn`` (an array [..., h, w] -> an array [scale * h, scale * w]) over `x` in tile x tile blocks of its
     last two axes, each block read with `halo` pixels of real input around it and only its own part of the
     output kept. When every output pixel depends on the input within `halo` pixels (the receptive radius), the
     result is that of ``fn(x)``, while ``fn`` only ever sees (tile + 2 halo)^2 pixels. `tile` None, or at least
-    the input's size: ``fn(x)``."""
+    the input's size: ``fn(x)``. ``progress(done, total)``, if given, is called after each tile."""
     h, w = x.shape[-2:]
     if tile is None or (h <= tile and w <= tile):
-        return fn(x)
+        out = fn(x)
+        if progress is not None:
+            progress(1, 1)
+        return out
     if tile < 1:
         raise ValueError(f"tile must be >= 1, got {tile}")
     out = None
+    total, done = -(-h // tile) * -(-w // tile), 0
     for r in range(0, h, tile):
         for c in range(0, w, tile):
             r0, c0 = max(r - halo, 0), max(c - halo, 0)
@@ -73,6 +77,9 @@ def tiled(fn, x: np.ndarray, tile: int | None, halo: int, scale: int = 1) -> np.
             th, tw = min(tile, h - r), min(tile, w - c)
             out[scale * r:scale * (r + th), scale * c:scale * (c + tw)] = \
                 block[scale * (r - r0):scale * (r - r0 + th), scale * (c - c0):scale * (c - c0 + tw)]
+            done += 1
+            if progress is not None:
+                progress(done, total)
     return out
 
 
@@ -190,24 +197,27 @@ class ImageSR(SRModel):
         return model
 
     # ---------------------------------------------------------------------------------------- inference
-    def refine(self, y: np.ndarray, tile: int | None = None) -> np.ndarray:
+    def refine(self, y: np.ndarray, tile: int | None = None, progress=None) -> np.ndarray:
         """The network on one bicubic-upscaled channel (H x W float, values / 255), float32 out.
 
         With `tile`, the image is processed in tile x tile blocks, each with a halo of real pixels as wide as
-        the receptive radius, so that the result equals whole-image inference while memory stays bounded."""
+        the receptive radius, so that the result equals whole-image inference while memory stays bounded;
+        ``progress(done, total)`` is called after each tile."""
         y = np.asarray(y, dtype=np.float32)
 
         def whole(block: np.ndarray) -> np.ndarray:
             out = self.net(from_numpy(np.ascontiguousarray(block[None, None])).to(self.device))
             return np.asarray(out.numpy())[0, 0]
 
-        return tiled(whole, y, tile, self.receptive_radius)
+        return tiled(whole, y, tile, self.receptive_radius, progress=progress)
 
-    def upscale(self, img: np.ndarray, scale: int | None = None, tile: int | None = None) -> np.ndarray:
+    def upscale(self, img: np.ndarray, scale: int | None = None, tile: int | None = None,
+                progress=None) -> np.ndarray:
         """Upscales a gray (H x W) or RGB (H x W x 3) image, uint8 or float in [0, 1]; returns the same dtype.
 
         Y goes through the network, CbCr through bicubic (MATLAB-compatible) interpolation. `tile` bounds
-        memory for large pictures without changing the result (see :meth:`refine`)."""
+        memory for large pictures without changing the result (see :meth:`refine`, which also says what
+        ``progress`` is)."""
         img = np.asarray(img)
         scale = self.scale if scale is None else int(scale)
         if scale < 1:
@@ -221,11 +231,11 @@ class ImageSR(SRModel):
             raise TypeError(f"expected a uint8 or float image, got dtype {img.dtype}")
         f = im.to_float(img) if is_uint8 else img.astype(np.float64)
         if img.ndim == 2:
-            out = self.refine(im.imresize(f, scale), tile)
+            out = self.refine(im.imresize(f, scale), tile, progress)
         else:
             ycc = im.rgb2ycbcr(f)
             up = im.imresize(ycc, scale)
-            up[:, :, 0] = self.refine(up[:, :, 0], tile)
+            up[:, :, 0] = self.refine(up[:, :, 0], tile, progress)
             out = im.ycbcr2rgb(up)
         out = np.clip(out, 0.0, 1.0)
         return im.to_uint8(out) if is_uint8 else out.astype(img.dtype)

@@ -485,7 +485,22 @@ def test_tiled_inference_is_identical_to_whole_image():
     y = im.imresize(rng.random((45, 53)), 2)
     whole = model.refine(y)
     for tile in (16, 37, 64):
-        np.testing.assert_array_equal(model.refine(y, tile=tile), whole)
+        calls = []
+        np.testing.assert_array_equal(model.refine(y, tile=tile, progress=lambda d, t: calls.append((d, t))), whole)
+        total = -(-90 // tile) * -(-106 // tile)  # ceil(h / tile) * ceil(w / tile) over the 90 x 106 input
+        assert calls == [(k, total) for k in range(1, total + 1)]
+
+
+def test_tiled_upscale_reports_tiles_per_second(tmp_path, capsys):
+    src = tmp_path / "p.png"
+    iio.imwrite(src, np.random.default_rng().integers(0, 256, (30, 41, 3), dtype=np.uint8))
+    assert run("upscale", src, "--scale", "2", "--arch", "9-1-5", "--tile", "32", "--device", "cpu") == 0
+    err = capsys.readouterr().err
+    assert "6/6 tiles of 32x32" in err and "tiles/s" in err  # 60 x 82 output: 2 x 3 tiles
+    whole = tmp_path / "whole.png"
+    assert run("upscale", src, "--scale", "2", "--arch", "9-1-5", "-o", whole, "--device", "cpu") == 0
+    assert "tiles" not in capsys.readouterr().err
+    np.testing.assert_array_equal(iio.imread(whole), iio.imread(tmp_path / "p_x2.png"))
 
 
 def test_video_is_streamed_with_its_audio(tmp_path):
