@@ -84,10 +84,16 @@ def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool) -> None:
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         raise CliError(f"{path}: unsupported output format (use one of {', '.join(IMAGE_SUFFIXES)})")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    write_atomically(path, lambda tmp: iio.imwrite(tmp, img, extension=suffix))
+
+
+def write_atomically(path: Path, write) -> None:
+    """``write(tmp)`` into a temporary file next to `path`, then renamed into place: `path` is never seen
+    half-written, and the temporary file is removed whatever happens."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
-        iio.imwrite(tmp, img, extension=suffix)
+        write(tmp)
         default_permissions(tmp)
         os.replace(tmp, path)
     except OSError as e:
@@ -95,6 +101,22 @@ def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def available_memory() -> int:
+    """Bytes of host memory available to this process without swapping: MemAvailable (free memory plus the
+    reclaimable page cache) on Linux, free pages elsewhere, 4 GiB when neither can be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
 
 
 def auto_tile(model, shape: tuple[int, int], device: str) -> int | None:
@@ -113,10 +135,7 @@ def auto_tile(model, shape: tuple[int, int], device: str) -> int | None:
         free = magmasr.cuda.mem_get_info(index)[0] + magmasr.cuda.memory_stats(index)["reserved_bytes"] \
             - magmasr.cuda.memory_stats(index)["allocated_bytes"]
     else:
-        try:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError):
-            pass
+        free = available_memory()
     # Input, two feature maps and the GEMM workspace: about 4 * widest floats per pixel and frame.
     budget_pixels = free // 4 // (4 * 4 * widest * depth)
     if shape[0] * shape[1] <= budget_pixels:
@@ -134,14 +153,7 @@ def upscale_array(model: ImageSR | None, img: np.ndarray, scale: int, tile: int 
         tile = auto_tile(model, (img.shape[0] * scale, img.shape[1] * scale), device)
     if not show_tiles or tile is None or max(img.shape[0], img.shape[1]) * scale <= tile:
         return model.upscale(img, scale, tile=tile)
-    t0 = time.perf_counter()
-
-    def progress(done: int, total: int) -> None:
-        rate = done / max(time.perf_counter() - t0, 1e-9)
-        print(f"\r{done}/{total} tiles of {tile}x{tile}, {rate:.2f} tiles/s", end="\n" if done == total else "",
-              file=sys.stderr)
-
-    return model.upscale(img, scale, tile=tile, progress=progress)
+    return model.upscale(img, scale, tile=tile, progress=_tile_progress(tile))
 
 
 def comparison_image(lr: np.ndarray, bicubic: np.ndarray, ours: np.ndarray, original: np.ndarray,
@@ -452,23 +464,34 @@ def _image_output(src: Path, default_stem: Path, output: str | None, overwrite: 
     return dst
 
 
+def _tile_progress(tile: int):
+    """A progress(done, total) printing tiles done and tiles per second on one line of stderr."""
+    t0 = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        rate = done / max(time.perf_counter() - t0, 1e-9)
+        print(f"\r{done}/{total} tiles of {tile}x{tile}, {rate:.2f} tiles/s", end="\n" if done == total else "",
+              file=sys.stderr)
+
+    return progress
+
+
 def _upscale_file(model, src: Path, dst: Path, args) -> None:
-    """One picture: 8-bit through the network as is, 16-bit as 16-bit; other pixel types (scientific data:
+    """One picture: 8-bit and 16-bit through the network as they are; other pixel types (scientific data:
     floating point of any range, signed or 32-bit integers) mapped linearly onto [0, 1] by the picture's
     minimum and maximum, upscaled, and mapped back, so the output keeps the input's units and dtype (values
-    clipped to the input's range, as 8-bit outputs are to 0..255; integers rounded)."""
+    clipped to the input's range, as 8-bit outputs are to 0..255; integers rounded).
+
+    A tiled picture written as TIFF is streamed: each band of tiles goes to the file as soon as it is done, so
+    the upscaled picture never has to fit in memory (a gigapixel scan at x4). Other formats need the whole
+    picture in memory; one that would not fit is refused before any work, with the advice to write a TIFF."""
     try:
         img = read_image(src)
     except ValueError as e:
         raise CliError(str(e)) from None
-    if img.dtype == np.uint16:
-        f = img.astype(np.float64) / 65535.0
-        out = upscale_array(model, f, args.scale, args.tile, args.device)
-        out = np.clip(np.round(np.clip(out, 0, 1) * 65535.0), 0, 65535).astype(np.uint16)
-    elif img.dtype == np.uint8:
-        out = upscale_array(model, img, args.scale, args.tile, args.device)
-        if out.dtype != np.uint8:
-            out = im.to_uint8(np.clip(out / 255.0 if out.max() > 1.5 else out, 0, 1))
+    s = args.scale
+    if img.dtype in (np.uint8, np.uint16):
+        work, back = img, (lambda block: block)
     elif np.issubdtype(img.dtype, np.floating) or np.issubdtype(img.dtype, np.integer):
         f = img.astype(np.float64)
         if not np.isfinite(f).all():
@@ -479,13 +502,73 @@ def _upscale_file(model, src: Path, dst: Path, args) -> None:
             lo, hi = 0.0, 1.0  # already in the networks' range: no rescaling
         elif hi == lo:
             hi = lo + 1.0
-        out = upscale_array(model, (f - lo) / (hi - lo), args.scale, args.tile, args.device)
-        out = np.clip(out, 0.0, 1.0) * (hi - lo) + lo
-        out = (np.round(out) if np.issubdtype(img.dtype, np.integer) else out).astype(img.dtype)
+        work = (f - lo) / (hi - lo)
+        integer = np.issubdtype(img.dtype, np.integer)
+
+        def back(block: np.ndarray) -> np.ndarray:
+            out = np.clip(block, 0.0, 1.0) * (hi - lo) + lo
+            return (np.round(out) if integer else out).astype(img.dtype)
     else:
         raise CliError(f"{src}: unsupported pixel type {img.dtype} (integer or floating-point pictures)")
-    atomic_write_image(dst, out, args.overwrite)
-    print(f"{src} {img.shape[1]}x{img.shape[0]} -> {dst} {out.shape[1]}x{out.shape[0]}", file=sys.stderr)
+    shape = (img.shape[0] * s, img.shape[1] * s) + img.shape[2:]
+    nbytes = int(np.prod(shape)) * img.dtype.itemsize
+    tiff = dst.suffix.lower() in TIFF_SUFFIXES
+    tile = None
+    if model is not None:
+        tile = args.tile if args.tile is not None else auto_tile(model, shape[:2], args.device)
+        if tile is not None and max(shape[:2]) <= tile:
+            tile = None
+    if not (tiff and tile is not None) and nbytes > available_memory() // 2:
+        raise CliError(f"{dst}: the upscaled picture ({nbytes / 2**30:.1f} GiB) would not fit in memory as a "
+                       f"{dst.suffix or 'file'} (about {available_memory() / 2**30:.1f} GiB free); write a .tif, "
+                       "which is streamed to disk tile by tile" + ("" if model is not None else
+                                                                   " (with --model srcnn)"))
+    if model is None:  # bicubic, whole
+        if img.dtype == np.uint16:
+            up = np.round(np.clip(im.imresize(img.astype(np.float64) / 65535.0, s), 0, 1) * 65535.0)
+            blocks = iter([((0, 0), up.astype(np.uint16))])
+        else:
+            blocks = iter([((0, 0), back(im.imresize(work, s)))])
+    else:
+        progress = _tile_progress(tile) if tile is not None else None
+        blocks = (((r, c), back(b)) for (r, c), b in model.upscale_tiles(work, s, tile, progress))
+    if tiff and tile is not None:
+        atomic_write_tiff_stream(dst, blocks, shape, img.dtype, args.overwrite)
+    else:
+        out = np.empty(shape, img.dtype)
+        for (r, c), b in blocks:
+            out[r:r + b.shape[0], c:c + b.shape[1]] = b
+        atomic_write_image(dst, out, args.overwrite)
+    print(f"{src} {img.shape[1]}x{img.shape[0]} -> {dst} {shape[1]}x{shape[0]}", file=sys.stderr)
+
+
+def atomic_write_tiff_stream(path: Path, blocks, shape: tuple, dtype, overwrite: bool) -> None:
+    """Writes a picture that arrives as row-major blocks ``((row, col), block)`` to a TIFF, holding only one
+    band of blocks: each band's rows go to the file as soon as its last block is in. Strips of about 1 MiB,
+    BigTIFF beyond 4 GiB; written to a temporary file renamed into place, removed on failure."""
+    import tifffile
+
+    if path.exists() and not overwrite:
+        raise CliError(f"{path} exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise CliError(f"{path.parent}: no such folder for the output")
+    h, w = shape[:2]
+    dtype = np.dtype(dtype)
+    row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+
+    def rows():
+        band, top = None, 0
+        for (r, c), b in blocks:
+            if band is None:
+                band, top = np.empty((b.shape[0],) + tuple(shape[1:]), dtype), r
+            band[r - top:r - top + b.shape[0], c:c + b.shape[1]] = b
+            if c + b.shape[1] == w:  # the band is complete
+                yield from band[:r - top + b.shape[0]]
+                band = None
+
+    write_atomically(path, lambda tmp: tifffile.imwrite(
+        tmp, data=rows(), shape=tuple(shape), dtype=dtype, photometric="rgb" if len(shape) == 3 else "minisblack",
+        rowsperstrip=max(1, (1 << 20) // row_bytes), bigtiff=h * row_bytes > 2**32 - 2**25))
 
 
 def _upscale_default(model, args) -> int:

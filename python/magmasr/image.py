@@ -50,6 +50,7 @@ __all__ = [
     "contributions",
     "resize_along_axis",
     "imresize",
+    "imresize_region",
     "imresize_tensor",
     "rgb2ycbcr",
     "ycbcr2rgb",
@@ -361,6 +362,55 @@ def imresize(
     return out.astype(img.dtype, copy=False)
 
 
+class imresize_region:  # noqa: N801 - used like a function of the region, after a plan made once
+    """``imresize(prepare(img), scale)[r0:r1, c0:c1]``, bit for bit, from only the input pixels that region
+    needs: how a picture too large to resize whole (or to hold resized) is processed tile by tile.
+
+    The 1-D tables of both axes are made once for the whole picture (``contributions``, in MATLAB's pass
+    order); each region takes its rows of them, so every output sample is the same weighted sum, in the same
+    order, as in the whole resize. ``prepare`` is applied to the input block before resizing; it must work
+    pixel by pixel (a type conversion, a colour transform), so that it commutes with cropping.
+
+        plan = imresize_region(img, 3, prepare=to_float)
+        block = plan(0, 256, 512, 768)      # == imresize(to_float(img), 3)[0:256, 512:768]
+    """
+
+    def __init__(self, img: np.ndarray, scale, method: str = "bicubic", antialiasing: bool = True,
+                 border: str = "replicate", prepare: Callable[[np.ndarray], np.ndarray] | None = None):
+        if img.ndim not in (2, 3) or img.shape[0] < 1 or img.shape[1] < 1:
+            raise ValueError(f"imresize_region: expected an H x W or H x W x C image, got shape {img.shape}")
+        self.img, self.prepare = img, prepare
+        self.out_shape, passes = _resize_plan(img.shape[:2], scale, None, method, antialiasing, border)
+        args = _kernel_args(method, antialiasing)
+        self.passes = [(d, *contributions(n_in, n_out, s, *args, border)) for d, n_in, n_out, s in passes]
+
+    def input_range(self, axis: int, start: int, stop: int) -> tuple[int, int]:
+        """The input rows (axis 0) or columns (axis 1) that output samples ``start:stop`` read."""
+        for d, _, idx in self.passes:
+            if d == axis:
+                used = idx[start:stop]
+                return int(used.min()), int(used.max()) + 1
+        return start, stop  # an axis the resize leaves as it is
+
+    def __call__(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        if not (0 <= r0 < r1 <= self.out_shape[0] and 0 <= c0 < c1 <= self.out_shape[1]):
+            raise ValueError(f"imresize_region: rows {r0}:{r1}, columns {c0}:{c1} is not a non-empty region of "
+                             f"the {self.out_shape[0]} x {self.out_shape[1]} output")
+        (a0, a1), (b0, b1) = self.input_range(0, r0, r1), self.input_range(1, c0, c1)
+        block = self.img[a0:a1, b0:b1]
+        block = _check_image(self.prepare(block) if self.prepare is not None else block)
+        uint8_mode = block.dtype == np.uint8
+        out, lo, want = block, (a0, b0), ((r0, r1), (c0, c1))
+        for d, w, idx in self.passes:
+            start, stop = want[d]
+            out = resize_along_axis(out, d, w[start:stop], idx[start:stop] - lo[d], uint8_mode=uint8_mode)
+        if uint8_mode:
+            return out if out.dtype == np.uint8 else _saturate_uint8(out)
+        if block.dtype == np.uint8:
+            return out.astype(np.float64)
+        return out.astype(block.dtype, copy=False)
+
+
 @functools.lru_cache(maxsize=256)
 def _device_table(
     in_len: int, out_len: int, scale: float, method: str, antialiasing: bool, border: str, device: str
@@ -472,6 +522,15 @@ def _check_rgb(img: np.ndarray, fn: str) -> np.ndarray:
     return img
 
 
+def _colour_transform(x: np.ndarray, m: np.ndarray, offset: np.ndarray, rows=range(3)) -> np.ndarray:
+    """``x @ m.T + offset`` over the last axis (3 channels; output channels `rows`), as element-wise products
+    and sums in a fixed order: each pixel's result depends on that pixel only, not on the array's size or
+    layout (a BLAS matrix product may round differently from one block to the next), so a picture converted
+    tile by tile is the picture converted whole, bit for bit."""
+    return np.stack([x[..., 0] * m[i, 0] + x[..., 1] * m[i, 1] + x[..., 2] * m[i, 2] + offset[i] for i in rows],
+                    axis=-1)
+
+
 def rgb2ycbcr(img: np.ndarray) -> np.ndarray:
     """MATLAB ``rgb2ycbcr``: RGB -> YCbCr, BT.601 studio range.
 
@@ -480,11 +539,10 @@ def rgb2ycbcr(img: np.ndarray) -> np.ndarray:
     """
     img = _check_rgb(img, "rgb2ycbcr")
     x = img.astype(np.float64)
-    if img.dtype == np.uint8:
-        t = YCBCR_MATRIX / 255.0
-        return _saturate_uint8(x @ t.T + YCBCR_OFFSET)
     t = YCBCR_MATRIX / 255.0
-    out = x @ t.T + YCBCR_OFFSET / 255.0
+    if img.dtype == np.uint8:
+        return _saturate_uint8(_colour_transform(x, t, YCBCR_OFFSET))
+    out = _colour_transform(x, t, YCBCR_OFFSET / 255.0)
     return out.astype(img.dtype, copy=False)
 
 
@@ -497,13 +555,10 @@ def ycbcr2rgb(img: np.ndarray) -> np.ndarray:
     img = _check_rgb(img, "ycbcr2rgb")
     x = img.astype(np.float64)
     tinv = np.linalg.inv(YCBCR_MATRIX)
-    if img.dtype == np.uint8:
-        t = 255.0 * tinv
-        off = 255.0 * (tinv @ YCBCR_OFFSET)
-        return _saturate_uint8(x @ t.T - off)
     t = 255.0 * tinv
-    off = tinv @ YCBCR_OFFSET
-    out = np.clip(x @ t.T - off, 0.0, 1.0)
+    if img.dtype == np.uint8:
+        return _saturate_uint8(_colour_transform(x, t, -255.0 * (tinv @ YCBCR_OFFSET)))
+    out = np.clip(_colour_transform(x, t, -(tinv @ YCBCR_OFFSET)), 0.0, 1.0)
     return out.astype(img.dtype, copy=False)
 
 
@@ -511,10 +566,10 @@ def rgb2y(img: np.ndarray) -> np.ndarray:
     """The Y channel of MATLAB ``rgb2ycbcr`` (uint8 rounded for uint8 input, float for float input)."""
     img = _check_rgb(img, "rgb2y")
     x = img.astype(np.float64)
-    y = x @ (YCBCR_MATRIX[0] / 255.0)
     if img.dtype == np.uint8:
-        return _saturate_uint8(y + YCBCR_OFFSET[0])
-    return (y + YCBCR_OFFSET[0] / 255.0).astype(img.dtype, copy=False)
+        return _saturate_uint8(_colour_transform(x, YCBCR_MATRIX / 255.0, YCBCR_OFFSET, rows=(0,))[..., 0])
+    y = _colour_transform(x, YCBCR_MATRIX / 255.0, YCBCR_OFFSET / 255.0, rows=(0,))[..., 0]
+    return y.astype(img.dtype, copy=False)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -203,42 +203,89 @@ class ImageSR(SRModel):
         With `tile`, the image is processed in tile x tile blocks, each with a halo of real pixels as wide as
         the receptive radius, so that the result equals whole-image inference while memory stays bounded;
         ``progress(done, total)`` is called after each tile."""
-        y = np.asarray(y, dtype=np.float32)
+        return tiled(self._network, np.asarray(y, dtype=np.float32), tile, self.receptive_radius,
+                     progress=progress)
 
-        def whole(block: np.ndarray) -> np.ndarray:
-            out = self.net(from_numpy(np.ascontiguousarray(block[None, None])).to(self.device))
-            return np.asarray(out.numpy())[0, 0]
-
-        return tiled(whole, y, tile, self.receptive_radius, progress=progress)
+    def _network(self, y: np.ndarray) -> np.ndarray:
+        """The network on one H x W channel, float32 in and out."""
+        block = np.ascontiguousarray(np.asarray(y, dtype=np.float32)[None, None])
+        return np.asarray(self.net(from_numpy(block).to(self.device)).numpy())[0, 0]
 
     def upscale(self, img: np.ndarray, scale: int | None = None, tile: int | None = None,
                 progress=None) -> np.ndarray:
-        """Upscales a gray (H x W) or RGB (H x W x 3) image, uint8 or float in [0, 1]; returns the same dtype.
+        """Upscales a gray (H x W) or RGB (H x W x 3) picture, uint8, uint16 or float in [0, 1]; returns the
+        same dtype.
 
-        Y goes through the network, CbCr through bicubic (MATLAB-compatible) interpolation. `tile` bounds
-        memory for large pictures without changing the result (see :meth:`refine`, which also says what
-        ``progress`` is)."""
+        Y goes through the network, CbCr through bicubic (MATLAB-compatible) interpolation. With `tile`, the
+        whole pipeline runs on tile x tile output pixels at a time (see :meth:`upscale_tiles`): memory beyond the
+        input and the output stays bounded, and the result is bit for bit that of the whole picture.
+        ``progress(done, total)`` is called after each tile."""
+        img, scale = self._check_picture(img, scale)
+        out = np.empty((img.shape[0] * scale, img.shape[1] * scale) + img.shape[2:], img.dtype)
+        for (r, c), block in self.upscale_tiles(img, scale, tile, progress):
+            out[r:r + block.shape[0], c:c + block.shape[1]] = block
+        return out
+
+    def upscale_tiles(self, img: np.ndarray, scale: int | None = None, tile: int | None = None, progress=None):
+        """The upscaled picture of :meth:`upscale`, tile by tile in row-major order, as ``((row, col), block)``
+        with (row, col) the block's top-left output pixel; blocks are tile x tile (less at the right and bottom
+        edges), one block for the whole picture when `tile` is None.
+
+        Each block is computed from only the input it needs: the bicubic upscale of the block and of a halo as
+        wide as the network's receptive radius (:class:`magmasr.image.imresize_region`, the same sums as for the
+        whole picture), the network on that (replicate padding only where the halo meets the picture's edge,
+        as for the whole picture), the halo dropped, colour converted back. So the blocks are bit for bit the
+        whole picture's, while the working set is that of one block: pictures whose upscaled version would not
+        fit in memory can be streamed to a file block by block."""
+        img, scale = self._check_picture(img, scale)
+        peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(img.dtype)
+
+        def prepare(block: np.ndarray) -> np.ndarray:  # pixel by pixel: commutes with cropping
+            f = block.astype(np.float64) / peak if peak else block.astype(np.float64)
+            return im.rgb2ycbcr(f) if f.ndim == 3 else f
+
+        plan = im.imresize_region(img, scale, prepare=prepare)
+        h, w = plan.out_shape
+        t = max(h, w) if tile is None else int(tile)
+        if t < 1:
+            raise ValueError(f"tile must be >= 1, got {tile}")
+        halo, total, done = self.receptive_radius, -(-h // t) * -(-w // t), 0
+        for r in range(0, h, t):
+            for c in range(0, w, t):
+                r1, c1 = min(r + t, h), min(c + t, w)
+                e0, f0 = max(r - halo, 0), max(c - halo, 0)
+                up = plan(e0, min(r1 + halo, h), f0, min(c1 + halo, w))
+                y = self._network(up if up.ndim == 2 else up[:, :, 0])[r - e0:r1 - e0, c - f0:c1 - f0]
+                if up.ndim == 2:
+                    out = y
+                else:
+                    ycc = up[r - e0:r1 - e0, c - f0:c1 - f0]
+                    ycc[:, :, 0] = y
+                    out = im.ycbcr2rgb(ycc)
+                out = np.clip(out, 0.0, 1.0)
+                if img.dtype == np.uint8:
+                    out = im.to_uint8(out)
+                elif img.dtype == np.uint16:
+                    out = np.round(out.astype(np.float64) * 65535.0).astype(np.uint16)
+                else:
+                    out = out.astype(img.dtype)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+                yield (r, c), out
+
+    def _check_picture(self, img: np.ndarray, scale: int | None) -> tuple[np.ndarray, int]:
         img = np.asarray(img)
         scale = self.scale if scale is None else int(scale)
         if scale < 1:
             raise ValueError(f"scale must be >= 1, got {scale}")
         if img.ndim == 3 and img.shape[2] == 1:
             img = img[:, :, 0]
-        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
+        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3) or 0 in img.shape:
             raise ValueError(f"expected a gray H x W or an RGB H x W x 3 image, got shape {img.shape}")
-        is_uint8 = img.dtype == np.uint8
-        if not is_uint8 and not np.issubdtype(img.dtype, np.floating):
-            raise TypeError(f"expected a uint8 or float image, got dtype {img.dtype}")
-        f = im.to_float(img) if is_uint8 else img.astype(np.float64)
-        if img.ndim == 2:
-            out = self.refine(im.imresize(f, scale), tile, progress)
-        else:
-            ycc = im.rgb2ycbcr(f)
-            up = im.imresize(ycc, scale)
-            up[:, :, 0] = self.refine(up[:, :, 0], tile, progress)
-            out = im.ycbcr2rgb(up)
-        out = np.clip(out, 0.0, 1.0)
-        return im.to_uint8(out) if is_uint8 else out.astype(img.dtype)
+        if img.dtype not in (np.uint8, np.uint16) and not np.issubdtype(img.dtype, np.floating):
+            raise TypeError(f"expected a uint8, uint16 or float image, got dtype {img.dtype}")
+        return img, scale
 
 
 def _format_kwargs(kwargs: dict) -> str:

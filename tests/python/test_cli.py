@@ -503,6 +503,54 @@ def test_tiled_upscale_reports_tiles_per_second(tmp_path, capsys):
     np.testing.assert_array_equal(iio.imread(whole), iio.imread(tmp_path / "p_x2.png"))
 
 
+@pytest.mark.parametrize("kind", ["rgb8", "gray16", "float32"])
+def test_tiled_tiff_is_streamed_and_identical_to_whole_picture(tmp_path, capsys, kind):
+    """A tiled picture written as TIFF goes to the file band by band; the file holds exactly the whole-picture
+    result (bit for bit, in the input's dtype)."""
+    rng = np.random.default_rng()
+    shape = {"rgb8": (29, 35, 3), "gray16": (26, 31), "float32": (27, 30)}[kind]
+    img = {"rgb8": lambda: rng.integers(0, 256, shape, dtype=np.uint8),
+           "gray16": lambda: rng.integers(0, 65536, shape, dtype=np.uint16),
+           "float32": lambda: (rng.random(shape) * 900 - 40).astype(np.float32)}[kind]()
+    src = tmp_path / "in.tif"
+    iio.imwrite(src, img)
+    whole, streamed = tmp_path / "whole.tif", tmp_path / "streamed.tif"
+    common = ("--scale", "3", "--arch", "9-1-5", "--device", "cpu")
+    assert run("upscale", src, "-o", whole, *common) == 0
+    assert run("upscale", src, "-o", streamed, "--tile", "32", *common) == 0
+    n = -(-shape[0] * 3 // 32) * -(-shape[1] * 3 // 32)  # ceil(H / 32) * ceil(W / 32) tiles
+    assert f"{n}/{n} tiles of 32x32" in capsys.readouterr().err
+    a, b = iio.imread(whole), iio.imread(streamed)
+    assert b.dtype == img.dtype and b.shape == (shape[0] * 3, shape[1] * 3) + shape[2:]
+    np.testing.assert_array_equal(a, b)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "streamed.tif", "whole.tif"]
+
+
+def test_a_picture_too_big_for_memory_goes_to_tiff_or_is_refused(tmp_path, capsys, monkeypatch):
+    """With little memory, a PNG output that would not fit is refused before any work, naming the way out; a
+    TIFF output is tiled and streamed; a failure mid-stream leaves no file behind."""
+    src = tmp_path / "in.png"
+    iio.imwrite(src, np.random.default_rng().integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    monkeypatch.setattr(cli, "available_memory", lambda: 60_000)  # the 160 x 200 x 3 output is 96,000 bytes
+    common = ("--scale", "4", "--arch", "9-1-5", "--device", "cpu")
+    assert run("upscale", src, "-o", tmp_path / "out.png", *common) == 2
+    assert "would not fit in memory" in capsys.readouterr().err and not (tmp_path / "out.png").exists()
+    assert run("upscale", src, "-o", tmp_path / "out.tif", "--tile", "64", *common) == 0
+    monkeypatch.undo()
+    assert run("upscale", src, "-o", tmp_path / "ref.png", *common) == 0
+    np.testing.assert_array_equal(iio.imread(tmp_path / "out.tif"), iio.imread(tmp_path / "ref.png"))
+
+    def broken(self, *args, **kwargs):
+        yield (0, 0), np.zeros((64, 64, 3), np.uint8)
+        raise RuntimeError("the GPU fell off the bus")
+
+    monkeypatch.setattr(ImageSR, "upscale_tiles", broken)
+    before = set(tmp_path.iterdir())
+    with pytest.raises(RuntimeError, match="fell off"):
+        run("upscale", src, "-o", tmp_path / "half.tif", "--tile", "64", *common)
+    assert set(tmp_path.iterdir()) == before  # no partial output, no temporary file
+
+
 def test_video_is_streamed_with_its_audio(tmp_path):
     imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
     import subprocess
@@ -690,7 +738,7 @@ def test_auto_tile_bounds_the_working_set(monkeypatch):
     model = ImageSR.srcnn("9-5-5", scale=2)
     assert cli.auto_tile(model, (64, 64), "cpu") is None  # small pictures are not tiled
     # With 64 MiB free, a quarter is 16 MiB = 4 Mi floats; at 4 * 64 floats per pixel that is 16384 pixels.
-    monkeypatch.setattr(cli.os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 16384, "SC_PAGE_SIZE": 4096}[name])
+    monkeypatch.setattr(cli, "available_memory", lambda: 16384 * 4096)
     tile = cli.auto_tile(model, (4000, 4000), "cpu")
     assert tile is not None and tile * tile <= 16384 and tile >= 64
     # 3DSRnet's maps are 5 frames deep: at 64 filters, 4 * 64 * 5 floats per LR pixel, 3276 pixels.
@@ -698,7 +746,7 @@ def test_auto_tile_bounds_the_working_set(monkeypatch):
 
     tile = cli.auto_tile(VideoSR.tdsrnet(4, filters=64), (1000, 1000), "cpu")
     assert tile == 64    # the floor: sqrt(3276) = 57 rounds down to 56, below it
-    monkeypatch.setattr(cli.os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 163840, "SC_PAGE_SIZE": 4096}[name])
+    monkeypatch.setattr(cli, "available_memory", lambda: 163840 * 4096)
     tile = cli.auto_tile(VideoSR.tdsrnet(4, filters=64), (1000, 1000), "cpu")
     assert tile * tile <= 32768 and tile > 64     # 640 MiB free: 32768 LR pixels; 176 x 176 would be 30976
 

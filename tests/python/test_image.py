@@ -200,6 +200,31 @@ def test_upscale_by_two_interpolates_halfway_samples():
     np.testing.assert_allclose(y[:, 4:-4], np.tile(np.arange(40)[4:-4] / 2 - 0.25, (4, 1)), atol=1e-12)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_imresize_region_is_the_whole_resize_cropped_bit_for_bit(seed):
+    """Random pictures (gray and RGB, uint8 and float, through a pixel-wise `prepare` or not), random scales up
+    and down (uint8 mode rounds between the two passes), random regions: exactly the crop of the whole resize."""
+    rng = np.random.default_rng()
+    h, w = (int(v) for v in rng.integers(1, 40, 2))
+    scale = float(rng.choice([2, 3, 4, 1.5, 0.5, 1 / 3, 0.7]))
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if seed % 2 else rng.random((h, w))
+    prepare = image.rgb2ycbcr if seed % 4 == 1 else None
+    whole = image.imresize(prepare(img) if prepare else img, scale)
+    plan = image.imresize_region(img, scale, prepare=prepare)
+    assert plan.out_shape == whole.shape[:2]
+    H, W = plan.out_shape
+    for _ in range(10):
+        r0, c0 = int(rng.integers(0, H)), int(rng.integers(0, W))
+        r1, c1 = int(rng.integers(r0 + 1, H + 1)), int(rng.integers(c0 + 1, W + 1))
+        got = plan(r0, r1, c0, c1)
+        assert got.dtype == whole.dtype
+        np.testing.assert_array_equal(got, whole[r0:r1, c0:c1])
+    (a0, a1) = plan.input_range(0, 0, 1)
+    assert a0 == 0 and a1 <= min(h, 4 if scale >= 1 else int(np.ceil(4 / scale)) + 2)  # a corner reads a corner
+    with pytest.raises(ValueError, match="not a non-empty region"):
+        plan(0, H + 1, 0, W)
+
+
 def test_imresize_errors():
     with pytest.raises(ValueError, match="exactly one"):
         image.imresize(np.zeros((4, 4)))

@@ -86,6 +86,40 @@ def test_official_srcnn_weights_reproduce_published_set5(shared_dir, preset, sca
     assert abs(np.mean([r.psnr_bicubic for r in rows]) - bicubic) <= 0.02
 
 
+@pytest.mark.parametrize("kind", ["rgb8", "gray8", "rgb16", "gray_float32", "rgb_float64"])
+def test_tiled_upscale_is_the_whole_picture_bit_for_bit(kind):
+    """upscale(tile=t) runs colour conversion, bicubic, network and back on t x t output pixels at a time, from
+    only the input each needs; every tile size gives exactly the whole-picture result, and upscale_tiles
+    yields row-major blocks that cover the picture once."""
+    rng = np.random.default_rng()
+    model = ImageSR.pretrained(3, "9-1-5")
+    h, w = (int(v) for v in rng.integers(8, 30, 2))
+    img = {"rgb8": lambda: rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+           "gray8": lambda: rng.integers(0, 256, (h, w), dtype=np.uint8),
+           "rgb16": lambda: rng.integers(0, 65536, (h, w, 3), dtype=np.uint16),
+           "gray_float32": lambda: rng.random((h, w)).astype(np.float32),
+           "rgb_float64": lambda: rng.random((h, w, 3))}[kind]()
+    whole = model.upscale(img)
+    assert whole.dtype == img.dtype and whole.shape == (3 * h, 3 * w) + img.shape[2:]
+    for tile in (1, 7, int(rng.integers(8, 40)), 3 * max(h, w)):
+        np.testing.assert_array_equal(model.upscale(img, tile=tile), whole)
+    covered = np.zeros((3 * h, 3 * w), int)
+    corners = []
+    for (r, c), block in model.upscale_tiles(img, tile=16):
+        covered[r:r + block.shape[0], c:c + block.shape[1]] += 1
+        corners.append((r, c))
+        np.testing.assert_array_equal(block, whole[r:r + block.shape[0], c:c + block.shape[1]])
+    assert (covered == 1).all() and corners == sorted(corners)
+
+
+def test_upscale_16_bit_is_the_float_path_rounded():
+    rng = np.random.default_rng()
+    model = ImageSR.pretrained(2, "9-1-5")
+    img = rng.integers(0, 65536, (12, 15, 3), dtype=np.uint16)
+    expected = np.round(model.upscale(img.astype(np.float64) / 65535.0) * 65535.0).astype(np.uint16)
+    np.testing.assert_array_equal(model.upscale(img), expected)
+
+
 def test_upscale_dtypes_shapes_and_save_load(tmp_path):
     rng = np.random.default_rng(0)
     model = ImageSR.srcnn("9-1-5", scale=2)
@@ -99,6 +133,8 @@ def test_upscale_dtypes_shapes_and_save_load(tmp_path):
         model.upscale(rng.random((4, 4, 2)))
     with pytest.raises(TypeError, match="dtype"):
         model.upscale(np.zeros((4, 4), dtype=np.int32))
+    with pytest.raises(ValueError, match="image"):
+        model.upscale(np.zeros((0, 4), dtype=np.uint8))
     path = tmp_path / "m.safetensors"
     model.save(path, recipe="test")
     back = ImageSR.load(path)
