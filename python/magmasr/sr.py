@@ -235,8 +235,9 @@ class ImageSR(SRModel):
         wide as the network's receptive radius (:class:`magmasr.image.imresize_region`, the same sums as for the
         whole picture), the network on that (replicate padding only where the halo meets the picture's edge,
         as for the whole picture), the halo dropped, colour converted back. So the blocks are bit for bit the
-        whole picture's, while the working set is that of one block: pictures whose upscaled version would not
-        fit in memory can be streamed to a file block by block."""
+        whole picture's (on the CPU; a GPU may pick another convolution algorithm for a block's shape, which
+        sums in another order), while the working set is that of one block: pictures whose upscaled version
+        would not fit in memory can be streamed to a file block by block."""
         img, scale = self._check_picture(img, scale)
         peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(img.dtype)
 
