@@ -6,7 +6,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -344,6 +346,31 @@ void assign(Tensor& dst, const py::handle& src, const std::string& what) {
   dst.copy_from(s);
 }
 
+// A file path from str, bytes or os.PathLike.
+std::string as_path(const py::handle& h) {
+  py::object p = py::module_::import("os").attr("fspath")(h);
+  return p.cast<std::string>();
+}
+
+// {name: tensor} from a mapping whose values are Tensors, float32 arrays or DLPack tensors.
+std::map<std::string, Tensor> as_tensor_map(const py::handle& h, const char* what) {
+  if (!py::isinstance<py::dict>(h)) throw TypeError(std::string(what) + ": expected a dict name -> tensor, got " + type_name(h));
+  std::map<std::string, Tensor> out;
+  for (auto item : py::reinterpret_borrow<py::dict>(h)) {
+    if (!py::isinstance<py::str>(item.first))
+      throw TypeError(std::string(what) + ": names must be str, got " + type_name(item.first));
+    const std::string name = item.first.cast<std::string>();
+    out[name] = as_tensor(item.second, name.c_str());
+  }
+  return out;
+}
+
+py::dict tensor_dict(const std::map<std::string, Tensor>& tensors) {
+  py::dict out;
+  for (const auto& [name, t] : tensors) out[py::str(name)] = py::cast(t);
+  return out;
+}
+
 std::vector<Parameter*> as_params(const py::handle& h) {
   if (py::isinstance<Layer>(h)) return h.cast<Layer&>().parameters();
   std::vector<Parameter*> out;
@@ -373,6 +400,11 @@ PYBIND11_MODULE(_core, m) {
       PyErr_SetString(PyExc_RuntimeError, e.what());
     } catch (const CudaError& e) {
       py::set_error(cuda_error, e.what());
+    } catch (const FileError& e) {
+      // OSError(errno, message): Python picks the subclass (FileNotFoundError for ENOENT, ...).
+      PyObject* args = Py_BuildValue("(is)", e.code(), e.what());
+      PyErr_SetObject(PyExc_OSError, args);
+      Py_XDECREF(args);
     }
   });
 
@@ -756,6 +788,61 @@ The table is a ResampleTable on x's device, or weights (float [out_len, taps], u
       },
       py::arg("x"), py::arg("axis"), py::arg("weights"), py::arg("indices"), py::arg("round_uint8") = false);
 
+  ops_m.def(
+      "bicubic_contributions",
+      [](int64_t in_len, int64_t out_len, double scale) {
+        ops::HostResampleTable t;
+        {
+          py::gil_scoped_release rel;
+          t = ops::bicubic_contributions(in_len, out_len, scale);
+        }
+        py::array_t<double> w({t.out_len, t.taps});
+        py::array_t<int64_t> idx({t.out_len, t.taps});
+        std::memcpy(w.mutable_data(), t.weights.data(), t.weights.size() * sizeof(double));
+        std::copy(t.indices.begin(), t.indices.end(), idx.mutable_data());
+        return py::make_tuple(w, idx);
+      },
+      py::arg("in_len"), py::arg("out_len"), py::arg("scale"),
+      "The C++ bicubic imresize table (ops::bicubic_contributions): (float64 weights, int64 indices), both\n"
+      "[out_len, taps]; equal to magmasr.image.contributions(in_len, out_len, scale).");
+  ops_m.def(
+      "bicubic_table",
+      [](int64_t in_len, int64_t out_len, double scale, const py::object& device) {
+        const Device d = as_device(device);
+        py::gil_scoped_release rel;
+        return ops::bicubic_table(in_len, out_len, scale, d);
+      },
+      py::arg("in_len"), py::arg("out_len"), py::arg("scale"), py::arg("device") = "cpu",
+      "bicubic_contributions(in_len, out_len, scale) as a ResampleTable on `device`.");
+
+  // ---------------------------------------------------------------------------------------- weight files
+  m.def(
+      "load_safetensors",
+      [](const py::object& path) {
+        const std::string p = as_path(path);
+        TensorFile f;
+        {
+          py::gil_scoped_release rel;
+          f = load_safetensors(p);
+        }
+        return py::make_tuple(tensor_dict(f.tensors), py::cast(f.metadata));
+      },
+      py::arg("path"),
+      "The C++ safetensors reader: (dict name -> CPU Tensor, dict metadata). F32 only (TypeError otherwise);\n"
+      "ValueError naming the file and the fault for a malformed file; OSError when it cannot be read.");
+  m.def(
+      "save_safetensors",
+      [](const py::object& path, const py::object& tensors, const py::object& metadata) {
+        const std::string p = as_path(path);
+        const auto t = as_tensor_map(tensors, "save_safetensors");
+        std::map<std::string, std::string> meta;
+        if (!metadata.is_none()) meta = metadata.cast<std::map<std::string, std::string>>();
+        py::gil_scoped_release rel;
+        save_safetensors(p, t, meta);
+      },
+      py::arg("path"), py::arg("tensors"), py::arg("metadata") = py::none(),
+      "The C++ safetensors writer (atomic: a temporary file renamed into place); names sorted, F32.");
+
   // ------------------------------------------------------------------------------------------ layers
   py::module_ nn_m = m.def_submodule("nn", "Layers and containers.");
   py::class_<Parameter>(nn_m, "Parameter")
@@ -912,6 +999,16 @@ The table is a ResampleTable on x's device, or weights (float [out_len, taps], u
         return out;
       })
       .def("named_parameters", &Sequential::named_parameters, py::return_value_policy::reference_internal)
+      // The C++ Sequential::state_dict / load_state_dict, for tests (magmasr.nn defines the public ones).
+      .def("_state_dict", [](Sequential& s) { return tensor_dict(s.state_dict()); })
+      .def(
+          "_load_state_dict",
+          [](Sequential& s, const py::object& state, bool strict) {
+            const auto st = as_tensor_map(state, "load_state_dict");
+            py::gil_scoped_release rel;
+            s.load_state_dict(st, strict);
+          },
+          py::arg("state"), py::arg("strict") = true)
       .def("summary_str", [](Sequential& s, const py::object& shape) { return s.summary(as_shape(shape)); },
            py::arg("input_shape"));
 

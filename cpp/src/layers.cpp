@@ -4,6 +4,7 @@
 #include <cmath>
 #include <iomanip>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include "magmasr/error.hpp"
@@ -254,6 +255,42 @@ std::vector<std::pair<std::string, Parameter*>> Sequential::named_parameters() {
     }
   }
   return out;
+}
+
+std::map<std::string, Tensor> Sequential::state_dict() {
+  std::map<std::string, Tensor> out;
+  for (auto& [name, p] : named_parameters()) out.emplace(name, p->value);
+  return out;
+}
+
+void Sequential::load_state_dict(const std::map<std::string, Tensor>& state, bool strict) {
+  const auto named = named_parameters();
+  std::string misshaped, missing, unexpected;
+  auto append = [](std::string& list, const std::string& item, const char* sep) {
+    list += (list.empty() ? "" : sep) + item;
+  };
+  std::set<std::string> known;
+  for (const auto& [name, p] : named) {
+    known.insert(name);
+    const auto it = state.find(name);
+    if (it == state.end()) {
+      append(missing, "'" + name + "'", ", ");
+    } else if (!it->second.defined() || it->second.shape() != p->value.shape()) {
+      append(misshaped, detail::cat("(", name, ", expected ", shape_str(p->value.shape()), ", got ",
+                                    it->second.defined() ? shape_str(it->second.shape()) : "an undefined tensor", ")"),
+             "; ");
+    }
+  }
+  for (const auto& kv : state)
+    if (!known.count(kv.first)) append(unexpected, "'" + kv.first + "'", ", ");
+  MAGMASR_REQUIRE(misshaped.empty(), ValueError, "load_state_dict: mis-shaped parameters: ", misshaped);
+  MAGMASR_REQUIRE(!strict || (missing.empty() && unexpected.empty()), ValueError,
+                  "load_state_dict: the state does not match the model: missing [", missing, "], unexpected [",
+                  unexpected, "]");
+  for (const auto& [name, p] : named) {
+    const auto it = state.find(name);
+    if (it != state.end()) p->value.copy_from(it->second);
+  }
 }
 
 std::vector<Parameter*> Sequential::parameters() {

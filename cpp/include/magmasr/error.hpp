@@ -1,4 +1,4 @@
-// Exceptions thrown by magmasr. The Python bindings map them to TypeError, ValueError and RuntimeError.
+// Exceptions thrown by magmasr. The Python bindings map them to TypeError, ValueError, RuntimeError and OSError.
 #pragma once
 
 #include <sstream>
@@ -30,6 +30,17 @@ class DeviceError : public std::runtime_error {
 class CudaError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+};
+
+/// A file that cannot be opened, read, written or renamed; code() is the errno value (0 when none applies).
+/// Python: OSError with that errno (FileNotFoundError for ENOENT, PermissionError for EACCES, ...).
+class FileError : public std::runtime_error {
+ public:
+  explicit FileError(const std::string& what, int code = 0) : std::runtime_error(what), code_(code) {}
+  int code() const { return code_; }
+
+ private:
+  int code_;
 };
 
 namespace detail {

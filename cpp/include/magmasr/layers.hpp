@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -165,6 +166,14 @@ class Sequential : public Layer {
   std::vector<Parameter*> parameters() override;  // names prefixed "layer.param"
   /// (qualified name, parameter) pairs in order.
   std::vector<std::pair<std::string, Parameter*>> named_parameters();
+  /// {qualified name ("conv1.weight"): the parameter's own tensor} for every parameter (handles, not copies:
+  /// clone() them for a snapshot). save_safetensors(path, model.state_dict(), metadata) writes a weight file.
+  std::map<std::string, Tensor> state_dict();
+  /// Copies `state` into the parameters, each onto its own device (Tensor::copy_from), after checking everything
+  /// (nothing is copied when a check fails): a ValueError lists every mis-shaped key as (name, expected, got);
+  /// with `strict`, a ValueError lists all the missing and all the unexpected keys. Without `strict`, missing
+  /// parameters keep their values and unexpected keys are ignored.
+  void load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true);
   void to(const Device& device) override;
   void set_trainable(bool t) override;
   bool learns() override;

@@ -7,5 +7,6 @@
 #include "magmasr/layers.hpp"
 #include "magmasr/ops.hpp"
 #include "magmasr/optim.hpp"
+#include "magmasr/safetensors.hpp"
 #include "magmasr/tensor.hpp"
 #include "magmasr/version.hpp"

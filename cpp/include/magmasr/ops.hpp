@@ -86,6 +86,24 @@ class ResampleTable {
   int64_t in_len_ = 0, out_len_ = 0, taps_ = 0;
 };
 
+/// A resampling table on the host: row-major [out_len, taps] weights and indices (into an input of in_len).
+struct HostResampleTable {
+  std::vector<double> weights;
+  std::vector<int32_t> indices;
+  int64_t in_len = 0, out_len = 0, taps = 0;
+};
+
+/// MATLAB imresize's bicubic table for one axis, equal bit for bit to magmasr.image.contributions(in_len, out_len,
+/// scale) (whose tests check it against MATLAB): Keys' cubic kernel with a = -0.5, the coordinate mapping
+/// u = x / scale + 0.5 (1 - 1 / scale) (1-based x), the kernel stretched by 1 / scale when scale < 1
+/// (antialiasing), rows normalised to sum to 1 (summed in NumPy's pairwise order), indices clamped into
+/// [0, in_len) (replicated end points), columns whose weights are all zero dropped. `scale` is the factor given
+/// to imresize (the output size is usually ceil(in_len * scale)). ValueError for lengths < 1 or a scale that is
+/// not positive and finite.
+HostResampleTable bicubic_contributions(int64_t in_len, int64_t out_len, double scale);
+/// The same table, on `device`, ready for resample_axis.
+ResampleTable bicubic_table(int64_t in_len, int64_t out_len, double scale, const Device& device = Device::cpu());
+
 /// Resamples `x` along `axis` (negative counts from the end) with `table`: y has x's shape with that axis
 /// of length table.out_len(); y[..., j, ...] = sum_t w[j, t] * x[..., idx[j, t], ...], accumulated in double.
 /// With round_uint8 each output is rounded half away from zero and clamped to [0, 255] (MATLAB's uint8

@@ -1,0 +1,429 @@
+// Weight files (safetensors), Sequential::state_dict / load_state_dict, and the bicubic imresize table.
+// The malformed files are written byte by byte here; tests/python/test_cpp_weights.py cross-checks the reader and
+// the writer with the independent `safetensors` package and the table with magmasr.image.contributions.
+#include <gtest/gtest.h>
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <sstream>
+
+#include "magmasr/magmasr.hpp"
+
+using namespace magmasr;
+
+namespace {
+
+// A fresh folder per test under GoogleTest's temporary directory.
+std::string fresh_dir() {
+  static int counter = 0;
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::string dir = ::testing::TempDir() + "magmasr_st_" + std::to_string(::getpid()) + "_" + info->name() +
+                          "_" + std::to_string(counter++);
+  ::mkdir(dir.c_str(), 0755);
+  return dir;
+}
+
+std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> out;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d))
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) out.emplace_back(e->d_name);
+    ::closedir(d);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+std::string le64(uint64_t n) {
+  std::string s(8, '\0');
+  for (int k = 0; k < 8; ++k) s[size_t(k)] = char((n >> (8 * k)) & 0xFF);
+  return s;
+}
+
+// A safetensors file: the header length, the header, then `data`.
+std::string st_file(const std::string& header, const std::string& data) { return le64(header.size()) + header + data; }
+
+// The message of the exception of type E that f throws (a test failure when it throws nothing or another type).
+template <typename E>
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "wrong exception type: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "no exception";
+  return "";
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+Tensor random_tensor(const Shape& s, std::mt19937& rng) {
+  std::uniform_real_distribution<float> d(-3.0f, 3.0f);
+  std::vector<float> v(size_t(shape_numel(s)));
+  for (float& x : v) x = d(rng);
+  return Tensor::from_vector(v, s);
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape()) return false;
+  const auto va = a.to_vector(), vb = b.to_vector();
+  return std::memcmp(va.data(), vb.data(), va.size() * sizeof(float)) == 0;
+}
+
+// conv1 (1->6, 5x5) relu1 conv2 (6->1, 3x3), 'same' output with replicate borders.
+std::shared_ptr<Sequential> small_srcnn(uint64_t seed) {
+  auto conv = [seed](int64_t cin, int64_t cout, int64_t k, uint64_t offset) {
+    return std::make_shared<Conv2d>(cin, cout, std::vector<int64_t>{k}, std::vector<int64_t>{k / 2},
+                                    PadMode::Replicate, true, seed + offset);
+  };
+  auto m = std::make_shared<Sequential>();
+  m->add(conv(1, 6, 5, 0), "conv1").add(std::make_shared<ReLU>(), "relu1").add(conv(6, 1, 3, 1), "conv2");
+  return m;
+}
+
+const std::string kEntry4 = R"({"dtype":"F32","shape":[1],"data_offsets":[0,4]})";  // one float at 0
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------- round trip
+
+TEST(Safetensors, RoundTripRandomTensorsAndMetadata) {
+  const std::string dir = fresh_dir(), path = dir + "/w.safetensors";
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 5; ++trial) {
+    std::map<std::string, Tensor> tensors;
+    const int n = 1 + int(rng() % 6);
+    for (int i = 0; i < n; ++i) {
+      Shape s(1 + rng() % 5);
+      for (auto& d : s) d = 1 + int64_t(rng() % 4);
+      tensors["t" + std::to_string(rng() % 1000) + ".w"] = random_tensor(s, rng);
+    }
+    const std::map<std::string, std::string> meta{
+        {"quote\"back\\slash", "tab\tnewline\nbell\x07"},
+        {"unicode", "\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},  // été € 😀
+        {"scale", std::to_string(trial)},
+        {"empty", ""}};
+    save_safetensors(path, tensors, meta);
+    const TensorFile f = load_safetensors(path);
+    EXPECT_EQ(f.metadata, meta);
+    ASSERT_EQ(f.tensors.size(), tensors.size());
+    for (const auto& [name, t] : tensors) {
+      ASSERT_TRUE(f.tensors.count(name)) << name;
+      EXPECT_TRUE(same_bits(f.tensors.at(name), t)) << name;
+      EXPECT_TRUE(f.tensors.at(name).device().is_cpu());
+    }
+    // The data starts 8-byte aligned; no temporary file is left behind.
+    const std::string bytes = read_bytes(path);
+    uint64_t n_header = 0;
+    for (int k = 7; k >= 0; --k) n_header = (n_header << 8) | static_cast<unsigned char>(bytes[size_t(k)]);
+    EXPECT_EQ(n_header % 8, 0u);
+    EXPECT_EQ(list_dir(dir), std::vector<std::string>{"w.safetensors"});
+  }
+}
+
+TEST(Safetensors, SavesNamesSortedAndMetadataOptional) {
+  const std::string dir = fresh_dir(), path = dir + "/w.safetensors";
+  std::mt19937 rng(3);
+  save_safetensors(path, {{"b", random_tensor({2}, rng)}, {"a", random_tensor({3}, rng)}, {"c", random_tensor({1}, rng)}});
+  const std::string bytes = read_bytes(path);
+  const size_t a = bytes.find("\"a\""), b = bytes.find("\"b\""), c = bytes.find("\"c\"");
+  ASSERT_NE(a, std::string::npos);
+  EXPECT_LT(a, b);
+  EXPECT_LT(b, c);
+  EXPECT_EQ(bytes.find("__metadata__"), std::string::npos);
+  uint64_t n_header = 0;
+  for (int k = 7; k >= 0; --k) n_header = (n_header << 8) | static_cast<unsigned char>(bytes[size_t(k)]);
+  EXPECT_EQ(bytes.size(), 8 + n_header + 6 * sizeof(float));  // the data: exactly the 6 floats
+  const TensorFile f = load_safetensors(path);
+  EXPECT_TRUE(f.metadata.empty());
+  EXPECT_EQ(f.tensors.at("a").shape(), Shape{3});
+}
+
+TEST(Safetensors, ReadsEscapesOfOtherWriters) {
+  const std::string dir = fresh_dir(), path = dir + "/w.safetensors";
+  // \u escapes (a surrogate pair for U+1F600), escaped / and control characters, whitespace, trailing padding.
+  const std::string header =
+      "{ \"__metadata__\" : { \"k\\u00e9\" : \"a\\\"b\\\\c\\/d\\u00e9\\ud83d\\ude00\\n\\t\\b\\f\\r\" } ,\n"
+      "  \"x\" : " + kEntry4 + " }   ";
+  float v = 1.5f;
+  write_bytes(path, st_file(header, std::string(reinterpret_cast<const char*>(&v), 4)));
+  const TensorFile f = load_safetensors(path);
+  EXPECT_EQ(f.metadata.at("k\xc3\xa9"), "a\"b\\c/d\xc3\xa9\xf0\x9f\x98\x80\n\t\b\f\r");
+  EXPECT_EQ(f.tensors.at("x").to_vector(), std::vector<float>{1.5f});
+}
+
+TEST(Safetensors, NoTensorsIsAValidFile) {
+  const std::string dir = fresh_dir(), path = dir + "/m.safetensors";
+  save_safetensors(path, {}, {{"k", "v"}});
+  const TensorFile f = load_safetensors(path);
+  EXPECT_TRUE(f.tensors.empty());
+  EXPECT_EQ(f.metadata.at("k"), "v");
+}
+
+// ------------------------------------------------------------------------------------------ bad files
+
+struct BadFile {
+  const char* what;
+  std::string bytes;
+  const char* message;  // a part of the ValueError's message
+};
+
+TEST(Safetensors, MalformedFilesAreValueErrorsThatSayWhy) {
+  const std::string f4(4, '\0'), f8(8, '\0'), f12(12, '\0');
+  auto entry = [](const std::string& shape, uint64_t b, uint64_t e) {
+    return "{\"dtype\":\"F32\",\"shape\":" + shape + ",\"data_offsets\":[" + std::to_string(b) + "," +
+           std::to_string(e) + "]}";
+  };
+  const std::vector<BadFile> cases = {
+      {"shorter than 8 bytes", std::string(5, '\0'), "fewer than the 8-byte header length"},
+      {"empty file", "", "fewer than the 8-byte header length"},
+      {"header length beyond the file", le64(1000) + "{}", "runs past the end of the file"},
+      {"header length 2^63", le64(uint64_t(1) << 63) + "{}", "runs past the end of the file"},
+      {"truncated JSON", st_file("{\"a\": ", ""), "invalid safetensors header"},
+      {"not an object", st_file("[]", ""), "expected a JSON object"},
+      {"data after the JSON", st_file("{} x", ""), "unexpected data after the JSON object"},
+      {"a float", st_file("{\"a\":" + entry("[1.5]", 0, 4) + "}", f4), "fractional or exponent"},
+      {"an exponent", st_file("{\"a\":" + entry("[1e0]", 0, 4) + "}", f4), "fractional or exponent"},
+      {"a literal", st_file("{\"a\":true}", ""), "true, false and null"},
+      {"null", st_file("{\"a\":null}", ""), "true, false and null"},
+      {"leading zero", st_file("{\"a\":" + entry("[01]", 0, 4) + "}", f4), "leading zero"},
+      {"64-bit overflow", st_file("{\"a\":" + entry("[99999999999999999999]", 0, 4) + "}", f4), "too large for 64"},
+      {"unknown escape", st_file("{\"a\\q\":" + kEntry4 + "}", f4), "unknown escape"},
+      {"lone low surrogate", st_file("{\"a\\udc00\":" + kEntry4 + "}", f4), "lone low surrogate"},
+      {"unpaired high surrogate", st_file("{\"a\\ud83dx\":" + kEntry4 + "}", f4), "not followed by a low one"},
+      {"bad hex digit", st_file("{\"a\\u00g0\":" + kEntry4 + "}", f4), "not a hexadecimal digit"},
+      {"invalid UTF-8", st_file("{\"a\xff\":" + kEntry4 + "}", f4), "not valid UTF-8"},
+      {"overlong UTF-8", st_file("{\"a\xc0\xaf\":" + kEntry4 + "}", f4), "not valid UTF-8"},
+      {"raw control character", st_file("{\"a\nb\":" + kEntry4 + "}", f4), "control character"},
+      {"unterminated string", st_file("{\"abc", ""), "unterminated string"},
+      {"deep nesting", st_file(std::string(100, '['), ""), "nested deeper"},
+      {"duplicate names", st_file("{\"a\":" + kEntry4 + ",\"a\":" + kEntry4 + "}", f4), "duplicate name 'a'"},
+      {"entry not an object", st_file("{\"a\":[1]}", ""), "expected an object"},
+      {"missing shape", st_file("{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", f4), "missing field 'shape'"},
+      {"missing dtype", st_file("{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", f4), "missing field 'dtype'"},
+      {"missing offsets", st_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", f4), "missing field 'data_offsets'"},
+      {"extra field", st_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":1}}", f4),
+       "unexpected field 'x'"},
+      {"dtype not a string", st_file("{\"a\":{\"dtype\":32,\"shape\":[1],\"data_offsets\":[0,4]}}", f4),
+       "dtype must be a string"},
+      {"shape not an array", st_file("{\"a\":" + entry("1", 0, 4) + "}", f4), "shape must be an array"},
+      {"negative dimension", st_file("{\"a\":" + entry("[-1]", 0, 4) + "}", f4), "shape entries must be integers >= 0"},
+      {"three offsets", st_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}", f4),
+       "data_offsets must be an array [begin, end]"},
+      {"negative offset", st_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[-4,0]}}", f4),
+       "data_offsets must be integers >= 0"},
+      {"shape product vs bytes", st_file("{\"a\":" + entry("[2]", 0, 4) + "}", f4), "needs 8 bytes"},
+      {"shape product overflow", st_file("{\"a\":" + entry("[4294967296,4294967296,16]", 0, 4) + "}", f4),
+       "more than 2^64"},
+      {"offsets past the data", st_file("{\"a\":" + entry("[2]", 0, 8) + "}", f4), "run past the data section"},
+      {"offsets reversed", st_file("{\"a\":" + entry("[1]", 4, 0) + "}", f4), "end before they begin"},
+      {"overlap", st_file("{\"a\":" + entry("[2]", 0, 8) + ",\"b\":" + entry("[2]", 4, 12) + "}", f12), "overlap"},
+      {"same range twice", st_file("{\"a\":" + entry("[1]", 0, 4) + ",\"b\":" + entry("[1]", 0, 4) + "}", f4),
+       "overlap"},
+      {"gap", st_file("{\"a\":" + entry("[1]", 0, 4) + ",\"b\":" + entry("[1]", 8, 12) + "}", f12),
+       "bytes [4, 8) of the data section belong to no tensor"},
+      {"gap at the start", st_file("{\"a\":" + entry("[1]", 4, 8) + "}", f8), "bytes [0, 4) of the data section"},
+      {"data beyond the tensors", st_file("{\"a\":" + kEntry4 + "}", f8), "at the end of the data section"},
+      {"data without tensors", st_file("{}", f4), "at the end of the data section"},
+      {"rank 6", st_file("{\"a\":" + entry("[1,1,1,1,1,1]", 0, 4) + "}", f4), "rank 6 cannot be held"},
+      {"scalar", st_file("{\"a\":" + entry("[]", 0, 4) + "}", f4), "a scalar (shape []) cannot be held"},
+      {"zero-size dimension", st_file("{\"a\":" + entry("[0,3]", 0, 0) + "}", ""), "zero-size dimension"},
+      {"metadata not an object", st_file("{\"__metadata__\":[]}", ""), "__metadata__ must be an object"},
+      {"metadata value not a string", st_file("{\"__metadata__\":{\"k\":1}}", ""), "'k' must be a string"},
+  };
+  const std::string dir = fresh_dir();
+  int i = 0;
+  for (const BadFile& c : cases) {
+    const std::string path = dir + "/bad" + std::to_string(i++) + ".safetensors";
+    write_bytes(path, c.bytes);
+    const std::string msg = error_of<ValueError>([&] { load_safetensors(path); });
+    EXPECT_TRUE(contains(msg, path)) << c.what << ": the message does not name the file: " << msg;
+    EXPECT_TRUE(contains(msg, c.message)) << c.what << ": expected '" << c.message << "' in: " << msg;
+  }
+}
+
+TEST(Safetensors, OtherDtypesAreTypeErrorsNamingTensorAndDtype) {
+  const std::string dir = fresh_dir(), path = dir + "/h.safetensors";
+  write_bytes(path, st_file(R"({"w":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}})", std::string(4, '\0')));
+  const std::string msg = error_of<TypeError>([&] { load_safetensors(path); });
+  EXPECT_TRUE(contains(msg, "'w'") && contains(msg, "F16") && contains(msg, path)) << msg;
+}
+
+TEST(Safetensors, MissingFileIsAFileErrorWithErrno) {
+  const std::string path = fresh_dir() + "/none.safetensors";
+  try {
+    load_safetensors(path);
+    ADD_FAILURE() << "no exception";
+  } catch (const FileError& e) {
+    EXPECT_EQ(e.code(), ENOENT);
+    EXPECT_TRUE(contains(e.what(), path)) << e.what();
+  }
+}
+
+// ------------------------------------------------------------------------------------- atomic writes
+
+TEST(Safetensors, SaveReplacesAtomicallyAndCleansUpOnFailure) {
+  const std::string dir = fresh_dir(), path = dir + "/w.safetensors";
+  std::mt19937 rng(5);
+  const Tensor t1 = random_tensor({2, 3}, rng);
+  save_safetensors(path, {{"a", t1}});
+  const std::string before = read_bytes(path);
+
+  // Refused before anything is written: the old file stays, no temporary file appears.
+  EXPECT_TRUE(contains(error_of<ValueError>([&] { save_safetensors(path, {{"", t1}}); }), "invalid tensor name"));
+  EXPECT_TRUE(contains(error_of<ValueError>([&] { save_safetensors(path, {{"__metadata__", t1}}); }),
+                       "invalid tensor name"));
+  EXPECT_TRUE(contains(error_of<ValueError>([&] { save_safetensors(path, {{"u", Tensor()}}); }), "undefined"));
+  EXPECT_TRUE(contains(error_of<ValueError>([&] { save_safetensors(path, {{"a", t1}}, {{"k", "\xff"}}); }),
+                       "not valid UTF-8"));
+  EXPECT_EQ(read_bytes(path), before);
+  EXPECT_EQ(list_dir(dir), std::vector<std::string>{"w.safetensors"});
+
+  // A failure after the temporary file was written (the rename onto a folder): the temporary file is removed.
+  const std::string folder = dir + "/sub";
+  ::mkdir(folder.c_str(), 0755);
+  EXPECT_THROW(save_safetensors(folder, {{"a", t1}}), FileError);
+  EXPECT_EQ(list_dir(dir), (std::vector<std::string>{"sub", "w.safetensors"}));
+  EXPECT_TRUE(list_dir(folder).empty());
+  // No such folder.
+  EXPECT_THROW(save_safetensors(dir + "/nope/w.safetensors", {{"a", t1}}), FileError);
+
+  // Replacing the file.
+  const Tensor t2 = random_tensor({4}, rng);
+  save_safetensors(path, {{"b", t2}});
+  const TensorFile f = load_safetensors(path);
+  EXPECT_EQ(f.tensors.size(), 1u);
+  EXPECT_TRUE(same_bits(f.tensors.at("b"), t2));
+}
+
+// ---------------------------------------------------------------------------------------- state dicts
+
+TEST(StateDict, NamesShapesAndSharing) {
+  auto m = small_srcnn(1);
+  const auto sd = m->state_dict();
+  std::vector<std::string> names;
+  for (const auto& kv : sd) names.push_back(kv.first);
+  EXPECT_EQ(names, (std::vector<std::string>{"conv1.bias", "conv1.weight", "conv2.bias", "conv2.weight"}));
+  EXPECT_EQ(sd.at("conv1.weight").shape(), (Shape{6, 1, 5, 5}));
+  for (const auto& [name, p] : m->named_parameters())
+    EXPECT_EQ(sd.at(name).data(), p->value.data()) << name;  // the parameter itself, not a copy
+}
+
+TEST(StateDict, LoadedModelComputesWhatTheOriginalDid) {
+  const std::string path = fresh_dir() + "/m.safetensors";
+  auto a = small_srcnn(11), b = small_srcnn(99);
+  std::mt19937 rng(2);
+  const Tensor x = random_tensor({2, 1, 13, 17}, rng);
+  const Tensor ya = a->forward(x, false);
+  EXPECT_FALSE(same_bits(ya, b->forward(x, false)));
+  save_safetensors(path, a->state_dict(), {{"architecture", "test"}});
+  b->load_state_dict(load_safetensors(path).tensors);
+  EXPECT_TRUE(same_bits(b->forward(x, false), ya));
+  for (const auto& [name, t] : a->state_dict()) EXPECT_TRUE(same_bits(b->state_dict().at(name), t)) << name;
+}
+
+TEST(StateDict, StrictListsEveryMissingAndUnexpectedKey) {
+  auto a = small_srcnn(1), b = small_srcnn(2);
+  auto state = a->state_dict();
+  state.erase("conv1.bias");
+  state.erase("conv2.weight");
+  state["conv9.weight"] = state.at("conv1.weight");
+  state["extra"] = Tensor::zeros({1});
+  const Tensor before = b->state_dict().at("conv1.weight").clone();
+  const std::string msg = error_of<ValueError>([&] { b->load_state_dict(state); });
+  for (const char* part : {"'conv1.bias'", "'conv2.weight'", "'conv9.weight'", "'extra'", "missing", "unexpected"})
+    EXPECT_TRUE(contains(msg, part)) << part << " not in: " << msg;
+  EXPECT_TRUE(same_bits(b->state_dict().at("conv1.weight"), before));  // nothing copied
+
+  // Not strict: the present keys are loaded, the rest is left as it was.
+  const Tensor bias_before = b->state_dict().at("conv1.bias").clone();
+  b->load_state_dict(state, /*strict=*/false);
+  EXPECT_TRUE(same_bits(b->state_dict().at("conv1.weight"), a->state_dict().at("conv1.weight")));
+  EXPECT_TRUE(same_bits(b->state_dict().at("conv2.bias"), a->state_dict().at("conv2.bias")));
+  EXPECT_TRUE(same_bits(b->state_dict().at("conv1.bias"), bias_before));
+}
+
+TEST(StateDict, MisShapedKeysAreAlwaysErrorsListingEach) {
+  auto a = small_srcnn(1), b = small_srcnn(2);
+  auto state = a->state_dict();
+  state["conv1.weight"] = Tensor::zeros({6, 1, 3, 3});
+  state["conv2.bias"] = Tensor::zeros({2});
+  const Tensor before = b->state_dict().at("conv1.bias").clone();
+  for (bool strict : {true, false}) {
+    const std::string msg = error_of<ValueError>([&] { b->load_state_dict(state, strict); });
+    EXPECT_TRUE(contains(msg, "(conv1.weight, expected [6, 1, 5, 5], got [6, 1, 3, 3])")) << msg;
+    EXPECT_TRUE(contains(msg, "(conv2.bias, expected [1], got [2])")) << msg;
+  }
+  EXPECT_TRUE(same_bits(b->state_dict().at("conv1.bias"), before));
+}
+
+// ------------------------------------------------------------------------------------- bicubic tables
+
+TEST(BicubicTable, UpscaleByTwoHasTheKnownWeights) {
+  // MATLAB's x2 bicubic: output 1 sits at input 0.75 (1-based); its taps are cubic(1.75), cubic(0.75),
+  // cubic(0.25), cubic(1.25), with the indices -2..1 clamped into the input.
+  const auto t = ops::bicubic_contributions(4, 8, 2.0);
+  ASSERT_EQ(t.taps, 4);
+  EXPECT_EQ(std::vector<double>(t.weights.begin(), t.weights.begin() + 4),
+            (std::vector<double>{-0.0234375, 0.2265625, 0.8671875, -0.0703125}));
+  EXPECT_EQ(std::vector<int32_t>(t.indices.begin(), t.indices.begin() + 4), (std::vector<int32_t>{0, 0, 0, 1}));
+  // The last output mirrors the first: weights reversed, indices clamped at the other end.
+  EXPECT_EQ(std::vector<double>(t.weights.end() - 4, t.weights.end()),
+            (std::vector<double>{-0.0703125, 0.8671875, 0.2265625, -0.0234375}));
+  EXPECT_EQ(std::vector<int32_t>(t.indices.end() - 4, t.indices.end()), (std::vector<int32_t>{2, 3, 3, 3}));
+}
+
+TEST(BicubicTable, ShrinkingStretchesTheKernel) {
+  // Halving: the kernel is 8 input samples wide, so each output reads 8 distinct neighbours away from the borders.
+  const auto t = ops::bicubic_contributions(40, 20, 0.5);
+  ASSERT_EQ(t.taps, 8);
+  const int64_t j = 10;
+  double sum = 0;
+  for (int64_t k = 0; k < 8; ++k) {
+    EXPECT_EQ(t.indices[size_t(j * 8 + k)], 2 * j - 3 + k);
+    sum += t.weights[size_t(j * 8 + k)];
+  }
+  EXPECT_NEAR(sum, 1.0, 1e-15);
+}
+
+TEST(BicubicTable, TableOnDeviceResamplesLikeTheHostTable) {
+  std::mt19937 rng(4);
+  const Tensor x = random_tensor({1, 1, 7, 9}, rng);
+  const auto host = ops::bicubic_contributions(9, 27, 3.0);
+  const ops::ResampleTable table = ops::bicubic_table(9, 27, 3.0);
+  EXPECT_EQ(table.weights_host(), host.weights);
+  EXPECT_EQ(table.indices_host(), host.indices);
+  EXPECT_TRUE(same_bits(ops::resample_axis(x, -1, table),
+                        ops::resample_axis(x, -1, host.weights, host.indices, host.taps)));
+}
+
+TEST(BicubicTable, BadArgumentsAreValueErrors) {
+  EXPECT_THROW(ops::bicubic_contributions(0, 3, 1.0), ValueError);
+  EXPECT_THROW(ops::bicubic_contributions(3, 0, 1.0), ValueError);
+  EXPECT_THROW(ops::bicubic_contributions(3, 3, 0.0), ValueError);
+  EXPECT_THROW(ops::bicubic_contributions(3, 3, -2.0), ValueError);
+  EXPECT_THROW(ops::bicubic_contributions(3, 3, std::nan("")), ValueError);
+  EXPECT_THROW(ops::bicubic_contributions(3, 3, INFINITY), ValueError);
+}
