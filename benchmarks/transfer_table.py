@@ -131,7 +131,7 @@ def main() -> None:
         results[dom] = {"train_subimages": len(data), "test_images": len(test_imgs), "rows": res,
                         "gain_over_scratch": gains(res)}
     stamp = {"date": datetime.date.today().isoformat(), "magmasr": magmasr.__version__,
-             "card": f"CPU ({magmasr.get_num_threads()} threads)",
+             "card": f"CPU ({magmasr.get_num_threads()} thread{'s' if magmasr.get_num_threads() > 1 else ''})",
              "seeds": seeds,
              "command": f"python benchmarks/transfer_table.py --steps {a.steps} --batch {a.batch} --lr {a.lr} "
                         f"--init {a.init} --seeds {','.join(map(str, seeds))}"}
