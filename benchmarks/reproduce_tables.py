@@ -37,7 +37,8 @@ PUBLISHED_VID4_AVG = {2: 32.30, 3: 27.71, 4: 25.72}  # 3DSRnet paper, average ov
 def card(device: str) -> str:
     if device.startswith("cuda"):
         return magmasr.cuda.device_name(0)
-    return f"CPU ({platform.processor() or platform.machine()}, {magmasr.get_num_threads()} threads)"
+    n = magmasr.get_num_threads()
+    return f"CPU ({platform.processor() or platform.machine()}, {n} thread{'s' if n > 1 else ''})"
 
 
 def srcnn_table(shared: Path, device: str) -> tuple[list[dict], str]:
