@@ -404,12 +404,15 @@ def cmd_upscale(args) -> int:
             print(f"\r{i}/{len(files)} images, {rate:.2f} images/s", end="", file=sys.stderr)
         print(file=sys.stderr)
         return 0
+    # -o naming an existing folder: the default file name, in that folder.
+    into = Path(args.output) if args.output and Path(args.output).is_dir() else None
+    folder = into or src.parent
     if src.suffix.lower() in VIDEO_SUFFIXES:
-        out = Path(args.output) if args.output else src.with_name(f"{src.stem}_x{args.scale}{src.suffix}")
+        out = Path(args.output) if args.output and into is None else folder / f"{src.stem}_x{args.scale}{src.suffix}"
         return upscale_video(src, out, args)
     if src.suffix.lower() not in IMAGE_SUFFIXES:
         raise CliError(f"{src}: unsupported format (images: {', '.join(IMAGE_SUFFIXES)})")
-    out = _image_output(src, src.with_name(f"{src.stem}_x{args.scale}"), args.output, args.overwrite)
+    out = _image_output(src, folder / f"{src.stem}_x{args.scale}", None if into else args.output, args.overwrite)
     _upscale_file(model, src, out, args)
     return 0
 
@@ -945,7 +948,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("upscale", help="upscale an image, a folder of images, or the default picture")
     u.add_argument("input", nargs="?", help="image or folder (default: a picture bundled with scikit-image)")
-    u.add_argument("-o", "--output", help="output file (or folder for a folder input)")
+    u.add_argument("-o", "--output", help="output file, or an existing folder to write the default name into "
+                                             "(for a folder input: the output folder)")
     common(u, None, "images: srcnn (default) or bicubic; videos: 3dsrnet (default where it ships for the "
                     "scale or --weights is one), srcnn or bicubic frame by frame; a folder with --model 3dsrnet (or "
                     "--arch published|poster) is one sequence of frames, in name order")

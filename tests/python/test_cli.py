@@ -89,6 +89,30 @@ def test_clear_errors_and_no_partial_outputs(tmp_path, capsys, args, message):
     assert set(tmp_path.rglob("*")) == before  # nothing half-written left behind
 
 
+def test_output_can_be_an_existing_folder(tmp_path):
+    """-o naming an existing folder puts the default file name there, for a picture and for a video; the input's
+    own folder is left alone."""
+    src_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    src_dir.mkdir()
+    out_dir.mkdir()
+    img = np.random.default_rng().integers(0, 256, (12, 14, 3), dtype=np.uint8)
+    iio.imwrite(src_dir / "p.png", img)
+    assert run("upscale", src_dir / "p.png", "-o", out_dir, "--model", "bicubic", "--scale", "2", "--device",
+               "cpu") == 0
+    np.testing.assert_array_equal(iio.imread(out_dir / "p_x2.png"), im.imresize(img, 2))
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    writer = imageio_ffmpeg.write_frames(str(src_dir / "v.mp4"), (14, 12), fps=5, macro_block_size=1,
+                                         ffmpeg_log_level="error")
+    writer.send(None)
+    for _ in range(3):
+        writer.send(np.ascontiguousarray(img))
+    writer.close()
+    assert run("upscale", src_dir / "v.mp4", "-o", out_dir, "--model", "bicubic", "--scale", "2", "--device",
+               "cpu") == 0
+    assert next(imageio_ffmpeg.read_frames(str(out_dir / "v_x2.mp4")))["size"] == (28, 24)
+    assert sorted(p.name for p in src_dir.iterdir()) == ["p.png", "v.mp4"]
+
+
 def test_scientific_pixel_types_keep_their_units_and_dtype(tmp_path):
     """Floating-point and 32-bit integer pictures (astronomy, microscopy) go through the network mapped onto
     [0, 1] by their minimum and maximum and come back in their own units and dtype, as TIFF. Independent check:
