@@ -23,7 +23,7 @@ import numpy as np
 from . import image as im
 from ._files import default_permissions
 from .sr import (IMAGE_SUFFIXES, ImageSR, default_device, evaluate_image_sr, list_images, read_image,
-                 shipped_models, shipped_weights, unreadable)
+                 shipped_models, shipped_weights, first_line, unreadable)
 
 
 class CliError(Exception):
@@ -220,7 +220,7 @@ def upscale_video(src: Path, dst: Path, args) -> int:
     model = load_video_model(args)
 
     def unreadable_video(e: Exception) -> CliError:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else "no frames"
+        text = first_line(e, "no frames")
         if src.stat().st_size == 0:
             text = "the file is empty"
         elif "meta information" in text:
@@ -257,8 +257,7 @@ def upscale_video(src: Path, dst: Path, args) -> int:
         try:
             writer.send(rgb_up if rgb_up is None else np.ascontiguousarray(rgb_up))
         except (OSError, RuntimeError) as e:
-            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CliError(f"{dst}: cannot write the video (ffmpeg: {text})") from None
+            raise CliError(f"{dst}: cannot write the video (ffmpeg: {first_line(e)})") from None
 
     emit(None)  # starts ffmpeg
 
@@ -280,7 +279,7 @@ def upscale_video(src: Path, dst: Path, args) -> int:
         try:
             writer.close()
         except (OSError, RuntimeError) as e:
-            raise CliError(f"{dst}: cannot write the video (ffmpeg: {str(e).strip().splitlines()[0]})") from None
+            raise CliError(f"{dst}: cannot write the video (ffmpeg: {first_line(e)})") from None
         default_permissions(tmp)
         os.replace(tmp, dst)
     except BaseException:
@@ -521,9 +520,10 @@ def _upscale_file(model, src: Path, dst: Path, args) -> None:
         tile = args.tile if args.tile is not None else auto_tile(model, shape[:2], args.device)
         if tile is not None and max(shape[:2]) <= tile:
             tile = None
-    if not (tiff and tile is not None) and nbytes > available_memory() // 2:
+    free = available_memory()
+    if not (tiff and tile is not None) and nbytes > free // 2:
         raise CliError(f"{dst}: the upscaled picture ({nbytes / 2**30:.1f} GiB) would not fit in memory as a "
-                       f"{dst.suffix or 'file'} (about {available_memory() / 2**30:.1f} GiB free); write a .tif, "
+                       f"{dst.suffix or 'file'} (about {free / 2**30:.1f} GiB free); write a .tif, "
                        "which is streamed to disk tile by tile" + ("" if model is not None else
                                                                    " (with --model srcnn)"))
     if model is None:  # bicubic, whole

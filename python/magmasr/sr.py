@@ -312,13 +312,20 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
+def first_line(error: BaseException, default: str | None = None) -> str:
+    """The first line of an exception's message (readers and ffmpeg write several), or `default` (the
+    exception's type name) when the message is empty."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else (default or type(error).__name__)
+
+
 def unreadable(path: str | os.PathLike, error: Exception) -> str:
     """One line saying why an image file cannot be read (imageio's own message runs over several lines and
     suggests installing plugins, which would not help with a damaged or mislabelled file)."""
     path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
         return f"{path}: cannot read the image (the file is empty)"
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = first_line(error)
     if "Could not find a backend" in text or "cannot identify image file" in text:
         text = f"not a valid {path.suffix.lstrip('.').upper() or 'image'} file, or a damaged one"
     return f"{path}: cannot read the image ({text})"
