@@ -13,11 +13,11 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
-#include <random>
 #include <set>
 #include <vector>
 
 #include "magmasr/error.hpp"
+#include "magmasr/file.hpp"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "magmasr's safetensors I/O copies little-endian float32 data as it is: a big-endian host needs byte swaps"
@@ -309,15 +309,6 @@ void read_at(int fd, const std::string& path, void* dst, uint64_t n, uint64_t of
   }
 }
 
-void write_all(int fd, const std::string& path, const void* src, size_t n) {
-  const auto* p = static_cast<const char*>(src);
-  while (n > 0) {
-    const ssize_t put = ::write(fd, p, std::min<size_t>(n, 1u << 30));
-    if (put < 0 && errno == EINTR) continue;
-    if (put < 0) file_error(path, "write");
-    p += put, n -= size_t(put);
-  }
-}
 
 // ------------------------------------------------------------------------------------------- the header
 
@@ -428,24 +419,6 @@ void put_string(std::string& out, const std::string& s) {
   out += '"';
 }
 
-// "dir/.name.XXXXXX.tmp", created with O_EXCL and mode 0666 (so the umask applies as to any new file).
-int create_temp(const std::string& path, std::string& tmp) {
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
-  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-  std::random_device rd;
-  std::mt19937_64 gen((uint64_t(rd()) << 32) ^ rd() ^ uint64_t(::getpid()));
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    char suffix[20];
-    std::snprintf(suffix, sizeof suffix, "%012llx", static_cast<unsigned long long>(gen() & 0xFFFFFFFFFFFFull));
-    tmp = dir + "." + base + "." + suffix + ".tmp";
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd >= 0) return fd;
-    if (errno != EEXIST) file_error(tmp, "create a temporary file");
-  }
-  file_error(tmp, "create a temporary file");
-}
-
 }  // namespace
 
 // ------------------------------------------------------------------------------------------------ load
@@ -541,31 +514,18 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
   unsigned char len_bytes[8];
   for (int k = 0; k < 8; ++k) len_bytes[k] = static_cast<unsigned char>(uint64_t(header.size()) >> (8 * k));
 
-  std::string tmp;
-  Fd fd(create_temp(path, tmp));
-  try {
-    write_all(fd.get(), tmp, len_bytes, 8);
-    write_all(fd.get(), tmp, header.data(), header.size());
-    for (const auto& [name, t] : tensors) {
-      if (t.device().is_cpu()) {
-        write_all(fd.get(), tmp, t.data(), t.nbytes());
-      } else {
-        const std::vector<float> host = t.to_vector();
-        write_all(fd.get(), tmp, host.data(), t.nbytes());
-      }
+  AtomicFile file(path);
+  file.write(len_bytes, 8);
+  file.write(header);
+  for (const auto& [name, t] : tensors) {
+    if (t.device().is_cpu()) {
+      file.write(t.data(), t.nbytes());
+    } else {
+      const std::vector<float> host = t.to_vector();
+      file.write(host.data(), t.nbytes());
     }
-    if (::fsync(fd.get()) != 0) file_error(tmp, "flush");
-    if (::close(fd.release()) != 0) file_error(tmp, "close");
-    if (::rename(tmp.c_str(), path.c_str()) != 0) file_error(path, cat("rename ", tmp, " to").c_str());
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
   }
-  // Make the rename durable (best effort: some file systems cannot fsync a folder).
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-  Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dfd.get() >= 0) ::fsync(dfd.get());
+  file.commit();
 }
 
 }  // namespace magmasr

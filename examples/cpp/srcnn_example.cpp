@@ -69,24 +69,12 @@ Gray read_pgm(const std::string& path) {
   return g;
 }
 
-// Writes through a temporary file in the same folder renamed into place: never a half-written picture.
+// Written through magmasr::AtomicFile (a temporary file renamed into place): never a half-written picture.
 void write_pgm(const std::string& path, const Gray& g) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f << "P5\n" << g.w << " " << g.h << "\n255\n";
-    f.write(reinterpret_cast<const char*>(g.pixels.data()), std::streamsize(g.pixels.size()));
-    f.close();
-    if (!f) {
-      std::remove(tmp.c_str());
-      throw FileError(path + ": cannot write " + tmp, errno);
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int code = errno;
-    std::remove(tmp.c_str());
-    throw FileError(path + ": cannot rename " + tmp + " into place: " + std::strerror(code), code);
-  }
+  AtomicFile f(path);
+  f.write("P5\n" + std::to_string(g.w) + " " + std::to_string(g.h) + "\n255\n");
+  f.write(g.pixels.data(), g.pixels.size());
+  f.commit();
 }
 
 // SRCNN f1-f2-f3 with n1, n2 filters, as the original authors apply it to whole images: 'same' output with

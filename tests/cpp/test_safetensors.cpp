@@ -318,6 +318,66 @@ TEST(Safetensors, SaveReplacesAtomicallyAndCleansUpOnFailure) {
   EXPECT_TRUE(same_bits(f.tensors.at("b"), t2));
 }
 
+TEST(AtomicFile, CommitReplacesTheFileWithWhatWasWritten) {
+  const std::string dir = fresh_dir(), path = dir + "/out.bin";
+  write_bytes(path, "old contents");
+  std::mt19937 rng(11);
+  std::string payload(100000 + rng() % 1000, '\0');
+  for (char& c : payload) c = char(rng());
+  {
+    AtomicFile f(path);
+    EXPECT_EQ(f.temp_path().find(dir + "/.out.bin."), 0u);
+    f.write(payload.data(), 7);
+    f.write(payload.substr(7));
+    // Until commit() a reader still sees the old file; the new bytes are in the temporary file beside it.
+    EXPECT_EQ(read_bytes(path), "old contents");
+    EXPECT_EQ(list_dir(dir).size(), 2u);
+    f.commit();
+    EXPECT_THROW(f.write("x"), ValueError);
+    EXPECT_THROW(f.commit(), ValueError);
+  }
+  EXPECT_EQ(read_bytes(path), payload);
+  EXPECT_EQ(list_dir(dir), std::vector<std::string>{"out.bin"});
+}
+
+TEST(AtomicFile, WithoutCommitNothingChangesAndTwoWritersNeverShareATemporaryFile) {
+  const std::string dir = fresh_dir(), path = dir + "/out.bin";
+  write_bytes(path, "kept");
+  try {
+    AtomicFile a(path), b(path);
+    EXPECT_NE(a.temp_path(), b.temp_path());
+    a.write("half a file");
+    b.write("another");
+    throw std::runtime_error("failure while writing");
+  } catch (const std::runtime_error&) {
+  }
+  EXPECT_EQ(read_bytes(path), "kept");
+  EXPECT_EQ(list_dir(dir), std::vector<std::string>{"out.bin"});
+  // A new file that is never committed leaves nothing behind.
+  { AtomicFile c(dir + "/new.bin"); c.write("x"); }
+  EXPECT_EQ(list_dir(dir), std::vector<std::string>{"out.bin"});
+}
+
+TEST(AtomicFile, FailuresAreFileErrorsNamingThePath) {
+  const std::string dir = fresh_dir();
+  try {
+    AtomicFile f(dir + "/no/such/folder/out.bin");
+    ADD_FAILURE() << "no error for a missing folder";
+  } catch (const FileError& e) {
+    EXPECT_TRUE(contains(e.what(), dir + "/no/such/folder/")) << e.what();
+    EXPECT_EQ(e.code(), ENOENT);
+  }
+  const std::string folder = dir + "/sub";  // renaming a file onto a folder fails at commit()
+  ::mkdir(folder.c_str(), 0755);
+  {
+    AtomicFile f(folder);
+    f.write("x");
+    EXPECT_THROW(f.commit(), FileError);
+  }
+  EXPECT_EQ(list_dir(dir), std::vector<std::string>{"sub"});
+  EXPECT_THROW(AtomicFile(""), ValueError);
+}
+
 // ---------------------------------------------------------------------------------------- state dicts
 
 TEST(StateDict, NamesShapesAndSharing) {

@@ -3,6 +3,7 @@
 
 #include "magmasr/device.hpp"
 #include "magmasr/error.hpp"
+#include "magmasr/file.hpp"
 #include "magmasr/geometry.hpp"
 #include "magmasr/layers.hpp"
 #include "magmasr/ops.hpp"
