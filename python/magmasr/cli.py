@@ -300,21 +300,13 @@ def upscale_sequence(src: Path, out_dir: Path, args) -> int:
     read, upscaled with its 5-frame window and written (PNG, same name) in turn. Every frame is checked first
     (one size, all gray or all RGB, 8-bit) and no output may exist without --overwrite; on failure the frames
     written so far are removed, so no partial sequence is left behind."""
-    import imageio.v3 as iio
-
     files = list_images(src)
     kinds = set()
     for f in files:
-        try:
-            props = iio.improps(f)
-        except Exception as e:  # noqa: BLE001 - any reader failure is a bad file to the user
-            raise CliError(unreadable(f, e)) from None
-        shape = tuple(props.shape)
-        if len(shape) == 3 and shape[2] == 4:
-            shape = shape[:2] + (3,)  # read_image drops the alpha channel
-        if props.dtype != np.uint8 or len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3)):
-            raise CliError(f"{f}: a frame of a sequence is 8-bit gray or RGB, got {props.dtype} {props.shape}")
-        kinds.add(shape[:2] if len(shape) == 2 or shape[2] == 1 else shape)
+        dtype, size, channels = _stored_pixels(f)
+        if dtype != np.uint8:
+            raise CliError(f"{f}: a frame of a sequence is 8-bit gray or RGB, got {_pixel_kind(dtype, channels)}")
+        kinds.add(size + ((3,) if channels == 3 else ()))
     if len(kinds) > 1:
         raise CliError(f"{src}: the frames of a sequence have one size and are all gray or all RGB; found "
                        f"{', '.join(str(k) for k in sorted(kinds))}")
@@ -333,7 +325,7 @@ def upscale_sequence(src: Path, out_dir: Path, args) -> int:
     def frames():
         for f in files:
             img = read_image(f)
-            yield img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img
+            yield img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img  # H x W x 1 stored gray
 
     written, t0 = [], time.perf_counter()
     try:
@@ -433,22 +425,30 @@ def _pixel_kind(dtype: np.dtype, channels: int) -> str:
     return f"{depth} {'gray' if channels == 1 else 'RGB'}"
 
 
-def _image_output(src: Path, default_stem: Path, output: str | None, overwrite: bool) -> Path:
-    """Where the upscaled `src` goes, checked before any work: the input is readable with supported pixels
-    (8-bit, 16-bit or float; gray or RGB, an alpha channel dropped), the output format can hold them (PNG:
-    8-bit and 16-bit gray; JPEG, BMP: 8-bit; TIFF: all) and the output does not exist without --overwrite.
-    Without -o the name is `default_stem` + .png, or + .tif where PNG cannot hold the pixels."""
+def _stored_pixels(src: Path) -> tuple[np.dtype, tuple[int, int], int]:
+    """The pixel type, height x width and channels (1 or 3) that read_image will give for `src`, from the
+    file's header alone (an alpha channel dropped: gray + alpha is gray, RGBA is RGB); CliError for an
+    unreadable file or pixels that are not a gray or RGB picture."""
     import imageio.v3 as iio
 
     try:
         props = iio.improps(src)
     except Exception as e:  # noqa: BLE001 - any reader failure is a bad file to the user
         raise CliError(unreadable(src, e)) from None
-    dtype, shape = np.dtype(props.dtype), tuple(props.shape)
-    channels = 1 if len(shape) == 2 else shape[2]
-    channels = {2: 1, 4: 3}.get(channels, channels)  # read_image drops alpha
-    if len(shape) not in (2, 3) or channels not in (1, 3):
+    shape = tuple(props.shape)
+    channels = 1 if len(shape) == 2 else shape[2] if len(shape) == 3 else 0
+    channels = {2: 1, 4: 3}.get(channels, channels)
+    if channels not in (1, 3):
         raise CliError(f"{src}: expected a gray or RGB picture, got pixels of shape {shape}")
+    return np.dtype(props.dtype), shape[:2], channels
+
+
+def _image_output(src: Path, default_stem: Path, output: str | None, overwrite: bool) -> Path:
+    """Where the upscaled `src` goes, checked before any work: the input is readable with supported pixels
+    (8-bit, 16-bit or float; gray or RGB, an alpha channel dropped), the output format can hold them (PNG:
+    8-bit and 16-bit gray; JPEG, BMP: 8-bit; TIFF: all) and the output does not exist without --overwrite.
+    Without -o the name is `default_stem` + .png, or + .tif where PNG cannot hold the pixels."""
+    dtype, _, channels = _stored_pixels(src)
     if dtype == np.bool_ or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
         raise CliError(f"{src}: unsupported pixel type {dtype} (integer or floating-point pictures)")
     png_ok = dtype == np.uint8 or (dtype == np.uint16 and channels == 1)
@@ -492,15 +492,17 @@ def _upscale_file(model, src: Path, dst: Path, args) -> None:
     except ValueError as e:
         raise CliError(str(e)) from None
     s = args.scale
-    if img.dtype in (np.uint8, np.uint16):
-        work, back = img, (lambda block: block)
+    if img.dtype == np.uint8 or (img.dtype == np.uint16 and model is not None):
+        work, back = img, (lambda block: block)  # the network's pipeline takes them as they are
     elif np.issubdtype(img.dtype, np.floating) or np.issubdtype(img.dtype, np.integer):
         f = img.astype(np.float64)
         if not np.isfinite(f).all():
             raise CliError(f"{src}: {int(np.size(f) - np.isfinite(f).sum())} pixels are NaN or infinite; a "
                            "floating-point picture needs finite values")
         lo, hi = float(f.min()), float(f.max())
-        if lo >= 0.0 and hi <= 1.0:
+        if img.dtype == np.uint16:
+            lo, hi = 0.0, 65535.0  # bicubic on 16-bit pixels: their full range, as the network's pipeline
+        elif lo >= 0.0 and hi <= 1.0:
             lo, hi = 0.0, 1.0  # already in the networks' range: no rescaling
         elif hi == lo:
             hi = lo + 1.0
@@ -527,11 +529,7 @@ def _upscale_file(model, src: Path, dst: Path, args) -> None:
                        "which is streamed to disk tile by tile" + ("" if model is not None else
                                                                    " (with --model srcnn)"))
     if model is None:  # bicubic, whole
-        if img.dtype == np.uint16:
-            up = np.round(np.clip(im.imresize(img.astype(np.float64) / 65535.0, s), 0, 1) * 65535.0)
-            blocks = iter([((0, 0), up.astype(np.uint16))])
-        else:
-            blocks = iter([((0, 0), back(im.imresize(work, s)))])
+        blocks = iter([((0, 0), back(im.imresize(work, s)))])
     else:
         progress = _tile_progress(tile) if tile is not None else None
         blocks = (((r, c), back(b)) for (r, c), b in model.upscale_tiles(work, s, tile, progress))

@@ -785,3 +785,46 @@ def test_default_command_uses_the_shipped_weights_and_beats_bicubic(tmp_path, ca
     bicubic, ours = (float(v.split()[-2]) for v in line.split(":")[1].split(","))
     assert ours > bicubic + 0.5
     assert iio.imread(out).shape == (510, 510, 3)
+
+
+@pytest.mark.parametrize("alpha_of", ["gray", "rgb"])
+def test_frames_with_an_alpha_channel_are_a_sequence_of_their_colour(tmp_path, alpha_of):
+    """Gray + alpha and RGBA frames go through 3DSRnet as the gray or RGB frames they carry (read_image drops the
+    alpha channel, as for a single picture): the same outputs as the frames without alpha."""
+    from magmasr.video import VideoSR
+
+    rng = np.random.default_rng()
+    weights = tmp_path / "v.safetensors"
+    VideoSR.tdsrnet(2, filters=4, seed=int(rng.integers(1 << 30))).save(weights)
+    shape = (10, 9) if alpha_of == "gray" else (10, 9, 3)
+    plain, with_alpha = tmp_path / "plain", tmp_path / "alpha"
+    plain.mkdir(), with_alpha.mkdir()
+    for i in range(6):
+        f = rng.integers(0, 256, shape, dtype=np.uint8)
+        a = rng.integers(0, 256, (10, 9, 1), dtype=np.uint8)
+        iio.imwrite(plain / f"{i}.png", f)
+        iio.imwrite(with_alpha / f"{i}.png", np.concatenate([f.reshape(10, 9, -1), a], axis=2))
+    assert iio.imread(with_alpha / "0.png").shape == (10, 9, 2 if alpha_of == "gray" else 4)
+    for src in (plain, with_alpha):
+        assert run("upscale", src, "--model", "3dsrnet", "--weights", weights, "--scale", "2",
+                   "-o", tmp_path / f"{src.name}_up", "--device", "cpu") == 0
+    for i in range(6):
+        a, b = iio.imread(tmp_path / "plain_up" / f"{i}.png"), iio.imread(tmp_path / "alpha_up" / f"{i}.png")
+        assert a.shape == (20, 18) + shape[2:]
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bicubic_on_16_bit_pictures_is_imresize_on_the_full_range(tmp_path):
+    """--model bicubic on a 16-bit picture: MATLAB imresize of pixels / 65535 in floating point, clipped, x 65535
+    and rounded, written as 16-bit (gray as PNG, RGB as TIFF)."""
+    rng = np.random.default_rng()
+    for name, shape in (("g.png", (13, 11)), ("c.tif", (9, 12, 3))):
+        img = rng.integers(0, 65536, shape, dtype=np.uint16)
+        iio.imwrite(tmp_path / name, img)
+        out = tmp_path / ("up_" + name)
+        assert run("upscale", tmp_path / name, "--model", "bicubic", "--scale", "3", "-o", out, "--device",
+                   "cpu") == 0
+        expected = np.round(np.clip(im.imresize(img.astype(np.float64) / 65535.0, 3), 0.0, 1.0) * 65535.0)
+        got = iio.imread(out)
+        assert got.dtype == np.uint16
+        np.testing.assert_array_equal(got, expected.astype(np.uint16))
