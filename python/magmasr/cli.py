@@ -868,12 +868,28 @@ def _train_video(args, pretrained: Path | None = None) -> int:
     return 0
 
 
+def _pretrained_file(args) -> Path:
+    """finetune's WEIGHTS: a file, or `srcnn` / `3dsrnet` for the model that ships for --scale (and --arch)."""
+    src = Path(args.weights)
+    if src.exists() or args.weights not in ("srcnn", "3dsrnet"):
+        if not src.exists():
+            raise CliError(f"{src}: no such weight file (or name a shipped model: srcnn, 3dsrnet)")
+        if args.arch is not None:
+            raise CliError("--arch picks one of the shipped models; it goes with WEIGHTS srcnn or 3dsrnet, not with "
+                           "a file (the file says what it is)")
+        return src
+    kind = shipped_kind(args.weights, args.arch)
+    path = shipped_weights(kind, args.scale)
+    if path is None:
+        raise CliError(f"no {kind} x{args.scale} ships with this version of magmasr (see `magmasr models`)")
+    print(f"fine-tuning the shipped {path.name}", file=sys.stderr)
+    return path
+
+
 def cmd_finetune(args) -> int:
     from . import train
 
-    src = Path(args.weights)
-    if not src.exists():
-        raise CliError(f"{src}: no such weight file")
+    src = _pretrained_file(args)
     if _is_3dsrnet_file(src):
         return _train_video(args, pretrained=src)
     base = ImageSR.from_srcnn_mat(src, args.scale) if src.suffix == ".mat" else ImageSR.load(src)
@@ -944,8 +960,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "3DSRnet variant (published, the default; poster); see `magmasr models`")
         q.add_argument("--device", default=None, help="cpu or cuda (default: cuda when a GPU is usable)")
 
-    u = sub.add_parser("upscale", help="upscale an image, a folder of images, or the default picture")
-    u.add_argument("input", nargs="?", help="image or folder (default: a picture bundled with scikit-image)")
+    u = sub.add_parser("upscale", help="upscale an image, a folder of images, a video, or the default picture")
+    u.add_argument("input", nargs="?", help="an image, a folder of images (of frames with --model 3dsrnet), or a "
+                                            f"video ({', '.join(VIDEO_SUFFIXES)}); default: a picture bundled "
+                                            "with scikit-image")
     u.add_argument("-o", "--output", help="output file, or an existing folder to write the default name into "
                                              "(for a folder input: the output folder)")
     common(u, None, "images: srcnn (default) or bicubic; videos: 3dsrnet (default where it ships for the "
@@ -1010,8 +1028,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("finetune", help="fine-tune pretrained SRCNN or 3DSRnet weights on your own pictures "
                                         "(3DSRnet: clips from them, and from --video frame folders)")
-    f.add_argument("weights", help="pretrained weights: a magmasr .safetensors, an original SRCNN .mat or an "
-                                   "original 3DSRnet (MatConvNet) .mat")
+    f.add_argument("weights", help="pretrained weights: srcnn or 3dsrnet (magmasr's own, as shipped for --scale; "
+                                   "see --arch), a magmasr .safetensors, an original SRCNN .mat or an original "
+                                   "3DSRnet (MatConvNet) .mat")
+    f.add_argument("--arch", help="with WEIGHTS srcnn or 3dsrnet, which shipped model: an SRCNN preset (9-5-5, the "
+                                  "default; 9-1-5 where it ships) or a 3DSRnet variant (published, the default; "
+                                  "poster)")
     f.add_argument("data", help="a folder of pictures")
     f.add_argument("--recipe", choices=("finetune_all", "transfer_12", "transfer_13"), default="finetune_all",
                    help="SRCNN recipes (a 3DSRnet is fine-tuned whole)")

@@ -828,3 +828,47 @@ def test_bicubic_on_16_bit_pictures_is_imresize_on_the_full_range(tmp_path):
         got = iio.imread(out)
         assert got.dtype == np.uint16
         np.testing.assert_array_equal(got, expected.astype(np.uint16))
+
+
+def test_finetune_starts_from_a_shipped_model_by_name(tmp_path, capsys, monkeypatch):
+    """`magmasr finetune srcnn DATA --scale 3` fine-tunes the shipped model for that scale (--arch picks a
+    preset or variant); a file of that name in the working folder wins; the wrong combinations are refused."""
+    from skimage import data
+
+    from magmasr.sr import shipped_weights
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    iio.imwrite(folder / "cam.png", data.camera()[:100, :100])
+    tuned = tmp_path / "t.safetensors"
+    common = ("--steps", "1", "--batch", "4", "--lr", "1e-5", "--device", "cpu")
+    for name, arch, kind in (("srcnn", None, "srcnn"), ("srcnn", "9-1-5", "srcnn_915")):
+        shipped = shipped_weights(kind, 3)
+        if shipped is None:
+            continue
+        extra = ("--arch", arch) if arch else ()
+        assert run("finetune", name, folder, "--scale", "3", *extra, *common, "-o", tuned, "--overwrite") == 0
+        assert f"fine-tuning the shipped {shipped.name}" in capsys.readouterr().err
+        start, after = ImageSR.load(shipped), ImageSR.load(tuned)
+        assert after.arch == start.arch
+        a, b = start.net.state_dict(), after.net.state_dict()
+        # One small Adam step from the shipped weights: every parameter moved, none far (lr 1e-5 bounds a step).
+        for key in a:
+            d = np.abs(np.asarray(a[key]) - np.asarray(b[key]))
+            assert 0 < d.max() <= 1.1e-5, key
+    assert run("finetune", "srcnn", folder, "--scale", "3", "--arch", "9-9-9", *common, "-o", tmp_path / "x") == 2
+    assert "unknown SRCNN preset" in capsys.readouterr().err
+    if shipped_weights("3dsrnet_poster", 2) is None:
+        assert run("finetune", "3dsrnet", folder, "--scale", "2", "--arch", "poster", *common, "-o", tmp_path / "x") == 2
+        assert "no 3dsrnet_poster x2 ships" in capsys.readouterr().err
+    assert run("finetune", "nothing.safetensors", folder, *common, "-o", tmp_path / "x") == 2
+    assert "no such weight file" in capsys.readouterr().err
+    # A file named like a shipped model is that file; --arch does not go with a file.
+    ImageSR.srcnn("9-1-5", scale=3).save(tmp_path / "srcnn")
+    assert run("finetune", "srcnn", folder, "--scale", "3", *common, "-o", tuned, "--overwrite") == 0
+    assert "shipped" not in capsys.readouterr().err
+    assert ImageSR.load(tuned).preset == "9-1-5"
+    assert run("finetune", "srcnn", folder, "--arch", "9-5-5", *common, "-o", tuned, "--overwrite") == 2
+    assert "--arch picks one of the shipped models" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
