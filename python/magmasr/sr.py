@@ -122,6 +122,36 @@ class SRModel:
         self.device = device
         return self
 
+    CONV_ALGOS = ("auto", "direct", "gemm")
+
+    def _inference_algo(self, algo: str | None, tiled: bool) -> str | None:
+        """The convolution strategy to pin for one inference: `algo` when given; else, for a picture cut into
+        tiles on a GPU, 'direct'. The direct kernels sum each output pixel's products in one fixed order (input
+        channel, then filter taps) whatever the block's shape or position, so every tile size gives the same
+        pixels; the 'auto' selector may pick cuBLAS for some shapes and not others, and cuBLAS may split its sums
+        differently for each shape. None: the layers' own setting ('auto' unless changed)."""
+        if algo is None:
+            return "direct" if tiled and self.device != "cpu" else None
+        if algo not in self.CONV_ALGOS:
+            raise ValueError(f"algo must be one of {', '.join(self.CONV_ALGOS)}, got {algo!r}")
+        return algo
+
+    def _run(self, x: np.ndarray, algo: str | None = None) -> np.ndarray:
+        """The network on `x` ([N, C, ...], float32) on the model's device, back as a NumPy array; `algo` pins
+        the convolution strategy of every layer for this call only (CUDA; the CPU has one)."""
+        t = from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+        if algo is None:
+            return np.asarray(self.net(t).numpy())
+        convs = [self.net[n] for n in self.net.names() if hasattr(self.net[n], "algo")]
+        saved = [c.algo for c in convs]
+        try:
+            for c in convs:
+                c.algo = algo
+            return np.asarray(self.net(t).numpy())
+        finally:
+            for c, a in zip(convs, saved):
+                c.algo = a
+
     @property
     def receptive_radius(self) -> int:
         """How far (in input pixels, in space) an output pixel sees: the sum of the convolutions' kernel radii."""
@@ -197,36 +227,39 @@ class ImageSR(SRModel):
         return model
 
     # ---------------------------------------------------------------------------------------- inference
-    def refine(self, y: np.ndarray, tile: int | None = None, progress=None) -> np.ndarray:
+    def refine(self, y: np.ndarray, tile: int | None = None, progress=None, algo: str | None = None) -> np.ndarray:
         """The network on one bicubic-upscaled channel (H x W float, values / 255), float32 out.
 
         With `tile`, the image is processed in tile x tile blocks, each with a halo of real pixels as wide as
         the receptive radius, so that the result equals whole-image inference while memory stays bounded;
-        ``progress(done, total)`` is called after each tile."""
-        return tiled(self._network, np.asarray(y, dtype=np.float32), tile, self.receptive_radius,
-                     progress=progress)
+        ``progress(done, total)`` is called after each tile. `algo`: see :meth:`upscale_tiles`."""
+        y = np.asarray(y, dtype=np.float32)
+        cut = tile is not None and max(y.shape[-2:]) > tile
+        algo = self._inference_algo(algo, cut)
+        return tiled(lambda block: self._network(block, algo), y, tile, self.receptive_radius, progress=progress)
 
-    def _network(self, y: np.ndarray) -> np.ndarray:
+    def _network(self, y: np.ndarray, algo: str | None = None) -> np.ndarray:
         """The network on one H x W channel, float32 in and out."""
-        block = np.ascontiguousarray(np.asarray(y, dtype=np.float32)[None, None])
-        return np.asarray(self.net(from_numpy(block).to(self.device)).numpy())[0, 0]
+        return self._run(np.asarray(y, dtype=np.float32)[None, None], algo)[0, 0]
 
     def upscale(self, img: np.ndarray, scale: int | None = None, tile: int | None = None,
-                progress=None) -> np.ndarray:
+                progress=None, algo: str | None = None) -> np.ndarray:
         """Upscales a gray (H x W) or RGB (H x W x 3) picture, uint8, uint16 or float in [0, 1]; returns the
         same dtype.
 
         Y goes through the network, CbCr through bicubic (MATLAB-compatible) interpolation. With `tile`, the
         whole pipeline runs on tile x tile output pixels at a time (see :meth:`upscale_tiles`): memory beyond the
-        input and the output stays bounded, and the result is bit for bit that of the whole picture.
-        ``progress(done, total)`` is called after each tile."""
+        input and the output stays bounded, and the result is bit for bit that of the whole picture (on a GPU:
+        of the whole picture with ``algo='direct'``; see :meth:`upscale_tiles`). ``progress(done, total)`` is
+        called after each tile."""
         img, scale = self._check_picture(img, scale)
         out = np.empty((img.shape[0] * scale, img.shape[1] * scale) + img.shape[2:], img.dtype)
-        for (r, c), block in self.upscale_tiles(img, scale, tile, progress):
+        for (r, c), block in self.upscale_tiles(img, scale, tile, progress, algo):
             out[r:r + block.shape[0], c:c + block.shape[1]] = block
         return out
 
-    def upscale_tiles(self, img: np.ndarray, scale: int | None = None, tile: int | None = None, progress=None):
+    def upscale_tiles(self, img: np.ndarray, scale: int | None = None, tile: int | None = None, progress=None,
+                      algo: str | None = None):
         """The upscaled picture of :meth:`upscale`, tile by tile in row-major order, as ``((row, col), block)``
         with (row, col) the block's top-left output pixel; blocks are tile x tile (less at the right and bottom
         edges), one block for the whole picture when `tile` is None.
@@ -235,9 +268,14 @@ class ImageSR(SRModel):
         wide as the network's receptive radius (:class:`magmasr.image.imresize_region`, the same sums as for the
         whole picture), the network on that (replicate padding only where the halo meets the picture's edge,
         as for the whole picture), the halo dropped, colour converted back. So the blocks are bit for bit the
-        whole picture's (on the CPU; a GPU may pick another convolution algorithm for a block's shape, which
-        sums in another order), while the working set is that of one block: pictures whose upscaled version
-        would not fit in memory can be streamed to a file block by block."""
+        whole picture's, while the working set is that of one block: pictures whose upscaled version would not
+        fit in memory can be streamed to a file block by block.
+
+        `algo` pins the GPU's convolution strategy ('auto', 'direct', 'gemm') for this call. By default a
+        picture cut into several tiles on a GPU runs our direct kernels, whose sums do not depend on a block's
+        shape: any tile size gives the pixels of ``upscale(img, algo='direct')``. The whole picture in one
+        block keeps the layers' setting ('auto': the faster strategy per shape, which may differ from the
+        direct kernels by float rounding). The CPU has one strategy and ignores `algo`."""
         img, scale = self._check_picture(img, scale)
         peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(img.dtype)
 
@@ -251,12 +289,13 @@ class ImageSR(SRModel):
         if t < 1:
             raise ValueError(f"tile must be >= 1, got {tile}")
         halo, total, done = self.receptive_radius, -(-h // t) * -(-w // t), 0
+        algo = self._inference_algo(algo, total > 1)
         for r in range(0, h, t):
             for c in range(0, w, t):
                 r1, c1 = min(r + t, h), min(c + t, w)
                 e0, f0 = max(r - halo, 0), max(c - halo, 0)
                 up = plan(e0, min(r1 + halo, h), f0, min(c1 + halo, w))
-                y = self._network(up if up.ndim == 2 else up[:, :, 0])[r - e0:r1 - e0, c - f0:c1 - f0]
+                y = self._network(up if up.ndim == 2 else up[:, :, 0], algo)[r - e0:r1 - e0, c - f0:c1 - f0]
                 if up.ndim == 2:
                     out = y
                 else:

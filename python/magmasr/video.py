@@ -17,7 +17,6 @@ import numpy as np
 
 from . import image as im
 from . import metrics, models, weights
-from ._core import from_numpy
 from .sr import ImageSR, SRModel, list_images, read_image, tiled
 
 WINDOW = 5
@@ -105,39 +104,42 @@ class VideoSR(SRModel):
         model.metadata["source"] = f"imported from {Path(path).name}"
         return model
 
-    def residual(self, lr_window: np.ndarray, tile: int | None = None) -> np.ndarray:
+    def residual(self, lr_window: np.ndarray, tile: int | None = None, algo: str | None = None) -> np.ndarray:
         """The network on one window [5, h, w] (float, / 255): the residual [scale*h, scale*w] (the frames
         padded by :attr:`border` first). With `tile`, the window is processed in tile x tile blocks (LR
-        pixels), each with a halo of the receptive radius: the same result in bounded memory."""
+        pixels), each with a halo of the receptive radius: the same result in bounded memory (on a GPU, the
+        result of ``algo='direct'``, which tiles default to; see :meth:`magmasr.sr.ImageSR.upscale_tiles`)."""
         x = np.asarray(lr_window, dtype=np.float32)
         if x.ndim != 3 or x.shape[0] != WINDOW:
             raise ValueError(f"a window is [{WINDOW}, h, w] LR frames, got shape {x.shape}")
+        algo = self._inference_algo(algo, tile is not None and max(x.shape[-2:]) > tile)
 
         def whole(block: np.ndarray) -> np.ndarray:
             b = self.border
             if b:
                 block = np.pad(block, ((0, 0), (b, b), (b, b)), mode="edge")
-            out = self.net(from_numpy(np.ascontiguousarray(block[None, None])).to(self.device))
-            return np.asarray(out.numpy(), dtype=np.float64)[0, 0]
+            return np.asarray(self._run(block[None, None], algo), dtype=np.float64)[0, 0]
 
         return tiled(whole, x, tile, self.receptive_radius, self.scale)
 
-    def upscale_frames(self, lr_frames: Sequence[np.ndarray], tile: int | None = None) -> Iterator[np.ndarray]:
-        """HR Y frames (float, unclipped) for LR Y frames (float, / 255), one per input frame (`tile`: see
-        :meth:`residual`)."""
+    def upscale_frames(self, lr_frames: Sequence[np.ndarray], tile: int | None = None,
+                       algo: str | None = None) -> Iterator[np.ndarray]:
+        """HR Y frames (float, unclipped) for LR Y frames (float, / 255), one per input frame (`tile`, `algo`:
+        see :meth:`residual`)."""
         lr = [np.asarray(f, dtype=np.float64) for f in lr_frames]
         if not lr:
             raise ValueError("no frames")
         for idx in windows(len(lr)):
             centre = lr[idx[WINDOW // 2]]
-            yield im.imresize(centre, self.scale) + self.residual(np.stack([lr[j] for j in idx]), tile)
+            yield im.imresize(centre, self.scale) + self.residual(np.stack([lr[j] for j in idx]), tile, algo)
 
-    def upscale_stream(self, frames: Iterable[np.ndarray], tile: int | None = None) -> Iterator[np.ndarray]:
+    def upscale_stream(self, frames: Iterable[np.ndarray], tile: int | None = None,
+                       algo: str | None = None) -> Iterator[np.ndarray]:
         """Upscales a stream of uint8 frames, all RGB (H x W x 3) or all gray (H x W) and of one size, yielding
         frames of the same kind in order: Y (a gray frame is its own Y) through the network with a 5-frame
         window, CbCr bicubic. Frame i is yielded as soon as frame i+2 has been read (at the end of the stream
         the window is padded by repeating the last frame); only the window is held in memory, and with `tile`
-        only tile x tile LR pixels of it go through the network at a time (:meth:`residual`)."""
+        only tile x tile LR pixels of it go through the network at a time (:meth:`residual`, with `algo`)."""
         half = WINDOW // 2
         lr: deque = deque()       # LR Y of frames base .. base + len - 1
         pending: deque = deque()  # Y (gray) or YCbCr of the frames read but not yet yielded
@@ -148,8 +150,8 @@ class VideoSR(SRModel):
             win = [lr[min(max(j, 0), n_read - 1) - base] for j in range(done - half, done + half + 1)]
             up = im.imresize(pending.popleft(), self.scale)
             if up.ndim == 2:
-                return im.to_uint8(np.clip(up + self.residual(np.stack(win), tile), 0.0, 1.0))
-            up[:, :, 0] += self.residual(np.stack(win), tile)
+                return im.to_uint8(np.clip(up + self.residual(np.stack(win), tile, algo), 0.0, 1.0))
+            up[:, :, 0] += self.residual(np.stack(win), tile, algo)
             return im.to_uint8(np.clip(im.ycbcr2rgb(np.clip(up, 0.0, 1.0)), 0.0, 1.0))
 
         for n, frame in enumerate(frames):

@@ -112,18 +112,82 @@ def test_tiled_upscale_is_the_whole_picture_bit_for_bit(kind):
     assert (covered == 1).all() and corners == sorted(corners)
 
 
-def test_tiled_upscale_on_the_gpu_matches_the_whole_picture(gpu):
-    """On the GPU the convolution algorithm is chosen per shape (edge tiles have other shapes than the whole
-    picture), so tiles may sum in another order: the tiled picture must still equal the whole one to within
-    one grey level, nearly everywhere, and both must match the CPU's."""
+def test_tiled_upscale_on_the_gpu_is_exact_with_the_direct_kernels(gpu):
+    """On the GPU, a picture cut into tiles runs the direct kernels, whose sums per output pixel do not depend on
+    the block: every tile size gives exactly the whole picture computed with algo='direct'. The default whole
+    picture ('auto': cuBLAS for some layers) and the CPU agree with it to within one grey level, nearly
+    everywhere. The same holds for 3DSRnet's tiled residual."""
+    from magmasr.video import VideoSR
+
     rng = np.random.default_rng()
     model = ImageSR.pretrained(3, "9-5-5", device="cuda")
     img = rng.integers(0, 256, (61, 83, 3), dtype=np.uint8)
+    direct = model.upscale(img, algo="direct")
+    for tile in (64, 37, 100, 183):
+        np.testing.assert_array_equal(model.upscale(img, tile=tile), direct, err_msg=f"tile {tile}")
     whole = model.upscale(img).astype(int)
-    tiled = model.upscale(img, tile=64).astype(int)
     cpu = ImageSR.pretrained(3, "9-5-5", device="cpu").upscale(img).astype(int)
-    for a, b in ((tiled, whole), (whole, cpu)):
+    for a, b in ((direct.astype(int), whole), (whole, cpu)):
         assert np.abs(a - b).max() <= 1 and np.mean(a != b) < 1e-3
+    assert all(model.net[n].algo == "auto" for n in model.net.names() if hasattr(model.net[n], "algo"))
+
+    video = VideoSR.tdsrnet(2, filters=16, seed=int(rng.integers(1 << 30))).to("cuda")
+    window = rng.random((5, 29, 34)).astype(np.float32)
+    expected = video.residual(window, algo="direct")
+    for tile in (8, 13):
+        np.testing.assert_array_equal(video.residual(window, tile), expected, err_msg=f"tile {tile}")
+
+
+class _RecordingNet:
+    """A network that notes the convolution strategy of each layer at every call."""
+
+    def __init__(self, net):
+        self.net, self.seen, self.fail = net, [], False
+
+    def names(self):
+        return self.net.names()
+
+    def __getitem__(self, key):
+        return self.net[key]
+
+    def __call__(self, x):
+        self.seen.append({self.net[n].algo for n in self.net.names() if hasattr(self.net[n], "algo")})
+        if self.fail:
+            raise RuntimeError("out of memory")
+        return self.net(x)
+
+
+def test_the_convolution_strategy_is_pinned_for_one_call_only():
+    """`algo` pins every convolution's strategy for the call and restores the layers' own afterwards, also when
+    the call fails; on the CPU a tiled picture keeps the layers' setting, on a GPU it defaults to 'direct'."""
+    rng = np.random.default_rng()
+    model = ImageSR.srcnn("9-1-5", scale=2, seed=int(rng.integers(1 << 30)))
+    rec = model.net = _RecordingNet(model.net)
+    img = rng.integers(0, 256, (9, 11), dtype=np.uint8)
+    reference = model.upscale(img)
+    assert rec.seen == [{"auto"}]
+    for algo in ("direct", "gemm"):
+        rec.seen.clear()
+        np.testing.assert_array_equal(model.upscale(img, tile=8, algo=algo), reference)  # one CPU strategy
+        assert rec.seen == [{algo}] * 9  # 18 x 22 output pixels in 8 x 8 tiles
+        assert {model.net[n].algo for n in model.net.names() if hasattr(model.net[n], "algo")} == {"auto"}
+    rec.seen.clear()
+    model.upscale(img, tile=8)
+    assert rec.seen == [{"auto"}] * 9
+    with pytest.raises(ValueError, match="algo must be one of auto, direct, gemm"):
+        model.upscale(img, algo="fastest")
+    rec.fail = True
+    with pytest.raises(RuntimeError, match="out of memory"):
+        model.upscale(img, algo="direct")
+    assert rec.seen[-1] == {"direct"}
+    assert {model.net[n].algo for n in model.net.names() if hasattr(model.net[n], "algo")} == {"auto"}
+    # Which strategy a call pins, whatever the device (set by hand here: no GPU is needed to decide).
+    model.device = "cuda"
+    assert model._inference_algo(None, tiled=True) == "direct"
+    assert model._inference_algo(None, tiled=False) is None
+    assert model._inference_algo("gemm", tiled=True) == "gemm"
+    model.device = "cpu"
+    assert model._inference_algo(None, tiled=True) is None
 
 
 def test_upscale_16_bit_is_the_float_path_rounded():
