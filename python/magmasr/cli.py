@@ -71,7 +71,18 @@ def load_image_model(args) -> ImageSR | None:
     model, path = _load_weights(ImageSR, "srcnn", "SRCNN", args, "--model bicubic")
     if model.scale != args.scale:
         print(f"note: {path.name} was trained for x{model.scale}; using it at x{args.scale}", file=sys.stderr)
-    return model.to(args.device)
+    return _same_pixels_for_any_tile(model.to(args.device))
+
+
+def _same_pixels_for_any_tile(model):
+    """On a GPU, every convolution pinned to the direct kernels (a fixed summation order per output pixel): the
+    output of `magmasr upscale` is then the same bit for bit whatever tile size the free memory leads to, on
+    any machine. The CPU has one strategy, with the same property."""
+    if model.device != "cpu":
+        for name in model.net.names():
+            if hasattr(model.net[name], "algo"):
+                model.net[name].algo = "direct"
+    return model
 
 
 def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool) -> None:
@@ -198,7 +209,7 @@ def load_video_model(args):
     model, path = _load_weights(VideoSR, "3dsrnet", "3DSRnet", args, "--model srcnn / bicubic (frame by frame)")
     if model.scale != args.scale:
         raise CliError(f"{path.name} is a x{model.scale} 3DSRnet; it cannot upscale x{args.scale}")
-    return model.to(args.device)
+    return _same_pixels_for_any_tile(model.to(args.device))
 
 
 def upscale_video(src: Path, dst: Path, args) -> int:

@@ -872,3 +872,18 @@ def test_finetune_starts_from_a_shipped_model_by_name(tmp_path, capsys, monkeypa
     assert run("finetune", "srcnn", folder, "--arch", "9-5-5", *common, "-o", tuned, "--overwrite") == 2
     assert "--arch picks one of the shipped models" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_on_a_gpu_the_command_line_pins_the_direct_kernels():
+    """`magmasr upscale` on a GPU runs every convolution with the direct kernels, so its pixels do not depend on
+    the tile size that the free memory leads to; on the CPU the layers are left as they are. (The device is set
+    by hand: deciding needs no GPU.)"""
+    from magmasr.video import VideoSR
+
+    def algos(model):
+        return {model.net[n].algo for n in model.net.names() if hasattr(model.net[n], "algo")}
+
+    for model in (ImageSR.srcnn("9-1-5", scale=2), VideoSR.tdsrnet(2, filters=4)):
+        assert algos(cli._same_pixels_for_any_tile(model)) == {"auto"}
+        model.device = "cuda"
+        assert algos(cli._same_pixels_for_any_tile(model)) == {"direct"}
