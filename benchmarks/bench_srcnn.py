@@ -338,6 +338,15 @@ class Bench:
             print("  (no PyTorch and the image is too large for the NumPy reference: output not checked)")
 
         self.record(case, shape, "magmasr", time_runs(lambda: model(x), self.sync, a.warmup, a.reps))
+        if self.dev == "cuda":  # what `magmasr upscale` runs on a GPU: every layer pinned to the direct kernels
+            convs = [model[n] for n in model.names() if hasattr(model[n], "algo")]
+            for c in convs:
+                c.algo = "direct"
+            self.check(case, "ours direct vs ours auto", rel_l2(model(x).numpy(), y_ours), True)
+            self.record(case, shape, "magmasr-direct", time_runs(lambda: model(x), self.sync, a.warmup, a.reps),
+                        "all layers on the direct kernels (the command line's choice on a GPU)")
+            for c in convs:
+                c.algo = "auto"
         if torch is not None:
             with torch.no_grad():
                 for mode in ("zeros", "replicate"):
