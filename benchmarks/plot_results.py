@@ -75,7 +75,8 @@ def _srcnn(doc: dict) -> tuple[str, list[Panel], int]:
                         "srcnn_915_91img_imported": "SRCNN 9-1-5, 91 images (authors' weights)",
                         "ours_915": "SRCNN 9-1-5 (magmasr's weights)",
                         "srcnn_955_imported": "SRCNN 9-5-5, ImageNet (authors' weights)",
-                        "ours": "SRCNN 9-5-5 (magmasr's weights)"},
+                        "ours": "SRCNN 9-5-5 (magmasr's weights)",
+                        "ours_ensemble": "SRCNN 9-5-5 (magmasr's weights) + self-ensemble"},
                        {"published_bicubic": "bicubic", "published_955": "SRCNN 9-5-5, ImageNet (authors' weights)"}, "")
     return "SRCNN paper table: mean PSNR (Y) on Set5 and Set14", panels, len(panels)
 

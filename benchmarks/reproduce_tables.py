@@ -67,15 +67,21 @@ def srcnn_table(shared: Path, device: str) -> tuple[list[dict], str]:
                     row[col] = float(np.mean([r.psnr for r in evaluate_image_sr(m, shared / "data" / dataset,
                                                                                   scale)]))
                     row[f"{col}_file"] = ours.name
+                    if preset == "9-5-5":  # and with the self-ensemble (8 runs per picture, averaged)
+                        m.ensemble = True
+                        row["ours_ensemble"] = float(np.mean([r.psnr for r in evaluate_image_sr(
+                            m, shared / "data" / dataset, scale)]))
             row["seconds"] = time.perf_counter() - t0
             rows.append(row)
             print(row, flush=True)
     lines = ["| set | scale | bicubic | SRCNN 9-1-5, authors (91 images) | SRCNN 9-1-5, ours | SRCNN 9-5-5, authors "
-             "(ImageNet) | SRCNN 9-5-5, ours | published bicubic / 9-5-5 |", "|---|---|---|---|---|---|---|---|"]
+             "(ImageNet) | SRCNN 9-5-5, ours | SRCNN 9-5-5, ours + self-ensemble (8x the work) | published bicubic / "
+             "9-5-5 |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = lambda k: f"{r[k]:.2f}" if k in r else "—"  # noqa: E731
         lines.append(f"| {r['dataset']} | x{r['scale']} | {f('bicubic')} | {f('srcnn_915_91img_imported')} | "
-                     f"{f('ours_915')} | {f('srcnn_955_imported')} | {f('ours')} | {r['published_bicubic']:.2f} / "
+                     f"{f('ours_915')} | {f('srcnn_955_imported')} | {f('ours')} | {f('ours_ensemble')} | "
+                     f"{r['published_bicubic']:.2f} / "
                      f"{r['published_955']:.2f} |")
     return rows, "\n".join(lines)
 

@@ -65,19 +65,22 @@ def _load_weights(cls, model: str, label: str, args, alternative: str):
 
 def load_image_model(args) -> ImageSR | None:
     if args.model == "bicubic":
+        if getattr(args, "ensemble", False):
+            raise CliError("--ensemble averages a network over rotations and flips; bicubic has none")
         return None
     if args.model != "srcnn":
         raise CliError(f"--model {args.model}: images use 'srcnn' or 'bicubic' (3dsrnet is for videos)")
     model, path = _load_weights(ImageSR, "srcnn", "SRCNN", args, "--model bicubic")
     if model.scale != args.scale:
         print(f"note: {path.name} was trained for x{model.scale}; using it at x{args.scale}", file=sys.stderr)
-    return _same_pixels_for_any_tile(model.to(args.device))
+    return _inference_setup(model.to(args.device), args)
 
 
-def _same_pixels_for_any_tile(model):
-    """On a GPU, every convolution pinned to the direct kernels (a fixed summation order per output pixel): the
-    output of `magmasr upscale` is then the same bit for bit whatever tile size the free memory leads to, on
-    any machine. The CPU has one strategy, with the same property."""
+def _inference_setup(model, args):
+    """--ensemble; and on a GPU every convolution pinned to the direct kernels (a fixed summation order per
+    output pixel): the output of `magmasr upscale` is then the same bit for bit whatever tile size the free
+    memory leads to, on any machine. The CPU has one strategy, with the same property."""
+    model.ensemble = bool(getattr(args, "ensemble", False))
     if model.device != "cpu":
         for name in model.net.names():
             if hasattr(model.net[name], "algo"):
@@ -209,7 +212,7 @@ def load_video_model(args):
     model, path = _load_weights(VideoSR, "3dsrnet", "3DSRnet", args, "--model srcnn / bicubic (frame by frame)")
     if model.scale != args.scale:
         raise CliError(f"{path.name} is a x{model.scale} 3DSRnet; it cannot upscale x{args.scale}")
-    return _same_pixels_for_any_tile(model.to(args.device))
+    return _inference_setup(model.to(args.device), args)
 
 
 def upscale_video(src: Path, dst: Path, args) -> int:
@@ -621,7 +624,7 @@ def _eval_video(args) -> int:
         raise CliError(f"{root}: no frames in it or in its sub-folders")
     model = load_video_model(args)
     srcnn = shipped_weights("srcnn", args.scale)
-    baselines = {"SRCNN": ImageSR.load(srcnn).to(args.device)} if srcnn else {}
+    baselines = {"SRCNN": _inference_setup(ImageSR.load(srcnn).to(args.device), args)} if srcnn else {}
     print("| sequence | 3DSRnet PSNR (dB) | bicubic | " + "".join(f"{k} (single frame) | " for k in baselines)
           + "frames |\n|---|---|---|" + "---|" * len(baselines) + "---|")
     rows = []
@@ -648,11 +651,11 @@ def cmd_eval(args) -> int:
             raise CliError("--srcnn-mat evaluates an SRCNN on images; it does not go with --model 3dsrnet")
         return _eval_video(args)
     if args.srcnn_mat:
-        model = ImageSR.from_srcnn_mat(args.srcnn_mat, args.scale).to(args.device)
+        model = _inference_setup(ImageSR.from_srcnn_mat(args.srcnn_mat, args.scale).to(args.device), args)
     else:
         model = load_image_model(args)
     rows = evaluate_image_sr(model, args.dataset, args.scale)
-    name = "bicubic" if model is None else args.model
+    name = "bicubic" if model is None else args.model + (" + self-ensemble" if model.ensemble else "")
     print("| image | PSNR (dB) | SSIM | MAE | MSE | bicubic PSNR |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r.name} | {r.psnr:.2f} | {r.ssim:.4f} | {r.mae:.3f} | {r.mse:.2f} | {r.psnr_bicubic:.2f} |")
@@ -970,6 +973,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="which shipped model: an SRCNN preset (9-5-5, the default; 9-1-5 where it ships) or a "
                             "3DSRnet variant (published, the default; poster); see `magmasr models`")
         q.add_argument("--device", default=None, help="cpu or cuda (default: cuda when a GPU is usable)")
+        q.add_argument("--ensemble", action="store_true",
+                       help="self-ensemble: the network on the 8 rotations and flips of its input, averaged (8 "
+                            "times the work; +0.13 dB on Set5 x4 with the shipped SRCNN 9-5-5)")
 
     u = sub.add_parser("upscale", help="upscale an image, a folder of images, a video, or the default picture")
     u.add_argument("input", nargs="?", help="an image, a folder of images (of frames with --model 3dsrnet), or a "

@@ -97,6 +97,11 @@ class SRModel:
     arch: models.Architecture
     metadata: dict = field(default_factory=dict)
     device: str = "cpu"
+    #: Self-ensemble at inference (off by default): the network runs on the 8 rotations and flips of its input
+    #: and the 8 outputs, each turned back, are averaged (Timofte et al. 2016, "Seven ways to improve
+    #: example-based single image super resolution"; EDSR). 8 times the work for a better picture: +0.13 dB on
+    #: Set5 x4 with our SRCNN 9-5-5 (docs/results). Tiles stay exact. Not part of the papers' protocols.
+    ensemble: bool = False
 
     @classmethod
     def load(cls, path: str | os.PathLike):
@@ -151,6 +156,20 @@ class SRModel:
         finally:
             for c, a in zip(convs, saved):
                 c.algo = a
+
+    def _ensembled(self, fn, x: np.ndarray) -> np.ndarray:
+        """``fn(x)`` (an array [..., h, w] -> [H, W]), or with :attr:`ensemble` the mean of ``T^-1 fn(T x)`` over
+        the 8 rotations and flips T of the last two axes, summed in float64 in a fixed order."""
+        if not self.ensemble:
+            return fn(x)
+        acc = None
+        for k in range(4):
+            for flip in (False, True):
+                t = np.rot90(x, k, axes=(-2, -1))
+                o = fn(np.ascontiguousarray(t[..., ::-1] if flip else t))
+                o = np.rot90(o[..., ::-1] if flip else o, -k, axes=(-2, -1)).astype(np.float64)
+                acc = o if acc is None else acc + o
+        return acc / 8.0
 
     @property
     def receptive_radius(self) -> int:
@@ -228,7 +247,8 @@ class ImageSR(SRModel):
 
     # ---------------------------------------------------------------------------------------- inference
     def refine(self, y: np.ndarray, tile: int | None = None, progress=None, algo: str | None = None) -> np.ndarray:
-        """The network on one bicubic-upscaled channel (H x W float, values / 255), float32 out.
+        """The network on one bicubic-upscaled channel (H x W float, values / 255), float32 out (float64 with
+        :attr:`ensemble`).
 
         With `tile`, the image is processed in tile x tile blocks, each with a halo of real pixels as wide as
         the receptive radius, so that the result equals whole-image inference while memory stays bounded;
@@ -239,8 +259,8 @@ class ImageSR(SRModel):
         return tiled(lambda block: self._network(block, algo), y, tile, self.receptive_radius, progress=progress)
 
     def _network(self, y: np.ndarray, algo: str | None = None) -> np.ndarray:
-        """The network on one H x W channel, float32 in and out."""
-        return self._run(np.asarray(y, dtype=np.float32)[None, None], algo)[0, 0]
+        """The network on one H x W channel, float32 in and out (float64 with :attr:`ensemble`)."""
+        return self._ensembled(lambda b: self._run(b[None, None], algo)[0, 0], np.asarray(y, dtype=np.float32))
 
     def upscale(self, img: np.ndarray, scale: int | None = None, tile: int | None = None,
                 progress=None, algo: str | None = None) -> np.ndarray:

@@ -118,7 +118,7 @@ class VideoSR(SRModel):
             b = self.border
             if b:
                 block = np.pad(block, ((0, 0), (b, b), (b, b)), mode="edge")
-            return np.asarray(self._run(block[None, None], algo), dtype=np.float64)[0, 0]
+            return np.asarray(self._ensembled(lambda b: self._run(b[None, None], algo)[0, 0], block), np.float64)
 
         return tiled(whole, x, tile, self.receptive_radius, self.scale)
 

@@ -883,7 +883,35 @@ def test_on_a_gpu_the_command_line_pins_the_direct_kernels():
     def algos(model):
         return {model.net[n].algo for n in model.net.names() if hasattr(model.net[n], "algo")}
 
+    args = cli.build_parser().parse_args(["upscale"])
     for model in (ImageSR.srcnn("9-1-5", scale=2), VideoSR.tdsrnet(2, filters=4)):
-        assert algos(cli._same_pixels_for_any_tile(model)) == {"auto"}
+        assert algos(cli._inference_setup(model, args)) == {"auto"}
         model.device = "cuda"
-        assert algos(cli._same_pixels_for_any_tile(model)) == {"direct"}
+        assert algos(cli._inference_setup(model, args)) == {"direct"}
+
+
+def test_upscale_and_eval_with_self_ensemble(tmp_path, capsys):
+    """--ensemble writes the self-ensemble's pixels (ImageSR.ensemble) and eval labels its table; bicubic has no
+    network to average and is refused."""
+    rng = np.random.default_rng()
+    weights = tmp_path / "m.safetensors"
+    ImageSR.srcnn("9-1-5", scale=2, seed=int(rng.integers(1 << 30))).save(weights)
+    img = rng.integers(0, 256, (15, 19, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "p.png", img)
+    common = ("--scale", "2", "--weights", weights, "--device", "cpu")
+    assert run("upscale", tmp_path / "p.png", "-o", tmp_path / "e.png", "--ensemble", *common) == 0
+    model = ImageSR.load(weights)
+    model.ensemble = True
+    np.testing.assert_array_equal(iio.imread(tmp_path / "e.png"), model.upscale(img))
+    assert run("upscale", tmp_path / "p.png", "-o", tmp_path / "b.png", "--model", "bicubic", "--ensemble") == 2
+    assert "bicubic has none" in capsys.readouterr().err
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    iio.imwrite(gt / "a.png", rng.integers(0, 256, (24, 28, 3), dtype=np.uint8))
+    assert run("eval", gt, "--ensemble", *common) == 0
+    out = capsys.readouterr().out
+    assert "**mean** (srcnn + self-ensemble, x2)" in out
+    row = [line for line in out.splitlines() if line.startswith("| a ")][0]
+    from magmasr.sr import evaluate_image_sr
+
+    assert row.split("|")[2].strip() == f"{evaluate_image_sr(model, gt, 2)[0].psnr:.2f}"

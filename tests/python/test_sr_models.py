@@ -218,3 +218,36 @@ def test_upscale_dtypes_shapes_and_save_load(tmp_path):
     back = ImageSR.load(path)
     assert back.scale == 2 and back.arch == model.arch and back.metadata["recipe"] == "test"
     np.testing.assert_array_equal(back.upscale(rgb), out)
+
+
+def _d4(a: np.ndarray):
+    """The 8 rotations and flips of a 2-D array as (forward, inverse) pairs, written with transposes and
+    reversals (not np.rot90, which the library uses)."""
+    t = lambda x: np.ascontiguousarray(x.T)  # noqa: E731
+    h = lambda x: np.ascontiguousarray(x[:, ::-1])  # noqa: E731
+    v = lambda x: np.ascontiguousarray(x[::-1, :])  # noqa: E731
+    pairs = [(lambda x: x, lambda x: x), (h, h), (v, v), (lambda x: v(h(x)), lambda x: h(v(x))), (t, t),
+             (lambda x: t(h(x)), lambda x: h(t(x))), (lambda x: t(v(x)), lambda x: v(t(x))),
+             (lambda x: t(v(h(x))), lambda x: h(v(t(x))))]
+    return pairs
+
+
+def test_self_ensemble_is_the_mean_over_rotations_and_flips_and_stays_exact_in_tiles():
+    rng = np.random.default_rng()
+    model = ImageSR.srcnn("9-1-5", scale=2, seed=int(rng.integers(1 << 30)))
+    y = rng.random((23, 30))
+    plain = [inv(model.refine(fwd(y)).astype(np.float64)) for fwd, inv in _d4(y)]
+    model.ensemble = True
+    got = model.refine(y)
+    np.testing.assert_allclose(got, np.mean(plain, axis=0), rtol=0, atol=1e-12)
+    assert np.abs(got - plain[0]).max() > 1e-4  # not the plain network
+    # Equivariant: a rotated or transposed input gives the rotated or transposed output.
+    for fwd, inv in _d4(y)[1:]:
+        np.testing.assert_allclose(inv(model.refine(fwd(y))), got, rtol=0, atol=1e-12)
+    # The whole pipeline in tiles gives the whole picture's pixels, bit for bit.
+    img = rng.integers(0, 256, (17, 21, 3), dtype=np.uint8)
+    whole = model.upscale(img)
+    for tile in (5, 16, 40):
+        np.testing.assert_array_equal(model.upscale(img, tile=tile), whole)
+    model.ensemble = False
+    assert not np.array_equal(model.upscale(img), whole)

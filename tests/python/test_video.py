@@ -205,3 +205,22 @@ def test_clip_dataset_split_is_a_disjoint_cover():
             np.testing.assert_array_equal(y, ds.y[i])
     with pytest.raises(ValueError, match="in \\(0, 1\\)"):
         ds.split(1.0)
+
+
+def test_3dsrnet_self_ensemble_turns_every_frame_of_the_window_alike():
+    """With `ensemble`, the residual is the mean over the 8 rotations and flips of the whole window (every
+    frame turned alike), each output turned back; tiles give the same residual."""
+    rng = np.random.default_rng()
+    model = VideoSR.tdsrnet(2, filters=4, seed=int(rng.integers(1 << 30)))
+    window = rng.random((5, 11, 14))
+    turns = [(lambda w: w, lambda r: r), (lambda w: w[:, :, ::-1], lambda r: r[:, ::-1]),
+             (lambda w: w[:, ::-1, :], lambda r: r[::-1, :]), (lambda w: w[:, ::-1, ::-1], lambda r: r[::-1, ::-1]),
+             (lambda w: w.transpose(0, 2, 1), lambda r: r.T),
+             (lambda w: w[:, :, ::-1].transpose(0, 2, 1), lambda r: r.T[:, ::-1]),
+             (lambda w: w[:, ::-1, :].transpose(0, 2, 1), lambda r: r.T[::-1, :]),
+             (lambda w: w[:, ::-1, ::-1].transpose(0, 2, 1), lambda r: r.T[::-1, ::-1])]
+    expected = np.mean([inv(model.residual(np.ascontiguousarray(fwd(window)))) for fwd, inv in turns], axis=0)
+    model.ensemble = True
+    got = model.residual(window)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(model.residual(window, tile=4), got)
