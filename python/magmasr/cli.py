@@ -641,7 +641,8 @@ def _eval_video(args) -> int:
         print(f"| **mean** (x{args.scale}) | {mean(lambda r: r.psnr)} | {mean(lambda r: r.psnr_bicubic)} | "
               + "".join(f"{mean(lambda r, k=k: r.psnr_baselines[k])} | " for k in baselines) + " |")
     print("The 3DSRnet authors' test.m protocol: Y / 255, LR by MATLAB bicubic in floating point, centre frames "
-          "3..N-2, PSNR (peak 1) of the unrounded output over the whole frame, mean over frames.")
+          "3..N-2, PSNR (peak 1) of the unrounded output over the whole frame, mean over frames."
+          + (" Every network with the self-ensemble (8 rotations and flips averaged)." if args.ensemble else ""))
     return 0
 
 
