@@ -831,6 +831,31 @@ The table is a ResampleTable on x's device, or weights (float [out_len, taps], u
       "The C++ safetensors reader: (dict name -> CPU Tensor, dict metadata). F32 only (TypeError otherwise);\n"
       "ValueError naming the file and the fault for a malformed file; OSError when it cannot be read.");
   m.def(
+      "_srcnn_upscale",
+      [](const py::object& path, py::array_t<uint8_t, py::array::c_style | py::array::forcecast> pixels,
+         int64_t scale, const py::object& device) {
+        // The C++ SrcnnModel (magmasr/sr.hpp), for the tests that compare it with magmasr.sr.ImageSR.
+        const std::string p = as_path(path);
+        if (pixels.ndim() != 2 && !(pixels.ndim() == 3 && (pixels.shape(2) == 1 || pixels.shape(2) == 3)))
+          throw ValueError("_srcnn_upscale: expected an H x W or H x W x 3 uint8 picture");
+        Picture in(pixels.shape(0), pixels.shape(1), pixels.ndim() == 3 ? pixels.shape(2) : 1);
+        std::memcpy(in.pixels.data(), pixels.data(), in.pixels.size());
+        const Device d = as_device(device);
+        Picture out;
+        {
+          py::gil_scoped_release rel;
+          SrcnnModel model = SrcnnModel::load(p);
+          model.to(d);
+          out = model.upscale(in, scale);
+        }
+        std::vector<py::ssize_t> shape{py::ssize_t(out.height), py::ssize_t(out.width)};
+        if (pixels.ndim() == 3) shape.push_back(py::ssize_t(out.channels));
+        py::array_t<uint8_t> result(shape);
+        std::memcpy(result.mutable_data(), out.pixels.data(), out.pixels.size());
+        return result;
+      },
+      py::arg("path"), py::arg("pixels"), py::arg("scale") = 0, py::arg("device") = "cpu");
+  m.def(
       "save_safetensors",
       [](const py::object& path, const py::object& tensors, const py::object& metadata) {
         const std::string p = as_path(path);

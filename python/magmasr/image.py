@@ -554,12 +554,38 @@ def ycbcr2rgb(img: np.ndarray) -> np.ndarray:
     """
     img = _check_rgb(img, "ycbcr2rgb")
     x = img.astype(np.float64)
-    tinv = np.linalg.inv(YCBCR_MATRIX)
+    tinv, toff = _YCBCR_INVERSE
     t = 255.0 * tinv
     if img.dtype == np.uint8:
-        return _saturate_uint8(_colour_transform(x, t, -255.0 * (tinv @ YCBCR_OFFSET)))
-    out = np.clip(_colour_transform(x, t, -(tinv @ YCBCR_OFFSET)), 0.0, 1.0)
+        return _saturate_uint8(_colour_transform(x, t, -255.0 * toff))
+    out = np.clip(_colour_transform(x, t, -toff), 0.0, 1.0)
     return out.astype(img.dtype, copy=False)
+
+
+def _inverse3(m: np.ndarray) -> np.ndarray:
+    """The inverse of a 3 x 3 matrix by its adjugate, each entry by one written-out formula (Python floats: no
+    fused multiply-adds), so that magmasr's C++ library (cpp/src/sr.cpp) computes the same numbers bit for bit;
+    LAPACK's inverse may differ from it in the last bits from one build to the next."""
+    a = [[float(v) for v in row] for row in m]
+    adj = [[a[1][1] * a[2][2] - a[1][2] * a[2][1], a[0][2] * a[2][1] - a[0][1] * a[2][2],
+            a[0][1] * a[1][2] - a[0][2] * a[1][1]],
+           [a[1][2] * a[2][0] - a[1][0] * a[2][2], a[0][0] * a[2][2] - a[0][2] * a[2][0],
+            a[0][2] * a[1][0] - a[0][0] * a[1][2]],
+           [a[1][0] * a[2][1] - a[1][1] * a[2][0], a[0][1] * a[2][0] - a[0][0] * a[2][1],
+            a[0][0] * a[1][1] - a[0][1] * a[1][0]]]
+    det = a[0][0] * adj[0][0] + a[0][1] * adj[1][0] + a[0][2] * adj[2][0]
+    return np.array([[v / det for v in row] for row in adj])
+
+
+def _ycbcr_inverse() -> tuple[np.ndarray, np.ndarray]:
+    """inv(YCBCR_MATRIX) and inv(YCBCR_MATRIX) @ YCBCR_OFFSET, each sum written out left to right."""
+    tinv = _inverse3(YCBCR_MATRIX)
+    off = [float(tinv[i, 0] * YCBCR_OFFSET[0] + tinv[i, 1] * YCBCR_OFFSET[1] + tinv[i, 2] * YCBCR_OFFSET[2])
+           for i in range(3)]
+    return tinv, np.array(off)
+
+
+_YCBCR_INVERSE = _ycbcr_inverse()
 
 
 def rgb2y(img: np.ndarray) -> np.ndarray:

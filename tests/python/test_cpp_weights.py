@@ -210,10 +210,10 @@ def cpp_upscale(weights: Path, img: np.ndarray) -> np.ndarray:
 
 
 def assert_same_picture(out: np.ndarray, ref: np.ndarray) -> None:
-    """Equal, but for at most 0.1% of the pixels one grey level apart. Both sides run the same float32 network;
-    the bicubic input differs in its last bits (Python resizes float64 pixels / 255 and keeps the row pass in
-    float64; C++ resizes float32 pixels / 255 and rounds the row pass to float32), which moves a few outputs
-    across a rounding boundary x.5 / 255."""
+    """Equal, but for at most 0.1% of the pixels one grey level apart: for the float32 route through the C++ ops
+    (Python resizes float64 pixels / 255 and keeps the row pass in float64; ops::resample_axis resizes float32
+    pixels / 255 and rounds the row pass to float32), and for a network run on a GPU (other summation orders),
+    either of which moves a few outputs across a rounding boundary x.5 / 255."""
     assert out.shape == ref.shape and out.dtype == ref.dtype == np.uint8
     diff = np.abs(out.astype(int) - ref.astype(int))
     assert diff.max() <= 1, f"max difference {diff.max()} grey levels"
@@ -232,15 +232,59 @@ def test_cpp_pipeline_equals_imagesr_upscale():
     assert np.abs(imresize(img, 3).astype(int) - ref.astype(int)).max() > 5
 
 
-def write_pgm(path: Path, img: np.ndarray) -> None:
-    path.write_bytes(b"P5\n# a comment\n%d %d\n255\n" % (img.shape[1], img.shape[0]) + img.tobytes())
+@pytest.mark.parametrize("name", ["srcnn_x2", "srcnn_x3", "srcnn_x4", "srcnn_915_x3"])
+def test_cpp_srcnn_model_is_imagesr_upscale_bit_for_bit(name):
+    """magmasr::SrcnnModel (the C++ library's whole pipeline: colour, bicubic and clipping in double, the
+    network in float32) gives the Python package's pictures exactly, gray and RGB, at the model's scale and
+    another one."""
+    weights = SHIPPED / f"{name}.safetensors"
+    if not weights.exists():
+        pytest.skip(f"{weights.name} does not ship")
+    from skimage import data
+
+    rng = np.random.default_rng()
+    model = ImageSR.load(weights)
+    r0, c0, h, w = (int(v) for v in rng.integers([0, 0, 8, 8], [400, 400, 50, 50]))
+    pictures = [gray_picture(int(rng.integers(20, 60)), int(rng.integers(20, 60))),
+                np.ascontiguousarray(data.astronaut()[r0:r0 + h, c0:c0 + w]),
+                rng.integers(0, 256, (int(rng.integers(1, 12)), int(rng.integers(1, 12)), 3), dtype=np.uint8)]
+    for img in pictures:
+        for scale in (0, 2, 1):
+            got = _core._srcnn_upscale(weights, img, scale)
+            want = model.upscale(img, scale or None)
+            assert got.shape == want.shape and got.dtype == np.uint8
+            np.testing.assert_array_equal(got, want, err_msg=f"{img.shape} x{scale or model.scale}")
 
 
-def read_pgm(path: Path) -> np.ndarray:
+def test_cpp_srcnn_model_refuses_bad_input(tmp_path):
+    weights = SHIPPED / "srcnn_x3.safetensors"
+    with pytest.raises(ValueError, match="expected 1 \\(gray\\) or 3 \\(RGB\\) channels, got 2|H x W x 3"):
+        _core._srcnn_upscale(weights, np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ValueError, match="scale 17 is not in 1..16"):
+        _core._srcnn_upscale(weights, np.zeros((4, 4), np.uint8), 17)
+    with pytest.raises(ValueError, match="empty picture"):
+        _core._srcnn_upscale(weights, np.zeros((0, 4), np.uint8))
+    other = tmp_path / "video.safetensors"
+    from magmasr.video import VideoSR
+
+    VideoSR.tdsrnet(2, filters=2).save(other)
+    with pytest.raises(ValueError, match="architecture 'tdsrnet' is not 'srcnn'"):
+        _core._srcnn_upscale(other, np.zeros((4, 4), np.uint8))
+    with pytest.raises(OSError):
+        _core._srcnn_upscale(tmp_path / "missing.safetensors", np.zeros((4, 4), np.uint8))
+
+
+def write_pnm(path: Path, img: np.ndarray) -> None:
+    """A binary PGM (gray) or PPM (RGB), with a comment in its header."""
+    magic = b"P6" if img.ndim == 3 else b"P5"
+    path.write_bytes(magic + b"\n# a comment\n%d %d\n255\n" % (img.shape[1], img.shape[0]) + img.tobytes())
+
+
+def read_pnm(path: Path) -> np.ndarray:
     data = path.read_bytes()
     magic, w, h, maxval, rest = data.split(maxsplit=4)
-    assert (magic, maxval) == (b"P5", b"255")
-    return np.frombuffer(rest, np.uint8).reshape(int(h), int(w))
+    assert magic in (b"P5", b"P6") and maxval == b"255"
+    return np.frombuffer(rest, np.uint8).reshape((int(h), int(w)) + ((3,) if magic == b"P6" else ()))
 
 
 def example_binary() -> Path | None:
@@ -254,16 +298,23 @@ def example_binary() -> Path | None:
 @pytest.mark.skipif(example_binary() is None,
                     reason="no built srcnn_example ($MAGMASR_EXAMPLE or build/ci-example/, built by .ci/run)")
 def test_srcnn_example_binary_equals_imagesr_upscale(tmp_path):
+    from skimage import data
+
     weights = SHIPPED / "srcnn_x3.safetensors"
-    img = gray_picture()
-    write_pgm(tmp_path / "in.pgm", img)
-    run = subprocess.run([str(example_binary()), str(weights), str(tmp_path / "in.pgm"), str(tmp_path / "out.pgm")],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    assert_same_picture(read_pgm(tmp_path / "out.pgm"), ImageSR.load(weights).upscale(img))
+    for img, ext in ((gray_picture(), "pgm"), (np.ascontiguousarray(data.astronaut()[90:130, 200:250]), "ppm")):
+        src, dst = tmp_path / f"in.{ext}", tmp_path / f"out.{ext}"
+        write_pnm(src, img)
+        run = subprocess.run([str(example_binary()), str(weights), str(src), str(dst)],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        out = read_pnm(dst)
+        if "(x3, cpu)" in run.stdout:  # on the CPU, the Python package's pixels exactly
+            np.testing.assert_array_equal(out, ImageSR.load(weights).upscale(img))
+        else:
+            assert_same_picture(out, ImageSR.load(weights).upscale(img))
     # A bad weight file: a clear error, exit status 1, no output written.
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(weights.read_bytes()[:50])
-    run = subprocess.run([str(example_binary()), str(bad), str(tmp_path / "in.pgm"), str(tmp_path / "x.pgm")],
+    run = subprocess.run([str(example_binary()), str(bad), str(tmp_path / "in.ppm"), str(tmp_path / "x.pgm")],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and "bad.safetensors" in run.stderr and not (tmp_path / "x.pgm").exists()

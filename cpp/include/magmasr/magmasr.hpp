@@ -9,5 +9,6 @@
 #include "magmasr/ops.hpp"
 #include "magmasr/optim.hpp"
 #include "magmasr/safetensors.hpp"
+#include "magmasr/sr.hpp"
 #include "magmasr/tensor.hpp"
 #include "magmasr/version.hpp"

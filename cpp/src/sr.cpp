@@ -1,0 +1,214 @@
+// SrcnnModel: magmasr.sr.ImageSR.upscale in C++. Every host step mirrors the Python package's arithmetic
+// operation by operation (double precision, the same order of products and sums), and this file is compiled
+// without floating-point contraction (no fused multiply-adds: NumPy rounds each product and each sum), so that
+// on the CPU the pictures are the Python package's bit for bit (tests/python/test_cpp_weights.py checks it).
+#include "magmasr/sr.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "magmasr/error.hpp"
+#include "magmasr/ops.hpp"
+#include "magmasr/safetensors.hpp"
+
+namespace magmasr {
+namespace {
+
+using detail::cat;
+
+// MATLAB rgb2ycbcr's BT.601 studio-range matrix and offset (0..255 units), as magmasr.image.
+constexpr double kYcc[3][3] = {{65.481, 128.553, 24.966}, {-37.797, -74.203, 112.0}, {112.0, -93.786, -18.214}};
+constexpr double kYccOffset[3] = {16.0, 128.0, 128.0};
+
+struct Inverse {
+  double m[3][3];
+  double offset[3];  // inv(kYcc) @ kYccOffset
+};
+
+// magmasr.image._inverse3 and _ycbcr_inverse, formula for formula.
+Inverse ycc_inverse() {
+  const auto& a = kYcc;
+  const double adj[3][3] = {
+      {a[1][1] * a[2][2] - a[1][2] * a[2][1], a[0][2] * a[2][1] - a[0][1] * a[2][2],
+       a[0][1] * a[1][2] - a[0][2] * a[1][1]},
+      {a[1][2] * a[2][0] - a[1][0] * a[2][2], a[0][0] * a[2][2] - a[0][2] * a[2][0],
+       a[0][2] * a[1][0] - a[0][0] * a[1][2]},
+      {a[1][0] * a[2][1] - a[1][1] * a[2][0], a[0][1] * a[2][0] - a[0][0] * a[2][1],
+       a[0][0] * a[1][1] - a[0][1] * a[1][0]}};
+  const double det = a[0][0] * adj[0][0] + a[0][1] * adj[1][0] + a[0][2] * adj[2][0];
+  Inverse inv{};
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) inv.m[i][j] = adj[i][j] / det;
+  for (int i = 0; i < 3; ++i)
+    inv.offset[i] = inv.m[i][0] * kYccOffset[0] + inv.m[i][1] * kYccOffset[1] + inv.m[i][2] * kYccOffset[2];
+  return inv;
+}
+
+// One axis of MATLAB's imresize on a planar double image [planes, rows, cols] (magmasr.image.resize_along_axis:
+// acc = 0, then acc += w[t] * x[idx[t]] for each tap in order).
+std::vector<double> resample(const std::vector<double>& x, int64_t planes, int64_t rows, int64_t cols, int axis,
+                             const ops::HostResampleTable& t) {
+  const int64_t out_rows = axis == 0 ? t.out_len : rows, out_cols = axis == 1 ? t.out_len : cols;
+  std::vector<double> y(size_t(planes * out_rows * out_cols));
+  for (int64_t p = 0; p < planes; ++p) {
+    const double* src = x.data() + p * rows * cols;
+    double* dst = y.data() + p * out_rows * out_cols;
+    for (int64_t r = 0; r < out_rows; ++r)
+      for (int64_t c = 0; c < out_cols; ++c) {
+        const int64_t o = axis == 0 ? r : c;
+        double acc = 0.0;
+        for (int64_t k = 0; k < t.taps; ++k) {
+          const int64_t i = t.indices[size_t(o * t.taps + k)];
+          const double v = axis == 0 ? src[i * cols + c] : src[r * cols + i];
+          acc += t.weights[size_t(o * t.taps + k)] * v;
+        }
+        dst[r * out_cols + c] = acc;
+      }
+  }
+  return y;
+}
+
+// magmasr.image.to_uint8 of a value already clipped to [0, 1]: x 255, rounded half away from zero (NaN: 0).
+uint8_t to_uint8(double v) {
+  if (!(v > 0.0)) return 0;
+  const double r = std::floor(v * 255.0 + 0.5);
+  return static_cast<uint8_t>(std::min(r, 255.0));
+}
+
+double clip01(double v) { return v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v; }  // NaN passes, as np.clip
+
+int64_t parse_int(const std::string& text, const std::string& what) {
+  size_t used = 0;
+  int64_t v = 0;
+  try {
+    v = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  MAGMASR_REQUIRE(!text.empty() && used == text.size(), ValueError, what, ": expected an integer, got '", text, "'");
+  return v;
+}
+
+}  // namespace
+
+std::shared_ptr<Sequential> srcnn(int64_t f1, int64_t f2, int64_t f3, int64_t n1, int64_t n2) {
+  auto conv = [](int64_t cin, int64_t cout, int64_t f) {
+    MAGMASR_REQUIRE(f >= 1 && f % 2 == 1, ValueError, "SRCNN: 'same' output needs odd kernel sizes, got ", f);
+    return std::make_shared<Conv2d>(cin, cout, std::vector<int64_t>{f}, std::vector<int64_t>{(f - 1) / 2},
+                                    PadMode::Replicate);
+  };
+  MAGMASR_REQUIRE(n1 >= 1 && n2 >= 1, ValueError, "SRCNN: filter counts must be positive, got ", n1, " and ", n2);
+  auto model = std::make_shared<Sequential>();
+  model->add(conv(1, n1, f1), "conv1");
+  model->add(std::make_shared<ReLU>(), "relu1");
+  model->add(conv(n1, n2, f2), "conv2");
+  model->add(std::make_shared<ReLU>(), "relu2");
+  model->add(conv(n2, 1, f3), "conv3");
+  return model;
+}
+
+SrcnnModel::SrcnnModel(std::shared_ptr<Sequential> net, int64_t scale, std::map<std::string, std::string> metadata)
+    : net_(std::move(net)), scale_(scale), metadata_(std::move(metadata)) {
+  MAGMASR_REQUIRE(net_ != nullptr, ValueError, "SrcnnModel: no network");
+  MAGMASR_REQUIRE(scale_ >= 1 && scale_ <= 16, ValueError, "SrcnnModel: scale ", scale_, " is not in 1..16");
+}
+
+SrcnnModel SrcnnModel::load(const std::string& path) {
+  TensorFile file = load_safetensors(path);
+  const auto meta = [&](const std::string& key) {
+    const auto it = file.metadata.find(key);
+    MAGMASR_REQUIRE(it != file.metadata.end(), ValueError, path,
+                    ": not a magmasr model file (the metadata has no '", key, "')");
+    return it->second;
+  };
+  MAGMASR_REQUIRE(meta("architecture") == "srcnn", ValueError, path, ": architecture '", meta("architecture"),
+                  "' is not 'srcnn'");
+  std::map<std::string, int64_t> kw{{"f1", 9}, {"f2", 5}, {"f3", 5}, {"n1", 64}, {"n2", 32}};
+  const auto kwargs = file.metadata.count("arch_kwargs") ? file.metadata.at("arch_kwargs") : std::string();
+  for (size_t start = 0; start < kwargs.size();) {
+    const size_t end = std::min(kwargs.find(',', start), kwargs.size());
+    const std::string item = kwargs.substr(start, end - start);
+    const size_t eq = item.find('=');
+    MAGMASR_REQUIRE(eq != std::string::npos && kw.count(item.substr(0, eq)), ValueError, path, ": arch_kwargs item '",
+                    item, "' is not one of f1, f2, f3, n1, n2 = integer");
+    kw[item.substr(0, eq)] = parse_int(item.substr(eq + 1), path + ": arch_kwargs " + item.substr(0, eq));
+    start = end + 1;
+  }
+  const int64_t scale = parse_int(meta("scale"), path + ": metadata scale");
+  MAGMASR_REQUIRE(scale >= 1 && scale <= 16, ValueError, path, ": scale ", scale, " is not in 1..16");
+  auto net = srcnn(kw["f1"], kw["f2"], kw["f3"], kw["n1"], kw["n2"]);
+  try {
+    net->load_state_dict(file.tensors);
+  } catch (const ValueError& e) {
+    throw ValueError(path + ": " + e.what());
+  }
+  return SrcnnModel(net, scale, std::move(file.metadata));
+}
+
+SrcnnModel& SrcnnModel::to(const Device& device) {
+  net_->to(device);
+  device_ = device;
+  return *this;
+}
+
+std::vector<float> SrcnnModel::refine(const std::vector<double>& y, int64_t height, int64_t width) const {
+  MAGMASR_REQUIRE(height >= 1 && width >= 1 && int64_t(y.size()) == height * width, ValueError,
+                  "SrcnnModel::refine: expected ", height, " x ", width, " values, got ", y.size());
+  std::vector<float> x(y.size());
+  std::transform(y.begin(), y.end(), x.begin(), [](double v) { return float(v); });
+  return net_->forward(Tensor::from_vector(x, {1, 1, height, width}, device_), /*training=*/false).to_vector();
+}
+
+Picture SrcnnModel::upscale(const Picture& in, int64_t scale) const {
+  const int64_t s = scale == 0 ? scale_ : scale;
+  const int64_t h = in.height, w = in.width, ch = in.channels;
+  MAGMASR_REQUIRE(h >= 1 && w >= 1, ValueError, "SrcnnModel::upscale: an empty picture (", h, " x ", w, ")");
+  MAGMASR_REQUIRE(ch == 1 || ch == 3, ValueError, "SrcnnModel::upscale: expected 1 (gray) or 3 (RGB) channels, got ",
+                  ch);
+  MAGMASR_REQUIRE(int64_t(in.pixels.size()) == h * w * ch, ValueError, "SrcnnModel::upscale: a ", h, " x ", w, " x ",
+                  ch, " picture has ", h * w * ch, " samples, got ", in.pixels.size());
+  MAGMASR_REQUIRE(s >= 1 && s <= 16, ValueError, "SrcnnModel::upscale: scale ", s, " is not in 1..16");
+
+  // Planar double channels / 255: gray, or Y, Cb, Cr (magmasr.image.rgb2ycbcr on floats).
+  const int64_t n = h * w;
+  std::vector<double> planes(size_t(ch * n));
+  for (int64_t i = 0; i < n; ++i) {
+    if (ch == 1) {
+      planes[size_t(i)] = double(in.pixels[size_t(i)]) / 255.0;
+      continue;
+    }
+    const double r = double(in.pixels[size_t(3 * i)]) / 255.0, g = double(in.pixels[size_t(3 * i + 1)]) / 255.0,
+                 b = double(in.pixels[size_t(3 * i + 2)]) / 255.0;
+    for (int k = 0; k < 3; ++k)
+      planes[size_t(k * n + i)] =
+          r * (kYcc[k][0] / 255.0) + g * (kYcc[k][1] / 255.0) + b * (kYcc[k][2] / 255.0) + kYccOffset[k] / 255.0;
+  }
+  // MATLAB's imresize: rows first (equal scales), an unchanged axis skipped.
+  const int64_t H = h * s, W = w * s;
+  if (s != 1) {
+    planes = resample(planes, ch, h, w, 0, ops::bicubic_contributions(h, H, double(s)));
+    planes = resample(planes, ch, H, w, 1, ops::bicubic_contributions(w, W, double(s)));
+  }
+  const std::vector<float> y =
+      refine(std::vector<double>(planes.begin(), planes.begin() + H * W), H, W);
+
+  Picture out(H, W, ch);
+  const int64_t N = H * W;
+  if (ch == 1) {
+    for (int64_t i = 0; i < N; ++i) out.pixels[size_t(i)] = to_uint8(clip01(double(y[size_t(i)])));
+    return out;
+  }
+  static const Inverse inv = ycc_inverse();
+  for (int64_t i = 0; i < N; ++i) {
+    const double yy = double(y[size_t(i)]), cb = planes[size_t(N + i)], cr = planes[size_t(2 * N + i)];
+    for (int k = 0; k < 3; ++k) {
+      const double v = yy * (255.0 * inv.m[k][0]) + cb * (255.0 * inv.m[k][1]) + cr * (255.0 * inv.m[k][2]) +
+                       -inv.offset[k];
+      out.pixels[size_t(3 * i + k)] = to_uint8(clip01(v));
+    }
+  }
+  return out;
+}
+
+}  // namespace magmasr
