@@ -87,6 +87,7 @@ def _vid4(doc: dict) -> tuple[str, list[Panel], int]:
                         "srcnn_ours": "SRCNN (single frame, magmasr's weights)",
                         "tdsrnet_imported": "3DSRnet (authors' weights)",
                         "tdsrnet_ours": "3DSRnet (magmasr's weights)",
+                        "tdsrnet_ours_ensemble": "3DSRnet (magmasr's weights) + self-ensemble",
                         "tdsrnet_poster_ours": "3DSRnet, the poster's (magmasr's weights)"}, {}, "Vid4 ")
     return "3DSRnet paper table: mean PSNR (Y) on Vid4, the authors' test.m protocol", panels, len(panels)
 
