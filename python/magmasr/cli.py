@@ -601,9 +601,10 @@ def _upscale_default(model, args) -> int:
 
     p_b = metrics.psnr(bicubic, original, crop_border=args.scale, test_y_channel=True)
     p_o = metrics.psnr(ours, original, crop_border=args.scale, test_y_channel=True)
+    name = args.model + (" + self-ensemble" if model is not None and model.ensemble else "")
     print(f"default picture (scikit-image astronaut) downscaled x{args.scale} to {lr.shape[1]}x{lr.shape[0]} "
-          f"and upscaled back: {out} and {cmp_path} (bicubic | {args.model} | original)\n"
-          f"PSNR (Y) against the original: bicubic {p_b:.2f} dB, {args.model} {p_o:.2f} dB", file=sys.stderr)
+          f"and upscaled back: {out} and {cmp_path} (bicubic | {name} | original)\n"
+          f"PSNR (Y) against the original: bicubic {p_b:.2f} dB, {name} {p_o:.2f} dB", file=sys.stderr)
     return 0
 
 
