@@ -92,6 +92,12 @@ int64_t parse_int(const std::string& text, const std::string& what) {
 
 }  // namespace
 
+Picture::Picture(int64_t h, int64_t w, int64_t c) : height(h), width(w), channels(c) {
+  MAGMASR_REQUIRE(h >= 0 && w >= 0 && c >= 0 && (h == 0 || w == 0 || c == 0 || h <= (int64_t(1) << 40) / w / c),
+                  ValueError, "Picture: a ", h, " x ", w, " x ", c, " picture");
+  pixels.resize(size_t(h * w * c));
+}
+
 std::shared_ptr<Sequential> srcnn(int64_t f1, int64_t f2, int64_t f3, int64_t n1, int64_t n2) {
   auto conv = [](int64_t cin, int64_t cout, int64_t f) {
     MAGMASR_REQUIRE(f >= 1 && f % 2 == 1, ValueError, "SRCNN: 'same' output needs odd kernel sizes, got ", f);

@@ -111,6 +111,8 @@ TEST(SrcnnModel, BadInputIsAValueErrorThatSaysWhy) {
   short_of_pixels.pixels.pop_back();
   EXPECT_NE(message(short_of_pixels, 0).find("has 45 samples, got 44"), std::string::npos);
   EXPECT_NE(message(Picture(3, 5, 1), 17).find("scale 17 is not in 1..16"), std::string::npos);
+  EXPECT_THROW(Picture(-1, 5, 1), ValueError);
+  EXPECT_THROW(Picture(1 << 30, 1 << 30, 3), ValueError);
   EXPECT_THROW(srcnn(9, 4, 5), ValueError);
   EXPECT_THROW(SrcnnModel(nullptr, 2), ValueError);
 }

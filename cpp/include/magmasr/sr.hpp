@@ -27,7 +27,8 @@ struct Picture {
   std::vector<uint8_t> pixels;  // row-major, height * width * channels
 
   Picture() = default;
-  Picture(int64_t h, int64_t w, int64_t c) : height(h), width(w), channels(c), pixels(size_t(h * w * c)) {}
+  /// A black picture; ValueError for a negative size or channel count.
+  Picture(int64_t h, int64_t w, int64_t c);
 };
 
 /// SRCNN f1-f2-f3 with n1 and n2 filters as the original authors apply it to whole pictures: 'same' output
