@@ -256,7 +256,8 @@ def upscale_video(src: Path, dst: Path, args) -> int:
     # H.264 in 4:2:0 needs even sizes; an odd output size keeps its exact size in 4:4:4 rather than being cropped
     # or padded.
     pix_fmt = "yuv420p" if (w * s) % 2 == 0 and (h * s) % 2 == 0 else "yuv444p"
-    writer = imageio_ffmpeg.write_frames(tmp, (w * s, h * s), fps=fps, macro_block_size=1, quality=8,
+    writer = imageio_ffmpeg.write_frames(tmp, (w * s, h * s), fps=fps, macro_block_size=1, quality=None,
+                                         codec="libx264", output_params=["-crf", str(args.crf)],
                                          pix_fmt_out=pix_fmt, audio_path=str(src) if has_audio else None,
                                          audio_codec="copy" if has_audio else None, ffmpeg_log_level="error")
 
@@ -668,6 +669,17 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _crf(text: str) -> int:
+    """argparse type of --crf: an integer 0..51."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer 0..51, got {text!r}") from None
+    if not 0 <= v <= 51:
+        raise argparse.ArgumentTypeError(f"expected an integer 0..51, got {v}")
+    return v
+
+
 def _factors(text: str) -> tuple[float, ...]:
     """argparse type of --downscales: comma-separated factors in (0, 1], each once."""
     from .train import check_downscales
@@ -991,6 +1003,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--tile", type=int, default=None,
                    help="tile size for large pictures and frames, in pixels of the network's input (SRCNN: the "
                         "upscaled picture; 3DSRnet: the LR frames); the result is the same (default: automatic)")
+    u.add_argument("--crf", type=_crf, default=10, metavar="0..51",
+                   help="video output: H.264's constant rate factor, lower is better and larger (default 10, "
+                        "visually lossless; 18-23 for smaller files; 0 is lossless in YUV)")
     u.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     u.set_defaults(fn=cmd_upscale)
 

@@ -601,6 +601,21 @@ def test_video_is_streamed_with_its_audio(tmp_path):
     assert run("upscale", src, "--model", "3dsrnet", "--weights", weights, "--scale", "3", "-o",
                tmp_path / "c.mp4", "--device", "cpu") == 2
     assert set(tmp_path.iterdir()) == before
+    # --crf trades size for quality: 0 keeps the bicubic frames best, 40 makes the smallest file.
+    sizes, errors = {}, {}
+    for crf in (0, 10, 40):
+        dst = tmp_path / f"crf{crf}.mp4"
+        assert run("upscale", src, "--model", "bicubic", "--scale", "2", "--crf", str(crf), "-o", dst,
+                   "--device", "cpu") == 0
+        sizes[crf] = dst.stat().st_size
+        frames = [np.frombuffer(f, np.uint8).reshape(64, 96, 3).astype(int)
+                  for f in list(imageio_ffmpeg.read_frames(str(dst)))[1:]]
+        ref = [np.frombuffer(f, np.uint8).reshape(64, 96, 3).astype(int)
+               for f in list(imageio_ffmpeg.read_frames(str(tmp_path / "crf0.mp4")))[1:]]
+        errors[crf] = float(np.mean([np.abs(a - b).mean() for a, b in zip(frames, ref)]))
+    assert sizes[0] > sizes[10] > sizes[40] and errors[0] == 0 < errors[10] < errors[40]
+    with pytest.raises(SystemExit):
+        run("upscale", src, "--crf", "52")
 
 
 def test_video_of_odd_output_size_and_bad_video_files(tmp_path, capsys):
