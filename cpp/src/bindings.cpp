@@ -833,7 +833,7 @@ The table is a ResampleTable on x's device, or weights (float [out_len, taps], u
   m.def(
       "_srcnn_upscale",
       [](const py::object& path, py::array_t<uint8_t, py::array::c_style | py::array::forcecast> pixels,
-         int64_t scale, const py::object& device) {
+         int64_t scale, const py::object& device, int64_t tile) {
         // The C++ SrcnnModel (magmasr/sr.hpp), for the tests that compare it with magmasr.sr.ImageSR.
         const std::string p = as_path(path);
         if (pixels.ndim() != 2 && !(pixels.ndim() == 3 && (pixels.shape(2) == 1 || pixels.shape(2) == 3)))
@@ -846,7 +846,7 @@ The table is a ResampleTable on x's device, or weights (float [out_len, taps], u
           py::gil_scoped_release rel;
           SrcnnModel model = SrcnnModel::load(p);
           model.to(d);
-          out = model.upscale(in, scale);
+          out = model.upscale(in, scale, tile);
         }
         std::vector<py::ssize_t> shape{py::ssize_t(out.height), py::ssize_t(out.width)};
         if (pixels.ndim() == 3) shape.push_back(py::ssize_t(out.channels));
@@ -854,7 +854,7 @@ The table is a ResampleTable on x's device, or weights (float [out_len, taps], u
         std::memcpy(result.mutable_data(), out.pixels.data(), out.pixels.size());
         return result;
       },
-      py::arg("path"), py::arg("pixels"), py::arg("scale") = 0, py::arg("device") = "cpu");
+      py::arg("path"), py::arg("pixels"), py::arg("scale") = 0, py::arg("device") = "cpu", py::arg("tile") = 0);
   m.def(
       "save_safetensors",
       [](const py::object& path, const py::object& tensors, const py::object& metadata) {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <utility>
 
 #include "magmasr/error.hpp"
@@ -45,21 +46,22 @@ Inverse ycc_inverse() {
   return inv;
 }
 
-// One axis of MATLAB's imresize on a planar double image [planes, rows, cols] (magmasr.image.resize_along_axis:
-// acc = 0, then acc += w[t] * x[idx[t]] for each tap in order).
+// Output samples [o0, o1) of one axis of MATLAB's imresize, on a planar double image [planes, rows, cols] whose
+// first row (axis 0) or column (axis 1) is input sample `in0` (magmasr.image.resize_along_axis: acc = 0, then
+// acc += w[t] * x[idx[t]] for each tap in order, the same sums whatever the region).
 std::vector<double> resample(const std::vector<double>& x, int64_t planes, int64_t rows, int64_t cols, int axis,
-                             const ops::HostResampleTable& t) {
-  const int64_t out_rows = axis == 0 ? t.out_len : rows, out_cols = axis == 1 ? t.out_len : cols;
+                             const ops::HostResampleTable& t, int64_t o0, int64_t o1, int64_t in0) {
+  const int64_t out_rows = axis == 0 ? o1 - o0 : rows, out_cols = axis == 1 ? o1 - o0 : cols;
   std::vector<double> y(size_t(planes * out_rows * out_cols));
   for (int64_t p = 0; p < planes; ++p) {
     const double* src = x.data() + p * rows * cols;
     double* dst = y.data() + p * out_rows * out_cols;
     for (int64_t r = 0; r < out_rows; ++r)
       for (int64_t c = 0; c < out_cols; ++c) {
-        const int64_t o = axis == 0 ? r : c;
+        const int64_t o = (axis == 0 ? r : c) + o0;
         double acc = 0.0;
         for (int64_t k = 0; k < t.taps; ++k) {
-          const int64_t i = t.indices[size_t(o * t.taps + k)];
+          const int64_t i = t.indices[size_t(o * t.taps + k)] - in0;
           const double v = axis == 0 ? src[i * cols + c] : src[r * cols + i];
           acc += t.weights[size_t(o * t.taps + k)] * v;
         }
@@ -67,6 +69,16 @@ std::vector<double> resample(const std::vector<double>& x, int64_t planes, int64
       }
   }
   return y;
+}
+
+// The input samples [first, last + 1) that output samples [o0, o1) of a table read.
+std::pair<int64_t, int64_t> input_range(const ops::HostResampleTable& t, int64_t o0, int64_t o1) {
+  int64_t lo = t.in_len, hi = 0;
+  for (int64_t k = o0 * t.taps; k < o1 * t.taps; ++k) {
+    lo = std::min<int64_t>(lo, t.indices[size_t(k)]);
+    hi = std::max<int64_t>(hi, t.indices[size_t(k)] + 1);
+  }
+  return {lo, hi};
 }
 
 // magmasr.image.to_uint8 of a value already clipped to [0, 1]: x 255, rounded half away from zero (NaN: 0).
@@ -155,6 +167,11 @@ SrcnnModel SrcnnModel::load(const std::string& path) {
 SrcnnModel& SrcnnModel::to(const Device& device) {
   net_->to(device);
   device_ = device;
+  // On a GPU, the direct kernels: one summation order per output pixel whatever the block, so tiles give the
+  // whole picture's pixels (the 'auto' selector may pick cuBLAS for some block shapes and not others).
+  if (device.is_cuda())
+    for (size_t i = 0; i < net_->size(); ++i)
+      if (const auto conv = std::dynamic_pointer_cast<Conv>(net_->at(i))) conv->set_algo(ConvAlgo::Direct);
   return *this;
 }
 
@@ -166,7 +183,14 @@ std::vector<float> SrcnnModel::refine(const std::vector<double>& y, int64_t heig
   return net_->forward(Tensor::from_vector(x, {1, 1, height, width}, device_), /*training=*/false).to_vector();
 }
 
-Picture SrcnnModel::upscale(const Picture& in, int64_t scale) const {
+int64_t SrcnnModel::receptive_radius() const {
+  int64_t r = 0;
+  for (size_t i = 0; i < net_->size(); ++i)
+    if (const auto conv = std::dynamic_pointer_cast<Conv>(net_->at(i))) r += (conv->kernel().back() - 1) / 2;
+  return r;
+}
+
+Picture SrcnnModel::upscale(const Picture& in, int64_t scale, int64_t tile) const {
   const int64_t s = scale == 0 ? scale_ : scale;
   const int64_t h = in.height, w = in.width, ch = in.channels;
   MAGMASR_REQUIRE(h >= 1 && w >= 1, ValueError, "SrcnnModel::upscale: an empty picture (", h, " x ", w, ")");
@@ -175,6 +199,7 @@ Picture SrcnnModel::upscale(const Picture& in, int64_t scale) const {
   MAGMASR_REQUIRE(int64_t(in.pixels.size()) == h * w * ch, ValueError, "SrcnnModel::upscale: a ", h, " x ", w, " x ",
                   ch, " picture has ", h * w * ch, " samples, got ", in.pixels.size());
   MAGMASR_REQUIRE(s >= 1 && s <= 16, ValueError, "SrcnnModel::upscale: scale ", s, " is not in 1..16");
+  MAGMASR_REQUIRE(tile >= 0, ValueError, "SrcnnModel::upscale: tile must be >= 0 (0: the whole picture), got ", tile);
 
   // Planar double channels / 255: gray, or Y, Cb, Cr (magmasr.image.rgb2ycbcr on floats).
   const int64_t n = h * w;
@@ -190,30 +215,50 @@ Picture SrcnnModel::upscale(const Picture& in, int64_t scale) const {
       planes[size_t(k * n + i)] =
           r * (kYcc[k][0] / 255.0) + g * (kYcc[k][1] / 255.0) + b * (kYcc[k][2] / 255.0) + kYccOffset[k] / 255.0;
   }
-  // MATLAB's imresize: rows first (equal scales), an unchanged axis skipped.
   const int64_t H = h * s, W = w * s;
-  if (s != 1) {
-    planes = resample(planes, ch, h, w, 0, ops::bicubic_contributions(h, H, double(s)));
-    planes = resample(planes, ch, H, w, 1, ops::bicubic_contributions(w, W, double(s)));
-  }
-  const std::vector<float> y =
-      refine(std::vector<double>(planes.begin(), planes.begin() + H * W), H, W);
-
-  Picture out(H, W, ch);
-  const int64_t N = H * W;
-  if (ch == 1) {
-    for (int64_t i = 0; i < N; ++i) out.pixels[size_t(i)] = to_uint8(clip01(double(y[size_t(i)])));
-    return out;
-  }
+  const ops::HostResampleTable rows = ops::bicubic_contributions(h, H, double(s)),
+                               cols = ops::bicubic_contributions(w, W, double(s));
   static const Inverse inv = ycc_inverse();
-  for (int64_t i = 0; i < N; ++i) {
-    const double yy = double(y[size_t(i)]), cb = planes[size_t(N + i)], cr = planes[size_t(2 * N + i)];
-    for (int k = 0; k < 3; ++k) {
-      const double v = yy * (255.0 * inv.m[k][0]) + cb * (255.0 * inv.m[k][1]) + cr * (255.0 * inv.m[k][2]) +
-                       -inv.offset[k];
-      out.pixels[size_t(3 * i + k)] = to_uint8(clip01(v));
+  Picture out(H, W, ch);
+  const int64_t t = tile == 0 ? std::max(H, W) : tile, halo = receptive_radius();
+  // Tile by tile (magmasr.sr.ImageSR.upscale_tiles): each block of output pixels from the bicubic upscale of
+  // the block and a halo as wide as the receptive radius (the same sums as for the whole picture), the
+  // network on that (replicate padding only where the halo meets the picture's edge), the halo dropped.
+  for (int64_t r = 0; r < H; r += t)
+    for (int64_t c = 0; c < W; c += t) {
+      const int64_t r1 = std::min(r + t, H), c1 = std::min(c + t, W);
+      const int64_t e0 = std::max<int64_t>(r - halo, 0), e1 = std::min(r1 + halo, H);
+      const int64_t f0 = std::max<int64_t>(c - halo, 0), f1 = std::min(c1 + halo, W);
+      // MATLAB's imresize: rows first (equal scales); an unchanged axis (scale 1) is skipped.
+      const auto [a0, a1] = s == 1 ? std::pair<int64_t, int64_t>{e0, e1} : input_range(rows, e0, e1);
+      const auto [b0, b1] = s == 1 ? std::pair<int64_t, int64_t>{f0, f1} : input_range(cols, f0, f1);
+      std::vector<double> block(size_t(ch * (a1 - a0) * (b1 - b0)));
+      for (int64_t p = 0; p < ch; ++p)
+        for (int64_t i = a0; i < a1; ++i)
+          std::copy_n(planes.begin() + p * n + i * w + b0, b1 - b0,
+                      block.begin() + (p * (a1 - a0) + (i - a0)) * (b1 - b0));
+      if (s != 1) {
+        block = resample(block, ch, a1 - a0, b1 - b0, 0, rows, e0, e1, a0);
+        block = resample(block, ch, e1 - e0, b1 - b0, 1, cols, f0, f1, b0);
+      }
+      const int64_t bh = e1 - e0, bw = f1 - f0, bn = bh * bw;
+      const std::vector<float> y = refine(std::vector<double>(block.begin(), block.begin() + bn), bh, bw);
+      for (int64_t i = r; i < r1; ++i)
+        for (int64_t j = c; j < c1; ++j) {
+          const int64_t b = (i - e0) * bw + (j - f0), o = i * W + j;
+          const double yy = double(y[size_t(b)]);
+          if (ch == 1) {
+            out.pixels[size_t(o)] = to_uint8(clip01(yy));
+            continue;
+          }
+          const double cb = block[size_t(bn + b)], cr = block[size_t(2 * bn + b)];
+          for (int k = 0; k < 3; ++k) {
+            const double v = yy * (255.0 * inv.m[k][0]) + cb * (255.0 * inv.m[k][1]) + cr * (255.0 * inv.m[k][2]) +
+                             -inv.offset[k];
+            out.pixels[size_t(3 * o + k)] = to_uint8(clip01(v));
+          }
+        }
     }
-  }
   return out;
 }
 

@@ -88,6 +88,47 @@ TEST(SrcnnModel, RgbRoundTripsThroughYCbCr) {
   }
 }
 
+TEST(SrcnnModel, TilesGiveTheWholePictureBitForBit) {
+  std::mt19937 rng(std::random_device{}());
+  auto net = srcnn(5, 3, 3, 8, 4);  // random weights (the layers' default initialisation), receptive radius 4
+  std::map<std::string, Tensor> state = net->state_dict();
+  std::normal_distribution<float> d(0.0f, 0.3f);
+  for (auto& [name, t] : state) {
+    std::vector<float> v(size_t(t.numel()));
+    for (auto& x : v) x = d(rng);
+    state[name] = Tensor::from_vector(v, t.shape());
+  }
+  net->load_state_dict(state);
+  const SrcnnModel m(net, 3);
+  EXPECT_EQ(m.receptive_radius(), 4);
+  for (int64_t ch : {1, 3}) {
+    const Picture in = random_picture(rng, 9 + rng() % 9, 9 + rng() % 9, ch);
+    const Picture whole = m.upscale(in);
+    for (int64_t tile : {3, 5, 16, 1000}) EXPECT_EQ(m.upscale(in, 0, tile).pixels, whole.pixels) << "tile " << tile;
+    EXPECT_EQ(m.upscale(in, 2, 7).pixels, m.upscale(in, 2).pixels);
+  }
+}
+
+TEST(SrcnnModel, OnTheGpuTilesAreExactAndTheCpuIsWithinOneLevel) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(std::random_device{}());
+  const std::string path = ::testing::TempDir() + "magmasr_sr_gpu_" + std::to_string(::getpid()) + ".safetensors";
+  auto net = srcnn(9, 5, 5, 64, 32);
+  save_safetensors(path, net->state_dict(), {{"architecture", "srcnn"}, {"scale", "3"}});
+  SrcnnModel cpu = SrcnnModel::load(path), gpu = SrcnnModel::load(path);
+  ::unlink(path.c_str());
+  gpu.to(Device::cuda(0));
+  const Picture in = random_picture(rng, 40 + rng() % 30, 40 + rng() % 30, 3);
+  const Picture whole = gpu.upscale(in), ref = cpu.upscale(in);
+  for (int64_t tile : {37, 64, 100}) EXPECT_EQ(gpu.upscale(in, 0, tile).pixels, whole.pixels) << "tile " << tile;
+  int64_t differ = 0;
+  for (size_t i = 0; i < ref.pixels.size(); ++i) {
+    ASSERT_LE(std::abs(int(whole.pixels[i]) - int(ref.pixels[i])), 1) << "sample " << i;
+    differ += whole.pixels[i] != ref.pixels[i];
+  }
+  EXPECT_LE(differ, int64_t(ref.pixels.size() / 1000 + 1));
+}
+
 TEST(SrcnnModel, ScaleOneIsTheNetworkAlone) {
   std::mt19937 rng(std::random_device{}());
   const Picture in = random_picture(rng, 11, 13, 1);

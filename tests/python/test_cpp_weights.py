@@ -254,6 +254,11 @@ def test_cpp_srcnn_model_is_imagesr_upscale_bit_for_bit(name):
             want = model.upscale(img, scale or None)
             assert got.shape == want.shape and got.dtype == np.uint8
             np.testing.assert_array_equal(got, want, err_msg=f"{img.shape} x{scale or model.scale}")
+    # In tiles (bounded memory): the same pixels.
+    img = pictures[1]
+    want = model.upscale(img)
+    for tile in (7, 16, int(rng.integers(20, 200))):
+        np.testing.assert_array_equal(_core._srcnn_upscale(weights, img, tile=tile), want, err_msg=f"tile {tile}")
 
 
 def test_cpp_srcnn_model_refuses_bad_input(tmp_path):
@@ -262,6 +267,8 @@ def test_cpp_srcnn_model_refuses_bad_input(tmp_path):
         _core._srcnn_upscale(weights, np.zeros((4, 4, 2), np.uint8))
     with pytest.raises(ValueError, match="scale 17 is not in 1..16"):
         _core._srcnn_upscale(weights, np.zeros((4, 4), np.uint8), 17)
+    with pytest.raises(ValueError, match="tile must be >= 0"):
+        _core._srcnn_upscale(weights, np.zeros((4, 4), np.uint8), tile=-1)
     with pytest.raises(ValueError, match="empty picture"):
         _core._srcnn_upscale(weights, np.zeros((0, 4), np.uint8))
     other = tmp_path / "video.safetensors"

@@ -44,13 +44,21 @@ class SrcnnModel {
   static SrcnnModel load(const std::string& path);
   SrcnnModel(std::shared_ptr<Sequential> net, int64_t scale, std::map<std::string, std::string> metadata = {});
 
-  /// Moves the network to `device` (the bicubic and colour steps stay on the host, in double).
+  /// Moves the network to `device` (the bicubic and colour steps stay on the host, in double). On a GPU every
+  /// convolution is pinned to the direct kernels (ConvAlgo::Direct), whose sums do not depend on the block's
+  /// shape, so that tiles give the whole picture's pixels; set another algorithm on the layers afterwards to
+  /// let the selector choose.
   SrcnnModel& to(const Device& device);
 
   /// The upscaled picture (height * scale x width * scale, the input's channels); `scale` 0 is the model's
-  /// own. ValueError for an empty picture, channels other than 1 or 3, a pixel count that does not match, or a
-  /// scale outside 1..16.
-  Picture upscale(const Picture& in, int64_t scale = 0) const;
+  /// own. With `tile`, the pipeline runs on tile x tile output pixels at a time, each from the input it needs
+  /// plus a halo of the network's receptive radius: the memory of one tile instead of the whole upscaled
+  /// picture's, and the same picture bit for bit. ValueError for an empty picture, channels other than 1 or 3,
+  /// a pixel count that does not match, a scale outside 1..16 or a negative tile.
+  Picture upscale(const Picture& in, int64_t scale = 0, int64_t tile = 0) const;
+
+  /// How far (in pixels) an output pixel sees: the sum of the convolutions' kernel radii.
+  int64_t receptive_radius() const;
 
   /// The network on one bicubic-upscaled channel (values / 255, row-major height x width): float32 out.
   std::vector<float> refine(const std::vector<double>& y, int64_t height, int64_t width) const;
