@@ -257,7 +257,7 @@ def upscale_video(src: Path, dst: Path, args) -> int:
     # or padded.
     pix_fmt = "yuv420p" if (w * s) % 2 == 0 and (h * s) % 2 == 0 else "yuv444p"
     writer = imageio_ffmpeg.write_frames(tmp, (w * s, h * s), fps=fps, macro_block_size=1, quality=None,
-                                         codec="libx264", output_params=["-crf", str(args.crf)],
+                                         codec="libx264", output_params=["-crf", str(10 if args.crf is None else args.crf)],
                                          pix_fmt_out=pix_fmt, audio_path=str(src) if has_audio else None,
                                          audio_codec="copy" if has_audio else None, ffmpeg_log_level="error")
 
@@ -370,6 +370,9 @@ def cmd_upscale(args) -> int:
     if args.tile is not None and args.tile < 1:
         raise CliError(f"--tile must be at least 1 pixel, got {args.tile}")
     video = args.input is not None and str(args.input).lower().endswith(VIDEO_SUFFIXES)
+    if args.crf is not None and not video:
+        raise CliError("--crf sets the quality of a video output; the input is not a video "
+                       f"({', '.join(VIDEO_SUFFIXES)})")
     if args.model is None:
         if video:
             args.model = default_video_model(args.scale, args.weights, args.arch)
@@ -1003,7 +1006,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--tile", type=int, default=None,
                    help="tile size for large pictures and frames, in pixels of the network's input (SRCNN: the "
                         "upscaled picture; 3DSRnet: the LR frames); the result is the same (default: automatic)")
-    u.add_argument("--crf", type=_crf, default=10, metavar="0..51",
+    u.add_argument("--crf", type=_crf, default=None, metavar="0..51",
                    help="video output: H.264's constant rate factor, lower is better and larger (default 10, "
                         "visually lossless; 18-23 for smaller files; 0 is lossless in YUV)")
     u.add_argument("--overwrite", action="store_true", help="replace existing outputs")

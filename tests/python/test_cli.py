@@ -616,6 +616,8 @@ def test_video_is_streamed_with_its_audio(tmp_path):
     assert sizes[0] > sizes[10] > sizes[40] and errors[0] == 0 < errors[10] < errors[40]
     with pytest.raises(SystemExit):
         run("upscale", src, "--crf", "52")
+    iio.imwrite(tmp_path / "still.png", np.zeros((8, 8), np.uint8))
+    assert run("upscale", tmp_path / "still.png", "--crf", "20", "--model", "bicubic") == 2
 
 
 def test_video_of_odd_output_size_and_bad_video_files(tmp_path, capsys):
