@@ -232,7 +232,7 @@ def draw(spec: dict[str, Any], path: Path) -> None:
     fig = new_figure(*figure_inches(spec))
     nrows = math.ceil(len(spec["panels"]) / spec["ncols"])
     axes = fig.subplots(nrows, spec["ncols"], squeeze=False).ravel()
-    palette = ["#9e9e9e", "#4c72b0", "#8fb0d9", "#dd8452", "#55a868", "#c44e52"]
+    palette = ["#9e9e9e", "#4c72b0", "#8fb0d9", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3"]
     labels = list(dict.fromkeys(label for p in spec["panels"] for label in p["series"]))
     colors = {label: palette[i % len(palette)] for i, label in enumerate(labels)}
     for ax, panel in zip(axes, spec["panels"]):
