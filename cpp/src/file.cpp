@@ -13,14 +13,13 @@
 #include "magmasr/error.hpp"
 
 namespace magmasr {
-namespace {
 
-[[noreturn]] void file_error(const std::string& path, const std::string& what) {
+void detail::throw_file_error(const std::string& path, const std::string& what) {
   const int code = errno;
-  throw FileError(detail::cat(path, ": cannot ", what, ": ", std::strerror(code)), code);
+  throw FileError(cat(path, ": cannot ", what, ": ", std::strerror(code)), code);
 }
 
-}  // namespace
+using detail::throw_file_error;
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   if (path_.empty()) throw ValueError("AtomicFile: an empty path");
@@ -36,9 +35,9 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
     // Mode 0666, so the umask applies as to any new file.
     fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd_ >= 0) return;
-    if (errno != EEXIST) file_error(tmp_, "create a temporary file");
+    if (errno != EEXIST) throw_file_error(tmp_, "create a temporary file");
   }
-  file_error(tmp_, "create a temporary file");
+  throw_file_error(tmp_, "create a temporary file");
 }
 
 AtomicFile::~AtomicFile() {
@@ -53,18 +52,18 @@ void AtomicFile::write(const void* data, size_t n) {
   while (n > 0) {
     const ssize_t put = ::write(fd_, p, std::min<size_t>(n, 1u << 30));
     if (put < 0 && errno == EINTR) continue;
-    if (put < 0) file_error(tmp_, "write");
+    if (put < 0) throw_file_error(tmp_, "write");
     p += put, n -= size_t(put);
   }
 }
 
 void AtomicFile::commit() {
   if (committed_) throw ValueError(detail::cat(path_, ": committed twice"));
-  if (::fsync(fd_) != 0) file_error(tmp_, "flush");
+  if (::fsync(fd_) != 0) throw_file_error(tmp_, "flush");
   const int fd = fd_;
   fd_ = -1;
-  if (::close(fd) != 0) file_error(tmp_, "close");
-  if (::rename(tmp_.c_str(), path_.c_str()) != 0) file_error(path_, detail::cat("rename ", tmp_, " to"));
+  if (::close(fd) != 0) throw_file_error(tmp_, "close");
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) throw_file_error(path_, detail::cat("rename ", tmp_, " to"));
   committed_ = true;
   // Make the rename durable (best effort: some file systems cannot fsync a folder).
   const size_t slash = path_.rfind('/');

@@ -292,23 +292,17 @@ class Fd {
   int fd_;
 };
 
-[[noreturn]] void file_error(const std::string& path, const char* what) {
-  const int code = errno;
-  throw FileError(cat(path, ": cannot ", what, ": ", std::strerror(code)), code);
-}
-
 // Reads exactly n bytes at `offset`; ValueError when the file ends first (it shrank under us).
 void read_at(int fd, const std::string& path, void* dst, uint64_t n, uint64_t offset) {
   auto* p = static_cast<char*>(dst);
   while (n > 0) {
     const ssize_t got = ::pread(fd, p, size_t(std::min<uint64_t>(n, 1u << 30)), off_t(offset));
     if (got < 0 && errno == EINTR) continue;
-    if (got < 0) file_error(path, "read");
+    if (got < 0) detail::throw_file_error(path, "read");
     if (got == 0) throw ValueError(cat(path, ": the file ended while reading it (was it changed meanwhile?)"));
     p += got, n -= uint64_t(got), offset += uint64_t(got);
   }
 }
-
 
 // ------------------------------------------------------------------------------------------- the header
 
@@ -425,12 +419,12 @@ void put_string(std::string& out, const std::string& s) {
 
 TensorFile load_safetensors(const std::string& path) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) file_error(path, "open");
+  if (fd.get() < 0) detail::throw_file_error(path, "open");
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) file_error(path, "stat");
+  if (::fstat(fd.get(), &st) != 0) detail::throw_file_error(path, "stat");
   if (S_ISDIR(st.st_mode)) {
     errno = EISDIR;
-    file_error(path, "read");
+    detail::throw_file_error(path, "read");
   }
   const uint64_t size = uint64_t(st.st_size);
   MAGMASR_REQUIRE(size >= 8, ValueError, path, ": not a safetensors file: ", size,

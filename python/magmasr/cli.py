@@ -82,9 +82,8 @@ def _inference_setup(model, args):
     memory leads to, on any machine. The CPU has one strategy, with the same property."""
     model.ensemble = bool(getattr(args, "ensemble", False))
     if model.device != "cpu":
-        for name in model.net.names():
-            if hasattr(model.net[name], "algo"):
-                model.net[name].algo = "direct"
+        for conv in model.convolutions():
+            conv.algo = "direct"
     return model
 
 

@@ -52,6 +52,11 @@ def shipped_models() -> list[dict]:
     return sorted(rows, key=lambda r: (r["kind"], r["scale"]))
 
 
+def cuts(shape: tuple[int, ...], tile: int | None) -> bool:
+    """Whether `tile` cuts an array of this shape (its last two axes) into more than one block."""
+    return tile is not None and max(shape[-2:]) > tile
+
+
 def tiled(fn, x: np.ndarray, tile: int | None, halo: int, scale: int = 1, progress=None) -> np.ndarray:
     """``fn`` (an array [..., h, w] -> an array [scale * h, scale * w]) over `x` in tile x tile blocks of its
     last two axes, each block read with `halo` pixels of real input around it and only its own part of the
@@ -59,7 +64,7 @@ def tiled(fn, x: np.ndarray, tile: int | None, halo: int, scale: int = 1, progre
     result is that of ``fn(x)``, while ``fn`` only ever sees (tile + 2 halo)^2 pixels. `tile` None, or at least
     the input's size: ``fn(x)``. ``progress(done, total)``, if given, is called after each tile."""
     h, w = x.shape[-2:]
-    if tile is None or (h <= tile and w <= tile):
+    if not cuts(x.shape, tile):
         out = fn(x)
         if progress is not None:
             progress(1, 1)
@@ -147,7 +152,7 @@ class SRModel:
         t = from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
         if algo is None:
             return np.asarray(self.net(t).numpy())
-        convs = [self.net[n] for n in self.net.names() if hasattr(self.net[n], "algo")]
+        convs = self.convolutions()
         saved = [c.algo for c in convs]
         try:
             for c in convs:
@@ -156,6 +161,11 @@ class SRModel:
         finally:
             for c, a in zip(convs, saved):
                 c.algo = a
+
+    def _network(self, x: np.ndarray, algo: str | None = None) -> np.ndarray:
+        """The network on one input ([..., h, w], batch and channel axes added) as float32: its single output
+        channel [H, W], float32 (float64 with :attr:`ensemble`)."""
+        return self._ensembled(lambda b: self._run(b[None, None], algo)[0, 0], np.asarray(x, dtype=np.float32))
 
     def _ensembled(self, fn, x: np.ndarray) -> np.ndarray:
         """``fn(x)`` (an array [..., h, w] -> [H, W]), or with :attr:`ensemble` the mean of ``T^-1 fn(T x)`` over
@@ -171,11 +181,14 @@ class SRModel:
                 acc = o if acc is None else acc + o
         return acc / 8.0
 
+    def convolutions(self) -> list:
+        """The network's convolution layers, in order (each with its `algo` and `kernel_size`)."""
+        return [layer for layer in (self.net[n] for n in self.net.names()) if hasattr(layer, "algo")]
+
     @property
     def receptive_radius(self) -> int:
         """How far (in input pixels, in space) an output pixel sees: the sum of the convolutions' kernel radii."""
-        kernels = (getattr(self.net[n], "kernel_size", None) for n in self.net.names())
-        return sum((k[-1] - 1) // 2 for k in kernels if k)
+        return sum((c.kernel_size[-1] - 1) // 2 for c in self.convolutions())
 
     @classmethod
     def _shipped(cls, kind: str, scale: int, what: str, device: str | None):
@@ -254,13 +267,8 @@ class ImageSR(SRModel):
         the receptive radius, so that the result equals whole-image inference while memory stays bounded;
         ``progress(done, total)`` is called after each tile. `algo`: see :meth:`upscale_tiles`."""
         y = np.asarray(y, dtype=np.float32)
-        cut = tile is not None and max(y.shape[-2:]) > tile
-        algo = self._inference_algo(algo, cut)
+        algo = self._inference_algo(algo, cuts(y.shape, tile))
         return tiled(lambda block: self._network(block, algo), y, tile, self.receptive_radius, progress=progress)
-
-    def _network(self, y: np.ndarray, algo: str | None = None) -> np.ndarray:
-        """The network on one H x W channel, float32 in and out (float64 with :attr:`ensemble`)."""
-        return self._ensembled(lambda b: self._run(b[None, None], algo)[0, 0], np.asarray(y, dtype=np.float32))
 
     def upscale(self, img: np.ndarray, scale: int | None = None, tile: int | None = None,
                 progress=None, algo: str | None = None) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import image as im
 from . import metrics, models, weights
-from .sr import ImageSR, SRModel, list_images, read_image, tiled
+from .sr import ImageSR, SRModel, cuts, list_images, read_image, tiled
 
 WINDOW = 5
 
@@ -112,13 +112,13 @@ class VideoSR(SRModel):
         x = np.asarray(lr_window, dtype=np.float32)
         if x.ndim != 3 or x.shape[0] != WINDOW:
             raise ValueError(f"a window is [{WINDOW}, h, w] LR frames, got shape {x.shape}")
-        algo = self._inference_algo(algo, tile is not None and max(x.shape[-2:]) > tile)
+        algo = self._inference_algo(algo, cuts(x.shape, tile))
 
         def whole(block: np.ndarray) -> np.ndarray:
             b = self.border
             if b:
                 block = np.pad(block, ((0, 0), (b, b), (b, b)), mode="edge")
-            return np.asarray(self._ensembled(lambda b: self._run(b[None, None], algo)[0, 0], block), np.float64)
+            return np.asarray(self._network(block, algo), np.float64)
 
         return tiled(whole, x, tile, self.receptive_radius, self.scale)
 

@@ -50,6 +50,9 @@ std::string cat(const Args&... args) {
   (os << ... << args);
   return os.str();
 }
+
+/// Throws FileError "<path>: cannot <what>: <the system's reason>" carrying errno (cpp/src/file.cpp).
+[[noreturn]] void throw_file_error(const std::string& path, const std::string& what);
 }  // namespace detail
 
 }  // namespace magmasr
