@@ -5,6 +5,16 @@
 
 #include <cstdint>
 
+// A kernel launch: MAGMASR_LAUNCH(grid, block, shared_bytes, stream, kernel)(args...) is
+// kernel<<<grid, block, shared_bytes, stream>>>(args...) (the kernel last, so that a template-id's commas need no
+// parentheses). In a -DMAGMASR_CUDA=EMULATE build (tests/cuda_emu) the kernel runs on the CPU emulator instead.
+#ifdef MAGMASR_CUDA_EMULATED
+#define MAGMASR_LAUNCH(grid, block, shared_bytes, stream, ...) \
+  ::cuda_emu::launch(#__VA_ARGS__, grid, block, shared_bytes, stream, __VA_ARGS__)
+#else
+#define MAGMASR_LAUNCH(grid, block, shared_bytes, stream, ...) __VA_ARGS__<<<grid, block, shared_bytes, stream>>>
+#endif
+
 namespace magmasr {
 namespace cuda {
 namespace dev {

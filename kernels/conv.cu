@@ -691,7 +691,7 @@ void im2col(const Context& ctx, const ConvGeom& g, const float* x, int64_t n0, i
             float* col) {
   const int64_t total = g.Cin * g.kernel_volume() * nb * pc;
   if (total <= 0) return;
-  im2col_kernel<<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(dims_of(g), x, int(n0), int(nb), p0, int(pc), col);
+  MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), im2col_kernel)(dims_of(g), x, int(n0), int(nb), p0, int(pc), col);
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
 
@@ -708,7 +708,7 @@ void col2im(const Context& ctx, const ConvGeom& g, const float* col, int64_t n0,
   const int64_t ih0 = clamp(oh0 - g.pH, g.H), ih1 = clamp(oh1 + g.kH - 1 - g.pH, g.H);
   const int64_t total = nb * g.Cin * (id1 - id0 + 1) * (ih1 - ih0 + 1) * g.W;
   if (total <= 0) return;
-  col2im_kernel<<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(dims_of(g), col, int(n0), int(nb), p0, int(pc),
+  MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), col2im_kernel)(dims_of(g), col, int(n0), int(nb), p0, int(pc),
                                                                     int(id0), int(id1 - id0 + 1), int(ih0),
                                                                     int(ih1 - ih0 + 1), accumulate ? 1 : 0, dx);
   MAGMASR_CUDA_LAUNCH_CHECK();
@@ -718,7 +718,7 @@ void bias_relu(const Context& ctx, const ConvGeom& g, int64_t n0, int64_t nb, in
                const float* b, bool relu, float* y) {
   const int64_t total = nb * g.Cout * pc;
   if (total <= 0 || (b == nullptr && !relu)) return;
-  bias_relu_kernel<<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(g.out_spatial(), int(g.Cout), int(n0), int(nb),
+  MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), bias_relu_kernel)(g.out_spatial(), int(g.Cout), int(n0), int(nb),
                                                                        p0, int(pc), b, relu ? 1 : 0, y);
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
@@ -727,7 +727,7 @@ void pack_rows(const Context& ctx, const ConvGeom& g, const float* dy, int64_t n
                int64_t pc, float* out) {
   const int64_t total = nb * g.Cout * pc;
   if (total <= 0) return;
-  pack_rows_kernel<<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(g.out_spatial(), int(g.Cout), int(n0), int(nb),
+  MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), pack_rows_kernel)(g.out_spatial(), int(g.Cout), int(n0), int(nb),
                                                                        p0, int(pc), dy, out);
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
@@ -742,10 +742,10 @@ void bias_grad(const Context& ctx, const ConvGeom& g, const float* dy, float* db
   const int64_t P = g.out_spatial();
   const int64_t chunk = (P + S - 1) / S;
   double* partial = static_cast<double*>(ws);
-  bias_grad_partial_kernel<<<dim3(unsigned(S), unsigned(g.Cout)), kBlock, 0, ctx.stream()>>>(
+  MAGMASR_LAUNCH(dim3(unsigned(S), unsigned(g.Cout)), kBlock, 0, ctx.stream(), bias_grad_partial_kernel)(
       int(g.N), int(g.Cout), P, chunk, dy, partial);
   MAGMASR_CUDA_LAUNCH_CHECK();
-  bias_grad_final_kernel<<<unsigned(g.Cout), kBlock, 0, ctx.stream()>>>(S, partial, db);
+  MAGMASR_LAUNCH(unsigned(g.Cout), kBlock, 0, ctx.stream(), bias_grad_final_kernel)(S, partial, db);
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
 
@@ -757,7 +757,7 @@ void launch_tiled(const Context& ctx, const ConvGeom& g, const float* x, const f
   constexpr int COT = 16, RPT = 4, TW = 32, TH = 8 * RPT;
   const int64_t tiles = ((g.oH() + TH - 1) / TH) * ((g.oW() + TW - 1) / TW);
   const dim3 grid(unsigned(tiles), unsigned((g.Cout + COT - 1) / COT), unsigned(std::min<int64_t>(g.N * g.oD(), 65535)));
-  conv_fwd_tiled_kernel<KD, KH, KW, COT, RPT><<<grid, kBlock, 0, ctx.stream()>>>(dims_of(g), x, w, b, y, relu ? 1 : 0);
+  MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_fwd_tiled_kernel<KD, KH, KW, COT, RPT>)(dims_of(g), x, w, b, y, relu ? 1 : 0);
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
 
@@ -767,7 +767,7 @@ void launch_cout1(const Context& ctx, const ConvGeom& g, const float* x, const f
   constexpr int TW = 64, TH = 16 * kCout1Rows<KD>;
   const int64_t tiles = ((g.oH() + TH - 1) / TH) * ((g.oW() + TW - 1) / TW);
   const dim3 grid(unsigned(tiles), 1u, unsigned(std::min<int64_t>(g.N * g.oD(), 65535)));
-  conv_fwd_cout1_kernel<KD, KH, KW><<<grid, kBlock, 0, ctx.stream()>>>(dims_of(g), x, w, b, y, relu ? 1 : 0);
+  MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_fwd_cout1_kernel<KD, KH, KW>)(dims_of(g), x, w, b, y, relu ? 1 : 0);
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
 
@@ -823,14 +823,14 @@ void direct_forward(const Context& ctx, const ConvGeom& g, const float* x, const
     default: break;
   }
   const int64_t total = g.y_numel();
-  conv_fwd_generic_kernel<<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(dims_of(g), x, w, b, y, relu ? 1 : 0);
+  MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), conv_fwd_generic_kernel)(dims_of(g), x, w, b, y, relu ? 1 : 0);
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
 
 void flip_transpose_weights(const Context& ctx, const ConvGeom& g, const float* w, float* wt) {
   const int64_t total = g.w_numel();
   if (total <= 0) return;
-  flip_transpose_kernel<<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(int(g.Cout), int(g.Cin),
+  MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), flip_transpose_kernel)(int(g.Cout), int(g.Cin),
                                                                             int(g.kernel_volume()), w, wt);
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
@@ -839,7 +839,7 @@ void replicate_backward_data_fix(const Context& ctx, const ConvGeom& g, const fl
   if (g.mode != PadMode::Replicate || (g.pD == 0 && g.pH == 0 && g.pW == 0)) return;
   const int64_t total = g.x_numel();
   if (total <= 0) return;
-  replicate_fix_kernel<<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(dims_of(g), dy, w, dx);
+  MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), replicate_fix_kernel)(dims_of(g), dy, w, dx);
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
 
@@ -858,18 +858,18 @@ void direct_backward_weight(const Context& ctx, const ConvGeom& g, const float* 
   const ConvDims s = dims_of(g);
   switch (p.cfg) {
     case IgemmCfg::Wide64x64:
-      conv_bwdw_igemm_kernel<64, 64, 4, 4><<<grid, kBlock, 0, ctx.stream()>>>(s, x, dy, partial, p.qchunk);
+      MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_bwdw_igemm_kernel<64, 64, 4, 4>)(s, x, dy, partial, p.qchunk);
       break;
     case IgemmCfg::Mid32x128:
-      conv_bwdw_igemm_kernel<32, 128, 2, 8><<<grid, kBlock, 0, ctx.stream()>>>(s, x, dy, partial, p.qchunk);
+      MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_bwdw_igemm_kernel<32, 128, 2, 8>)(s, x, dy, partial, p.qchunk);
       break;
     default:
-      conv_bwdw_igemm_kernel<4, 256, 1, 4><<<grid, kBlock, 0, ctx.stream()>>>(s, x, dy, partial, p.qchunk);
+      MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_bwdw_igemm_kernel<4, 256, 1, 4>)(s, x, dy, partial, p.qchunk);
       break;
   }
   MAGMASR_CUDA_LAUNCH_CHECK();
   if (p.splits > 1) {
-    sum_partials_kernel<<<grid_for(count, ctx), kBlock, 0, ctx.stream()>>>(count, p.splits, partial, dw);
+    MAGMASR_LAUNCH(grid_for(count, ctx), kBlock, 0, ctx.stream(), sum_partials_kernel)(count, p.splits, partial, dw);
     MAGMASR_CUDA_LAUNCH_CHECK();
   }
 }

@@ -101,7 +101,7 @@ void pixel_shuffle_forward(int device, int64_t N, int64_t C, int64_t H, int64_t 
   Context& ctx = context(device);
   const int64_t total = N * C * H * W * r * r;
   if (total <= 0) return;
-  pixel_shuffle_forward_kernel<<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(total, int(C), int(H), int(W),
+  MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), pixel_shuffle_forward_kernel)(total, int(C), int(H), int(W),
                                                                                   int(r), x, y);
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
@@ -111,7 +111,7 @@ void pixel_shuffle_backward(int device, int64_t N, int64_t C, int64_t H, int64_t
   Context& ctx = context(device);
   const int64_t total = N * C * H * W * r * r;
   if (total <= 0) return;
-  pixel_shuffle_backward_kernel<<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(total, int(C), int(H), int(W),
+  MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), pixel_shuffle_backward_kernel)(total, int(C), int(H), int(W),
                                                                                    int(r), dy, dx);
   MAGMASR_CUDA_LAUNCH_CHECK();
 }

@@ -43,9 +43,9 @@ void launch_elementwise(const Context& ctx, int64_t n, const float* a, const flo
   if (n <= 0) return;
   const bool vec = dev::aligned16(a, b, c, y);
   if (vec) {
-    ew_kernel<NIN, true, Op><<<grid_for((n + 3) / 4, ctx), kBlock, 0, ctx.stream()>>>(n, a, b, c, y, op);
+    MAGMASR_LAUNCH(grid_for((n + 3) / 4, ctx), kBlock, 0, ctx.stream(), ew_kernel<NIN, true, Op>)(n, a, b, c, y, op);
   } else {
-    ew_kernel<NIN, false, Op><<<grid_for(n, ctx), kBlock, 0, ctx.stream()>>>(n, a, b, c, y, op);
+    MAGMASR_LAUNCH(grid_for(n, ctx), kBlock, 0, ctx.stream(), ew_kernel<NIN, false, Op>)(n, a, b, c, y, op);
   }
   MAGMASR_CUDA_LAUNCH_CHECK();
 }

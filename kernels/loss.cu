@@ -74,12 +74,12 @@ double mse_loss(int device, int64_t n, const float* a, const float* b) {
   double* partial = static_cast<double*>(ctx.workspace(size_t(blocks + 1) * sizeof(double)));
   double* out = partial + blocks;
   if (vec) {
-    mse_partial_kernel<true><<<unsigned(blocks), kBlock, 0, ctx.stream()>>>(n, a, b, partial);
+    MAGMASR_LAUNCH(unsigned(blocks), kBlock, 0, ctx.stream(), mse_partial_kernel<true>)(n, a, b, partial);
   } else {
-    mse_partial_kernel<false><<<unsigned(blocks), kBlock, 0, ctx.stream()>>>(n, a, b, partial);
+    MAGMASR_LAUNCH(unsigned(blocks), kBlock, 0, ctx.stream(), mse_partial_kernel<false>)(n, a, b, partial);
   }
   MAGMASR_CUDA_LAUNCH_CHECK();
-  mse_final_kernel<<<1, kBlock, 0, ctx.stream()>>>(int(blocks), partial, out);
+  MAGMASR_LAUNCH(1, kBlock, 0, ctx.stream(), mse_final_kernel)(int(blocks), partial, out);
   MAGMASR_CUDA_LAUNCH_CHECK();
   double sum = 0.0;
   MAGMASR_CUDA_CHECK(cudaMemcpyAsync(&sum, out, sizeof(double), cudaMemcpyDeviceToHost, ctx.stream()));

@@ -114,9 +114,9 @@ void sgd_update(int device, int64_t n, float* p, const float* g, float* velocity
   const SgdStep s{hp.lr, hp.momentum, hp.weight_decay, hp.nesterov};
   const bool vec = dev::aligned16(p, g, hp.momentum != 0.f ? velocity : nullptr);
   if (vec) {
-    sgd_kernel<true><<<grid_for((n + 3) / 4, ctx), kBlock, 0, ctx.stream()>>>(n, p, g, velocity, s);
+    MAGMASR_LAUNCH(grid_for((n + 3) / 4, ctx), kBlock, 0, ctx.stream(), sgd_kernel<true>)(n, p, g, velocity, s);
   } else {
-    sgd_kernel<false><<<grid_for(n, ctx), kBlock, 0, ctx.stream()>>>(n, p, g, velocity, s);
+    MAGMASR_LAUNCH(grid_for(n, ctx), kBlock, 0, ctx.stream(), sgd_kernel<false>)(n, p, g, velocity, s);
   }
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
@@ -138,9 +138,9 @@ void adam_update(int device, int64_t n, float* p, const float* g, float* m, floa
                    hp.decoupled};
   const bool vec = dev::aligned16(p, g, m, v);
   if (vec) {
-    adam_kernel<true><<<grid_for((n + 3) / 4, ctx), kBlock, 0, ctx.stream()>>>(n, p, g, m, v, s);
+    MAGMASR_LAUNCH(grid_for((n + 3) / 4, ctx), kBlock, 0, ctx.stream(), adam_kernel<true>)(n, p, g, m, v, s);
   } else {
-    adam_kernel<false><<<grid_for(n, ctx), kBlock, 0, ctx.stream()>>>(n, p, g, m, v, s);
+    MAGMASR_LAUNCH(grid_for(n, ctx), kBlock, 0, ctx.stream(), adam_kernel<false>)(n, p, g, m, v, s);
   }
   MAGMASR_CUDA_LAUNCH_CHECK();
 }

@@ -52,10 +52,10 @@ void resample_axis(int device, int64_t outer, int64_t in_len, int64_t inner, int
   const int64_t total = outer * out_len * inner;
   if (total <= 0) return;
   if (inner == 1)
-    resample_axis_kernel<true><<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(
+    MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), resample_axis_kernel<true>)(
         total, in_len, inner, out_len, int(taps), weights, indices, x, y, round_uint8);
   else
-    resample_axis_kernel<false><<<grid_for(total, ctx), kBlock, 0, ctx.stream()>>>(
+    MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), resample_axis_kernel<false>)(
         total, in_len, inner, out_len, int(taps), weights, indices, x, y, round_uint8);
   MAGMASR_CUDA_LAUNCH_CHECK();
 }

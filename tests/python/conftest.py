@@ -63,7 +63,11 @@ def gpu() -> magmasr.Device:
 
 
 def pytest_collection_modifyitems(config, items):
-    # Tests marked `gpu` skip without a GPU even when they do not request the fixture.
+    # A test that requests the `gpu` fixture is a `gpu` test (so `-m gpu` selects every one of them), and tests
+    # marked `gpu` skip without a GPU even when they do not request the fixture.
+    for item in items:
+        if "gpu" in getattr(item, "fixturenames", ()) and item.get_closest_marker("gpu") is None:
+            item.add_marker(pytest.mark.gpu)
     if magmasr.cuda_available():
         return
     skip = pytest.mark.skip(reason="no usable CUDA GPU (magmasr.cuda_available() is False)")

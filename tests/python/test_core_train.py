@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
+import magmasr
 from magmasr import nn, ops, optim
 
 BORDER = (9 - 1) // 2 + (1 - 1) // 2 + (5 - 1) // 2  # valid padding crops 6 pixels on each side
@@ -109,6 +110,40 @@ def test_training_with_only_the_biases_cannot_pass_the_bar(data):
             p.lr_mult = 0.0
     initial, final = train(model, optim.SGD(model, lr=0.05, momentum=0.9), data, steps=60)
     assert initial / final < REDUCTION
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_training_gives_the_same_loss_curve_on_the_gpu_as_on_the_cpu(gpu, data, optimizer):
+    """The same network, initialisation and batches, 40 steps on the CPU and on the GPU (every convolution,
+    the loss, its gradient and the optimizer update run on the device). Both add the same fp32 products in
+    different orders, so each step's loss may differ by a few float32 roundings, and the difference may grow
+    with the steps but not explode: every step's loss agrees to 1e-4 relative (a wrong gradient or update,
+    even on one layer, moves the curve by far more within a few steps) and so do the final weights."""
+    x_train, y_train, _, _ = data
+    curves, weights = {}, {}
+    for device in ("cpu", gpu):
+        model = tiny_srcnn()  # seeded layers: the same initialisation on both devices
+        model.to(device)
+        opt = optim.SGD(model, lr=0.05, momentum=0.9) if optimizer == "sgd" else optim.Adam(model, lr=3e-3)
+        rng = np.random.default_rng(5)
+        losses = []
+        for _ in range(40):
+            idx = rng.choice(len(x_train), 16, replace=False)
+            x = magmasr.from_numpy(np.ascontiguousarray(x_train[idx])).to(device)
+            y = magmasr.from_numpy(np.ascontiguousarray(y_train[idx])).to(device)
+            pred = model.forward(x, training=True)
+            assert str(pred.device) == str(device)
+            losses.append(ops.mse_loss(pred, y))
+            model.backward(ops.mse_loss_backward(pred, y))
+            opt.step()
+        curves[str(device)] = np.array(losses)
+        weights[str(device)] = {name: p.value.numpy() for name, p in model.named_parameters()}
+    cpu, dev = curves["cpu"], curves[str(gpu)]
+    assert cpu[-1] < cpu[0] / 5  # the run learns: the curves compared are not flat
+    np.testing.assert_allclose(dev, cpu, rtol=1e-4, atol=0)
+    for name, w in weights["cpu"].items():
+        err = np.linalg.norm(weights[str(gpu)][name] - w) / np.linalg.norm(w)
+        assert err < 1e-4, f"{name}: relative difference {err:.3g} after 40 steps"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 //
 //   MAGMASR_CUDA_CHECK(cudaMemcpyAsync(...));
 //   MAGMASR_CUBLAS_CHECK(cublasSgemm(...));
-//   kernel<<<grid, block, 0, stream>>>(...); MAGMASR_CUDA_LAUNCH_CHECK();
+//   MAGMASR_LAUNCH(grid, block, 0, stream, kernel)(...); MAGMASR_CUDA_LAUNCH_CHECK();   (common.cuh)
 //
 // Define MAGMASR_CUDA_SYNC_LAUNCHES (e.g. -DMAGMASR_CUDA_SYNC_LAUNCHES in a debug build) to make
 // MAGMASR_CUDA_LAUNCH_CHECK also wait for the kernel, so that a fault is reported at its launch site.
