@@ -234,28 +234,42 @@ TEST(CudaConv, BackwardAllStrategiesMatchCpu) {
   for (const ConvGeom& g : conv_cases()) check_conv_backward(g, seed++);
 }
 
-// Big enough that the Gemm strategy's 256 MiB column buffer holds less than one image (K * P > 64 Mi
-// floats), so it works in slices of output positions and accumulates col2im across slices.
+// The Gemm strategy's column buffer holds 64 Mi floats (256 MiB); in the emulated build (tests/cuda_emu) 512 Ki
+// floats (2 MiB), and each test below takes a problem that is cut the same way there.
+#ifdef MAGMASR_CUDA_EMULATED
+constexpr bool kEmulated = true;
+#else
+constexpr bool kEmulated = false;
+#endif
+
+// Big enough that the column buffer holds less than one image (K * P > 64 Mi floats; emulated 1600 * 600 > 512 Ki),
+// so it works in slices of output positions and accumulates col2im across slices.
 TEST(CudaConv, GemmChunkingWithinAnImage) {
   SKIP_WITHOUT_GPU();
-  const ConvGeom g = geom2d(2, 64, 32, 230, 300, 5, 2, PadMode::Replicate);
+  const ConvGeom g = kEmulated ? geom2d(2, 64, 32, 20, 30, 5, 2, PadMode::Replicate)
+                               : geom2d(2, 64, 32, 230, 300, 5, 2, PadMode::Replicate);
   check_conv_forward(g, 7);
   check_conv_backward(g, 8);
 }
 
 // 3-D, one image in slices that start and end inside depth planes and inside rows, some spanning two planes:
 // each slice's col2im visits only the input rows it reaches (replicate padding: the border rows too).
+// K * P = 311 Mi floats in slices of 77,672 positions (planes of 120,000, rows of 400); emulated 1.24 Mi floats in
+// slices of 606 positions (planes of 500, rows of 25).
 TEST(CudaConv, GemmChunkingWithinA3dImage) {
   SKIP_WITHOUT_GPU();
-  const ConvGeom g = geom(1, 32, 16, 3, 300, 400, 3, 3, 3, 1, 1, 1, PadMode::Replicate);  // K*P = 311 Mi floats
+  const ConvGeom g = kEmulated ? geom(1, 32, 16, 3, 20, 25, 3, 3, 3, 1, 1, 1, PadMode::Replicate)
+                               : geom(1, 32, 16, 3, 300, 400, 3, 3, 3, 1, 1, 1, PadMode::Replicate);
   check_conv_forward(g, 11);
   check_conv_backward(g, 12);
 }
 
-// Several images per chunk, with the last chunk partial.
+// Several images per chunk, with the last chunk partial: K * P = 26.5 Mi floats a picture, 2 per chunk (emulated
+// 205 Ki floats, 2 per chunk), 5 pictures.
 TEST(CudaConv, GemmChunkingAcrossTheBatch) {
   SKIP_WITHOUT_GPU();
-  const ConvGeom g = geom(5, 32, 32, 5, 64, 96, 3, 3, 3, 1, 1, 1, PadMode::Zeros);  // K*P = 26.5 Mi floats: 2 per chunk
+  const ConvGeom g = kEmulated ? geom(5, 32, 32, 3, 9, 9, 3, 3, 3, 1, 1, 1, PadMode::Zeros)
+                               : geom(5, 32, 32, 5, 64, 96, 3, 3, 3, 1, 1, 1, PadMode::Zeros);
   check_conv_forward(g, 9);
   check_conv_backward(g, 10);
 }

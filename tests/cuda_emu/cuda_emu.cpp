@@ -129,7 +129,7 @@ enum class Wait { Run, Block, Warp, Done };
 
 // Context switches. On x86-64 a fiber switch saves the callee-saved registers and the floating-point control
 // words on the old stack and restores them from the new one (no system call, unlike swapcontext, which also
-// saves the signal mask: 20x slower here); elsewhere ucontext.
+// saves the signal mask, two system calls a switch); elsewhere ucontext.
 #if defined(__x86_64__)
 #define CUDA_EMU_FAST_SWITCH 1
 extern "C" void cuda_emu_switch(void** save_sp, void* load_sp);
