@@ -15,6 +15,14 @@
 #define MAGMASR_LAUNCH(grid, block, shared_bytes, stream, ...) __VA_ARGS__<<<grid, block, shared_bytes, stream>>>
 #endif
 
+// A shared-memory array, 16-byte aligned (float4 accesses): MAGMASR_SHARED(float, tile, [32][33]); is
+// __shared__ __align__(16) float tile[32][33]; (the emulator also fills it with NaN at the start of each block).
+#ifdef MAGMASR_CUDA_EMULATED
+#define MAGMASR_SHARED(T, name, dims) CUDA_EMU_SHARED(T, name, dims)
+#else
+#define MAGMASR_SHARED(T, name, dims) __shared__ __align__(16) T name dims
+#endif
+
 namespace magmasr {
 namespace cuda {
 namespace dev {
@@ -44,7 +52,7 @@ __device__ __forceinline__ double warp_sum(double v) {
 template <int kBlockThreads>
 __device__ __forceinline__ double block_sum(double v) {
   static_assert(kBlockThreads % 32 == 0 && kBlockThreads <= 1024, "block size");
-  __shared__ double partial[kBlockThreads / 32];
+  MAGMASR_SHARED(double, partial, [kBlockThreads / 32]);
   v = warp_sum(v);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) partial[warp] = v;

@@ -251,8 +251,8 @@ __global__ void __launch_bounds__(kBlock) conv_fwd_tiled_kernel(ConvDims s, cons
                                                                 int relu) {
   constexpr int TW = 32, TH = 8 * RPT, IH = TH + KH - 1, IW = TW + KW - 1, KV = KD * KH * KW;
   static_assert(COT % 4 == 0, "COT must be a multiple of 4");
-  __shared__ float s_in[KD][IH][IW];
-  __shared__ __align__(16) float s_w[KV][COT];
+  MAGMASR_SHARED(float, s_in, [KD][IH][IW]);
+  MAGMASR_SHARED(float, s_w, [KV][COT]);
 
   const int tid = threadIdx.x, tx = tid & 31, ty = tid >> 5;
   const int tilesW = (s.oW + TW - 1) / TW;
@@ -341,8 +341,8 @@ __global__ void __launch_bounds__(kBlock) conv_fwd_cout1_kernel(ConvDims s, cons
   constexpr int NV = (CPT + KW - 1 + 3) / 4;  // float4 loads per row segment
   constexpr int IWP0 = (IW + 3) / 4 * 4, IWP1 = 4 * (BX - 1) + 4 * NV;
   constexpr int IWP = IWP0 > IWP1 ? IWP0 : IWP1;  // row pitch: a multiple of 4 that covers every segment
-  __shared__ __align__(16) float s_in[KD][IH][IWP];
-  __shared__ float s_w[KV];
+  MAGMASR_SHARED(float, s_in, [KD][IH][IWP]);
+  MAGMASR_SHARED(float, s_w, [KV]);
 
   const int tid = threadIdx.x, tx = tid % BX, ty = tid / BX;
   const int tilesW = (s.oW + TW - 1) / TW;
@@ -522,8 +522,8 @@ __global__ void __launch_bounds__(kBlock) conv_bwdw_igemm_kernel(ConvDims s, con
   static_assert(kBlock % kBK == 0, "each thread loads one reduction slot");
   constexpr int AP = BM + 4, BP = BN + 4;  // padded pitches (multiples of 4: float4 reads stay aligned)
   constexpr int BL = (BN * kBK + kBlock - 1) / kBlock;
-  __shared__ __align__(16) float As[kBK][AP];
-  __shared__ __align__(16) float Bs[kBK][BP];
+  MAGMASR_SHARED(float, As, [kBK][AP]);
+  MAGMASR_SHARED(float, Bs, [kBK][BP]);
 
   const int kv = s.kD * s.kH * s.kW;
   const int M = s.Cout, Nn = s.Cin * kv;

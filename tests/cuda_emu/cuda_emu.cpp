@@ -21,10 +21,6 @@
 #include "cublas_v2.h"
 #include "cuda_runtime.h"
 
-// The linker's bounds of the section that holds every __shared__ variable (weak: a module may have none).
-extern "C" char __start_cuda_emu_shared[] __attribute__((weak));
-extern "C" char __stop_cuda_emu_shared[] __attribute__((weak));
-
 struct CUstream_st {
   unsigned flags;
 };
@@ -114,13 +110,25 @@ const Allocation* find_alloc(const void* p, size_t bytes) {
   return &it->second;
 }
 
+void set_guards(char* user, const Allocation& a) {
+  const size_t padded = (a.bytes + 255) / 256 * 256 + 2 * kGuard;
+  std::memset(a.base, kGuardByte, kGuard);
+  std::memset(user + a.bytes, kGuardByte, padded - kGuard - a.bytes);
+}
+
+// The fault of the kernel that just ran, if it wrote into a guard. The guards are then restored: the fault is
+// reported once, at the launch that made it, and the allocation can still be freed.
 std::string check_all_guards() {
   std::lock_guard<std::mutex> lock(g_mem_mutex);
+  std::string fault;
   for (auto& kv : g_allocs)
-    if (!guards_intact(kv.first, kv.second))
-      return "a write outside the device allocation of " + std::to_string(kv.second.bytes) + " bytes at " +
-             std::to_string(reinterpret_cast<uintptr_t>(kv.first));
-  return {};
+    if (!guards_intact(kv.first, kv.second)) {
+      if (fault.empty())
+        fault = "a write outside the device allocation of " + std::to_string(kv.second.bytes) + " bytes at " +
+                std::to_string(reinterpret_cast<uintptr_t>(kv.first));
+      set_guards(kv.first, kv.second);
+    }
+  return fault;
 }
 
 // ------------------------------------------------------------------------------------------ the scheduler
@@ -186,6 +194,7 @@ struct BlockRun {
   const std::function<void()>* body = nullptr;
   std::string fault;
   std::vector<uint64_t> slots;  // one per thread, for warp exchanges
+  std::vector<void*> shared;    // the shared variables poisoned in this block
 };
 
 BlockRun* g_run = nullptr;
@@ -330,12 +339,6 @@ bool release(BlockRun& r) {
   return false;
 }
 
-void poison_shared() {
-  const uintptr_t lo = reinterpret_cast<uintptr_t>(__start_cuda_emu_shared);
-  const uintptr_t hi = reinterpret_cast<uintptr_t>(__stop_cuda_emu_shared);
-  if (lo != 0 && hi > lo) std::memset(__start_cuda_emu_shared, 0xFF, size_t(hi - lo));
-}
-
 // Runs one block to completion; returns the fault, empty when there is none.
 std::string run_block(BlockRun& r, dim3 block) {
   const int n = int(block.x * block.y * block.z);
@@ -350,7 +353,7 @@ std::string run_block(BlockRun& r, dim3 block) {
     f.mask = 0;
     start_fiber(r, f, stack(size_t(i)));
   }
-  poison_shared();
+  r.shared.clear();
   for (int phase = 0;; ++phase) {
     const bool reverse = (phase & 1) != 0;
     for (int k = 0; k < n; ++k) {
@@ -371,6 +374,13 @@ std::string run_block(BlockRun& r, dim3 block) {
 }
 
 }  // namespace
+
+void shared_declared(void* storage, size_t bytes) {
+  BlockRun& r = running("a shared variable's declaration");
+  if (std::find(r.shared.begin(), r.shared.end(), storage) != r.shared.end()) return;
+  std::memset(storage, 0xFF, bytes);
+  r.shared.push_back(storage);
+}
 
 void syncthreads() {
   running("__syncthreads()");
@@ -523,10 +533,10 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   char* base = static_cast<char*>(std::aligned_alloc(256, padded));
   if (base == nullptr) return fail(cudaErrorMemoryAllocation);
   char* user = base + cuda_emu::kGuard;
-  std::memset(base, cuda_emu::kGuardByte, cuda_emu::kGuard);
   std::memset(user, 0xFF, bytes);  // NaN in every float: what no kernel wrote is visible
-  std::memset(user + bytes, cuda_emu::kGuardByte, padded - cuda_emu::kGuard - bytes);
-  cuda_emu::g_allocs.emplace(user, cuda_emu::Allocation{base, bytes});
+  const cuda_emu::Allocation a{base, bytes};
+  cuda_emu::set_guards(user, a);
+  cuda_emu::g_allocs.emplace(user, a);
   cuda_emu::g_allocated += bytes;
   *ptr = user;
   return cudaSuccess;

@@ -6,9 +6,8 @@
 // block) and the warp-synchronous exchanges (__shfl_down_sync: every lane of the mask). Between two such points a
 // fiber runs alone, and the emulator runs the fibers in ascending thread order in one phase and in descending
 // order in the next, so a read of shared memory that another thread writes without a barrier in between sees
-// the wrong value in one order or the other. Shared memory (`__shared__` variables, gathered by the linker in the
-// section cuda_emu_shared) is filled with NaN before every block, as is fresh device memory, so a read of a value
-// no thread wrote shows up as NaN. A __syncthreads() that some thread of the block never reaches, a lane that
+// the wrong value in one order or the other. Shared memory (CUDA_EMU_SHARED) is filled with NaN at the start of
+// every block, as is fresh device memory, so a read of a value no thread wrote shows up as NaN. A __syncthreads() that some thread of the block never reaches, a lane that
 // leaves a warp exchange, and a launch configuration the hardware rejects are launch failures with a message.
 #pragma once
 
@@ -43,9 +42,13 @@ inline float4 make_float4(float x, float y, float z, float w) { return float4{x,
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
-// Shared memory: static storage in one section, so that the emulator can poison all of it before each block
-// (the blocks of a grid run one at a time, and one kernel runs at a time).
-#define __shared__ static __attribute__((section("cuda_emu_shared")))
+// Shared memory is declared with CUDA_EMU_SHARED(type, name, dimensions) (MAGMASR_SHARED in kernels/common.cuh):
+// static storage (the blocks of a grid run one at a time, and one kernel runs at a time) that the first thread of
+// each block to reach the declaration fills with NaN. A plain __shared__ would not be poisoned: it is an error.
+#define __shared__ _Pragma("GCC error \"declare shared memory with MAGMASR_SHARED(type, name, dims) (kernels/common.cuh)\"")
+#define CUDA_EMU_SHARED(T, name, dims)          \
+  static __attribute__((aligned(16))) T name dims; \
+  ::cuda_emu::shared_declared(name, sizeof(name))
 
 struct CUstream_st;
 
@@ -55,6 +58,8 @@ namespace cuda_emu {
 extern uint3 g_thread_idx, g_block_idx;
 extern dim3 g_block_dim, g_grid_dim;
 
+/// A shared variable's declaration: fills it with NaN bytes the first time a thread of the block reaches it.
+void shared_declared(void* storage, size_t bytes);
 /// __syncthreads(): waits until every thread of the block has arrived.
 void syncthreads();
 /// __shfl_down_sync on 64 bits: the value of lane + delta within the width-lane segment, or the caller's own.
