@@ -907,6 +907,53 @@ def test_on_a_gpu_the_command_line_pins_the_direct_kernels():
         assert algos(cli._inference_setup(model, args)) == {"direct"}
 
 
+def test_upscale_on_the_gpu_gives_the_direct_kernels_pixels_whatever_the_tile(gpu, tmp_path, capsys):
+    """`magmasr upscale --device cuda` writes the pixels of ImageSR.upscale(algo='direct') on the GPU, whole or
+    in tiles of any size, within one grey level of the CPU's, and says which GPU it ran on."""
+    rng = np.random.default_rng()
+    img = rng.integers(0, 256, (23, 29, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "p.png", img)
+    weights = tmp_path / "m.safetensors"
+    ImageSR.srcnn("9-1-5", scale=2, seed=int(rng.integers(1 << 30))).save(weights)
+    expected = ImageSR.load(weights).to("cuda").upscale(img, algo="direct")
+    cpu = ImageSR.load(weights).upscale(img).astype(int)
+    assert np.abs(expected.astype(int) - cpu).max() <= 1
+    common = ("--scale", "2", "--weights", weights, "--device", "cuda")
+    for tile in (None, 16, 21):
+        out = tmp_path / f"gpu_{tile}.png"
+        assert run("upscale", tmp_path / "p.png", "-o", out, *common, *(("--tile", tile) if tile else ())) == 0
+        np.testing.assert_array_equal(iio.imread(out), expected, err_msg=f"tile {tile}")
+    assert f"on cuda ({__import__('magmasr').cuda.device_name(0)})" in capsys.readouterr().err
+
+
+def test_frames_through_3dsrnet_on_the_gpu(gpu, tmp_path):
+    """A folder of frames through 3DSRnet with --device cuda: whole or in tiles, the pixels of the direct kernels
+    on the GPU (VideoSR pinned to 'direct'), within one grey level of the CPU's."""
+    from magmasr.video import VideoSR
+
+    rng = np.random.default_rng()
+    weights = tmp_path / "v.safetensors"
+    VideoSR.tdsrnet(2, filters=8, seed=int(rng.integers(1 << 30))).save(weights)
+    src = tmp_path / "seq"
+    src.mkdir()
+    frames = [rng.integers(0, 256, (13, 11, 3), dtype=np.uint8) for _ in range(6)]
+    for i, f in enumerate(frames):
+        iio.imwrite(src / f"f{i:03d}.png", f)
+    video = VideoSR.load(weights).to("cuda")
+    for layer in video.convolutions():
+        layer.algo = "direct"
+    expected = list(video.upscale_stream(iter(frames)))
+    cpu = list(VideoSR.load(weights).upscale_stream(iter(frames)))
+    for tile in (None, 5):
+        out = tmp_path / f"up_{tile}"
+        assert run("upscale", src, "--model", "3dsrnet", "--weights", weights, "--scale", "2", "-o", out,
+                   "--device", "cuda", *(("--tile", tile) if tile else ())) == 0
+        for i, (e, c) in enumerate(zip(expected, cpu)):
+            got = iio.imread(out / f"f{i:03d}.png")
+            np.testing.assert_array_equal(got, e, err_msg=f"frame {i}, tile {tile}")
+            assert np.abs(got.astype(int) - c.astype(int)).max() <= 1
+
+
 def test_upscale_and_eval_with_self_ensemble(tmp_path, capsys):
     """--ensemble writes the self-ensemble's pixels (ImageSR.ensemble) and eval labels its table; bicubic has no
     network to average and is refused."""
