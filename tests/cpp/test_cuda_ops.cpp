@@ -234,6 +234,40 @@ TEST(CudaConv, BackwardAllStrategiesMatchCpu) {
   for (const ConvGeom& g : conv_cases()) check_conv_backward(g, seed++);
 }
 
+// Fresh random geometries on every run (the seed is in the failure message): the filter sizes the direct
+// kernels specialise (1x1, 3x3, 5x5, 9x9, 3x3x3, with one or several output channels) and generic ones, both
+// padding modes with any padding up to the kernel size, and sizes that end anywhere within a tile.
+TEST(CudaConv, RandomGeometriesMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  const auto uniform = [&rng](int lo, int hi) { return int(std::uniform_int_distribution<int>(lo, hi)(rng)); };
+  const int special[][3] = {{1, 1, 1}, {1, 3, 3}, {1, 5, 5}, {1, 9, 9}, {3, 3, 3}};
+  for (int i = 0; i < 8; ++i) {
+    int k[3];
+    if (uniform(0, 2) > 0) {
+      const int* sk = special[uniform(0, 4)];
+      k[0] = sk[0], k[1] = sk[1], k[2] = sk[2];
+    } else {
+      k[0] = uniform(1, 3), k[1] = uniform(1, 7), k[2] = uniform(1, 7);
+    }
+    const int64_t D = k[0] == 1 ? 1 : uniform(1, 6), H = uniform(1, 48), W = uniform(1, 72);
+    const int64_t size[3] = {D, H, W};
+    int64_t pad[3];
+    for (int a = 0; a < 3; ++a) {
+      pad[a] = uniform(0, 2) == 0 ? uniform(0, k[a]) : (k[a] - 1) / 2;  // 'same' mostly, any padding sometimes
+      if (size[a] + 2 * pad[a] < k[a]) pad[a] = (k[a] - size[a] + 1) / 2;  // at least one output
+    }
+    const int64_t Cout = uniform(0, 2) == 0 ? 1 : uniform(2, 40);
+    const ConvGeom g = geom(uniform(1, 3), uniform(1, 32), Cout, D, H, W, k[0], k[1], k[2], pad[0], pad[1], pad[2],
+                            uniform(0, 1) ? PadMode::Replicate : PadMode::Zeros);
+    ASSERT_GE(g.oD() * g.oH() * g.oW(), 1) << g.str();
+    check_conv_forward(g, rng());
+    check_conv_backward(g, rng());
+  }
+}
+
 // The Gemm strategy's column buffer holds 64 Mi floats (256 MiB); in the emulated build (tests/cuda_emu) 512 Ki
 // floats (2 MiB), and each test below takes a problem that is cut the same way there.
 #ifdef MAGMASR_CUDA_EMULATED
