@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the tests of the CUDA backend without a GPU: the backend's kernels and host code built against the CPU
 # emulator of tests/cuda_emu (-DMAGMASR_CUDA=EMULATE), then every C++ test and every Python test marked `gpu`
-# (or using the `gpu` fixture) on the emulated device "cuda:0". It checks what the kernels compute, not how
+# (or using the `gpu` fixture) and not `slow` on the emulated device "cuda:0". It checks what the kernels compute, not how
 # fast: a real GPU run is scripts/device_run.sh. CI runs this; it takes a few minutes on 2 cores.
 # Usage: bash scripts/run_emulated_gpu_tests.sh [extra pytest arguments]
 set -euo pipefail
@@ -22,4 +22,5 @@ rm -rf "$PYDIR"
   --config-settings=cmake.define.MAGMASR_CUDA=EMULATE --config-settings=build-dir="$BUILD-py" .
 PYTHONPATH="$PYDIR" "$PY" -c "import magmasr; assert magmasr.cuda_available(), 'the emulated device is missing'; \
 print('device:', magmasr.cuda.device_name(0))"
-PYTHONPATH="$PYDIR" "$PY" -m pytest tests/python -m gpu -q -p no:cacheprovider "$@"
+# The slow-marked gpu tests (whole benchmark pictures through a network) are for a real GPU: minutes here.
+PYTHONPATH="$PYDIR" "$PY" -m pytest tests/python -m "gpu and not slow" -q -p no:cacheprovider "$@"

@@ -76,8 +76,24 @@ def test_builders_reject_bad_options():
 def test_official_srcnn_weights_reproduce_published_set5(shared_dir, preset, scale, published):
     """The authors' weights, imported and run through magmasr's CPU kernels under their protocol, give the
     published Set5 PSNR to 0.02 dB (the published figures are rounded to 0.01 dB)."""
+    _check_official_set5(shared_dir, preset, scale, published, "cpu")
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.parametrize("preset,scale,published", [
+    ("9-5-5_imagenet", 3, 32.75),
+    ("9-5-5_imagenet", 2, 36.66),
+    ("9-1-5_91images", 3, 32.39),
+])
+def test_official_srcnn_weights_reproduce_published_set5_on_the_gpu(gpu, shared_dir, preset, scale, published):
+    """The same on the GPU, whichever strategy ConvAlgo::Auto picks for each layer: 0.02 dB."""
+    _check_official_set5(shared_dir, preset, scale, published, "cuda")
+
+
+def _check_official_set5(shared_dir, preset, scale, published, device):
     path = shared_dir / "weights" / "srcnn_official" / preset / f"x{scale}.mat"
-    model = ImageSR.from_srcnn_mat(path, scale)
+    model = ImageSR.from_srcnn_mat(path, scale).to(device)
     rows = evaluate_image_sr(model, shared_dir / "data" / "Set5", scale)
     assert len(rows) == 5
     mean = float(np.mean([r.psnr for r in rows]))
