@@ -138,7 +138,7 @@ enum class Wait { Run, Block, Warp, Done };
 // Context switches. On x86-64 a fiber switch saves the callee-saved registers and the floating-point control
 // words on the old stack and restores them from the new one (no system call, unlike swapcontext, which also
 // saves the signal mask, two system calls a switch); elsewhere ucontext.
-#if defined(__x86_64__)
+#if defined(__x86_64__) && !defined(CUDA_EMU_UCONTEXT)  // -DCUDA_EMU_UCONTEXT forces the portable path
 #define CUDA_EMU_FAST_SWITCH 1
 extern "C" void cuda_emu_switch(void** save_sp, void* load_sp);
 asm(R"(
