@@ -13,6 +13,7 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -58,6 +59,17 @@ int sm_count() {
   static const int n = env_int("MAGMASR_CUDA_EMU_SMS", 8, 1, 1024);
   return n;
 }
+// MAGMASR_CUDA_EMU_SHUFFLE: a nonzero seed runs the threads of a block in a random order in every phase (a
+// slower, deeper search for missing barriers than the default ascending / descending alternation).
+int shuffle_seed() {
+  static const int seed = env_int("MAGMASR_CUDA_EMU_SHUFFLE", 0, 0, 0x7fffffff);
+  return seed;
+}
+std::mt19937& shuffle_rng() {
+  static std::mt19937 rng{uint32_t(shuffle_seed())};
+  return rng;
+}
+
 size_t total_memory() {
   static const size_t bytes = size_t(env_int("MAGMASR_CUDA_EMU_MEMORY_GIB", 16, 1, 4096)) << 30;
   return bytes;
@@ -354,10 +366,13 @@ std::string run_block(BlockRun& r, dim3 block) {
     start_fiber(r, f, stack(size_t(i)));
   }
   r.shared.clear();
+  std::vector<int> order(static_cast<size_t>(n));
   for (int phase = 0;; ++phase) {
-    const bool reverse = (phase & 1) != 0;
+    // Ascending, then descending; or, with MAGMASR_CUDA_EMU_SHUFFLE=seed, a fresh random order every phase.
+    for (int k = 0; k < n; ++k) order[size_t(k)] = (phase & 1) != 0 ? n - 1 - k : k;
+    if (shuffle_seed() != 0) std::shuffle(order.begin(), order.end(), shuffle_rng());
     for (int k = 0; k < n; ++k) {
-      Fiber& f = r.fibers[size_t(reverse ? n - 1 - k : k)];
+      Fiber& f = r.fibers[size_t(order[size_t(k)])];
       if (f.wait != Wait::Run) continue;
       r.current = &f;
       g_thread_idx = f.tid;
