@@ -122,10 +122,12 @@ const Allocation* find_alloc(const void* p, size_t bytes) {
   return &it->second;
 }
 
+// The host block behind a device allocation: a guard, the bytes rounded up to 256, a guard.
+size_t block_bytes(size_t bytes) { return (bytes + 255) / 256 * 256 + 2 * kGuard; }
+
 void set_guards(char* user, const Allocation& a) {
-  const size_t padded = (a.bytes + 255) / 256 * 256 + 2 * kGuard;
   std::memset(a.base, kGuardByte, kGuard);
-  std::memset(user + a.bytes, kGuardByte, padded - kGuard - a.bytes);
+  std::memset(user + a.bytes, kGuardByte, block_bytes(a.bytes) - kGuard - a.bytes);
 }
 
 // The fault of the kernel that just ran, if it wrote into a guard. The guards are then restored: the fault is
@@ -544,8 +546,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   if (bytes == 0) return cudaSuccess;
   std::lock_guard<std::mutex> lock(cuda_emu::g_mem_mutex);
   if (bytes > cuda_emu::total_memory() - cuda_emu::g_allocated) return fail(cudaErrorMemoryAllocation);
-  const size_t padded = (bytes + 255) / 256 * 256 + 2 * cuda_emu::kGuard;
-  char* base = static_cast<char*>(std::aligned_alloc(256, padded));
+  char* base = static_cast<char*>(std::aligned_alloc(256, cuda_emu::block_bytes(bytes)));
   if (base == nullptr) return fail(cudaErrorMemoryAllocation);
   char* user = base + cuda_emu::kGuard;
   std::memset(user, 0xFF, bytes);  // NaN in every float: what no kernel wrote is visible

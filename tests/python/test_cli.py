@@ -5,6 +5,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
+import magmasr
 from magmasr import cli, image as im, metrics
 from magmasr.sr import ImageSR
 
@@ -923,7 +924,7 @@ def test_upscale_on_the_gpu_gives_the_direct_kernels_pixels_whatever_the_tile(gp
         out = tmp_path / f"gpu_{tile}.png"
         assert run("upscale", tmp_path / "p.png", "-o", out, *common, *(("--tile", tile) if tile else ())) == 0
         np.testing.assert_array_equal(iio.imread(out), expected, err_msg=f"tile {tile}")
-    assert f"on cuda ({__import__('magmasr').cuda.device_name(0)})" in capsys.readouterr().err
+    assert f"on cuda ({magmasr.cuda.device_name(0)})" in capsys.readouterr().err
 
 
 def test_frames_through_3dsrnet_on_the_gpu(gpu, tmp_path):
@@ -939,10 +940,7 @@ def test_frames_through_3dsrnet_on_the_gpu(gpu, tmp_path):
     frames = [rng.integers(0, 256, (13, 11, 3), dtype=np.uint8) for _ in range(6)]
     for i, f in enumerate(frames):
         iio.imwrite(src / f"f{i:03d}.png", f)
-    video = VideoSR.load(weights).to("cuda")
-    for layer in video.convolutions():
-        layer.algo = "direct"
-    expected = list(video.upscale_stream(iter(frames)))
+    expected = list(VideoSR.load(weights).to("cuda").upscale_stream(iter(frames), algo="direct"))
     cpu = list(VideoSR.load(weights).upscale_stream(iter(frames)))
     for tile in (None, 5):
         out = tmp_path / f"up_{tile}"

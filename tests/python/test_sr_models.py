@@ -66,13 +66,13 @@ def test_builders_reject_bad_options():
         models.srcnn_preset("9-9-9")
 
 
+# The authors' SRCNN models and their published Set5 PSNR (dB).
+OFFICIAL_SET5 = [("9-5-5_imagenet", 3, 32.75), ("9-5-5_imagenet", 2, 36.66), ("9-1-5_91images", 3, 32.39)]
+
+
 @pytest.mark.data
 @pytest.mark.slow
-@pytest.mark.parametrize("preset,scale,published", [
-    ("9-5-5_imagenet", 3, 32.75),
-    ("9-5-5_imagenet", 2, 36.66),
-    ("9-1-5_91images", 3, 32.39),
-])
+@pytest.mark.parametrize("preset,scale,published", OFFICIAL_SET5)
 def test_official_srcnn_weights_reproduce_published_set5(shared_dir, preset, scale, published):
     """The authors' weights, imported and run through magmasr's CPU kernels under their protocol, give the
     published Set5 PSNR to 0.02 dB (the published figures are rounded to 0.01 dB)."""
@@ -81,11 +81,7 @@ def test_official_srcnn_weights_reproduce_published_set5(shared_dir, preset, sca
 
 @pytest.mark.data
 @pytest.mark.slow
-@pytest.mark.parametrize("preset,scale,published", [
-    ("9-5-5_imagenet", 3, 32.75),
-    ("9-5-5_imagenet", 2, 36.66),
-    ("9-1-5_91images", 3, 32.39),
-])
+@pytest.mark.parametrize("preset,scale,published", OFFICIAL_SET5)
 def test_official_srcnn_weights_reproduce_published_set5_on_the_gpu(gpu, shared_dir, preset, scale, published):
     """The same on the GPU, whichever strategy ConvAlgo::Auto picks for each layer: 0.02 dB."""
     _check_official_set5(shared_dir, preset, scale, published, "cuda")
