@@ -211,6 +211,39 @@ TEST(CpuConv, ResultsDoNotDependOnTheThreadCount) {
 #endif
 }
 
+// An output's value does not depend on where it lies among the SGEMM blocks: the convolution of a crop is the
+// crop of the convolution, bit for bit (what tiled inference rests on). Multi-channel layers of SRCNN and 3DSRnet
+// with valid padding, each crop at offsets that put its outputs at other places in their 256-column blocks.
+TEST(CpuConv, AnOutputDoesNotDependOnWhereItLies) {
+  std::mt19937 rng(std::random_device{}());
+  struct Case {
+    int64_t cin, cout, kd, k, d;
+  };
+  for (const Case c : {Case{1, 64, 1, 9, 1}, Case{64, 32, 1, 5, 1}, Case{64, 32, 1, 1, 1}, Case{32, 32, 3, 3, 5}}) {
+    const ConvGeom g = geom(1, c.cin, c.cout, c.d, 41, 67, c.kd, c.k, c.k, 0, 0, 0, PadMode::Zeros);
+    const auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+    std::vector<float> y(size_t(g.y_numel()));
+    cpu::conv_forward(g, x.data(), w.data(), nullptr, y.data(), false);
+    for (int trial = 0; trial < 3; ++trial) {
+      const int64_t h0 = std::uniform_int_distribution<int64_t>(0, 9)(rng), w0 = std::uniform_int_distribution<int64_t>(0, 30)(rng);
+      const int64_t H = std::uniform_int_distribution<int64_t>(c.k, g.H - h0)(rng);
+      const int64_t W = std::uniform_int_distribution<int64_t>(c.k + 8, g.W - w0)(rng);
+      const ConvGeom gc = geom(1, c.cin, c.cout, c.d, H, W, c.kd, c.k, c.k, 0, 0, 0, PadMode::Zeros);
+      std::vector<float> xc(size_t(gc.x_numel())), yc(size_t(gc.y_numel()));
+      for (int64_t ci = 0; ci < c.cin * c.d; ++ci)
+        for (int64_t i = 0; i < H; ++i)
+          for (int64_t j = 0; j < W; ++j) xc[size_t((ci * H + i) * W + j)] = x[size_t((ci * g.H + h0 + i) * g.W + w0 + j)];
+      cpu::conv_forward(gc, xc.data(), w.data(), nullptr, yc.data(), false);
+      int64_t differ = 0;
+      for (int64_t co = 0; co < c.cout * gc.oD(); ++co)
+        for (int64_t i = 0; i < gc.oH(); ++i)
+          for (int64_t j = 0; j < gc.oW(); ++j)
+            differ += yc[size_t((co * gc.oH() + i) * gc.oW() + j)] != y[size_t((co * g.oH() + h0 + i) * g.oW() + w0 + j)];
+      EXPECT_EQ(differ, 0) << gc.str() << " at (" << h0 << ", " << w0 << ") of " << g.str();
+    }
+  }
+}
+
 TEST(CpuOps, ReluMseShuffleAndUpdates) {
   std::mt19937 rng(3);
   const int64_t n = 1001;

@@ -10,9 +10,14 @@
 //   backward-data:    dcol[K, kBlock] = W^T * dY[Cout, kBlock]   then col2vol accumulates into dx
 //   backward-weight:  dW[Cout, K] += dY[Cout, kBlock] * col^T,   db[co] = sum of dy[n, co, :]
 // Determinism: every SGEMM has the same shape whatever the image size (the last partial block is zero-padded),
-// so OpenBLAS sums each column the same way in every call and a column's result does not depend on where it
-// lies: tiled inference is bit-identical to whole-image inference. (Calls of varying N were not: OpenBLAS's
-// small-matrix and tail kernels sum in another order, which changed about one result in three by 1 ulp.)
+// so OpenBLAS sums each column the same way in every call. (Calls of varying N were not: OpenBLAS's small-matrix
+// and tail kernels sum in another order, which changed about one result in three by 1 ulp.) Within one call,
+// OpenBLAS's Haswell/Zen SGEMM (AVX2: what it picks on AMD EPYC) sums the first 8 and the last 8 columns of B in
+// another order than the others (seen with scipy-openblas32 0.3.34, for every M, K and N tried), so a pixel's
+// result would depend on its place in its block. The forward pass therefore multiplies kGuard zero columns on
+// each side of the block's kBlock columns and keeps only the middle ones, all summed alike: a column's result
+// does not depend on where it lies, and tiled inference is bit-identical to whole-image inference
+// (CpuConv.AnOutputDoesNotDependOnWhereItLies). On AVX-512 (SkylakeX kernels) no column was different.
 // Backward-weight sums fixed groups of blocks into partial gradients and adds the partials in group order, so
 // its result does not depend on the number of threads either.
 // Threads: OpenBLAS's own thread pool is never used: on a small machine its spinning workers and OpenMP's
@@ -37,6 +42,8 @@ namespace magmasr::cpu {
 namespace {
 
 constexpr int64_t kBlock = 256;  // columns per SGEMM: col[K, kBlock] is 1.6 MiB for K = 64 * 5 * 5
+constexpr int64_t kGuard = 16;   // forward: zero columns on each side of a block (twice the 8 seen to differ)
+constexpr int64_t kForwardLd = kBlock + 2 * kGuard;  // the forward SGEMM's N and row pitch
 
 int64_t num_blocks(const ConvGeom& g) { return (g.N * g.out_spatial() + kBlock - 1) / kBlock; }
 
@@ -113,13 +120,14 @@ void block_runs(const ConvGeom& g, int64_t q0, int64_t q1, std::vector<Run>& run
 
 // col[r, c] for r = ((ci * kD + kd) * kH + kh) * kW + kw and the block's `cols` columns (given as runs); the
 // columns from `cols` to kBlock are zero. Runs on the calling thread.
-void vol2col(const ConvGeom& g, const float* x, const std::vector<Run>& runs, int64_t cols, float* col) {
+void vol2col(const ConvGeom& g, const float* x, const std::vector<Run>& runs, int64_t cols, float* col,
+             int64_t ld) {
   const int64_t kvol = g.kernel_volume(), K = g.Cin * kvol;
   const bool replicate = g.mode == PadMode::Replicate;
   for (int64_t r = 0; r < K; ++r) {
     const int64_t ci = r / kvol, kd = (r / (g.kH * g.kW)) % g.kD, kh = (r / g.kW) % g.kH, kw = r % g.kW;
     const int64_t shift = kw - g.pW;
-    float* dst = col + r * kBlock;
+    float* dst = col + r * ld;
     for (const Run& run : runs) {
       int64_t id = run.od + kd - g.pD, ih = run.oh + kh - g.pH;
       float* out = dst + run.c - run.ow0;  // out[ow] for ow in [ow0, ow1)
@@ -136,12 +144,13 @@ void vol2col(const ConvGeom& g, const float* x, const std::vector<Run>& runs, in
   }
 }
 
-// The column matrix of block blk (its runs left in `runs`); returns the block's columns [q0, q1).
+// The column matrix of block blk, kBlock columns in rows of pitch ld (its runs left in `runs`); returns the
+// block's columns [q0, q1).
 std::pair<int64_t, int64_t> block_columns(const ConvGeom& g, const float* x, int64_t blk, std::vector<Run>& runs,
-                                          float* col) {
+                                          float* col, int64_t ld = kBlock) {
   const int64_t q0 = blk * kBlock, q1 = std::min(g.N * g.out_spatial(), q0 + kBlock);
   block_runs(g, q0, q1, runs);
-  vol2col(g, x, runs, q1 - q0, col);
+  vol2col(g, x, runs, q1 - q0, col, ld);
   return {q0, q1};
 }
 
@@ -415,18 +424,19 @@ void conv_forward(const ConvGeom& g, const float* x, const float* w, const float
   blas_single_threaded();
 #pragma omp parallel
   {
-    std::vector<float> col(size_t(K * kBlock)), tmp(size_t(M * kBlock));
+    // col[K, kForwardLd]: the block's columns in the middle, kGuard zero columns (never written) on each side.
+    std::vector<float> col(size_t(K * kForwardLd), 0.0f), tmp(size_t(M * kForwardLd));
     std::vector<Run> runs;
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < blocks; ++blk) {
-      const auto [q0, q1] = block_columns(g, x, blk, runs, col.data());
-      sgemm(false, false, M, kBlock, K, 1.0f, w, K, col.data(), kBlock, 0.0f, tmp.data(), kBlock);
+      const auto [q0, q1] = block_columns(g, x, blk, runs, col.data() + kGuard, kForwardLd);
+      sgemm(false, false, M, kForwardLd, K, 1.0f, w, K, col.data(), kForwardLd, 0.0f, tmp.data(), kForwardLd);
       for (int64_t co = 0; co < M; ++co) {
         const float bias = b ? b[co] : 0.0f;
         int64_t q = q0;
         while (q < q1) {
           const int64_t n = q / P, p = q % P, run = std::min(P - p, q1 - q);
-          const float* src = tmp.data() + co * kBlock + (q - q0);
+          const float* src = tmp.data() + co * kForwardLd + kGuard + (q - q0);
           float* dst = y + (n * M + co) * P + p;
           for (int64_t i = 0; i < run; ++i) {
             const float v = src[i] + bias;
