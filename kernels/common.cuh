@@ -33,6 +33,30 @@ __device__ __forceinline__ int64_t grid_stride() { return int64_t(blockDim.x) * 
 
 __device__ __forceinline__ int clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
+/// An asynchronous copy of one float from global to shared memory (cp.async, sm_80 and later): *smem = valid ?
+/// *gmem : 0, where gmem is not read when !valid. The copy is complete for this thread after its
+/// cp_async_wait_all(), and visible to the other threads of the block after a __syncthreads() that follows that
+/// wait. On older architectures it is a plain load and store (complete at once, which the contract allows).
+__device__ __forceinline__ void cp_async_f32(float* smem, const float* gmem, bool valid) {
+#if defined(MAGMASR_CUDA_EMULATED)
+  ::cuda_emu::cp_async(smem, gmem, 4, valid ? 4 : 0);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 4 : 0) : "memory");
+#else
+  *smem = valid ? __ldg(gmem) : 0.f;
+#endif
+}
+
+/// Waits until every cp_async_f32 this thread issued is complete (cp.async.wait_all).
+__device__ __forceinline__ void cp_async_wait_all() {
+#if defined(MAGMASR_CUDA_EMULATED)
+  ::cuda_emu::cp_async_wait_all();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
 /// True when every pointer is 16-byte aligned, so float4 accesses are legal.
 inline bool aligned16(const void* a, const void* b = nullptr, const void* c = nullptr, const void* d = nullptr) {
   return ((reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(b) | reinterpret_cast<uintptr_t>(c) |

@@ -28,7 +28,13 @@
 //   (padding resolved while staging) and the 16 x KD*KH*KW weights (channel-fastest, read back as float4
 //   broadcasts). Each thread keeps 4 rows x 16 channels = 64 accumulators in registers: per filter tap it
 //   reads 4 input values (conflict-free, a warp reads one row) and 16 weights for 64 FMAs.
-//   Speed: not yet measured on a GPU.
+//   ptxas (sm_90): 174-237 registers, no spills, so one 256-thread block per SM; the two barriers per input
+//   channel then leave the SM idle while the channel's tile comes from memory.
+//   ASYNC = true (ConvAlgo::DirectAsync): two shared-memory buffers; the next channel's tile and weights are
+//   copied with cp.async (zero-fill for padding, clamped addresses for replicate) while the current channel is
+//   computed, one barrier per channel, no extra registers (twice the shared memory: 31 KB for 3x3x3). The FMAs
+//   are the same in the same order, so its output is the synchronous kernel's bit for bit (tested), and Auto
+//   times both. Speed: not yet measured on a GPU.
 // conv_fwd_cout1_kernel<KD, KH, KW>: one output channel (SRCNN conv3 32->1 5x5, and the backward-data
 //   pass of conv1, 64->1 9x9). A block of 256 threads (16 x 16) computes a 64 x 64 output tile; each thread
 //   a 4 x 4 patch (3-D: 32 x 64 and 2 x 4, so that the three staged planes fit in 48 KiB). Per input channel the tile plus halo is staged in shared memory and the channel's taps
@@ -244,15 +250,16 @@ int bias_grad_splits(const Context& ctx, const ConvGeom& g) {
 
 // =========================================== Direct forward ===============================================
 
-template <int KD, int KH, int KW, int COT, int RPT>
+template <int KD, int KH, int KW, int COT, int RPT, bool ASYNC>
 __global__ void __launch_bounds__(kBlock) conv_fwd_tiled_kernel(ConvDims s, const float* __restrict__ x,
                                                                 const float* __restrict__ w,
                                                                 const float* __restrict__ b, float* __restrict__ y,
                                                                 int relu) {
   constexpr int TW = 32, TH = 8 * RPT, IH = TH + KH - 1, IW = TW + KW - 1, KV = KD * KH * KW;
+  constexpr int STAGES = ASYNC ? 2 : 1;  // ASYNC: channel ci + 1 is copied into one buffer while ci is read
   static_assert(COT % 4 == 0, "COT must be a multiple of 4");
-  MAGMASR_SHARED(float, s_in, [KD][IH][IW]);
-  MAGMASR_SHARED(float, s_w, [KV][COT]);
+  MAGMASR_SHARED(float, s_in, [STAGES][KD][IH][IW]);
+  MAGMASR_SHARED(float, s_w, [STAGES][KV][COT]);
 
   const int tid = threadIdx.x, tx = tid & 31, ty = tid >> 5;
   const int tilesW = (s.oW + TW - 1) / TW;
@@ -260,6 +267,38 @@ __global__ void __launch_bounds__(kBlock) conv_fwd_tiled_kernel(ConvDims s, cons
   const int co0 = blockIdx.y * COT;
   const int64_t inS = int64_t(s.D) * s.H * s.W;
   const int64_t outS = int64_t(s.oD) * s.oH * s.oW;
+
+  // Stages input channel ci of image n (depth od) into buffer buf: the tile plus halo, padding resolved, and the
+  // channel's COT x KV weights. ASYNC: cp.async copies, complete after this thread's cp_async_wait_all().
+  const auto stage = [&](int n, int od, int ci, int buf) {
+    const float* plane = x + (int64_t(n) * s.Cin + ci) * inS;
+    for (int e = tid; e < KD * IH * IW; e += kBlock) {
+      const int kd = e / (IH * IW), r = (e / IW) % IH, c = e % IW;
+      int id = od + kd - s.pD, ih = oh0 + r - s.pH, iw = ow0 + c - s.pW;
+      bool inside = true;
+      if (s.replicate) {
+        id = dev::clampi(id, 0, s.D - 1), ih = dev::clampi(ih, 0, s.H - 1), iw = dev::clampi(iw, 0, s.W - 1);
+      } else if (unsigned(id) >= unsigned(s.D) || unsigned(ih) >= unsigned(s.H) || unsigned(iw) >= unsigned(s.W)) {
+        inside = false, id = ih = iw = 0;
+      }
+      const float* src = plane + (int64_t(id) * s.H + ih) * s.W + iw;
+      if (ASYNC) {
+        dev::cp_async_f32(&s_in[buf][kd][r][c], src, inside);
+      } else {
+        s_in[buf][kd][r][c] = inside ? __ldg(src) : 0.f;
+      }
+    }
+    for (int e = tid; e < KV * COT; e += kBlock) {
+      const int k = e / COT, c = e % COT, co = co0 + c;
+      const bool inside = co < s.Cout;
+      const float* src = w + (int64_t(inside ? co : 0) * s.Cin + ci) * KV + k;
+      if (ASYNC) {
+        dev::cp_async_f32(&s_w[buf][k][c], src, inside);
+      } else {
+        s_w[buf][k][c] = inside ? __ldg(src) : 0.f;
+      }
+    }
+  };
 
   for (int z = blockIdx.z; z < s.N * s.oD; z += gridDim.z) {
     const int n = z / s.oD, od = z % s.oD;
@@ -269,18 +308,22 @@ __global__ void __launch_bounds__(kBlock) conv_fwd_tiled_kernel(ConvDims s, cons
 #pragma unroll
       for (int c = 0; c < COT; ++c) acc[r][c] = 0.f;
 
+    if (ASYNC && s.Cin > 0) {
+      __syncthreads();  // the previous (n, od)'s last channel is no longer read
+      stage(n, od, 0, 0);
+    }
     for (int ci = 0; ci < s.Cin; ++ci) {
-      __syncthreads();  // the previous channel's tiles are no longer read
-      const float* plane = x + (int64_t(n) * s.Cin + ci) * inS;
-      for (int e = tid; e < KD * IH * IW; e += kBlock) {
-        const int kd = e / (IH * IW), r = (e / IW) % IH, c = e % IW;
-        s_in[kd][r][c] = fetch(plane, s, od + kd - s.pD, oh0 + r - s.pH, ow0 + c - s.pW);
+      const int buf = ASYNC ? (ci & 1) : 0;
+      if (ASYNC) {
+        dev::cp_async_wait_all();  // this thread's copies of channel ci
+      } else {
+        __syncthreads();  // the previous channel's tiles are no longer read
+        stage(n, od, ci, 0);
       }
-      for (int e = tid; e < KV * COT; e += kBlock) {
-        const int k = e / COT, c = e % COT, co = co0 + c;
-        s_w[k][c] = co < s.Cout ? __ldg(w + (int64_t(co) * s.Cin + ci) * KV + k) : 0.f;
-      }
+      // Channel ci is in shared memory; with ASYNC every thread has also finished reading channel ci - 1, whose
+      // buffer now takes channel ci + 1 while channel ci is computed.
       __syncthreads();
+      if (ASYNC && ci + 1 < s.Cin) stage(n, od, ci + 1, buf ^ 1);
 #pragma unroll
       for (int kd = 0; kd < KD; ++kd) {
 #pragma unroll
@@ -290,7 +333,7 @@ __global__ void __launch_bounds__(kBlock) conv_fwd_tiled_kernel(ConvDims s, cons
             float wv[COT];
 #pragma unroll
             for (int c4 = 0; c4 < COT / 4; ++c4) {
-              const float4 t = *reinterpret_cast<const float4*>(&s_w[(kd * KH + kh) * KW + kw][4 * c4]);
+              const float4 t = *reinterpret_cast<const float4*>(&s_w[buf][(kd * KH + kh) * KW + kw][4 * c4]);
               wv[4 * c4 + 0] = t.x;
               wv[4 * c4 + 1] = t.y;
               wv[4 * c4 + 2] = t.z;
@@ -298,7 +341,7 @@ __global__ void __launch_bounds__(kBlock) conv_fwd_tiled_kernel(ConvDims s, cons
             }
 #pragma unroll
             for (int r = 0; r < RPT; ++r) {
-              const float v = s_in[kd][ty * RPT + r + kh][tx + kw];
+              const float v = s_in[buf][kd][ty * RPT + r + kh][tx + kw];
 #pragma unroll
               for (int c = 0; c < COT; ++c) acc[r][c] = fmaf(v, wv[c], acc[r][c]);
             }
@@ -753,11 +796,17 @@ namespace {
 
 template <int KD, int KH, int KW>
 void launch_tiled(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b, float* y,
-                  bool relu) {
+                  bool relu, bool async) {
   constexpr int COT = 16, RPT = 4, TW = 32, TH = 8 * RPT;
   const int64_t tiles = ((g.oH() + TH - 1) / TH) * ((g.oW() + TW - 1) / TW);
   const dim3 grid(unsigned(tiles), unsigned((g.Cout + COT - 1) / COT), unsigned(std::min<int64_t>(g.N * g.oD(), 65535)));
-  MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_fwd_tiled_kernel<KD, KH, KW, COT, RPT>)(dims_of(g), x, w, b, y, relu ? 1 : 0);
+  if (async) {
+    MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_fwd_tiled_kernel<KD, KH, KW, COT, RPT, true>)(dims_of(g), x, w, b, y,
+                                                                                                 relu ? 1 : 0);
+  } else {
+    MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_fwd_tiled_kernel<KD, KH, KW, COT, RPT, false>)(dims_of(g), x, w, b,
+                                                                                                  y, relu ? 1 : 0);
+  }
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
 
@@ -792,30 +841,26 @@ DirectKernel pick_direct(const ConvGeom& g) {
 
 }  // namespace
 
-const char* direct_forward_kernel_name(const ConvGeom& g) {
+bool direct_forward_has_async(const ConvGeom& g) {
   switch (pick_direct(g)) {
-    case DirectKernel::Tiled111: return "tiled<1x1x1>";
-    case DirectKernel::Tiled133: return "tiled<1x3x3>";
-    case DirectKernel::Tiled155: return "tiled<1x5x5>";
-    case DirectKernel::Tiled199: return "tiled<1x9x9>";
-    case DirectKernel::Tiled333: return "tiled<3x3x3>";
-    case DirectKernel::C1_133: return "cout1<1x3x3>";
-    case DirectKernel::C1_155: return "cout1<1x5x5>";
-    case DirectKernel::C1_199: return "cout1<1x9x9>";
-    case DirectKernel::C1_333: return "cout1<3x3x3>";
-    default: return "generic";
+    case DirectKernel::Tiled111:
+    case DirectKernel::Tiled133:
+    case DirectKernel::Tiled155:
+    case DirectKernel::Tiled199:
+    case DirectKernel::Tiled333: return true;
+    default: return false;
   }
 }
 
 void direct_forward(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b, float* y,
-                    bool relu) {
+                    bool relu, bool async) {
   if (g.y_numel() <= 0) return;
   switch (pick_direct(g)) {
-    case DirectKernel::Tiled111: launch_tiled<1, 1, 1>(ctx, g, x, w, b, y, relu); return;
-    case DirectKernel::Tiled133: launch_tiled<1, 3, 3>(ctx, g, x, w, b, y, relu); return;
-    case DirectKernel::Tiled155: launch_tiled<1, 5, 5>(ctx, g, x, w, b, y, relu); return;
-    case DirectKernel::Tiled199: launch_tiled<1, 9, 9>(ctx, g, x, w, b, y, relu); return;
-    case DirectKernel::Tiled333: launch_tiled<3, 3, 3>(ctx, g, x, w, b, y, relu); return;
+    case DirectKernel::Tiled111: launch_tiled<1, 1, 1>(ctx, g, x, w, b, y, relu, async); return;
+    case DirectKernel::Tiled133: launch_tiled<1, 3, 3>(ctx, g, x, w, b, y, relu, async); return;
+    case DirectKernel::Tiled155: launch_tiled<1, 5, 5>(ctx, g, x, w, b, y, relu, async); return;
+    case DirectKernel::Tiled199: launch_tiled<1, 9, 9>(ctx, g, x, w, b, y, relu, async); return;
+    case DirectKernel::Tiled333: launch_tiled<3, 3, 3>(ctx, g, x, w, b, y, relu, async); return;
     case DirectKernel::C1_133: launch_cout1<1, 3, 3>(ctx, g, x, w, b, y, relu); return;
     case DirectKernel::C1_155: launch_cout1<1, 5, 5>(ctx, g, x, w, b, y, relu); return;
     case DirectKernel::C1_199: launch_cout1<1, 9, 9>(ctx, g, x, w, b, y, relu); return;

@@ -16,6 +16,7 @@ std::string to_string(ConvAlgo a) {
   switch (a) {
     case ConvAlgo::Direct: return "direct";
     case ConvAlgo::Gemm: return "gemm";
+    case ConvAlgo::DirectAsync: return "direct_async";
     default: return "auto";
   }
 }
@@ -24,7 +25,8 @@ ConvAlgo conv_algo_from_string(const std::string& s) {
   if (s == "auto") return ConvAlgo::Auto;
   if (s == "direct") return ConvAlgo::Direct;
   if (s == "gemm") return ConvAlgo::Gemm;
-  throw ValueError("conv algorithm must be 'auto', 'direct' or 'gemm', got '" + s + "'");
+  if (s == "direct_async") return ConvAlgo::DirectAsync;
+  throw ValueError("conv algorithm must be 'auto', 'direct', 'direct_async' or 'gemm', got '" + s + "'");
 }
 
 std::string ConvGeom::str() const {

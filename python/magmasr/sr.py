@@ -132,7 +132,7 @@ class SRModel:
         self.device = device
         return self
 
-    CONV_ALGOS = ("auto", "direct", "gemm")
+    CONV_ALGOS = ("auto", "direct", "direct_async", "gemm")
 
     def _inference_algo(self, algo: str | None, tiled: bool) -> str | None:
         """The convolution strategy to pin for one inference: `algo` when given; else, for a picture cut into
@@ -299,9 +299,10 @@ class ImageSR(SRModel):
         whole picture's, while the working set is that of one block: pictures whose upscaled version would not
         fit in memory can be streamed to a file block by block.
 
-        `algo` pins the GPU's convolution strategy ('auto', 'direct', 'gemm') for this call. By default a
-        picture cut into several tiles on a GPU runs our direct kernels, whose sums do not depend on a block's
-        shape: any tile size gives the pixels of ``upscale(img, algo='direct')``. The whole picture in one
+        `algo` pins the GPU's convolution strategy ('auto', 'direct', 'direct_async', 'gemm') for this call. By
+        default a picture cut into several tiles on a GPU runs our direct kernels, whose sums do not depend on a
+        block's shape: any tile size gives the pixels of ``upscale(img, algo='direct')`` ('direct_async', the
+        same kernels with asynchronous copies, gives the same pixels). The whole picture in one
         block keeps the layers' setting ('auto': the faster strategy per shape, which may differ from the
         direct kernels by float rounding). The CPU has one strategy and ignores `algo`."""
         img, scale = self._check_picture(img, scale)

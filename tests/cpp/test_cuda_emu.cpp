@@ -73,6 +73,24 @@ __global__ void divergent_barrier_kernel(float* out) {
 
 __global__ void write_past_end_kernel(float* out, int n) { out[n + 100 + threadIdx.x] = 1.f; }
 
+// cp.async (kernels/common.cuh's dev::cp_async_f32): thread t copies in[t] into tile[t] (even t; odd t zero-fills),
+// then reads the tile reversed. wait = 1: each thread waits for its copies before the barrier, as it must;
+// wait = 0: it waits only after reading; wait = -1: it never waits.
+__global__ void cp_async_kernel(const float* in, float* out, int wait) {
+  CUDA_EMU_SHARED(float, tile, [64]);
+  cuda_emu::cp_async(&tile[threadIdx.x], in + threadIdx.x, 4, threadIdx.x % 2 == 0 ? 4 : 0);
+  if (wait == 1) cuda_emu::cp_async_wait_all();
+  __syncthreads();
+  out[threadIdx.x] = tile[63 - threadIdx.x];
+  if (wait == 0) cuda_emu::cp_async_wait_all();
+}
+
+// A cp.async whose destination is global memory (cp.async writes shared memory only).
+__global__ void cp_async_to_global_kernel(const float* in, float* out) {
+  cuda_emu::cp_async(out + threadIdx.x, in + threadIdx.x, 4, 4);
+  cuda_emu::cp_async_wait_all();
+}
+
 TEST(CudaEmulator, BuiltinVariablesCoverTheGridOnce) {
   const dim3 grid(3, 2, 2), block(4, 3, 2);
   DeviceFloats out(12 * 24);
@@ -165,3 +183,32 @@ TEST(CudaEmulator, CopiesOutsideAnAllocationAreRefused) {
 }
 
 }  // namespace
+
+TEST(CudaEmulator, AsyncCopiesLandAtTheWaitNotBefore) {
+  DeviceFloats in(64), out(64);
+  std::vector<float> h(64);
+  for (size_t i = 0; i < h.size(); ++i) h[i] = float(i + 1);
+  ASSERT_EQ(cudaMemcpy(in.p, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(launch(cuda_emu::launch("cp_async", 1, 64, 0, nullptr, cp_async_kernel), nullptr, in.p, out.p, 1), cudaSuccess);
+  std::vector<float> r = out.host();
+  for (int i = 0; i < 64; ++i) EXPECT_EQ(r[size_t(i)], (63 - i) % 2 == 0 ? float(64 - i) : 0.f) << i;
+  // Read before the copying thread's wait: wherever that thread has not waited yet (half the block, in either
+  // order), the shared memory still holds its poison.
+  ASSERT_EQ(launch(cuda_emu::launch("cp_async", 1, 64, 0, nullptr, cp_async_kernel), nullptr, in.p, out.p, 0), cudaSuccess);
+  r = out.host();
+  int poisoned = 0;
+  for (int i = 0; i < 64; ++i) poisoned += std::isnan(r[size_t(i)]) ? 1 : 0;
+  EXPECT_EQ(poisoned, 32);
+}
+
+TEST(CudaEmulator, AsyncCopiesNeverWaitedForOrOutsideSharedMemoryAreLaunchFailures) {
+  DeviceFloats in(64), out(64);
+  std::string msg;
+  EXPECT_EQ(launch(cuda_emu::launch("cp_async", 1, 64, 0, nullptr, cp_async_kernel), &msg, in.p, out.p, -1),
+            cudaErrorLaunchFailure);
+  EXPECT_NE(msg.find("exited with 1 cp.async copies it never waited for"), std::string::npos) << msg;
+  EXPECT_EQ(launch(cuda_emu::launch("cp_async_to_global", 1, 32, 0, nullptr, cp_async_to_global_kernel), &msg, in.p,
+                   out.p),
+            cudaErrorLaunchFailure);
+  EXPECT_NE(msg.find("a destination outside the block's shared variables"), std::string::npos) << msg;
+}

@@ -1,5 +1,5 @@
 // Every CUDA op against the CPU reference (magmasr::cpu, backend.hpp) on random data: each convolution
-// strategy (Direct, Gemm, Auto) in each direction on the shapes of our models and on odd ones, both padding
+// strategy (Direct, DirectAsync, Gemm, Auto) in each direction on the shapes of our models and on odd ones, both padding
 // modes, and the element-wise, loss and optimizer kernels, with ||gpu - cpu|| / ||cpu|| < 1e-5. Outputs are
 // poisoned with NaN before every run, so an element a kernel forgets to write fails the comparison.
 // Every test skips when there is no CUDA device (or no CUDA build).
@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -89,7 +90,7 @@ ConvGeom geom2d(int64_t N, int64_t Cin, int64_t Cout, int64_t H, int64_t W, int6
   return geom(N, Cin, Cout, 1, H, W, 1, k, k, 0, p, p, mode);
 }
 
-std::string algo_name(ConvAlgo a) { return a == ConvAlgo::Direct ? "direct" : a == ConvAlgo::Gemm ? "gemm" : "auto"; }
+std::string algo_name(ConvAlgo a) { return to_string(a); }
 
 // The shapes: our models' layers (shrunk spatially), their backward problems' specialisations, and odd ones
 // that fall to the generic kernels; every tile edge is crossed somewhere (sizes not multiples of 32 / 64).
@@ -120,7 +121,7 @@ std::vector<ConvGeom> conv_cases() {
   };
 }
 
-const ConvAlgo kAlgos[] = {ConvAlgo::Direct, ConvAlgo::Gemm, ConvAlgo::Auto};
+const ConvAlgo kAlgos[] = {ConvAlgo::Direct, ConvAlgo::DirectAsync, ConvAlgo::Gemm, ConvAlgo::Auto};
 
 void check_conv_forward(const ConvGeom& g, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -232,6 +233,37 @@ TEST(CudaConv, BackwardAllStrategiesMatchCpu) {
   SKIP_WITHOUT_GPU();
   uint32_t seed = 200;
   for (const ConvGeom& g : conv_cases()) check_conv_backward(g, seed++);
+}
+
+// DirectAsync computes Direct's sums in Direct's order: its forward and backward-data outputs are Direct's bit for
+// bit (what lets a tiled picture on a GPU use either), on every shape of conv_cases (input channel counts odd
+// and even, so the last channel lands in either of its two buffers; one input channel, where nothing overlaps).
+TEST(CudaConv, DirectAsyncIsDirectBitForBit) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(31);
+  for (const ConvGeom& g : conv_cases()) {
+    const auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+    const auto b = random_vec(size_t(g.Cout), rng), gy = random_vec(size_t(g.y_numel()), rng);
+    DeviceBuffer d_x(x), d_w(w), d_b(b), d_gy(gy), y(size_t(g.y_numel())), dx(size_t(g.x_numel()));
+    std::vector<float> out[2], grad[2];
+    for (int i = 0; i < 2; ++i) {
+      const ConvAlgo a = i == 0 ? ConvAlgo::Direct : ConvAlgo::DirectAsync;
+      y.poison();
+      dx.poison();
+      cuda::conv_forward(kDev, g, d_x.get(), d_w.get(), d_b.get(), y.get(), true, a);
+      cuda::conv_backward_data(kDev, g, d_gy.get(), d_w.get(), dx.get(), a);
+      out[i] = y.download(), grad[i] = dx.download();
+    }
+    for (int i = 0; i < 2; ++i) {  // the poison is NaN, so equal bits could also be two unwritten elements
+      for (float v : out[i]) ASSERT_TRUE(std::isfinite(v)) << "forward left an element unwritten, " << g.str();
+      for (float v : grad[i]) ASSERT_TRUE(std::isfinite(v)) << "backward data left an element unwritten, " << g.str();
+    }
+    for (size_t j = 0; j < out[0].size(); ++j)
+      ASSERT_EQ(std::memcmp(&out[0][j], &out[1][j], sizeof(float)), 0) << "forward element " << j << ", " << g.str();
+    for (size_t j = 0; j < grad[0].size(); ++j)
+      ASSERT_EQ(std::memcmp(&grad[0][j], &grad[1][j], sizeof(float)), 0)
+          << "backward-data element " << j << ", " << g.str();
+  }
 }
 
 // Fresh random geometries on every run (the seed is in the failure message): the filter sizes the direct

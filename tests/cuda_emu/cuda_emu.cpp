@@ -195,6 +195,15 @@ struct Fiber {
   int linear;
   Wait wait;
   unsigned mask;  // of the warp exchange it waits at
+  // cp.async copies issued and not yet waited for: done at the thread's cp.async.wait_all, not before, so that a
+  // read of the destination before the wait (or by another thread before the wait and a barrier) sees the old
+  // contents (NaN in fresh shared memory).
+  struct Copy {
+    void* dst;
+    const void* src;
+    size_t bytes, src_bytes;
+  };
+  std::vector<Copy> copies;
 };
 
 struct BlockRun {
@@ -208,7 +217,7 @@ struct BlockRun {
   const std::function<void()>* body = nullptr;
   std::string fault;
   std::vector<uint64_t> slots;  // one per thread, for warp exchanges
-  std::vector<void*> shared;    // the shared variables poisoned in this block
+  std::vector<std::pair<void*, size_t>> shared;  // the shared variables poisoned in this block, and their sizes
 };
 
 BlockRun* g_run = nullptr;
@@ -227,9 +236,14 @@ char* stack(size_t i) {
   return g_stacks[i];
 }
 
+std::string where(const Fiber& f);
+
 void run_body(BlockRun& r) {
   try {
     (*r.body)();
+    if (!r.current->copies.empty() && r.fault.empty())
+      r.fault = where(*r.current) + " exited with " + std::to_string(r.current->copies.size()) +
+                " cp.async copies it never waited for (cp.async.wait_all)";
   } catch (const std::exception& e) {
     if (r.fault.empty()) r.fault = std::string("exception in a kernel: ") + e.what();
   } catch (...) {
@@ -365,6 +379,7 @@ std::string run_block(BlockRun& r, dim3 block) {
     f.tid = uint3{unsigned(i) % block.x, (unsigned(i) / block.x) % block.y, unsigned(i) / (block.x * block.y)};
     f.wait = Wait::Run;
     f.mask = 0;
+    f.copies.clear();
     start_fiber(r, f, stack(size_t(i)));
   }
   r.shared.clear();
@@ -394,14 +409,48 @@ std::string run_block(BlockRun& r, dim3 block) {
 
 void shared_declared(void* storage, size_t bytes) {
   BlockRun& r = running("a shared variable's declaration");
-  if (std::find(r.shared.begin(), r.shared.end(), storage) != r.shared.end()) return;
+  for (const auto& v : r.shared)
+    if (v.first == storage) return;
   std::memset(storage, 0xFF, bytes);
-  r.shared.push_back(storage);
+  r.shared.emplace_back(storage, bytes);
 }
 
 void syncthreads() {
   running("__syncthreads()");
   yield(Wait::Block);
+}
+
+void cp_async(void* dst, const void* src, size_t bytes, size_t src_bytes) {
+  BlockRun& r = running("cp.async");
+  Fiber& f = *r.current;
+  const auto* d = static_cast<const char*>(dst);
+  bool in_shared = false;
+  for (const auto& v : r.shared)
+    in_shared = in_shared || (d >= static_cast<const char*>(v.first) && d + bytes <= static_cast<const char*>(v.first) + v.second);
+  std::string bad;
+  if (bytes != 4 && bytes != 8 && bytes != 16)
+    bad = "a copy of " + std::to_string(bytes) + " bytes (cp.async copies 4, 8 or 16)";
+  else if (src_bytes > bytes)
+    bad = "a source size of " + std::to_string(src_bytes) + " bytes over the copy's " + std::to_string(bytes);
+  else if (!in_shared)
+    bad = "a destination outside the block's shared variables";
+  else if (reinterpret_cast<uintptr_t>(dst) % bytes != 0 || (src_bytes > 0 && reinterpret_cast<uintptr_t>(src) % bytes != 0))
+    bad = "an address not aligned to the copy's " + std::to_string(bytes) + " bytes";
+  if (!bad.empty()) {
+    r.fault = where(f) + " issued a cp.async with " + bad;
+    yield(Wait::Done);
+  }
+  f.copies.push_back(Fiber::Copy{dst, src, bytes, src_bytes});
+}
+
+void cp_async_wait_all() {
+  BlockRun& r = running("cp.async.wait_all");
+  Fiber& f = *r.current;
+  for (const Fiber::Copy& c : f.copies) {
+    std::memcpy(c.dst, c.src, c.src_bytes);
+    std::memset(static_cast<char*>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
+  }
+  f.copies.clear();
 }
 
 uint64_t shfl_down(uint64_t bits, unsigned mask, unsigned delta, int width) {

@@ -128,13 +128,15 @@ def test_tiled_upscale_on_the_gpu_is_exact_with_the_direct_kernels(gpu):
     """On the GPU, a picture cut into tiles runs the direct kernels, whose sums per output pixel do not depend on
     the block: every tile size gives exactly the whole picture computed with algo='direct'. The default whole
     picture ('auto': cuBLAS for some layers) and the CPU agree with it to within one grey level, nearly
-    everywhere. The same holds for 3DSRnet's tiled residual."""
+    everywhere. algo='direct_async' (the tiled kernels' cp.async variant) gives algo='direct' bit for bit. The same
+    holds for 3DSRnet's tiled residual."""
     from magmasr.video import VideoSR
 
     rng = np.random.default_rng()
     model = ImageSR.pretrained(3, "9-5-5", device="cuda")
     img = rng.integers(0, 256, (61, 83, 3), dtype=np.uint8)
     direct = model.upscale(img, algo="direct")
+    np.testing.assert_array_equal(model.upscale(img, algo="direct_async"), direct)  # the same sums, same order
     for tile in (64, 37, 100, 183):
         np.testing.assert_array_equal(model.upscale(img, tile=tile), direct, err_msg=f"tile {tile}")
     whole = model.upscale(img).astype(int)
@@ -146,6 +148,7 @@ def test_tiled_upscale_on_the_gpu_is_exact_with_the_direct_kernels(gpu):
     video = VideoSR.tdsrnet(2, filters=16, seed=int(rng.integers(1 << 30))).to("cuda")
     window = rng.random((5, 29, 34)).astype(np.float32)
     expected = video.residual(window, algo="direct")
+    np.testing.assert_array_equal(video.residual(window, algo="direct_async"), expected)
     for tile in (8, 13):
         np.testing.assert_array_equal(video.residual(window, tile), expected, err_msg=f"tile {tile}")
 
@@ -178,7 +181,7 @@ def test_the_convolution_strategy_is_pinned_for_one_call_only():
     img = rng.integers(0, 256, (9, 11), dtype=np.uint8)
     reference = model.upscale(img)
     assert rec.seen == [{"auto"}]
-    for algo in ("direct", "gemm"):
+    for algo in ("direct", "direct_async", "gemm"):
         rec.seen.clear()
         np.testing.assert_array_equal(model.upscale(img, tile=8, algo=algo), reference)  # one CPU strategy
         assert rec.seen == [{algo}] * 9  # 18 x 22 output pixels in 8 x 8 tiles
@@ -186,7 +189,7 @@ def test_the_convolution_strategy_is_pinned_for_one_call_only():
     rec.seen.clear()
     model.upscale(img, tile=8)
     assert rec.seen == [{"auto"}] * 9
-    with pytest.raises(ValueError, match="algo must be one of auto, direct, gemm"):
+    with pytest.raises(ValueError, match="algo must be one of auto, direct, direct_async, gemm"):
         model.upscale(img, algo="fastest")
     rec.fail = True
     with pytest.raises(RuntimeError, match="out of memory"):

@@ -15,12 +15,15 @@ enum class PadMode : int { Zeros = 0, Replicate = 1 };
 /// Which convolution strategy the CUDA backend uses; the CPU has one
 /// (im2col/vol2col + SGEMM) and ignores it.
 enum class ConvAlgo : int {
-  Auto = 0,    // the selector picks per shape
-  Direct = 1,  // direct / implicit-GEMM kernels tiled in shared memory and registers
-  Gemm = 2,    // im2col / vol2col + cuBLAS SGEMM
+  Auto = 0,         // the selector picks per shape
+  Direct = 1,       // direct / implicit-GEMM kernels tiled in shared memory and registers
+  Gemm = 2,         // im2col / vol2col + cuBLAS SGEMM
+  DirectAsync = 3,  // Direct, with the many-channel forward and backward-data kernels copying the next input
+                    // channel into shared memory (cp.async) while they compute the current one; bit for bit
+                    // Direct's results (same sums, same order). Backward weight: the same kernel as Direct.
 };
 std::string to_string(ConvAlgo a);
-ConvAlgo conv_algo_from_string(const std::string& s);  // "auto" | "direct" | "gemm"
+ConvAlgo conv_algo_from_string(const std::string& s);  // "auto" | "direct" | "direct_async" | "gemm"
 
 std::string to_string(PadMode m);
 PadMode pad_mode_from_string(const std::string& s);  // "zeros" | "replicate"

@@ -15,10 +15,14 @@
 // ConvAlgo::Direct — our own kernels: tiled direct forward (specialised for the filters of SRCNN and
 //   3DSRnet), backward data as the forward pass of flipped, transposed weights (+ the replicate border
 //   fix), backward weight as a split-reduction implicit GEMM.
+// ConvAlgo::DirectAsync — Direct with the tiled forward kernel's cp.async variant (two shared-memory buffers:
+//   the next input channel is copied while the current one is computed), forward and backward data; the same
+//   sums in the same order, so bit for bit Direct's output. Where no tiled kernel applies (one output channel,
+//   other filter sizes) and for backward weight it is Direct.
 // The bias gradient (both strategies) is a two-stage reduction kernel.
 //
 // ConvAlgo::Auto — like cudnn.benchmark: the first time a problem (direction, geometry, bias or not) is
-// seen on a device, each strategy runs once to warm up and once timed with CUDA events on the context
+// seen on a device, each strategy (DirectAsync only where it differs from Direct) runs once to warm up and once timed with CUDA events on the context
 // stream; the faster is cached in the device's Context and used from then on (and run once more if it was
 // not the last one timed, so that the result of the call comes from the chosen strategy). Timing
 // synchronises once per new problem; every later call is asynchronous.
@@ -28,6 +32,7 @@
 #include <cstdint>
 #include <exception>
 #include <limits>
+#include <vector>
 
 #include "backend.hpp"
 #include "cuda/check.hpp"
@@ -184,18 +189,22 @@ void gemm_backward_weight(Context& ctx, const ConvGeom& g, const float* x, const
 
 // -------------------------------------------- Direct strategy --------------------------------------------
 
-void direct_backward_data(Context& ctx, const ConvGeom& g, const float* dy, const float* w, float* dx) {
-  float* wt = static_cast<float*>(ctx.workspace(size_t(g.w_numel()) * sizeof(float)));
-  convk::flip_transpose_weights(ctx, g, w, wt);
-  // dx = conv(dy, flip(w)^T) with padding k - 1 - p and zero padding: a forward problem with the channel
-  // counts swapped whose output has the input's size.
+// dx = conv(dy, flip(w)^T) with padding k - 1 - p and zero padding: a forward problem with the channel counts
+// swapped whose output has the input's size.
+ConvGeom backward_data_as_forward(const ConvGeom& g) {
   ConvGeom t;
   t.N = g.N, t.Cin = g.Cout, t.Cout = g.Cin;
   t.D = g.oD(), t.H = g.oH(), t.W = g.oW();
   t.kD = g.kD, t.kH = g.kH, t.kW = g.kW;
   t.pD = g.kD - 1 - g.pD, t.pH = g.kH - 1 - g.pH, t.pW = g.kW - 1 - g.pW;
   t.mode = PadMode::Zeros;
-  convk::direct_forward(ctx, t, dy, wt, nullptr, dx, false);
+  return t;
+}
+
+void direct_backward_data(Context& ctx, const ConvGeom& g, const float* dy, const float* w, float* dx, bool async) {
+  float* wt = static_cast<float*>(ctx.workspace(size_t(g.w_numel()) * sizeof(float)));
+  convk::flip_transpose_weights(ctx, g, w, wt);
+  convk::direct_forward(ctx, backward_data_as_forward(g), dy, wt, nullptr, dx, false, async);
   convk::replicate_backward_data_fix(ctx, g, dy, w, dx);
 }
 
@@ -226,6 +235,14 @@ class Event {
   cudaEvent_t e_ = nullptr;
 };
 
+// The strategies Auto times for a problem: DirectAsync only where it runs other kernels than Direct.
+std::vector<ConvAlgo> candidates(ConvDir dir, const ConvGeom& g) {
+  const bool async = (dir == ConvDir::Forward && convk::direct_forward_has_async(g)) ||
+                     (dir == ConvDir::BackwardData && convk::direct_forward_has_async(backward_data_as_forward(g)));
+  if (async) return {ConvAlgo::Direct, ConvAlgo::DirectAsync, ConvAlgo::Gemm};
+  return {ConvAlgo::Direct, ConvAlgo::Gemm};
+}
+
 template <class Run>
 void run_with_algo(Context& ctx, ConvDir dir, const ConvGeom& g, bool with_bias, ConvAlgo algo, Run run) {
   if (algo != ConvAlgo::Auto) {
@@ -242,7 +259,7 @@ void run_with_algo(Context& ctx, ConvDir dir, const ConvGeom& g, bool with_bias,
   float best_ms = std::numeric_limits<float>::infinity();
   ConvAlgo best = ConvAlgo::Auto, last = ConvAlgo::Auto;
   std::exception_ptr failure;
-  for (ConvAlgo cand : {ConvAlgo::Direct, ConvAlgo::Gemm}) {
+  for (ConvAlgo cand : candidates(dir, g)) {
     last = cand;  // the outputs hold (part of) cand's result from here on, even if it fails
     try {
       run(cand);  // warm-up: lazy module loading, cuBLAS heuristics, workspace growth
@@ -279,7 +296,7 @@ void conv_forward(int device, const ConvGeom& g, const float* x, const float* w,
     if (a == ConvAlgo::Gemm) {
       gemm_forward(ctx, g, x, w, b, y, relu);
     } else {
-      convk::direct_forward(ctx, g, x, w, b, y, relu);
+      convk::direct_forward(ctx, g, x, w, b, y, relu, a == ConvAlgo::DirectAsync);
     }
   });
 }
@@ -296,7 +313,7 @@ void conv_backward_data(int device, const ConvGeom& g, const float* dy, const fl
     if (a == ConvAlgo::Gemm) {
       gemm_backward_data(ctx, g, dy, w, dx);
     } else {
-      direct_backward_data(ctx, g, dy, w, dx);
+      direct_backward_data(ctx, g, dy, w, dx, a == ConvAlgo::DirectAsync);
     }
   });
 }

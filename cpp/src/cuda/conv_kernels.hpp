@@ -35,11 +35,13 @@ size_t bias_grad_workspace(const Context& ctx, const ConvGeom& g);  // bytes
 void bias_grad(const Context& ctx, const ConvGeom& g, const float* dy, float* db, void* ws);
 
 // ---- Direct strategy ----
-// y = relu?(conv(x, w) + b) with the specialised tiled kernel for the shape when there is one.
+// y = relu?(conv(x, w) + b) with the specialised tiled kernel for the shape when there is one. async: the tiled
+// kernel's variant that copies the next input channel into shared memory (cp.async, two buffers) while it computes
+// the current one; its sums are the same, in the same order, so the output is bit for bit the same.
 void direct_forward(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b, float* y,
-                    bool relu);
-// Which kernel direct_forward uses for g ("tiled<3x3x3>", "cout1<5x5>", "generic").
-const char* direct_forward_kernel_name(const ConvGeom& g);
+                    bool relu, bool async);
+// True when direct_forward runs a tiled kernel for g, i.e. when async selects a different kernel.
+bool direct_forward_has_async(const ConvGeom& g);
 // wt[ci][co][k] = w[co][ci][kvol - 1 - k]: the weights of the backward-data pass seen as a forward pass.
 void flip_transpose_weights(const Context& ctx, const ConvGeom& g, const float* w, float* wt);
 // With replicate padding: dx += the gradient that reaches border samples through the clamped positions.

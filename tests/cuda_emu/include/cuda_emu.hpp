@@ -7,7 +7,8 @@
 // fiber runs alone, and the emulator runs the fibers in ascending thread order in one phase and in descending
 // order in the next, so a read of shared memory that another thread writes without a barrier in between sees
 // the wrong value in one order or the other. Shared memory (CUDA_EMU_SHARED) is filled with NaN at the start of
-// every block, as is fresh device memory, so a read of a value no thread wrote shows up as NaN. A __syncthreads() that some thread of the block never reaches, a lane that
+// every block, as is fresh device memory, so a read of a value no thread wrote shows up as NaN. A cp.async copy
+// lands at its thread's cp.async.wait_all, not before. A __syncthreads() that some thread of the block never reaches, a lane that
 // leaves a warp exchange, and a launch configuration the hardware rejects are launch failures with a message.
 #pragma once
 
@@ -62,6 +63,10 @@ extern dim3 g_block_dim, g_grid_dim;
 void shared_declared(void* storage, size_t bytes);
 /// __syncthreads(): waits until every thread of the block has arrived.
 void syncthreads();
+/// cp.async (dev::cp_async_f32 in kernels/common.cuh): bytes from src to the shared dst, of which src_bytes are
+/// read and the rest zero-filled; done by the issuing thread's cp_async_wait_all(), not before.
+void cp_async(void* dst, const void* src, size_t bytes, size_t src_bytes);
+void cp_async_wait_all();
 /// __shfl_down_sync on 64 bits: the value of lane + delta within the width-lane segment, or the caller's own.
 uint64_t shfl_down(uint64_t bits, unsigned mask, unsigned delta, int width);
 /// Runs body once per thread of the grid; a fault is reported through cudaGetLastError().
