@@ -340,11 +340,15 @@ class Bench:
         self.record(case, shape, "magmasr", time_runs(lambda: model(x), self.sync, a.warmup, a.reps))
         if self.dev == "cuda":  # what `magmasr upscale` runs on a GPU: every layer pinned to the direct kernels
             convs = [model[n] for n in model.names() if hasattr(model[n], "algo")]
-            for c in convs:
-                c.algo = "direct"
-            self.check(case, "ours direct vs ours auto", rel_l2(model(x).numpy(), y_ours), True)
-            self.record(case, shape, "magmasr-direct", time_runs(lambda: model(x), self.sync, a.warmup, a.reps),
-                        "all layers on the direct kernels (the command line's choice on a GPU)")
+            notes = {"direct": "all layers on the direct kernels (the command line's choice on a GPU)",
+                     "direct_async": "all layers on the direct kernels with cp.async double buffering "
+                                     "(the same pixels as direct)"}
+            for algo, note in notes.items():
+                for c in convs:
+                    c.algo = algo
+                self.check(case, f"ours {algo} vs ours auto", rel_l2(model(x).numpy(), y_ours), True)
+                self.record(case, shape, f"magmasr-{algo}", time_runs(lambda: model(x), self.sync, a.warmup, a.reps),
+                            note)
             for c in convs:
                 c.algo = "auto"
         if torch is not None:
