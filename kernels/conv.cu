@@ -28,7 +28,7 @@
 //   (padding resolved while staging) and the 16 x KD*KH*KW weights (channel-fastest, read back as float4
 //   broadcasts). Each thread keeps 4 rows x 16 channels = 64 accumulators in registers: per filter tap it
 //   reads 4 input values (conflict-free, a warp reads one row) and 16 weights for 64 FMAs.
-//   ptxas (sm_90): 174-237 registers, no spills, so one 256-thread block per SM; the two barriers per input
+//   ptxas (sm_90): 172-229 registers, no spills, so one 256-thread block per SM; the two barriers per input
 //   channel then leave the SM idle while the channel's tile comes from memory.
 //   ASYNC = true (ConvAlgo::DirectAsync): two shared-memory buffers; the next channel's tile and weights are
 //   copied with cp.async (zero-fill for padding, clamped addresses for replicate) while the current channel is
@@ -87,16 +87,28 @@ ConvDims dims_of(const ConvGeom& g) {
   return s;
 }
 
-// The padded input sample (id, ih, iw) of one (n, ci) plane.
-__device__ __forceinline__ float fetch(const float* __restrict__ plane, const ConvDims& s, int id, int ih, int iw) {
+// Where the padded input sample (id, ih, iw) of one (n, ci) plane is read from: with replicate padding the index
+// clamped into the input; with zero padding inside = false outside the input (the sample is 0, and the plane's
+// first sample, returned then, is not to be read).
+__device__ __forceinline__ const float* padded_sample(const float* __restrict__ plane, const ConvDims& s, int id,
+                                                      int ih, int iw, bool& inside) {
+  inside = true;
   if (s.replicate) {
     id = dev::clampi(id, 0, s.D - 1);
     ih = dev::clampi(ih, 0, s.H - 1);
     iw = dev::clampi(iw, 0, s.W - 1);
   } else if (unsigned(id) >= unsigned(s.D) || unsigned(ih) >= unsigned(s.H) || unsigned(iw) >= unsigned(s.W)) {
-    return 0.f;
+    inside = false;
+    return plane;
   }
-  return __ldg(plane + (int64_t(id) * s.H + ih) * s.W + iw);
+  return plane + (int64_t(id) * s.H + ih) * s.W + iw;
+}
+
+// The padded input sample (id, ih, iw) of one (n, ci) plane.
+__device__ __forceinline__ float fetch(const float* __restrict__ plane, const ConvDims& s, int id, int ih, int iw) {
+  bool inside;
+  const float* p = padded_sample(plane, s, id, ih, iw, inside);
+  return inside ? __ldg(p) : 0.f;
 }
 
 // ===================================== Gemm strategy helpers ==============================================
@@ -274,14 +286,8 @@ __global__ void __launch_bounds__(kBlock) conv_fwd_tiled_kernel(ConvDims s, cons
     const float* plane = x + (int64_t(n) * s.Cin + ci) * inS;
     for (int e = tid; e < KD * IH * IW; e += kBlock) {
       const int kd = e / (IH * IW), r = (e / IW) % IH, c = e % IW;
-      int id = od + kd - s.pD, ih = oh0 + r - s.pH, iw = ow0 + c - s.pW;
-      bool inside = true;
-      if (s.replicate) {
-        id = dev::clampi(id, 0, s.D - 1), ih = dev::clampi(ih, 0, s.H - 1), iw = dev::clampi(iw, 0, s.W - 1);
-      } else if (unsigned(id) >= unsigned(s.D) || unsigned(ih) >= unsigned(s.H) || unsigned(iw) >= unsigned(s.W)) {
-        inside = false, id = ih = iw = 0;
-      }
-      const float* src = plane + (int64_t(id) * s.H + ih) * s.W + iw;
+      bool inside;
+      const float* src = padded_sample(plane, s, od + kd - s.pD, oh0 + r - s.pH, ow0 + c - s.pW, inside);
       if (ASYNC) {
         dev::cp_async_f32(&s_in[buf][kd][r][c], src, inside);
       } else {

@@ -1,8 +1,8 @@
 // magmasr's convolution kernels against cuDNN on the layer shapes of SRCNN and 3DSRnet (issue 3).
 //
 // For each shape and direction (forward, backward-data, backward-weight) it times magmasr with each
-// strategy (Direct, DirectAsync in forward and backward-data, Gemm, Auto) and cuDNN's fastest algorithm as found by cudnnFind*AlgorithmEx, all in
-// fp32 without tensor cores (cuBLAS in pedantic math on our side, CUDNN_FMA_MATH on cuDNN's), zero padding
+// strategy (Direct, DirectAsync in forward and backward-data, Gemm, Auto) and cuDNN's fastest algorithm as found
+// by cudnnFind*AlgorithmEx, all in fp32 without tensor cores (cuBLAS in pedantic math on our side, CUDNN_FMA_MATH on cuDNN's), zero padding
 // on both sides (cuDNN has no replicate padding), no bias. Timing: CUDA events on the one stream both
 // libraries use, 3 warm-up runs, then the median of --reps (default 50) runs, with the L2 cache flushed
 // (a memset of twice its size) before each run, outside the timed region. It also checks that our
@@ -79,7 +79,6 @@ std::vector<Shape> shapes() {
 }
 
 const char* dir_name(int d) { return d == 0 ? "forward" : d == 1 ? "backward-data" : "backward-weight"; }
-std::string algo_name(ConvAlgo a) { return to_string(a); }
 
 struct Buf {
   float* p = nullptr;
@@ -366,7 +365,7 @@ int main(int argc, char** argv) {
           ours_ms[a] = timer.median_ms(run);
           const double err = rel_err(out->host(), ref_host);
           if (al == ConvAlgo::Auto) auto_err = err;
-          rows.push_back({s.name, g.str(), dir_name(d), std::string("magmasr ") + algo_name(al), ours_ms[a],
+          rows.push_back({s.name, g.str(), dir_name(d), "magmasr " + to_string(al), ours_ms[a],
                           flop / ours_ms[a] * 1e-9, err});
         }
         std::printf("| %s | %s | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.2f | %.2f | %.1e |\n", s.name, dir_name(d),

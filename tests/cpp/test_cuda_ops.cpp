@@ -90,8 +90,6 @@ ConvGeom geom2d(int64_t N, int64_t Cin, int64_t Cout, int64_t H, int64_t W, int6
   return geom(N, Cin, Cout, 1, H, W, 1, k, k, 0, p, p, mode);
 }
 
-std::string algo_name(ConvAlgo a) { return to_string(a); }
-
 // The shapes: our models' layers (shrunk spatially), their backward problems' specialisations, and odd ones
 // that fall to the generic kernels; every tile edge is crossed somewhere (sizes not multiples of 32 / 64).
 std::vector<ConvGeom> conv_cases() {
@@ -136,7 +134,7 @@ void check_conv_forward(const ConvGeom& g, uint32_t seed) {
         dy.poison();
         cuda::conv_forward(kDev, g, dx.get(), dw.get(), with_bias ? db.get() : nullptr, dy.get(), relu, a);
         EXPECT_LT(rel_err(dy.download(), ref), kTol)
-            << "forward " << algo_name(a) << " bias=" << with_bias << " relu=" << relu << " " << g.str();
+            << "forward " << to_string(a) << " bias=" << with_bias << " relu=" << relu << " " << g.str();
       }
     }
   }
@@ -153,15 +151,15 @@ void check_conv_backward(const ConvGeom& g, uint32_t seed) {
   for (ConvAlgo a : kAlgos) {
     d_dx.poison();
     cuda::conv_backward_data(kDev, g, d_gy.get(), d_w.get(), d_dx.get(), a);
-    EXPECT_LT(rel_err(d_dx.download(), ref_dx), kTol) << "backward data " << algo_name(a) << " " << g.str();
+    EXPECT_LT(rel_err(d_dx.download(), ref_dx), kTol) << "backward data " << to_string(a) << " " << g.str();
     for (const bool with_db : {true, false}) {
       d_dw.poison();
       d_db.poison();
       cuda::conv_backward_weight(kDev, g, d_x.get(), d_gy.get(), d_dw.get(), with_db ? d_db.get() : nullptr, a);
       EXPECT_LT(rel_err(d_dw.download(), ref_dw), kTol)
-          << "backward weight " << algo_name(a) << " db=" << with_db << " " << g.str();
+          << "backward weight " << to_string(a) << " db=" << with_db << " " << g.str();
       if (with_db) {
-        EXPECT_LT(rel_err(d_db.download(), ref_db), kTol) << "bias gradient " << algo_name(a) << " " << g.str();
+        EXPECT_LT(rel_err(d_db.download(), ref_db), kTol) << "bias gradient " << to_string(a) << " " << g.str();
       } else {
         const auto untouched = d_db.download();  // db == nullptr: must not be written
         for (float v : untouched) EXPECT_TRUE(std::isnan(v)) << "db written although null, " << g.str();

@@ -425,8 +425,10 @@ void cp_async(void* dst, const void* src, size_t bytes, size_t src_bytes) {
   Fiber& f = *r.current;
   const auto* d = static_cast<const char*>(dst);
   bool in_shared = false;
-  for (const auto& v : r.shared)
-    in_shared = in_shared || (d >= static_cast<const char*>(v.first) && d + bytes <= static_cast<const char*>(v.first) + v.second);
+  for (const auto& v : r.shared) {
+    const auto* lo = static_cast<const char*>(v.first);
+    in_shared = in_shared || (d >= lo && d + bytes <= lo + v.second);
+  }
   std::string bad;
   if (bytes != 4 && bytes != 8 && bytes != 16)
     bad = "a copy of " + std::to_string(bytes) + " bytes (cp.async copies 4, 8 or 16)";
@@ -434,7 +436,8 @@ void cp_async(void* dst, const void* src, size_t bytes, size_t src_bytes) {
     bad = "a source size of " + std::to_string(src_bytes) + " bytes over the copy's " + std::to_string(bytes);
   else if (!in_shared)
     bad = "a destination outside the block's shared variables";
-  else if (reinterpret_cast<uintptr_t>(dst) % bytes != 0 || (src_bytes > 0 && reinterpret_cast<uintptr_t>(src) % bytes != 0))
+  else if (reinterpret_cast<uintptr_t>(dst) % bytes != 0 ||
+           (src_bytes > 0 && reinterpret_cast<uintptr_t>(src) % bytes != 0))
     bad = "an address not aligned to the copy's " + std::to_string(bytes) + " bytes";
   if (!bad.empty()) {
     r.fault = where(f) + " issued a cp.async with " + bad;

@@ -22,8 +22,8 @@
 // The bias gradient (both strategies) is a two-stage reduction kernel.
 //
 // ConvAlgo::Auto — like cudnn.benchmark: the first time a problem (direction, geometry, bias or not) is
-// seen on a device, each strategy (DirectAsync only where it differs from Direct) runs once to warm up and once timed with CUDA events on the context
-// stream; the faster is cached in the device's Context and used from then on (and run once more if it was
+// seen on a device, each strategy (DirectAsync only where it differs from Direct) runs once to warm up and once
+// timed with CUDA events on the context stream; the faster is cached in the device's Context and used from then on (and run once more if it was
 // not the last one timed, so that the result of the call comes from the chosen strategy). Timing
 // synchronises once per new problem; every later call is asynchronous.
 #include <cuda_runtime.h>
