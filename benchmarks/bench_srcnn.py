@@ -340,9 +340,12 @@ class Bench:
         self.record(case, shape, "magmasr", time_runs(lambda: model(x), self.sync, a.warmup, a.reps))
         if self.dev == "cuda":  # what `magmasr upscale` runs on a GPU: every layer pinned to the direct kernels
             convs = [model[n] for n in model.names() if hasattr(model[n], "algo")]
-            notes = {"direct": "all layers on the direct kernels (the command line's choice on a GPU)",
+            notes = {"auto_direct": "each layer on the fastest of the direct kernels (the command line's choice on "
+                                    "a GPU; the same pixels as direct)",
+                     "direct": "all layers on the tiled direct kernels",
                      "direct_async": "all layers on the direct kernels with cp.async double buffering "
-                                     "(the same pixels as direct)"}
+                                     "(the same pixels as direct)",
+                     "implicit_gemm": "the many-channel layers on the implicit GEMM (the same pixels as direct)"}
             for algo, note in notes.items():
                 for c in convs:
                     c.algo = algo

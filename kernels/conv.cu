@@ -16,15 +16,16 @@
 //
 // ---- bias gradient ---------------------------------------------------------------------------------------
 // bias_grad_partial_kernel + bias_grad_final_kernel: a two-stage deterministic reduction. Grid (S, Cout):
-//   block (s, co) sums dy[n, co, p] for every n and the s-th slice of positions, in double, with a
-//   shuffle block reduction; the final kernel adds the S partials of each channel in order.
+//   block (s, co) sums dy[n, co, p] over the s-th slice of the (n, p) pairs (a batch of 128 small training
+//   images is split as finely as one large picture), in double, with a shuffle block reduction; the final
+//   kernel adds the S partials of each channel in order.
 //   Speed: bandwidth bound; not yet measured on a GPU.
 //
 // ---- Direct strategy -------------------------------------------------------------------------------------
 // conv_fwd_tiled_kernel<KD, KH, KW, COT=16, RPT=4>: many output channels (SRCNN conv1 1->64 9x9, conv2
 //   64->32 5x5 and 1x1, 3DSRnet 3x3x3 with 32/64 channels; also the backward-data passes of those).
 //   A block of 256 threads (32 x 8) computes a 32 x 32 output tile of one (n, od) slice for 16 output
-//   channels. Per input channel it stages in shared memory the KD input planes of the tile plus halo
+//   channels (the channel group is the fastest grid index, so a tile's groups share its input through L2). Per input channel it stages in shared memory the KD input planes of the tile plus halo
 //   (padding resolved while staging) and the 16 x KD*KH*KW weights (channel-fastest, read back as float4
 //   broadcasts). Each thread keeps 4 rows x 16 channels = 64 accumulators in registers: per filter tap it
 //   reads 4 input values (conflict-free, a warp reads one row) and 16 weights for 64 FMAs.
@@ -41,6 +42,15 @@
 //   are held in registers; each thread loads each input row segment it needs once (float4 loads) and
 //   slides the filter along it in registers: (4+KH-1) x (4+KW-1) loads for 16*KH*KW FMAs.
 //   Speed: not yet measured on a GPU.
+// conv_fwd_igemm_kernel<KD, KH, KW, BM> (ConvAlgo::ImplicitGemm, and AutoDirect's third choice): the shapes of
+//   the tiled kernel as a GEMM of M = Cout rows, N = every (image, position) pair as columns and K = Cin x taps,
+//   its B operand gathered from x while staging, so that batches of small pictures (SRCNN's 21 x 21 and 25 x 25
+//   training outputs fill 43-61% of a 32 x 32 tile) leave no thread idle. Block tile BM x (8192 / BM) with BM 64,
+//   32 or 16 by Cout, 16 reduction steps per stage, each thread a 4 x 8 register tile; the next stage is loaded
+//   into registers while the current one is computed. Each output is the tiled kernel's fmaf chain (input
+//   channel, then tap, from 0; then the bias), so the results are Direct's bit for bit (tested).
+//   ptxas (sm_90): 127 registers (BM 64), 128 with 12 bytes of spills (BM 32), 188-227 (BM 16).
+//   Speed: not yet measured on a GPU.
 // conv_fwd_generic_kernel: the fallback for other filter sizes, one thread per output element, loads
 //   through the read-only cache. Speed: not yet measured on a GPU.
 // Backward data (direct): dx = conv(dy, flip(w)^T) with padding k-1-p, zero padding, run by the forward
@@ -50,8 +60,9 @@
 // conv_bwdw_igemm_kernel<BM, BN, TM, TN>: backward weight as an implicit GEMM
 //   dW[co][ci, k] = sum over q = (n, o) of dy[n, co, o] * x_pad[n, ci, o + k - p], whose B operand is
 //   gathered from x on the fly (no column buffer). Block tile BM x BN, 16 reduction steps per shared
-//   memory stage, TM x TN register tile per thread; the reduction over q is split across gridDim.z blocks
-//   that write partial tiles, summed in order by sum_partials_kernel (deterministic).
+//   memory stage (loaded into registers one stage ahead, so that the loads are in flight while the previous
+//   stage is computed), TM x TN register tile per thread; the reduction over q is split across gridDim.z
+//   blocks that write partial tiles, summed in order by sum_partials_kernel (deterministic).
 //   Speed: not yet measured on a GPU.
 #include <algorithm>
 
@@ -113,14 +124,18 @@ __device__ __forceinline__ float fetch(const float* __restrict__ plane, const Co
 
 // ===================================== Gemm strategy helpers ==============================================
 
+// The index type I of the element-wise helpers below: int where the launcher has checked that every index (and
+// index + grid stride) fits, so that their divisions are 32-bit ones (a few instructions, not a 64-bit division
+// routine per element); int64_t otherwise.
+template <typename I>
 __global__ void __launch_bounds__(kBlock) im2col_kernel(ConvDims s, const float* __restrict__ x, int n0, int nb,
                                                         int64_t p0, int pc, float* __restrict__ col) {
   const int kv = s.kD * s.kH * s.kW;
-  const int64_t total = int64_t(s.Cin) * kv * nb * pc;
+  const I total = I(s.Cin) * kv * nb * pc;
   const int64_t inS = int64_t(s.D) * s.H * s.W;
-  for (int64_t idx = dev::global_tid(); idx < total; idx += dev::grid_stride()) {
+  for (I idx = I(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += I(blockDim.x) * gridDim.x) {
     const int pl = int(idx % pc);
-    const int64_t t = idx / pc;
+    const I t = idx / pc;
     const int b = int(t % nb);
     int j = int(t / nb);
     const int kw = j % s.kW;
@@ -129,9 +144,9 @@ __global__ void __launch_bounds__(kBlock) im2col_kernel(ConvDims s, const float*
     j /= s.kH;
     const int kd = j % s.kD;
     const int ci = j / s.kD;
-    const int64_t p = p0 + pl;
+    const I p = I(p0) + pl;
     const int ow = int(p % s.oW);
-    const int64_t t2 = p / s.oW;
+    const I t2 = p / s.oW;
     const int oh = int(t2 % s.oH);
     const int od = int(t2 / s.oH);
     const float* plane = x + (int64_t(n0 + b) * s.Cin + ci) * inS;
@@ -151,15 +166,16 @@ __device__ __forceinline__ void q_range(int i, int size, int pad, int replicate,
 
 // Visits the input samples of rows [id0, id0 + nd) x [ih0, ih0 + nh) (all columns) of the nb images: the
 // launcher passes the rows that the slice's positions [p0, p0 + pc) can reach, the whole input for one slice.
+template <typename I>
 __global__ void __launch_bounds__(kBlock) col2im_kernel(ConvDims s, const float* __restrict__ col, int n0, int nb,
                                                         int64_t p0, int pc, int id0, int nd, int ih0, int nh,
                                                         int accumulate, float* __restrict__ dx) {
-  const int64_t total = int64_t(nb) * s.Cin * nd * nh * s.W;
+  const I total = I(nb) * s.Cin * nd * nh * s.W;
   const int64_t ld = int64_t(nb) * pc;
   float* out = dx + int64_t(n0) * s.Cin * (int64_t(s.D) * s.H * s.W);
-  for (int64_t idx = dev::global_tid(); idx < total; idx += dev::grid_stride()) {
+  for (I idx = I(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += I(blockDim.x) * gridDim.x) {
     const int iw = int(idx % s.W);
-    int64_t t = idx / s.W;
+    I t = idx / s.W;
     const int ih = ih0 + int(t % nh);
     t /= nh;
     const int id = id0 + int(t % nd);
@@ -199,12 +215,13 @@ __global__ void __launch_bounds__(kBlock) col2im_kernel(ConvDims s, const float*
   }
 }
 
+template <typename I>
 __global__ void __launch_bounds__(kBlock) bias_relu_kernel(int64_t P, int Cout, int n0, int nb, int64_t p0, int pc,
                                                            const float* __restrict__ b, int relu, float* __restrict__ y) {
-  const int64_t total = int64_t(nb) * Cout * pc;
-  for (int64_t idx = dev::global_tid(); idx < total; idx += dev::grid_stride()) {
+  const I total = I(nb) * Cout * pc;
+  for (I idx = I(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += I(blockDim.x) * gridDim.x) {
     const int pl = int(idx % pc);
-    const int64_t t = idx / pc;
+    const I t = idx / pc;
     const int co = int(t % Cout);
     const int bb = int(t / Cout);
     float* yp = y + (int64_t(n0 + bb) * Cout + co) * P + p0 + pl;
@@ -214,12 +231,13 @@ __global__ void __launch_bounds__(kBlock) bias_relu_kernel(int64_t P, int Cout, 
   }
 }
 
+template <typename I>
 __global__ void __launch_bounds__(kBlock) pack_rows_kernel(int64_t P, int Cout, int n0, int nb, int64_t p0, int pc,
                                                            const float* __restrict__ dy, float* __restrict__ out) {
-  const int64_t total = int64_t(nb) * Cout * pc;
-  for (int64_t idx = dev::global_tid(); idx < total; idx += dev::grid_stride()) {
+  const I total = I(nb) * Cout * pc;
+  for (I idx = I(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += I(blockDim.x) * gridDim.x) {
     const int pl = int(idx % pc);
-    const int64_t t = idx / pc;
+    const I t = idx / pc;
     const int bb = int(t % nb);
     const int co = int(t / nb);
     out[idx] = dy[(int64_t(n0 + bb) * Cout + co) * P + p0 + pl];
@@ -231,13 +249,19 @@ __global__ void __launch_bounds__(kBlock) pack_rows_kernel(int64_t P, int Cout, 
 __global__ void __launch_bounds__(kBlock) bias_grad_partial_kernel(int N, int Cout, int64_t P, int64_t chunk,
                                                                    const float* __restrict__ dy,
                                                                    double* __restrict__ partial) {
+  // Block z sums the z-th chunk of the (image, position) pairs of channel co: a run of positions in each image
+  // that the chunk touches, so that a batch of small images is spread over many blocks.
   const int z = blockIdx.x, co = blockIdx.y, S = gridDim.x;
+  const int64_t total = int64_t(N) * P;
   const int64_t beg = int64_t(z) * chunk;
-  const int64_t end = beg + chunk < P ? beg + chunk : P;
+  const int64_t end = beg + chunk < total ? beg + chunk : total;
   double acc = 0.0;
-  for (int n = 0; n < N; ++n) {
-    const float* row = dy + (int64_t(n) * Cout + co) * P;
-    for (int64_t p = beg + threadIdx.x; p < end; p += blockDim.x) acc += double(row[p]);
+  for (int64_t q = beg; q < end;) {
+    const int64_t n = q / P, p0 = q - n * P;
+    const int64_t p1 = p0 + (end - q) < P ? p0 + (end - q) : P;
+    const float* row = dy + (n * Cout + co) * P;
+    for (int64_t p = p0 + threadIdx.x; p < p1; p += blockDim.x) acc += double(row[p]);
+    q += p1 - p0;
   }
   acc = dev::block_sum<kBlock>(acc);
   if (threadIdx.x == 0) partial[int64_t(co) * S + z] = acc;
@@ -253,9 +277,9 @@ __global__ void __launch_bounds__(kBlock) bias_grad_final_kernel(int S, const do
 }
 
 int bias_grad_splits(const Context& ctx, const ConvGeom& g) {
-  const int64_t P = g.out_spatial();
+  const int64_t QN = g.N * g.out_spatial();  // the (image, position) pairs summed per channel
   int64_t S = (int64_t(ctx.sm_count()) * 4 + g.Cout - 1) / g.Cout;
-  const int64_t maxS = (P + 1023) / 1024;
+  const int64_t maxS = (QN + 1023) / 1024;
   S = std::min(S, maxS);
   return int(std::max<int64_t>(S, 1));
 }
@@ -274,9 +298,12 @@ __global__ void __launch_bounds__(kBlock) conv_fwd_tiled_kernel(ConvDims s, cons
   MAGMASR_SHARED(float, s_w, [STAGES][KV][COT]);
 
   const int tid = threadIdx.x, tx = tid & 31, ty = tid >> 5;
+  // blockIdx.x = tile * groups + channel group: the blocks of one tile's channel groups run side by side and read
+  // its input tile from L2 rather than each from DRAM.
+  const int groups = (s.Cout + COT - 1) / COT, tile = int(blockIdx.x) / groups;
   const int tilesW = (s.oW + TW - 1) / TW;
-  const int oh0 = int(blockIdx.x / tilesW) * TH, ow0 = int(blockIdx.x % tilesW) * TW;
-  const int co0 = blockIdx.y * COT;
+  const int oh0 = (tile / tilesW) * TH, ow0 = (tile % tilesW) * TW;
+  const int co0 = (int(blockIdx.x) % groups) * COT;
   const int64_t inS = int64_t(s.D) * s.H * s.W;
   const int64_t outS = int64_t(s.oD) * s.oH * s.oW;
 
@@ -372,6 +399,125 @@ __global__ void __launch_bounds__(kBlock) conv_fwd_tiled_kernel(ConvDims s, cons
           yp[int64_t(oh) * s.oW + ow] = v;
         }
       }
+    }
+  }
+}
+
+// ====================================== Implicit-GEMM forward =============================================
+
+constexpr int kBK = 16;  // reduction steps per shared-memory stage of the implicit GEMMs
+
+// y[n, co, o] = sum over k = (ci, kd, kh, kw) of w[co][k] * x_pad[n, ci, o + k - p]: a GEMM of M = Cout rows,
+// columns q = (n, o) over every image and position (so no column is wasted at a tile's edge, whatever the picture
+// size) and a reduction of K = Cin * KD*KH*KW, whose B operand is gathered from x while staging. Each thread
+// owns a 4 x 8 register tile: rows tm*4 .. +3 and the columns tn*4 .. +3 and BN/2 + tn*4 .. +3, read from shared
+// memory as float4 (A broadcast, B conflict-free). The next stage's A and B entries are loaded into registers
+// while the current stage is computed. Every output is one thread's sum over k in order (deterministic).
+template <int KD, int KH, int KW, int BM>
+__global__ void __launch_bounds__(kBlock) conv_fwd_igemm_kernel(ConvDims s, const float* __restrict__ x,
+                                                                const float* __restrict__ w,
+                                                                const float* __restrict__ b, float* __restrict__ y,
+                                                                int relu) {
+  constexpr int KV = KD * KH * KW, TM = 4, TN = 8;
+  constexpr int MT = BM / TM, NT = kBlock / MT, BN = NT * TN;  // BM 64, 32, 16 -> BN 128, 256, 512
+  constexpr int AP = BM + 4, BP = BN + 4;                      // padded pitches (multiples of 4)
+  constexpr int AL = BM * kBK / kBlock, BL = BN * kBK / kBlock;  // A and B entries staged per thread
+  constexpr int NCOL = BN >= kBlock ? BN / kBlock : 1;         // distinct B columns per thread
+  static_assert(MT * NT == kBlock && AL >= 1 && BL >= 1, "tile shape");
+  static_assert(BN % kBlock == 0 || kBlock % BN == 0, "B staging layout");
+  MAGMASR_SHARED(float, As, [kBK][AP]);
+  MAGMASR_SHARED(float, Bs, [kBK][BP]);
+
+  const int K = s.Cin * KV;
+  const int oHW = s.oH * s.oW, oS = s.oD * oHW;
+  const int64_t inS = int64_t(s.D) * s.H * s.W;
+  const int Q = s.N * oS;
+  const int q0 = int(blockIdx.x) * BN, m0 = int(blockIdx.y) * BM;
+  const int tid = threadIdx.x, tm = tid / NT, tn = tid % NT;
+
+  // The columns this thread stages: j = tid % BN + c * kBlock; entry i is column i % NCOL at reduction row
+  // (tid + i * kBlock) / BN of the stage.
+  int c_n[NCOL], c_d[NCOL], c_h[NCOL], c_w[NCOL];
+  bool c_ok[NCOL];
+#pragma unroll
+  for (int c = 0; c < NCOL; ++c) {
+    const int q = q0 + tid % BN + c * kBlock;
+    c_ok[c] = q < Q;
+    const int qq = c_ok[c] ? q : 0;
+    const int n = qq / oS, o = qq - n * oS;
+    c_n[c] = n;
+    c_d[c] = o / oHW - s.pD;
+    c_h[c] = (o / s.oW) % s.oH - s.pH;
+    c_w[c] = o % s.oW - s.pW;
+  }
+
+  float ra[AL], rb[BL];
+  const auto load = [&](int k0) {
+#pragma unroll
+    for (int i = 0; i < AL; ++i) {
+      const int e = tid + i * kBlock, m = e / kBK, k = k0 + e % kBK, co = m0 + m;
+      ra[i] = (co < s.Cout && k < K) ? __ldg(w + int64_t(co) * K + k) : 0.f;
+    }
+#pragma unroll
+    for (int i = 0; i < BL; ++i) {
+      const int c = i % NCOL, k = k0 + (tid + i * kBlock) / BN;
+      float v = 0.f;
+      if (c_ok[c] && k < K) {
+        const int ci = k / KV, r = k - ci * KV;
+        const int kd = r / (KH * KW), kh = (r / KW) % KH, kw = r % KW;
+        v = fetch(x + (int64_t(c_n[c]) * s.Cin + ci) * inS, s, c_d[c] + kd, c_h[c] + kh, c_w[c] + kw);
+      }
+      rb[i] = v;
+    }
+  };
+
+  float acc[TM][TN];
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
+
+  load(0);
+  for (int k0 = 0; k0 < K; k0 += kBK) {
+#pragma unroll
+    for (int i = 0; i < AL; ++i) {
+      const int e = tid + i * kBlock;
+      As[e % kBK][e / kBK] = ra[i];
+    }
+#pragma unroll
+    for (int i = 0; i < BL; ++i) {
+      const int e = tid + i * kBlock;
+      Bs[e / BN][e % BN] = rb[i];
+    }
+    __syncthreads();
+    if (k0 + kBK < K) load(k0 + kBK);  // in flight while this stage is computed
+#pragma unroll
+    for (int k = 0; k < kBK; ++k) {
+      const float4 a = *reinterpret_cast<const float4*>(&As[k][tm * TM]);
+      const float4 b0 = *reinterpret_cast<const float4*>(&Bs[k][tn * 4]);
+      const float4 b1 = *reinterpret_cast<const float4*>(&Bs[k][BN / 2 + tn * 4]);
+      const float av[TM] = {a.x, a.y, a.z, a.w};
+      const float bv[TN] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int j = 0; j < TN; ++j) {
+    const int q = q0 + (j < 4 ? tn * 4 + j : BN / 2 + tn * 4 + (j - 4));
+    if (q >= Q) continue;
+    const int n = q / oS, o = q - n * oS;
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+      const int co = m0 + tm * TM + i;
+      if (co >= s.Cout) break;
+      float v = acc[i][j] + (b != nullptr ? __ldg(b + co) : 0.f);
+      if (relu) v = v > 0.f ? v : 0.f;
+      y[(int64_t(n) * s.Cout + co) * oS + o] = v;
     }
   }
 }
@@ -561,8 +707,6 @@ __global__ void __launch_bounds__(kBlock) replicate_fix_kernel(ConvDims s, const
 
 // ===================================== Direct backward weight =============================================
 
-constexpr int kBK = 16;
-
 template <int BM, int BN, int TM, int TN>
 __global__ void __launch_bounds__(kBlock) conv_bwdw_igemm_kernel(ConvDims s, const float* __restrict__ x,
                                                                  const float* __restrict__ dy,
@@ -570,7 +714,7 @@ __global__ void __launch_bounds__(kBlock) conv_bwdw_igemm_kernel(ConvDims s, con
   static_assert((BM / TM) * (BN / TN) == kBlock, "one thread per register tile");
   static_assert(kBlock % kBK == 0, "each thread loads one reduction slot");
   constexpr int AP = BM + 4, BP = BN + 4;  // padded pitches (multiples of 4: float4 reads stay aligned)
-  constexpr int BL = (BN * kBK + kBlock - 1) / kBlock;
+  constexpr int BL = (BN * kBK + kBlock - 1) / kBlock, AL = (BM * kBK + kBlock - 1) / kBlock;
   MAGMASR_SHARED(float, As, [kBK][AP]);
   MAGMASR_SHARED(float, Bs, [kBK][BP]);
 
@@ -607,7 +751,11 @@ __global__ void __launch_bounds__(kBlock) conv_bwdw_igemm_kernel(ConvDims s, con
 #pragma unroll
     for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
 
-  for (int q0 = qbeg; q0 < qend; q0 += kBK) {
+  // The stage's entries of this thread (reduction slot kk): A rows m = e / kBK for e = tid + i * kBlock < BM * kBK,
+  // B columns jn; loaded into registers one stage ahead, so that their global loads are in flight while the
+  // previous stage is computed.
+  float ra[AL], rb[BL];
+  const auto load = [&](int q0) {
     const int q = q0 + kk;
     const bool qok = q < qend;
     int n = 0, o = 0, od = 0, oh = 0, ow = 0;
@@ -619,23 +767,36 @@ __global__ void __launch_bounds__(kBlock) conv_bwdw_igemm_kernel(ConvDims s, con
       oh = t % s.oH;
       od = t / s.oH;
     }
-    for (int e = tid; e < BM * kBK; e += kBlock) {
-      const int m = e / kBK, co = m0 + m;
-      As[kk][m] = (qok && co < M) ? __ldg(dy + (int64_t(n) * M + co) * oS + o) : 0.f;
+#pragma unroll
+    for (int i = 0; i < AL; ++i) {
+      const int e = tid + i * kBlock, m = e / kBK, co = m0 + m;
+      ra[i] = (e < BM * kBK && qok && co < M) ? __ldg(dy + (int64_t(n) * M + co) * oS + o) : 0.f;
+    }
+#pragma unroll
+    for (int i = 0; i < BL; ++i) {
+      float v = 0.f;
+      if (qok && b_ok[i]) {
+        const float* plane = x + (int64_t(n) * s.Cin + b_ci[i]) * inS;
+        v = fetch(plane, s, od + b_od[i], oh + b_oh[i], ow + b_ow[i]);
+      }
+      rb[i] = v;
+    }
+  };
+
+  if (qbeg < qend) load(qbeg);
+  for (int q0 = qbeg; q0 < qend; q0 += kBK) {
+#pragma unroll
+    for (int i = 0; i < AL; ++i) {
+      const int e = tid + i * kBlock;
+      if (e < BM * kBK) As[kk][e / kBK] = ra[i];
     }
 #pragma unroll
     for (int i = 0; i < BL; ++i) {
       const int jn = tid / kBK + i * (kBlock / kBK);
-      if (jn < BN) {
-        float v = 0.f;
-        if (qok && b_ok[i]) {
-          const float* plane = x + (int64_t(n) * s.Cin + b_ci[i]) * inS;
-          v = fetch(plane, s, od + b_od[i], oh + b_oh[i], ow + b_ow[i]);
-        }
-        Bs[kk][jn] = v;
-      }
+      if (jn < BN) Bs[kk][jn] = rb[i];
     }
     __syncthreads();
+    if (q0 + kBK < qend) load(q0 + kBK);
 #pragma unroll
     for (int k = 0; k < kBK; ++k) {
       float a[TM], bv[TN];
@@ -736,11 +897,25 @@ IgemmPlan igemm_plan(const Context& ctx, const ConvGeom& g) {
 
 // ============================================ launchers ===================================================
 
+namespace {
+// True when the indices of a grid-stride loop over `count` elements (and `count` plus the launch's whole grid, the
+// largest index it computes) fit in an int.
+bool fits_int(int64_t count, const Context& ctx) {
+  return count + int64_t(grid_for(count, ctx)) * kBlock < (int64_t(1) << 31);
+}
+}  // namespace
+
 void im2col(const Context& ctx, const ConvGeom& g, const float* x, int64_t n0, int64_t nb, int64_t p0, int64_t pc,
             float* col) {
   const int64_t total = g.Cin * g.kernel_volume() * nb * pc;
   if (total <= 0) return;
-  MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), im2col_kernel)(dims_of(g), x, int(n0), int(nb), p0, int(pc), col);
+  if (fits_int(total, ctx) && fits_int(p0 + pc, ctx)) {
+    MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), im2col_kernel<int>)(dims_of(g), x, int(n0), int(nb),
+                                                                                      p0, int(pc), col);
+  } else {
+    MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), im2col_kernel<int64_t>)(dims_of(g), x, int(n0),
+                                                                                          int(nb), p0, int(pc), col);
+  }
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
 
@@ -757,9 +932,17 @@ void col2im(const Context& ctx, const ConvGeom& g, const float* col, int64_t n0,
   const int64_t ih0 = clamp(oh0 - g.pH, g.H), ih1 = clamp(oh1 + g.kH - 1 - g.pH, g.H);
   const int64_t total = nb * g.Cin * (id1 - id0 + 1) * (ih1 - ih0 + 1) * g.W;
   if (total <= 0) return;
-  MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), col2im_kernel)(dims_of(g), col, int(n0), int(nb), p0, int(pc),
-                                                                    int(id0), int(id1 - id0 + 1), int(ih0),
-                                                                    int(ih1 - ih0 + 1), accumulate ? 1 : 0, dx);
+  const auto launch = [&](auto kernel) {
+    MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), kernel)(dims_of(g), col, int(n0), int(nb), p0,
+                                                                         int(pc), int(id0), int(id1 - id0 + 1),
+                                                                         int(ih0), int(ih1 - ih0 + 1),
+                                                                         accumulate ? 1 : 0, dx);
+  };
+  if (fits_int(total, ctx)) {
+    launch(col2im_kernel<int>);
+  } else {
+    launch(col2im_kernel<int64_t>);
+  }
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
 
@@ -767,8 +950,15 @@ void bias_relu(const Context& ctx, const ConvGeom& g, int64_t n0, int64_t nb, in
                const float* b, bool relu, float* y) {
   const int64_t total = nb * g.Cout * pc;
   if (total <= 0 || (b == nullptr && !relu)) return;
-  MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), bias_relu_kernel)(g.out_spatial(), int(g.Cout), int(n0), int(nb),
-                                                                       p0, int(pc), b, relu ? 1 : 0, y);
+  const auto launch = [&](auto kernel) {
+    MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), kernel)(g.out_spatial(), int(g.Cout), int(n0),
+                                                                         int(nb), p0, int(pc), b, relu ? 1 : 0, y);
+  };
+  if (fits_int(total, ctx)) {
+    launch(bias_relu_kernel<int>);
+  } else {
+    launch(bias_relu_kernel<int64_t>);
+  }
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
 
@@ -776,8 +966,15 @@ void pack_rows(const Context& ctx, const ConvGeom& g, const float* dy, int64_t n
                int64_t pc, float* out) {
   const int64_t total = nb * g.Cout * pc;
   if (total <= 0) return;
-  MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), pack_rows_kernel)(g.out_spatial(), int(g.Cout), int(n0), int(nb),
-                                                                       p0, int(pc), dy, out);
+  const auto launch = [&](auto kernel) {
+    MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), kernel)(g.out_spatial(), int(g.Cout), int(n0),
+                                                                         int(nb), p0, int(pc), dy, out);
+  };
+  if (fits_int(total, ctx)) {
+    launch(pack_rows_kernel<int>);
+  } else {
+    launch(pack_rows_kernel<int64_t>);
+  }
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
 
@@ -789,7 +986,7 @@ void bias_grad(const Context& ctx, const ConvGeom& g, const float* dy, float* db
   if (db == nullptr || g.Cout <= 0) return;
   const int S = bias_grad_splits(ctx, g);
   const int64_t P = g.out_spatial();
-  const int64_t chunk = (P + S - 1) / S;
+  const int64_t chunk = (g.N * P + S - 1) / S;
   double* partial = static_cast<double*>(ws);
   MAGMASR_LAUNCH(dim3(unsigned(S), unsigned(g.Cout)), kBlock, 0, ctx.stream(), bias_grad_partial_kernel)(
       int(g.N), int(g.Cout), P, chunk, dy, partial);
@@ -805,7 +1002,7 @@ void launch_tiled(const Context& ctx, const ConvGeom& g, const float* x, const f
                   bool relu, bool async) {
   constexpr int COT = 16, RPT = 4, TW = 32, TH = 8 * RPT;
   const int64_t tiles = ((g.oH() + TH - 1) / TH) * ((g.oW() + TW - 1) / TW);
-  const dim3 grid(unsigned(tiles), unsigned((g.Cout + COT - 1) / COT), unsigned(std::min<int64_t>(g.N * g.oD(), 65535)));
+  const dim3 grid(unsigned(tiles * ((g.Cout + COT - 1) / COT)), 1u, unsigned(std::min<int64_t>(g.N * g.oD(), 65535)));
   if (async) {
     MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_fwd_tiled_kernel<KD, KH, KW, COT, RPT, true>)(dims_of(g), x, w, b, y,
                                                                                                  relu ? 1 : 0);
@@ -814,6 +1011,30 @@ void launch_tiled(const Context& ctx, const ConvGeom& g, const float* x, const f
                                                                                                   y, relu ? 1 : 0);
   }
   MAGMASR_CUDA_LAUNCH_CHECK();
+}
+
+// The implicit GEMM's row tile by output channel count (BM 64, 32 or 16; its column tile is 8192 / BM).
+int igemm_fwd_rows(const ConvGeom& g) { return g.Cout > 32 ? 64 : (g.Cout > 16 ? 32 : 16); }
+
+template <int KD, int KH, int KW, int BM>
+void launch_igemm_fwd_bm(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b,
+                         float* y, bool relu) {
+  constexpr int BN = kBlock / (BM / 4) * 8;  // as in the kernel
+  const int64_t Q = g.N * g.out_spatial();
+  const dim3 grid(unsigned((Q + BN - 1) / BN), unsigned((g.Cout + BM - 1) / BM));
+  MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_fwd_igemm_kernel<KD, KH, KW, BM>)(dims_of(g), x, w, b, y,
+                                                                                      relu ? 1 : 0);
+  MAGMASR_CUDA_LAUNCH_CHECK();
+}
+
+template <int KD, int KH, int KW>
+void launch_igemm_fwd(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b, float* y,
+                      bool relu) {
+  switch (igemm_fwd_rows(g)) {
+    case 64: launch_igemm_fwd_bm<KD, KH, KW, 64>(ctx, g, x, w, b, y, relu); return;
+    case 32: launch_igemm_fwd_bm<KD, KH, KW, 32>(ctx, g, x, w, b, y, relu); return;
+    default: launch_igemm_fwd_bm<KD, KH, KW, 16>(ctx, g, x, w, b, y, relu); return;
+  }
 }
 
 template <int KD, int KH, int KW>
@@ -847,7 +1068,7 @@ DirectKernel pick_direct(const ConvGeom& g) {
 
 }  // namespace
 
-bool direct_forward_has_async(const ConvGeom& g) {
+bool direct_forward_is_tiled(const ConvGeom& g) {
   switch (pick_direct(g)) {
     case DirectKernel::Tiled111:
     case DirectKernel::Tiled133:
@@ -858,9 +1079,26 @@ bool direct_forward_has_async(const ConvGeom& g) {
   }
 }
 
+bool direct_forward_has_igemm(const ConvGeom& g) {
+  // the GEMM indexes its columns (image, position) and its reduction (ci, offset) in 32 bits
+  return direct_forward_is_tiled(g) && g.N * g.out_spatial() < (int64_t(1) << 31) - 1024 &&
+         g.Cin * g.kernel_volume() < (int64_t(1) << 31) - 64;
+}
+
 void direct_forward(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b, float* y,
-                    bool relu, bool async) {
+                    bool relu, DirectVariant v) {
   if (g.y_numel() <= 0) return;
+  const bool async = v == DirectVariant::TiledAsync;
+  if (v == DirectVariant::ImplicitGemm && direct_forward_has_igemm(g)) {
+    switch (pick_direct(g)) {
+      case DirectKernel::Tiled111: launch_igemm_fwd<1, 1, 1>(ctx, g, x, w, b, y, relu); return;
+      case DirectKernel::Tiled133: launch_igemm_fwd<1, 3, 3>(ctx, g, x, w, b, y, relu); return;
+      case DirectKernel::Tiled155: launch_igemm_fwd<1, 5, 5>(ctx, g, x, w, b, y, relu); return;
+      case DirectKernel::Tiled199: launch_igemm_fwd<1, 9, 9>(ctx, g, x, w, b, y, relu); return;
+      case DirectKernel::Tiled333: launch_igemm_fwd<3, 3, 3>(ctx, g, x, w, b, y, relu); return;
+      default: break;
+    }
+  }
   switch (pick_direct(g)) {
     case DirectKernel::Tiled111: launch_tiled<1, 1, 1>(ctx, g, x, w, b, y, relu, async); return;
     case DirectKernel::Tiled133: launch_tiled<1, 3, 3>(ctx, g, x, w, b, y, relu, async); return;

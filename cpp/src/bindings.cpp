@@ -586,7 +586,8 @@ clone() or to() to copy. np.asarray(t) views a CPU tensor without a copy; t.nump
   };
   const char* conv_doc = R"doc(Stride-1 correlation y = x * w + bias (no kernel flip), optionally with a fused ReLU.
 padding: int or one int per spatial dimension, added on both sides; padding_mode 'zeros' or 'replicate';
-algo (CUDA): 'auto', 'direct', 'direct_async' or 'gemm'.)doc";
+algo (CUDA): 'auto', 'direct', 'direct_async', 'implicit_gemm', 'gemm' or 'auto_direct' (the fastest of the three
+direct kernels, whose results are identical bit for bit).)doc";
   for (int sd : {2, 3}) {
     const std::string name = sd == 2 ? "conv2d" : "conv3d";
     ops_m.def(name.c_str(), conv_fn(sd), py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),

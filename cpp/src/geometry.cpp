@@ -17,6 +17,8 @@ std::string to_string(ConvAlgo a) {
     case ConvAlgo::Direct: return "direct";
     case ConvAlgo::Gemm: return "gemm";
     case ConvAlgo::DirectAsync: return "direct_async";
+    case ConvAlgo::ImplicitGemm: return "implicit_gemm";
+    case ConvAlgo::AutoDirect: return "auto_direct";
     default: return "auto";
   }
 }
@@ -26,7 +28,11 @@ ConvAlgo conv_algo_from_string(const std::string& s) {
   if (s == "direct") return ConvAlgo::Direct;
   if (s == "gemm") return ConvAlgo::Gemm;
   if (s == "direct_async") return ConvAlgo::DirectAsync;
-  throw ValueError("conv algorithm must be 'auto', 'direct', 'direct_async' or 'gemm', got '" + s + "'");
+  if (s == "implicit_gemm") return ConvAlgo::ImplicitGemm;
+  if (s == "auto_direct") return ConvAlgo::AutoDirect;
+  throw ValueError(
+      "conv algorithm must be 'auto', 'direct', 'direct_async', 'implicit_gemm', 'gemm' or 'auto_direct', got '" + s +
+      "'");
 }
 
 std::string ConvGeom::str() const {

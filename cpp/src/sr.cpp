@@ -167,11 +167,12 @@ SrcnnModel SrcnnModel::load(const std::string& path) {
 SrcnnModel& SrcnnModel::to(const Device& device) {
   net_->to(device);
   device_ = device;
-  // On a GPU, the direct kernels: one summation order per output pixel whatever the block, so tiles give the
-  // whole picture's pixels (the 'auto' selector may pick cuBLAS for some block shapes and not others).
+  // On a GPU, the fastest of the direct kernels: one summation order per output pixel whatever the block or the
+  // kernel, so tiles give the whole picture's pixels (the 'auto' selector may pick cuBLAS for some block shapes
+  // and not others).
   if (device.is_cuda())
     for (size_t i = 0; i < net_->size(); ++i)
-      if (const auto conv = std::dynamic_pointer_cast<Conv>(net_->at(i))) conv->set_algo(ConvAlgo::Direct);
+      if (const auto conv = std::dynamic_pointer_cast<Conv>(net_->at(i))) conv->set_algo(ConvAlgo::AutoDirect);
   return *this;
 }
 

@@ -77,13 +77,14 @@ def load_image_model(args) -> ImageSR | None:
 
 
 def _inference_setup(model, args):
-    """--ensemble; and on a GPU every convolution pinned to the direct kernels (a fixed summation order per
-    output pixel): the output of `magmasr upscale` is then the same bit for bit whatever tile size the free
-    memory leads to, on any machine. The CPU has one strategy, with the same property."""
+    """--ensemble; and on a GPU every convolution pinned to the direct kernels ('auto_direct': the fastest per
+    layer of three kernels with one fixed summation order per output pixel): the output of `magmasr upscale` is
+    then the same bit for bit whatever tile size the free memory leads to, on any machine. The CPU has one
+    strategy, with the same property."""
     model.ensemble = bool(getattr(args, "ensemble", False))
     if model.device != "cpu":
         for conv in model.convolutions():
-            conv.algo = "direct"
+            conv.algo = "auto_direct"
     return model
 
 

@@ -132,16 +132,17 @@ class SRModel:
         self.device = device
         return self
 
-    CONV_ALGOS = ("auto", "direct", "direct_async", "gemm")
+    CONV_ALGOS = ("auto", "direct", "direct_async", "implicit_gemm", "gemm", "auto_direct")
 
     def _inference_algo(self, algo: str | None, tiled: bool) -> str | None:
         """The convolution strategy to pin for one inference: `algo` when given; else, for a picture cut into
-        tiles on a GPU, 'direct'. The direct kernels sum each output pixel's products in one fixed order (input
-        channel, then filter taps) whatever the block's shape or position, so every tile size gives the same
-        pixels; the 'auto' selector may pick cuBLAS for some shapes and not others, and cuBLAS may split its sums
-        differently for each shape. None: the layers' own setting ('auto' unless changed)."""
+        tiles on a GPU, 'auto_direct' (the fastest per shape of the direct kernels). They all sum each output
+        pixel's products in one fixed order (input channel, then filter taps) whatever the block's shape or
+        position, so every tile size gives the same pixels; the 'auto' selector may pick cuBLAS for some shapes
+        and not others, and cuBLAS may split its sums differently for each shape. None: the layers' own setting
+        ('auto' unless changed)."""
         if algo is None:
-            return "direct" if tiled and self.device != "cpu" else None
+            return "auto_direct" if tiled and self.device != "cpu" else None
         if algo not in self.CONV_ALGOS:
             raise ValueError(f"algo must be one of {', '.join(self.CONV_ALGOS)}, got {algo!r}")
         return algo
@@ -299,10 +300,11 @@ class ImageSR(SRModel):
         whole picture's, while the working set is that of one block: pictures whose upscaled version would not
         fit in memory can be streamed to a file block by block.
 
-        `algo` pins the GPU's convolution strategy ('auto', 'direct', 'direct_async', 'gemm') for this call. By
-        default a picture cut into several tiles on a GPU runs our direct kernels, whose sums do not depend on a
-        block's shape: any tile size gives the pixels of ``upscale(img, algo='direct')`` ('direct_async', the
-        same kernels with asynchronous copies, gives the same pixels). The whole picture in one
+        `algo` pins the GPU's convolution strategy ('auto', 'direct', 'direct_async', 'implicit_gemm', 'gemm',
+        'auto_direct') for this call. By default a picture cut into several tiles on a GPU runs our direct
+        kernels ('auto_direct': the fastest per layer of 'direct', 'direct_async' and 'implicit_gemm', three
+        kernels for the same sums in the same order), whose sums do not depend on a block's shape: any tile size
+        gives the pixels of ``upscale(img, algo='direct')``. The whole picture in one
         block keeps the layers' setting ('auto': the faster strategy per shape, which may differ from the
         direct kernels by float rounding). The CPU has one strategy and ignores `algo`."""
         img, scale = self._check_picture(img, scale)

@@ -108,7 +108,8 @@ class VideoSR(SRModel):
         """The network on one window [5, h, w] (float, / 255): the residual [scale*h, scale*w] (the frames
         padded by :attr:`border` first). With `tile`, the window is processed in tile x tile blocks (LR
         pixels), each with a halo of the receptive radius: the same result in bounded memory (on a GPU, the
-        result of ``algo='direct'``, which tiles default to; see :meth:`magmasr.sr.ImageSR.upscale_tiles`)."""
+        result of ``algo='direct'``: tiles default to 'auto_direct', the fastest of the direct kernels, which
+        give the same bits; see :meth:`magmasr.sr.ImageSR.upscale_tiles`)."""
         x = np.asarray(lr_window, dtype=np.float32)
         if x.ndim != 3 or x.shape[0] != WINDOW:
             raise ValueError(f"a window is [{WINDOW}, h, w] LR frames, got shape {x.shape}")

@@ -119,7 +119,8 @@ std::vector<ConvGeom> conv_cases() {
   };
 }
 
-const ConvAlgo kAlgos[] = {ConvAlgo::Direct, ConvAlgo::DirectAsync, ConvAlgo::Gemm, ConvAlgo::Auto};
+const ConvAlgo kAlgos[] = {ConvAlgo::Direct, ConvAlgo::DirectAsync, ConvAlgo::ImplicitGemm, ConvAlgo::Gemm,
+                           ConvAlgo::Auto};
 
 void check_conv_forward(const ConvGeom& g, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -233,34 +234,42 @@ TEST(CudaConv, BackwardAllStrategiesMatchCpu) {
   for (const ConvGeom& g : conv_cases()) check_conv_backward(g, seed++);
 }
 
-// DirectAsync computes Direct's sums in Direct's order: its forward and backward-data outputs are Direct's bit for
-// bit (what lets a tiled picture on a GPU use either), on every shape of conv_cases (input channel counts odd
-// and even, so the last channel lands in either of its two buffers; one input channel, where nothing overlaps).
-TEST(CudaConv, DirectAsyncIsDirectBitForBit) {
+// DirectAsync and ImplicitGemm compute Direct's sums in Direct's order (each output one fmaf chain over input
+// channel, then filter tap, from 0, then the bias): their forward and backward-data outputs, and AutoDirect's
+// (the fastest of the three, timed on the first call of a shape and then cached), are Direct's bit for bit
+// (what lets a tiled picture on a GPU use any of them), on every shape of conv_cases (input channel counts
+// odd and even, so the last channel lands in either of DirectAsync's two buffers; one input channel, where
+// nothing overlaps; reductions that end inside the implicit GEMM's 16-step stages; batches whose images end
+// inside its column tiles).
+TEST(CudaConv, DirectVariantsAreDirectBitForBit) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(31);
+  const ConvAlgo variants[] = {ConvAlgo::Direct, ConvAlgo::DirectAsync, ConvAlgo::ImplicitGemm, ConvAlgo::AutoDirect,
+                               ConvAlgo::AutoDirect};  // timed, then cached
   for (const ConvGeom& g : conv_cases()) {
     const auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
     const auto b = random_vec(size_t(g.Cout), rng), gy = random_vec(size_t(g.y_numel()), rng);
     DeviceBuffer d_x(x), d_w(w), d_b(b), d_gy(gy), y(size_t(g.y_numel())), dx(size_t(g.x_numel()));
-    std::vector<float> out[2], grad[2];
-    for (int i = 0; i < 2; ++i) {
-      const ConvAlgo a = i == 0 ? ConvAlgo::Direct : ConvAlgo::DirectAsync;
+    std::vector<float> out[5], grad[5];
+    for (int i = 0; i < 5; ++i) {
       y.poison();
       dx.poison();
-      cuda::conv_forward(kDev, g, d_x.get(), d_w.get(), d_b.get(), y.get(), true, a);
-      cuda::conv_backward_data(kDev, g, d_gy.get(), d_w.get(), dx.get(), a);
+      cuda::conv_forward(kDev, g, d_x.get(), d_w.get(), d_b.get(), y.get(), true, variants[i]);
+      cuda::conv_backward_data(kDev, g, d_gy.get(), d_w.get(), dx.get(), variants[i]);
       out[i] = y.download(), grad[i] = dx.download();
     }
-    for (int i = 0; i < 2; ++i) {  // the poison is NaN, so equal bits could also be two unwritten elements
+    for (int i = 0; i < 5; ++i) {  // the poison is NaN, so equal bits could also be two unwritten elements
       for (float v : out[i]) ASSERT_TRUE(std::isfinite(v)) << "forward left an element unwritten, " << g.str();
       for (float v : grad[i]) ASSERT_TRUE(std::isfinite(v)) << "backward data left an element unwritten, " << g.str();
     }
-    for (size_t j = 0; j < out[0].size(); ++j)
-      ASSERT_EQ(std::memcmp(&out[0][j], &out[1][j], sizeof(float)), 0) << "forward element " << j << ", " << g.str();
-    for (size_t j = 0; j < grad[0].size(); ++j)
-      ASSERT_EQ(std::memcmp(&grad[0][j], &grad[1][j], sizeof(float)), 0)
-          << "backward-data element " << j << ", " << g.str();
+    for (int i = 1; i < 5; ++i) {
+      for (size_t j = 0; j < out[0].size(); ++j)
+        ASSERT_EQ(std::memcmp(&out[0][j], &out[i][j], sizeof(float)), 0)
+            << to_string(variants[i]) << " forward element " << j << ", " << g.str();
+      for (size_t j = 0; j < grad[0].size(); ++j)
+        ASSERT_EQ(std::memcmp(&grad[0][j], &grad[i][j], sizeof(float)), 0)
+            << to_string(variants[i]) << " backward-data element " << j << ", " << g.str();
+    }
   }
 }
 
@@ -336,6 +345,37 @@ TEST(CudaConv, GemmChunkingAcrossTheBatch) {
                                : geom(5, 32, 32, 5, 64, 96, 3, 3, 3, 1, 1, 1, PadMode::Zeros);
   check_conv_forward(g, 9);
   check_conv_backward(g, 10);
+}
+
+// The bias gradient splits the (image, position) pairs of a channel into chunks that start and end inside
+// images (a batch of small training outputs is spread over many blocks): 9 images of 30 x 30 = 8,100 pairs in 8
+// chunks of 1,013 on the emulator's 8 SMs. Each image's dy is offset by a different constant, so a chunk that
+// skipped or repeated a run of positions at an image boundary would be off by hundreds of ulps; the sums are in
+// double, so the result is the float of the exact sum to within an ulp.
+TEST(CudaConv, BiasGradientOverChunksThatCrossImages) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(std::random_device{}());
+  for (const int64_t cout : {1, 3, 40}) {
+    const ConvGeom g = geom2d(9, 1, cout, 30, 30, 1, 0, PadMode::Zeros);
+    auto gy = random_vec(size_t(g.y_numel()), rng);
+    const int64_t P = g.out_spatial();
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t i = 0; i < cout * P; ++i) gy[size_t(n * cout * P + i)] += float(n + 1);
+    const auto x = random_vec(size_t(g.x_numel()), rng);
+    DeviceBuffer d_x(x), d_gy(gy), d_dw(size_t(g.w_numel())), d_db(static_cast<size_t>(cout));
+    for (ConvAlgo a : {ConvAlgo::Direct, ConvAlgo::Gemm}) {
+      d_db.poison();
+      cuda::conv_backward_weight(kDev, g, d_x.get(), d_gy.get(), d_dw.get(), d_db.get(), a);
+      const auto db = d_db.download();
+      for (int64_t co = 0; co < cout; ++co) {
+        double ref = 0.0;
+        for (int64_t n = 0; n < g.N; ++n)
+          for (int64_t p = 0; p < P; ++p) ref += double(gy[size_t((n * cout + co) * P + p)]);
+        EXPECT_NEAR(db[size_t(co)], ref, std::abs(ref) * 2e-7) << "channel " << co << " of " << cout << ", "
+                                                                << to_string(a);
+      }
+    }
+  }
 }
 
 TEST(CudaConv, AutoCachesItsChoiceAndIsDeterministic) {

@@ -893,8 +893,8 @@ def test_finetune_starts_from_a_shipped_model_by_name(tmp_path, capsys, monkeypa
 
 
 def test_on_a_gpu_the_command_line_pins_the_direct_kernels():
-    """`magmasr upscale` on a GPU runs every convolution with the direct kernels, so its pixels do not depend on
-    the tile size that the free memory leads to; on the CPU the layers are left as they are. (The device is set
+    """`magmasr upscale` on a GPU runs every convolution with the direct kernels ('auto_direct': the fastest of
+    three that give the same bits), so its pixels do not depend on the tile size that the free memory leads to; on the CPU the layers are left as they are. (The device is set
     by hand: deciding needs no GPU.)"""
     from magmasr.video import VideoSR
 
@@ -905,7 +905,7 @@ def test_on_a_gpu_the_command_line_pins_the_direct_kernels():
     for model in (ImageSR.srcnn("9-1-5", scale=2), VideoSR.tdsrnet(2, filters=4)):
         assert algos(cli._inference_setup(model, args)) == {"auto"}
         model.device = "cuda"
-        assert algos(cli._inference_setup(model, args)) == {"direct"}
+        assert algos(cli._inference_setup(model, args)) == {"auto_direct"}
 
 
 def test_upscale_on_the_gpu_gives_the_direct_kernels_pixels_whatever_the_tile(gpu, tmp_path, capsys):

@@ -209,7 +209,7 @@ CASES = [
     ("padding negative", lambda: ops.conv2d(X, W, padding=-1), ValueError, r"padding must be >= 0.*pad=0,-1,-1"),
     ("padding_mode", lambda: ops.conv2d(X, W, padding_mode="reflect"), ValueError,
      r"padding_mode must be 'zeros' or 'replicate', got 'reflect'"),
-    ("algo", lambda: ops.conv2d(X, W, algo="fast"), ValueError, r"'auto', 'direct', 'direct_async' or 'gemm', got 'fast'"),
+    ("algo", lambda: ops.conv2d(X, W, algo="fast"), ValueError, r"'auto', 'direct', 'direct_async', 'implicit_gemm', 'gemm' or 'auto_direct', got 'fast'"),
     ("pixel_shuffle r=0", lambda: ops.pixel_shuffle(ones(1, 4, 2, 2), 0),
      ValueError, r"upscale factor must be >= 1, got 0"),
     ("pixel_shuffle_backward r=0", lambda: ops.pixel_shuffle_backward(ones(1, 4, 2, 2), 0), ValueError, r">= 1, got 0"),

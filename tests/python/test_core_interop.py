@@ -319,7 +319,7 @@ def test_convolutions_in_two_threads_give_the_serial_results():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("algo", ["auto", "gemm", "direct", "direct_async"])
+@pytest.mark.parametrize("algo", ["auto", "gemm", "direct", "direct_async", "implicit_gemm", "auto_direct"])
 def test_gpu_convolutions_in_two_threads_give_the_serial_results(gpu, algo):
     # The workspace, the cuBLAS handle and the Auto timing of a device are shared by its ops; with the GIL
     # released, ops of two threads take turns on them instead of overwriting each other's columns.

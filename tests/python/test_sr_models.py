@@ -128,16 +128,20 @@ def test_tiled_upscale_on_the_gpu_is_exact_with_the_direct_kernels(gpu):
     """On the GPU, a picture cut into tiles runs the direct kernels, whose sums per output pixel do not depend on
     the block: every tile size gives exactly the whole picture computed with algo='direct'. The default whole
     picture ('auto': cuBLAS for some layers) and the CPU agree with it to within one grey level, nearly
-    everywhere. algo='direct_async' (the tiled kernels' cp.async variant) gives algo='direct' bit for bit. The same
-    holds for 3DSRnet's tiled residual."""
+    everywhere. algo='direct_async' (the tiled kernels' cp.async variant) and algo='implicit_gemm' (the same sums as
+    an implicit GEMM), and 'auto_direct' (the fastest of the three per layer), give algo='direct' bit for bit. The
+    same holds for 3DSRnet's tiled residual."""
     from magmasr.video import VideoSR
 
     rng = np.random.default_rng()
     model = ImageSR.pretrained(3, "9-5-5", device="cuda")
     img = rng.integers(0, 256, (61, 83, 3), dtype=np.uint8)
     direct = model.upscale(img, algo="direct")
-    np.testing.assert_array_equal(model.upscale(img, algo="direct_async"), direct)  # the same sums, same order
-    for tile in (64, 37, 100, 183):
+    small = img[:19, :26]  # the other direct kernels on a crop (each costs minutes of the CPU emulator's time)
+    direct_small = model.upscale(small, algo="direct")
+    for algo in ("direct_async", "implicit_gemm", "auto_direct"):  # the same sums, same order
+        np.testing.assert_array_equal(model.upscale(small, algo=algo), direct_small, err_msg=algo)
+    for tile in (64, 37):  # each new block shape times the three direct kernels (auto_direct) once
         np.testing.assert_array_equal(model.upscale(img, tile=tile), direct, err_msg=f"tile {tile}")
     whole = model.upscale(img).astype(int)
     cpu = ImageSR.pretrained(3, "9-5-5", device="cpu").upscale(img).astype(int)
@@ -148,7 +152,8 @@ def test_tiled_upscale_on_the_gpu_is_exact_with_the_direct_kernels(gpu):
     video = VideoSR.tdsrnet(2, filters=16, seed=int(rng.integers(1 << 30))).to("cuda")
     window = rng.random((5, 29, 34)).astype(np.float32)
     expected = video.residual(window, algo="direct")
-    np.testing.assert_array_equal(video.residual(window, algo="direct_async"), expected)
+    for algo in ("direct_async", "implicit_gemm", "auto_direct"):
+        np.testing.assert_array_equal(video.residual(window, algo=algo), expected, err_msg=algo)
     for tile in (8, 13):
         np.testing.assert_array_equal(video.residual(window, tile), expected, err_msg=f"tile {tile}")
 
@@ -174,14 +179,15 @@ class _RecordingNet:
 
 def test_the_convolution_strategy_is_pinned_for_one_call_only():
     """`algo` pins every convolution's strategy for the call and restores the layers' own afterwards, also when
-    the call fails; on the CPU a tiled picture keeps the layers' setting, on a GPU it defaults to 'direct'."""
+    the call fails; on the CPU a tiled picture keeps the layers' setting, on a GPU it defaults to 'auto_direct'
+    (the fastest of the direct kernels, which all give the same bits)."""
     rng = np.random.default_rng()
     model = ImageSR.srcnn("9-1-5", scale=2, seed=int(rng.integers(1 << 30)))
     rec = model.net = _RecordingNet(model.net)
     img = rng.integers(0, 256, (9, 11), dtype=np.uint8)
     reference = model.upscale(img)
     assert rec.seen == [{"auto"}]
-    for algo in ("direct", "direct_async", "gemm"):
+    for algo in ("direct", "direct_async", "implicit_gemm", "gemm", "auto_direct"):
         rec.seen.clear()
         np.testing.assert_array_equal(model.upscale(img, tile=8, algo=algo), reference)  # one CPU strategy
         assert rec.seen == [{algo}] * 9  # 18 x 22 output pixels in 8 x 8 tiles
@@ -189,7 +195,7 @@ def test_the_convolution_strategy_is_pinned_for_one_call_only():
     rec.seen.clear()
     model.upscale(img, tile=8)
     assert rec.seen == [{"auto"}] * 9
-    with pytest.raises(ValueError, match="algo must be one of auto, direct, direct_async, gemm"):
+    with pytest.raises(ValueError, match="algo must be one of auto, direct, direct_async, implicit_gemm, gemm, auto_direct"):
         model.upscale(img, algo="fastest")
     rec.fail = True
     with pytest.raises(RuntimeError, match="out of memory"):
@@ -198,7 +204,7 @@ def test_the_convolution_strategy_is_pinned_for_one_call_only():
     assert {model.net[n].algo for n in model.net.names() if hasattr(model.net[n], "algo")} == {"auto"}
     # Which strategy a call pins, whatever the device (set by hand here: no GPU is needed to decide).
     model.device = "cuda"
-    assert model._inference_algo(None, tiled=True) == "direct"
+    assert model._inference_algo(None, tiled=True) == "auto_direct"
     assert model._inference_algo(None, tiled=False) is None
     assert model._inference_algo("gemm", tiled=True) == "gemm"
     model.device = "cpu"

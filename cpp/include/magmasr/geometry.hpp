@@ -15,15 +15,23 @@ enum class PadMode : int { Zeros = 0, Replicate = 1 };
 /// Which convolution strategy the CUDA backend uses; the CPU has one
 /// (im2col/vol2col + SGEMM) and ignores it.
 enum class ConvAlgo : int {
-  Auto = 0,         // the selector picks per shape
-  Direct = 1,       // direct / implicit-GEMM kernels tiled in shared memory and registers
-  Gemm = 2,         // im2col / vol2col + cuBLAS SGEMM
-  DirectAsync = 3,  // Direct, with the many-channel forward and backward-data kernels copying the next input
-                    // channel into shared memory (cp.async) while they compute the current one; bit for bit
-                    // Direct's results (same sums, same order). Backward weight: the same kernel as Direct.
+  Auto = 0,          // the selector times every strategy below once per shape and keeps the fastest
+  Direct = 1,        // direct / implicit-GEMM kernels tiled in shared memory and registers
+  Gemm = 2,          // im2col / vol2col + cuBLAS SGEMM
+  DirectAsync = 3,   // Direct, with the many-channel forward and backward-data kernels copying the next input
+                     // channel into shared memory (cp.async) while they compute the current one.
+                     // Backward weight: the same kernel as Direct.
+  ImplicitGemm = 4,  // Direct, with the many-channel forward and backward-data kernels replaced by an implicit GEMM
+                     // over every (image, position) pair (no idle tile edges on small pictures). Backward weight
+                     // and the other shapes: the same kernels as Direct.
+  AutoDirect = 5,    // the selector, among Direct, DirectAsync and ImplicitGemm only. These three compute the
+                     // same sums in the same order (per output: input channel, then filter tap), so their results
+                     // are identical bit for bit whatever the shape or the batch: a picture cut into tiles of any
+                     // size gives the whole picture's pixels, with the fastest of the three per shape.
 };
 std::string to_string(ConvAlgo a);
-ConvAlgo conv_algo_from_string(const std::string& s);  // "auto" | "direct" | "direct_async" | "gemm"
+// "auto" | "direct" | "direct_async" | "implicit_gemm" | "gemm" | "auto_direct"
+ConvAlgo conv_algo_from_string(const std::string& s);
 
 std::string to_string(PadMode m);
 PadMode pad_mode_from_string(const std::string& s);  // "zeros" | "replicate"

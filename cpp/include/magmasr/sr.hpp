@@ -45,9 +45,9 @@ class SrcnnModel {
   SrcnnModel(std::shared_ptr<Sequential> net, int64_t scale, std::map<std::string, std::string> metadata = {});
 
   /// Moves the network to `device` (the bicubic and colour steps stay on the host, in double). On a GPU every
-  /// convolution is pinned to the direct kernels (ConvAlgo::Direct), whose sums do not depend on the block's
-  /// shape, so that tiles give the whole picture's pixels; set another algorithm on the layers afterwards to
-  /// let the selector choose.
+  /// convolution is pinned to the direct kernels (ConvAlgo::AutoDirect: the fastest of three kernels that sum in
+  /// one order), whose sums do not depend on the block's shape, so that tiles give the whole picture's pixels;
+  /// set another algorithm on the layers afterwards to let the selector choose among all strategies.
   SrcnnModel& to(const Device& device);
 
   /// The upscaled picture (height * scale x width * scale, the input's channels); `scale` 0 is the model's

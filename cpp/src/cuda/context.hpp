@@ -36,8 +36,9 @@ namespace cuda {
 enum class ConvDir : int { Forward = 0, BackwardData = 1, BackwardWeight = 2 };
 
 /// Everything that identifies a convolution problem for the algorithm cache.
-using ConvKey = std::array<int64_t, 15>;
-ConvKey make_conv_key(ConvDir dir, const ConvGeom& g, bool with_bias);
+using ConvKey = std::array<int64_t, 16>;
+// direct_only: the choice of ConvAlgo::AutoDirect (among the direct kernels), cached apart from Auto's.
+ConvKey make_conv_key(ConvDir dir, const ConvGeom& g, bool with_bias, bool direct_only = false);
 
 class Context {
  public:

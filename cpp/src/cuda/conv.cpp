@@ -19,10 +19,16 @@
 //   the next input channel is copied while the current one is computed), forward and backward data; the same
 //   sums in the same order, so bit for bit Direct's output. Where no tiled kernel applies (one output channel,
 //   other filter sizes) and for backward weight it is Direct.
+// ConvAlgo::ImplicitGemm — Direct with the tiled forward kernel replaced by an implicit GEMM whose columns are
+//   every (image, position) pair, forward and backward data: no idle threads at the edges of small pictures
+//   (SRCNN's 21 x 21 and 25 x 25 training outputs fill 43-61% of a 32 x 32 tile). Where no tiled kernel applies
+//   and for backward weight (already an implicit GEMM) it is Direct.
 // The bias gradient (both strategies) is a two-stage reduction kernel.
 //
+// ConvAlgo::AutoDirect — Auto among Direct, DirectAsync and ImplicitGemm only: the same sums in the same order,
+//   so the same bits whichever it picks (what tiled inference on a GPU needs), with the fastest kernels per shape.
 // ConvAlgo::Auto — like cudnn.benchmark: the first time a problem (direction, geometry, bias or not) is
-// seen on a device, each strategy (DirectAsync only where it differs from Direct) runs once to warm up and once
+// seen on a device, each strategy (DirectAsync and ImplicitGemm only where they differ from Direct) runs once to warm up and once
 // timed with CUDA events on the context stream; the faster is cached in the device's Context and used from then on (and run once more if it was
 // not the last one timed, so that the result of the call comes from the chosen strategy). Timing
 // synchronises once per new problem; every later call is asynchronous.
@@ -42,9 +48,9 @@
 namespace magmasr {
 namespace cuda {
 
-ConvKey make_conv_key(ConvDir dir, const ConvGeom& g, bool with_bias) {
+ConvKey make_conv_key(ConvDir dir, const ConvGeom& g, bool with_bias, bool direct_only) {
   return ConvKey{int64_t(dir), g.N,  g.Cin, g.Cout, g.D,  g.H,  g.W, g.kD, g.kH, g.kW, g.pD, g.pH, g.pW,
-                 int64_t(g.mode), with_bias ? 1 : 0};
+                 int64_t(g.mode), with_bias ? 1 : 0, direct_only ? 1 : 0};
 }
 
 namespace {
@@ -201,10 +207,19 @@ ConvGeom backward_data_as_forward(const ConvGeom& g) {
   return t;
 }
 
-void direct_backward_data(Context& ctx, const ConvGeom& g, const float* dy, const float* w, float* dx, bool async) {
+convk::DirectVariant variant_of(ConvAlgo a) {
+  switch (a) {
+    case ConvAlgo::DirectAsync: return convk::DirectVariant::TiledAsync;
+    case ConvAlgo::ImplicitGemm: return convk::DirectVariant::ImplicitGemm;
+    default: return convk::DirectVariant::Tiled;
+  }
+}
+
+void direct_backward_data(Context& ctx, const ConvGeom& g, const float* dy, const float* w, float* dx,
+                          convk::DirectVariant v) {
   float* wt = static_cast<float*>(ctx.workspace(size_t(g.w_numel()) * sizeof(float)));
   convk::flip_transpose_weights(ctx, g, w, wt);
-  convk::direct_forward(ctx, backward_data_as_forward(g), dy, wt, nullptr, dx, false, async);
+  convk::direct_forward(ctx, backward_data_as_forward(g), dy, wt, nullptr, dx, false, v);
   convk::replicate_backward_data_fix(ctx, g, dy, w, dx);
 }
 
@@ -235,21 +250,32 @@ class Event {
   cudaEvent_t e_ = nullptr;
 };
 
-// The strategies Auto times for a problem: DirectAsync only where it runs other kernels than Direct.
-std::vector<ConvAlgo> candidates(ConvDir dir, const ConvGeom& g) {
-  const bool async = (dir == ConvDir::Forward && convk::direct_forward_has_async(g)) ||
-                     (dir == ConvDir::BackwardData && convk::direct_forward_has_async(backward_data_as_forward(g)));
-  if (async) return {ConvAlgo::Direct, ConvAlgo::DirectAsync, ConvAlgo::Gemm};
-  return {ConvAlgo::Direct, ConvAlgo::Gemm};
+// The strategies Auto (AutoDirect: direct_only) times for a problem: DirectAsync and ImplicitGemm only where they
+// run other kernels than Direct.
+std::vector<ConvAlgo> candidates(ConvDir dir, const ConvGeom& g, bool direct_only) {
+  std::vector<ConvAlgo> c{ConvAlgo::Direct};
+  if (dir != ConvDir::BackwardWeight) {
+    const ConvGeom fwd = dir == ConvDir::Forward ? g : backward_data_as_forward(g);
+    if (convk::direct_forward_is_tiled(fwd)) c.push_back(ConvAlgo::DirectAsync);
+    if (convk::direct_forward_has_igemm(fwd)) c.push_back(ConvAlgo::ImplicitGemm);
+  }
+  if (!direct_only) c.push_back(ConvAlgo::Gemm);
+  return c;
 }
 
 template <class Run>
 void run_with_algo(Context& ctx, ConvDir dir, const ConvGeom& g, bool with_bias, ConvAlgo algo, Run run) {
-  if (algo != ConvAlgo::Auto) {
+  if (algo != ConvAlgo::Auto && algo != ConvAlgo::AutoDirect) {
     run(algo);
     return;
   }
-  const ConvKey key = make_conv_key(dir, g, with_bias);
+  const bool direct_only = algo == ConvAlgo::AutoDirect;
+  const std::vector<ConvAlgo> cands = candidates(dir, g, direct_only);
+  if (cands.size() == 1) {  // nothing to choose (AutoDirect where only Direct's kernels apply)
+    run(cands.front());
+    return;
+  }
+  const ConvKey key = make_conv_key(dir, g, with_bias, direct_only);
   const ConvAlgo cached = ctx.cached_algo(key);
   if (cached != ConvAlgo::Auto) {
     run(cached);
@@ -259,7 +285,7 @@ void run_with_algo(Context& ctx, ConvDir dir, const ConvGeom& g, bool with_bias,
   float best_ms = std::numeric_limits<float>::infinity();
   ConvAlgo best = ConvAlgo::Auto, last = ConvAlgo::Auto;
   std::exception_ptr failure;
-  for (ConvAlgo cand : candidates(dir, g)) {
+  for (ConvAlgo cand : cands) {
     last = cand;  // the outputs hold (part of) cand's result from here on, even if it fails
     try {
       run(cand);  // warm-up: lazy module loading, cuBLAS heuristics, workspace growth
@@ -296,7 +322,7 @@ void conv_forward(int device, const ConvGeom& g, const float* x, const float* w,
     if (a == ConvAlgo::Gemm) {
       gemm_forward(ctx, g, x, w, b, y, relu);
     } else {
-      convk::direct_forward(ctx, g, x, w, b, y, relu, a == ConvAlgo::DirectAsync);
+      convk::direct_forward(ctx, g, x, w, b, y, relu, variant_of(a));
     }
   });
 }
@@ -313,7 +339,7 @@ void conv_backward_data(int device, const ConvGeom& g, const float* dy, const fl
     if (a == ConvAlgo::Gemm) {
       gemm_backward_data(ctx, g, dy, w, dx);
     } else {
-      direct_backward_data(ctx, g, dy, w, dx, a == ConvAlgo::DirectAsync);
+      direct_backward_data(ctx, g, dy, w, dx, variant_of(a));
     }
   });
 }

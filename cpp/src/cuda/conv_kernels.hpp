@@ -35,13 +35,21 @@ size_t bias_grad_workspace(const Context& ctx, const ConvGeom& g);  // bytes
 void bias_grad(const Context& ctx, const ConvGeom& g, const float* dy, float* db, void* ws);
 
 // ---- Direct strategy ----
-// y = relu?(conv(x, w) + b) with the specialised tiled kernel for the shape when there is one. async: the tiled
-// kernel's variant that copies the next input channel into shared memory (cp.async, two buffers) while it computes
-// the current one; its sums are the same, in the same order, so the output is bit for bit the same.
+// Which kernel direct_forward runs where the shape has a tiled kernel (many output channels, the filter sizes of
+// SRCNN and 3DSRnet); elsewhere (one output channel, other filters) every variant runs the same kernel.
+//   Tiled:        the tiled kernel (a 32 x 32 output tile of one image and 16 output channels per block).
+//   TiledAsync:   its variant that copies the next input channel into shared memory (cp.async, two buffers) while
+//                 it computes the current one; the same sums in the same order, so bit for bit Tiled's output.
+//   ImplicitGemm: an implicit GEMM over the flattened (image, position) index, so that small pictures (training
+//                 patches) leave no tile half empty; its sums run in another order than Tiled's.
+enum class DirectVariant { Tiled, TiledAsync, ImplicitGemm };
+// y = relu?(conv(x, w) + b).
 void direct_forward(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b, float* y,
-                    bool relu, bool async);
-// True when direct_forward runs a tiled kernel for g, i.e. when async selects a different kernel.
-bool direct_forward_has_async(const ConvGeom& g);
+                    bool relu, DirectVariant v);
+// True when direct_forward runs a tiled kernel for g, i.e. when TiledAsync selects a different kernel.
+bool direct_forward_is_tiled(const ConvGeom& g);
+// True when ImplicitGemm selects a different kernel (a tiled shape whose indices fit the GEMM's 32 bits).
+bool direct_forward_has_igemm(const ConvGeom& g);
 // wt[ci][co][k] = w[co][ci][kvol - 1 - k]: the weights of the backward-data pass seen as a forward pass.
 void flip_transpose_weights(const Context& ctx, const ConvGeom& g, const float* w, float* wt);
 // With replicate padding: dx += the gradient that reaches border samples through the clamped positions.
