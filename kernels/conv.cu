@@ -413,17 +413,21 @@ constexpr int kBK = 16;  // reduction steps per shared-memory stage of the impli
 // owns a 4 x 8 register tile: rows tm*4 .. +3 and the columns tn*4 .. +3 and BN/2 + tn*4 .. +3, read from shared
 // memory as float4 (A broadcast, B conflict-free). The next stage's A and B entries are loaded into registers
 // while the current stage is computed. Every output is one thread's sum over k in order (deterministic).
+// The implicit GEMM forward's column tile for a row tile of BM (4 x 8 outputs per thread): 128, 256, 512.
+template <int BM>
+constexpr int kIgemmFwdCols = kBlock / (BM / 4) * 8;
+
 template <int KD, int KH, int KW, int BM>
 __global__ void __launch_bounds__(kBlock) conv_fwd_igemm_kernel(ConvDims s, const float* __restrict__ x,
                                                                 const float* __restrict__ w,
                                                                 const float* __restrict__ b, float* __restrict__ y,
                                                                 int relu) {
   constexpr int KV = KD * KH * KW, TM = 4, TN = 8;
-  constexpr int MT = BM / TM, NT = kBlock / MT, BN = NT * TN;  // BM 64, 32, 16 -> BN 128, 256, 512
+  constexpr int MT = BM / TM, NT = kBlock / MT, BN = kIgemmFwdCols<BM>;
   constexpr int AP = BM + 4, BP = BN + 4;                      // padded pitches (multiples of 4)
   constexpr int AL = BM * kBK / kBlock, BL = BN * kBK / kBlock;  // A and B entries staged per thread
   constexpr int NCOL = BN >= kBlock ? BN / kBlock : 1;         // distinct B columns per thread
-  static_assert(MT * NT == kBlock && AL >= 1 && BL >= 1, "tile shape");
+  static_assert(MT * NT == kBlock && BN == NT * TN && AL >= 1 && BL >= 1, "tile shape");
   static_assert(BN % kBlock == 0 || kBlock % BN == 0, "B staging layout");
   MAGMASR_SHARED(float, As, [kBK][AP]);
   MAGMASR_SHARED(float, Bs, [kBK][BP]);
@@ -903,19 +907,26 @@ namespace {
 bool fits_int(int64_t count, const Context& ctx) {
   return count + int64_t(grid_for(count, ctx)) * kBlock < (int64_t(1) << 31);
 }
+
+// launch(I{}) with I = int when `small`, int64_t otherwise: the index type of the helpers' kernels.
+template <class Launch>
+void with_index_type(bool small, Launch launch) {
+  if (small) {
+    launch(int{});
+  } else {
+    launch(int64_t{});
+  }
+}
 }  // namespace
 
 void im2col(const Context& ctx, const ConvGeom& g, const float* x, int64_t n0, int64_t nb, int64_t p0, int64_t pc,
             float* col) {
   const int64_t total = g.Cin * g.kernel_volume() * nb * pc;
   if (total <= 0) return;
-  if (fits_int(total, ctx) && fits_int(p0 + pc, ctx)) {
-    MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), im2col_kernel<int>)(dims_of(g), x, int(n0), int(nb),
-                                                                                      p0, int(pc), col);
-  } else {
-    MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), im2col_kernel<int64_t>)(dims_of(g), x, int(n0),
-                                                                                          int(nb), p0, int(pc), col);
-  }
+  with_index_type(fits_int(total, ctx) && fits_int(p0 + pc, ctx), [&](auto i) {
+    MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), im2col_kernel<decltype(i)>)(
+        dims_of(g), x, int(n0), int(nb), p0, int(pc), col);
+  });
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
 
@@ -932,17 +943,11 @@ void col2im(const Context& ctx, const ConvGeom& g, const float* col, int64_t n0,
   const int64_t ih0 = clamp(oh0 - g.pH, g.H), ih1 = clamp(oh1 + g.kH - 1 - g.pH, g.H);
   const int64_t total = nb * g.Cin * (id1 - id0 + 1) * (ih1 - ih0 + 1) * g.W;
   if (total <= 0) return;
-  const auto launch = [&](auto kernel) {
-    MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), kernel)(dims_of(g), col, int(n0), int(nb), p0,
-                                                                         int(pc), int(id0), int(id1 - id0 + 1),
-                                                                         int(ih0), int(ih1 - ih0 + 1),
-                                                                         accumulate ? 1 : 0, dx);
-  };
-  if (fits_int(total, ctx)) {
-    launch(col2im_kernel<int>);
-  } else {
-    launch(col2im_kernel<int64_t>);
-  }
+  with_index_type(fits_int(total, ctx), [&](auto i) {
+    MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), col2im_kernel<decltype(i)>)(
+        dims_of(g), col, int(n0), int(nb), p0, int(pc), int(id0), int(id1 - id0 + 1), int(ih0), int(ih1 - ih0 + 1),
+        accumulate ? 1 : 0, dx);
+  });
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
 
@@ -950,15 +955,10 @@ void bias_relu(const Context& ctx, const ConvGeom& g, int64_t n0, int64_t nb, in
                const float* b, bool relu, float* y) {
   const int64_t total = nb * g.Cout * pc;
   if (total <= 0 || (b == nullptr && !relu)) return;
-  const auto launch = [&](auto kernel) {
-    MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), kernel)(g.out_spatial(), int(g.Cout), int(n0),
-                                                                         int(nb), p0, int(pc), b, relu ? 1 : 0, y);
-  };
-  if (fits_int(total, ctx)) {
-    launch(bias_relu_kernel<int>);
-  } else {
-    launch(bias_relu_kernel<int64_t>);
-  }
+  with_index_type(fits_int(total, ctx), [&](auto i) {
+    MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), bias_relu_kernel<decltype(i)>)(
+        g.out_spatial(), int(g.Cout), int(n0), int(nb), p0, int(pc), b, relu ? 1 : 0, y);
+  });
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
 
@@ -966,15 +966,10 @@ void pack_rows(const Context& ctx, const ConvGeom& g, const float* dy, int64_t n
                int64_t pc, float* out) {
   const int64_t total = nb * g.Cout * pc;
   if (total <= 0) return;
-  const auto launch = [&](auto kernel) {
-    MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), kernel)(g.out_spatial(), int(g.Cout), int(n0),
-                                                                         int(nb), p0, int(pc), dy, out);
-  };
-  if (fits_int(total, ctx)) {
-    launch(pack_rows_kernel<int>);
-  } else {
-    launch(pack_rows_kernel<int64_t>);
-  }
+  with_index_type(fits_int(total, ctx), [&](auto i) {
+    MAGMASR_LAUNCH(grid_for(total, ctx), kBlock, 0, ctx.stream(), pack_rows_kernel<decltype(i)>)(
+        g.out_spatial(), int(g.Cout), int(n0), int(nb), p0, int(pc), dy, out);
+  });
   MAGMASR_CUDA_LAUNCH_CHECK();
 }
 
@@ -1019,7 +1014,7 @@ int igemm_fwd_rows(const ConvGeom& g) { return g.Cout > 32 ? 64 : (g.Cout > 16 ?
 template <int KD, int KH, int KW, int BM>
 void launch_igemm_fwd_bm(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b,
                          float* y, bool relu) {
-  constexpr int BN = kBlock / (BM / 4) * 8;  // as in the kernel
+  constexpr int BN = kIgemmFwdCols<BM>;
   const int64_t Q = g.N * g.out_spatial();
   const dim3 grid(unsigned((Q + BN - 1) / BN), unsigned((g.Cout + BM - 1) / BM));
   MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_fwd_igemm_kernel<KD, KH, KW, BM>)(dims_of(g), x, w, b, y,
@@ -1085,26 +1080,31 @@ bool direct_forward_has_igemm(const ConvGeom& g) {
          g.Cin * g.kernel_volume() < (int64_t(1) << 31) - 64;
 }
 
+namespace {
+
+// The many-channel shapes (a tiled kernel exists): the variant's kernel, the tiled one where the implicit GEMM's
+// 32-bit indices do not fit.
+template <int KD, int KH, int KW>
+void launch_many_channels(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b,
+                          float* y, bool relu, DirectVariant v) {
+  if (v == DirectVariant::ImplicitGemm && direct_forward_has_igemm(g)) {
+    launch_igemm_fwd<KD, KH, KW>(ctx, g, x, w, b, y, relu);
+  } else {
+    launch_tiled<KD, KH, KW>(ctx, g, x, w, b, y, relu, v == DirectVariant::TiledAsync);
+  }
+}
+
+}  // namespace
+
 void direct_forward(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b, float* y,
                     bool relu, DirectVariant v) {
   if (g.y_numel() <= 0) return;
-  const bool async = v == DirectVariant::TiledAsync;
-  if (v == DirectVariant::ImplicitGemm && direct_forward_has_igemm(g)) {
-    switch (pick_direct(g)) {
-      case DirectKernel::Tiled111: launch_igemm_fwd<1, 1, 1>(ctx, g, x, w, b, y, relu); return;
-      case DirectKernel::Tiled133: launch_igemm_fwd<1, 3, 3>(ctx, g, x, w, b, y, relu); return;
-      case DirectKernel::Tiled155: launch_igemm_fwd<1, 5, 5>(ctx, g, x, w, b, y, relu); return;
-      case DirectKernel::Tiled199: launch_igemm_fwd<1, 9, 9>(ctx, g, x, w, b, y, relu); return;
-      case DirectKernel::Tiled333: launch_igemm_fwd<3, 3, 3>(ctx, g, x, w, b, y, relu); return;
-      default: break;
-    }
-  }
   switch (pick_direct(g)) {
-    case DirectKernel::Tiled111: launch_tiled<1, 1, 1>(ctx, g, x, w, b, y, relu, async); return;
-    case DirectKernel::Tiled133: launch_tiled<1, 3, 3>(ctx, g, x, w, b, y, relu, async); return;
-    case DirectKernel::Tiled155: launch_tiled<1, 5, 5>(ctx, g, x, w, b, y, relu, async); return;
-    case DirectKernel::Tiled199: launch_tiled<1, 9, 9>(ctx, g, x, w, b, y, relu, async); return;
-    case DirectKernel::Tiled333: launch_tiled<3, 3, 3>(ctx, g, x, w, b, y, relu, async); return;
+    case DirectKernel::Tiled111: launch_many_channels<1, 1, 1>(ctx, g, x, w, b, y, relu, v); return;
+    case DirectKernel::Tiled133: launch_many_channels<1, 3, 3>(ctx, g, x, w, b, y, relu, v); return;
+    case DirectKernel::Tiled155: launch_many_channels<1, 5, 5>(ctx, g, x, w, b, y, relu, v); return;
+    case DirectKernel::Tiled199: launch_many_channels<1, 9, 9>(ctx, g, x, w, b, y, relu, v); return;
+    case DirectKernel::Tiled333: launch_many_channels<3, 3, 3>(ctx, g, x, w, b, y, relu, v); return;
     case DirectKernel::C1_133: launch_cout1<1, 3, 3>(ctx, g, x, w, b, y, relu); return;
     case DirectKernel::C1_155: launch_cout1<1, 5, 5>(ctx, g, x, w, b, y, relu); return;
     case DirectKernel::C1_199: launch_cout1<1, 9, 9>(ctx, g, x, w, b, y, relu); return;
