@@ -123,26 +123,33 @@ def test_shipped_3dsrnet_files_are_complete_models():
             assert (ours > max(single)) != interim, (path.name, seq, ours, single)
 
 
+VIDEO_SCALES = sorted({VideoSR.load(p).scale for p in VIDEO_FILES})
+
+
 @pytest.mark.data
 @pytest.mark.slow
 @pytest.mark.parametrize("sequence", VID4)
-@pytest.mark.parametrize("path", VIDEO_FILES, ids=[p.stem for p in VIDEO_FILES])
-def test_shipped_3dsrnet_beats_single_frame_srcnn(shared_dir, path, sequence, request):
-    """Every 4th centre frame of the sequence, whole frames, under the authors' test.m protocol: our 3DSRnet
-    beats bicubic clearly and both single-frame SRCNNs, the one we ship for its scale and the authors' 9-5-5
-    (ImageNet), the strongest SRCNN there is. An interim model must stay below (strict xfail)."""
-    model = VideoSR.load(path)
-    if model.metadata.get("status", "").startswith("interim"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"{path.name}: {model.metadata['status']}"))
+@pytest.mark.parametrize("scale", VIDEO_SCALES, ids=[f"x{s}" for s in VIDEO_SCALES])
+def test_shipped_3dsrnets_beat_single_frame_srcnn(shared_dir, scale, sequence):
+    """Every 8th centre frame of the sequence (5 of calendar, 4 of city; the whole sequences are measured by
+    scripts/ship_weights.py and recorded in each file), whole frames, under the authors' test.m protocol: every
+    3DSRnet that ships for the scale beats bicubic clearly and both single-frame SRCNNs, the one we ship for the
+    scale and the authors' 9-5-5 (ImageNet), the strongest SRCNN there is; an interim model must stay below.
+    The margins the files record over the whole sequences are 0.45 dB or more."""
+    models = [VideoSR.load(p) for p in VIDEO_FILES]
+    models = [m for m in models if m.scale == scale]
     baselines = {"authors_955": ImageSR.from_srcnn_mat(
-        shared_dir / "weights" / "srcnn_official" / "9-5-5_imagenet" / f"x{model.scale}.mat", model.scale)}
-    if shipped_weights("srcnn", model.scale):
-        baselines["ours"] = ImageSR.load(shipped_weights("srcnn", model.scale))
-    r = evaluate_video(model, shared_dir / "data" / "Vid4_Y" / sequence, baselines=baselines,
-                       frames=slice(0, None, 4))
-    assert r.frames >= 8
-    assert r.psnr > r.psnr_bicubic + 0.3, r
-    assert r.psnr > max(r.psnr_baselines.values()), r
+        shared_dir / "weights" / "srcnn_official" / "9-5-5_imagenet" / f"x{scale}.mat", scale)}
+    if shipped_weights("srcnn", scale):
+        baselines["ours"] = ImageSR.load(shipped_weights("srcnn", scale))
+    folder, frames = shared_dir / "data" / "Vid4_Y" / sequence, slice(0, None, 8)
+    # The single-frame baselines once (they do not depend on the 3DSRnet), with the first model.
+    first = evaluate_video(models[0], folder, baselines=baselines, frames=frames)
+    assert first.frames >= 4
+    for model in models:
+        r = first if model is models[0] else evaluate_video(model, folder, frames=frames)
+        beats = r.psnr > max(first.psnr_baselines.values()) and r.psnr > r.psnr_bicubic + 0.3
+        assert beats != model.metadata.get("status", "").startswith("interim"), (model.kind, r, first.psnr_baselines)
 
 
 def _ship_script():
@@ -179,20 +186,30 @@ def test_ship_script_names_an_srcnn_by_its_preset_and_refuses_other_networks(sha
     assert abs(float(shipped.metadata["set5_psnr"]) - set5) < 1e-3 and set5 < FLOOR[3]
 
 
+def _short_vid4(shared_dir, root, frames):
+    """A data folder whose Vid4_Y sequences hold the first `frames` frames of calendar and city (links)."""
+    for seq in VID4:
+        (root / "Vid4_Y" / seq).mkdir(parents=True)
+        for f in sorted((shared_dir / "data" / "Vid4_Y" / seq).iterdir())[:frames]:
+            (root / "Vid4_Y" / seq / f.name).symlink_to(f)
+    return root
+
+
 @pytest.mark.data
-@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["published", "poster"])
 def test_ship_script_measures_a_3dsrnet_and_refuses_one_below_the_floor(shared_dir, tmp_path, capsys, arch):
-    """scripts/ship_weights.py on an untrained 3DSRnet: it measures Vid4 (whole sequences) next to single-frame
-    SRCNN, refuses to ship the file as a finished model, and writes it, with the figures it printed, only when
-    labelled interim."""
+    """scripts/ship_weights.py on an untrained 3DSRnet: it measures the Vid4 sequences it is given, whole, next to
+    single-frame SRCNN, refuses to ship the file as a finished model, and writes it, with the figures it printed,
+    only when labelled interim. The sequences here are the first 7 frames of calendar and city (3 centre frames
+    each), so that the script's figures can be checked against evaluate_video on the same frames; the protocol's
+    whole-sequence bicubic figures are tested in test_video.py."""
     ship = _ship_script()
     src, dest = tmp_path / "untrained.safetensors", tmp_path / "dest"
     dest.mkdir()
+    data = _short_vid4(shared_dir, tmp_path / "data", 7)
     build = VideoSR.tdsrnet if arch == "published" else VideoSR.tdsrnet_poster
     build(4, filters=2, seed=3).save(src, recipe="none", data="none", steps="0", command="none")
-    args = [str(src), "--data", str(shared_dir / "data"), "--trained-on", "nothing", "--train-time", "0 s",
-            "--dest", str(dest)]
+    args = [str(src), "--data", str(data), "--trained-on", "nothing", "--train-time", "0 s", "--dest", str(dest)]
     with pytest.raises(SystemExit) as e:
         ship.main(args)
     assert e.value.code == 2 and "below the floor" in capsys.readouterr().err
@@ -203,10 +220,14 @@ def test_ship_script_measures_a_3dsrnet_and_refuses_one_below_the_floor(shared_d
     assert [p.name for p in dest.iterdir()] == [name]
     shipped = VideoSR.load(dest / name)
     assert shipped.metadata["status"] == "interim model: untrained" and shipped.metadata["trained_on"] == "nothing"
+    srcnn = ImageSR.load(shipped_weights("srcnn", 4))
     for seq in VID4:
         ours, bic = (float(shipped.metadata[f"vid4_{seq}_{k}psnr"]) for k in ("", "bicubic_"))
         single = float(shipped.metadata[f"vid4_{seq}_srcnn_ours_psnr"])
-        assert f"x4 {seq}: {ours:.2f} dB, bicubic {bic:.2f}, srcnn_ours {single:.2f}" in printed
+        assert f"x4 {seq}: {ours:.2f} dB, bicubic {bic:.2f}, srcnn_ours {single:.2f} (3 frames)" in printed
         assert ours < single  # what made it interim
-        # Bicubic under the protocol does not depend on the network: the README's reference figures.
-        assert abs(bic - {"calendar": 20.39, "city": 25.17}[seq]) < 0.02
+        # The same figures from evaluate_video on the same frames (the recorded ones have 4 decimals).
+        r = evaluate_video(shipped, data / "Vid4_Y" / seq, baselines={"ours": srcnn})
+        assert r.frames == 3
+        assert abs(ours - r.psnr) < 6e-5 and abs(bic - r.psnr_bicubic) < 6e-5
+        assert abs(single - r.psnr_baselines["ours"]) < 6e-5
