@@ -59,10 +59,12 @@
 //   the input (only the k offsets that reach the output are visited).
 // conv_bwdw_igemm_kernel<BM, BN, TM, TN>: backward weight as an implicit GEMM
 //   dW[co][ci, k] = sum over q = (n, o) of dy[n, co, o] * x_pad[n, ci, o + k - p], whose B operand is
-//   gathered from x on the fly (no column buffer). Block tile BM x BN, 16 reduction steps per shared
-//   memory stage (loaded into registers one stage ahead, so that the loads are in flight while the previous
-//   stage is computed), TM x TN register tile per thread; the reduction over q is split across gridDim.z
-//   blocks that write partial tiles, summed in order by sum_partials_kernel (deterministic).
+//   gathered from x on the fly (no column buffer). Block tile BM x BN (64 x 64, 32 x 128 or 4 x 256 by output
+//   channels; 64 x 32 and 32 x 32 where few columns would leave a wide tile mostly idle, 1 x 256 for one output
+//   channel: igemm_cfg), 16 reduction steps per shared memory stage (loaded into registers one stage ahead,
+//   so that the loads are in flight while the previous stage is computed), TM x TN register tile per thread; the reduction over q is split across gridDim.z
+//   blocks that write partial tiles, summed in a fixed order by sum_partials_kernel (deterministic), a block per
+//   32 weights with its 8 rows of threads taking every 8th split.
 //   Speed: not yet measured on a GPU.
 #include <algorithm>
 
@@ -845,28 +847,55 @@ __global__ void __launch_bounds__(kBlock) conv_bwdw_igemm_kernel(ConvDims s, con
   }
 }
 
+// The split-K partial tiles summed: a block per kSumCols consecutive weights, its kSumRows rows of threads taking
+// the splits z = row, row + kSumRows, ... (the reads of a row are consecutive weights: coalesced), then row 0
+// adding the rows' sums in row order. A fixed order whatever the launch, so the result is deterministic; in double.
+constexpr int kSumCols = 32, kSumRows = kBlock / kSumCols;
 __global__ void __launch_bounds__(kBlock) sum_partials_kernel(int64_t count, int S, const float* __restrict__ partial,
                                                               float* __restrict__ out) {
-  for (int64_t i = dev::global_tid(); i < count; i += dev::grid_stride()) {
+  MAGMASR_SHARED(double, rows, [kSumRows][kSumCols]);
+  const int tx = threadIdx.x % kSumCols, ty = threadIdx.x / kSumCols;
+  for (int64_t i0 = int64_t(blockIdx.x) * kSumCols; i0 < count; i0 += int64_t(gridDim.x) * kSumCols) {
+    const int64_t i = i0 + tx;
     double acc = 0.0;
-    for (int z = 0; z < S; ++z) acc += double(partial[int64_t(z) * count + i]);
-    out[i] = float(acc);
+    if (i < count)
+      for (int z = ty; z < S; z += kSumRows) acc += double(partial[int64_t(z) * count + i]);
+    rows[ty][tx] = acc;
+    __syncthreads();
+    if (ty == 0 && i < count) {
+      double total = rows[0][tx];
+      for (int r = 1; r < kSumRows; ++r) total += rows[r][tx];
+      out[i] = float(total);
+    }
+    __syncthreads();
   }
 }
 
-// Tile configuration of the implicit GEMM by number of output channels.
-enum class IgemmCfg { Wide64x64, Mid32x128, Narrow4x256 };
-IgemmCfg igemm_cfg(const ConvGeom& g) {
-  if (g.Cout >= 48) return IgemmCfg::Wide64x64;
-  if (g.Cout >= 12) return IgemmCfg::Mid32x128;
-  return IgemmCfg::Narrow4x256;
-}
+// Tile configuration of the implicit GEMM: rows by the number of output channels (M), and where the columns
+// (Nn = Cin x kernel volume) would leave more than a quarter of the wide tile's columns idle, a narrow column
+// tile (SRCNN conv1: 81 columns fill 84% of three 32-wide tiles, 63% of two 64-wide ones; 3DSRnet conv1's 27
+// fill 84% of a 32-wide tile, 21% of a 128-wide one). One output channel (SRCNN conv3) gets one-row tiles.
+enum class IgemmCfg { Wide64x64, Wide64x32, Mid32x128, Mid32x32, Narrow4x256, Row1x256 };
 void igemm_tile(IgemmCfg c, int& bm, int& bn) {
   switch (c) {
     case IgemmCfg::Wide64x64: bm = 64, bn = 64; break;
+    case IgemmCfg::Wide64x32: bm = 64, bn = 32; break;
     case IgemmCfg::Mid32x128: bm = 32, bn = 128; break;
-    default: bm = 4, bn = 256; break;
+    case IgemmCfg::Mid32x32: bm = 32, bn = 32; break;
+    case IgemmCfg::Narrow4x256: bm = 4, bn = 256; break;
+    default: bm = 1, bn = 256; break;
   }
+}
+IgemmCfg igemm_cfg(const ConvGeom& g) {
+  const int64_t Nn = g.Cin * g.kernel_volume();
+  const auto mostly_idle = [Nn](IgemmCfg c) {
+    int bm = 0, bn = 0;
+    igemm_tile(c, bm, bn);
+    return 3 * ((Nn + bn - 1) / bn * bn) > 4 * Nn;  // padded columns > 4/3 of the real ones
+  };
+  if (g.Cout >= 48) return mostly_idle(IgemmCfg::Wide64x64) ? IgemmCfg::Wide64x32 : IgemmCfg::Wide64x64;
+  if (g.Cout >= 12) return mostly_idle(IgemmCfg::Mid32x128) ? IgemmCfg::Mid32x32 : IgemmCfg::Mid32x128;
+  return g.Cout == 1 ? IgemmCfg::Row1x256 : IgemmCfg::Narrow4x256;
 }
 
 struct IgemmPlan {
@@ -1149,16 +1178,26 @@ void direct_backward_weight(const Context& ctx, const ConvGeom& g, const float* 
     case IgemmCfg::Wide64x64:
       MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_bwdw_igemm_kernel<64, 64, 4, 4>)(s, x, dy, partial, p.qchunk);
       break;
+    case IgemmCfg::Wide64x32:
+      MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_bwdw_igemm_kernel<64, 32, 4, 2>)(s, x, dy, partial, p.qchunk);
+      break;
     case IgemmCfg::Mid32x128:
       MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_bwdw_igemm_kernel<32, 128, 2, 8>)(s, x, dy, partial, p.qchunk);
       break;
-    default:
+    case IgemmCfg::Mid32x32:
+      MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_bwdw_igemm_kernel<32, 32, 2, 2>)(s, x, dy, partial, p.qchunk);
+      break;
+    case IgemmCfg::Narrow4x256:
       MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_bwdw_igemm_kernel<4, 256, 1, 4>)(s, x, dy, partial, p.qchunk);
+      break;
+    default:
+      MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_bwdw_igemm_kernel<1, 256, 1, 1>)(s, x, dy, partial, p.qchunk);
       break;
   }
   MAGMASR_CUDA_LAUNCH_CHECK();
   if (p.splits > 1) {
-    MAGMASR_LAUNCH(grid_for(count, ctx), kBlock, 0, ctx.stream(), sum_partials_kernel)(count, p.splits, partial, dw);
+    const int64_t blocks = std::min<int64_t>((count + kSumCols - 1) / kSumCols, int64_t(ctx.sm_count()) * 32);
+    MAGMASR_LAUNCH(unsigned(blocks), kBlock, 0, ctx.stream(), sum_partials_kernel)(count, p.splits, partial, dw);
     MAGMASR_CUDA_LAUNCH_CHECK();
   }
 }
