@@ -36,10 +36,12 @@
 //   computed, one barrier per channel, no extra registers (twice the shared memory: 31 KB for 3x3x3). The FMAs
 //   are the same in the same order, so its output is the synchronous kernel's bit for bit (tested), and Auto
 //   times both. Speed: not yet measured on a GPU.
-// conv_fwd_cout1_kernel<KD, KH, KW>: one output channel (SRCNN conv3 32->1 5x5, and the backward-data
-//   pass of conv1, 64->1 9x9). A block of 256 threads (16 x 16) computes a 64 x 64 output tile; each thread
-//   a 4 x 4 patch (3-D: 32 x 64 and 2 x 4, so that the three staged planes fit in 48 KiB). Per input channel the tile plus halo is staged in shared memory and the channel's taps
-//   are held in registers; each thread loads each input row segment it needs once (float4 loads) and
+// conv_fwd_cout1_kernel<KD, KH, KW, RPT, CPT>: one output channel (SRCNN conv3 32->1 5x5, and the
+//   backward-data pass of conv1, 64->1 9x9). A block of 256 threads (16 x 16) computes a 64 x 64 output tile;
+//   each thread a 4 x 4 patch (3-D: 32 x 64 and 2 x 4, so that the three staged planes fit in 48 KiB); small
+//   outputs (training sub-images) get half the patch a side, 2 x 2 (3-D: 1 x 2), whose tiles leave fewer
+//   positions idle. Per input channel the tile plus halo is staged in shared memory and the channel's taps are
+//   held in registers; each thread loads each input row segment it needs once (float4 / float2 loads) and
 //   slides the filter along it in registers: (4+KH-1) x (4+KW-1) loads for 16*KH*KW FMAs.
 //   Speed: not yet measured on a GPU.
 // conv_fwd_igemm_kernel<KD, KH, KW, BM> (ConvAlgo::ImplicitGemm, and AutoDirect's third choice): the shapes of
@@ -528,19 +530,26 @@ __global__ void __launch_bounds__(kBlock) conv_fwd_igemm_kernel(ConvDims s, cons
   }
 }
 
-// Rows per thread of the cout1 kernel: 4 (a 64-row tile) in 2-D, 2 in 3-D so that the KD staged planes fit.
+// The cout1 kernel's output patch per thread (RPT rows x CPT columns; a block of 16 x 16 threads): 4 x 4 (a
+// 64 x 64 tile) in 2-D and 2 x 4 (32 x 64) in 3-D, so that the KD staged planes fit; for small outputs (training
+// sub-images: a 17 x 17 or 21 x 21 output fills 7-11% of a 64 x 64 tile) half of that a side, 2 x 2 (32 x 32) in
+// 2-D and 1 x 2 (16 x 32) in 3-D. Each output is the same fmaf chain whatever the patch (input channel, then
+// tap, then the bias), so the two tilings give the same bits.
 template <int KD>
 constexpr int kCout1Rows = KD > 1 ? 2 : 4;
+template <int KD>
+constexpr int kCout1SmallRows = KD > 1 ? 1 : 2;
 
-template <int KD, int KH, int KW>
+template <int KD, int KH, int KW, int RPT, int CPT>
 __global__ void __launch_bounds__(kBlock) conv_fwd_cout1_kernel(ConvDims s, const float* __restrict__ x,
                                                                 const float* __restrict__ w,
                                                                 const float* __restrict__ b, float* __restrict__ y,
                                                                 int relu) {
-  constexpr int RPT = kCout1Rows<KD>, CPT = 4, BX = 16, BY = 16;
+  static_assert(CPT == 2 || CPT == 4, "row segments are read as float2 or float4");
+  constexpr int BX = 16, BY = 16, VW = CPT;  // VW: floats per vector load
   constexpr int TW = BX * CPT, TH = BY * RPT, IH = TH + KH - 1, IW = TW + KW - 1, KV = KD * KH * KW;
-  constexpr int NV = (CPT + KW - 1 + 3) / 4;  // float4 loads per row segment
-  constexpr int IWP0 = (IW + 3) / 4 * 4, IWP1 = 4 * (BX - 1) + 4 * NV;
+  constexpr int NV = (CPT + KW - 1 + VW - 1) / VW;  // vector loads per row segment
+  constexpr int IWP0 = (IW + 3) / 4 * 4, IWP1 = CPT * (BX - 1) + VW * NV;
   constexpr int IWP = IWP0 > IWP1 ? IWP0 : IWP1;  // row pitch: a multiple of 4 that covers every segment
   MAGMASR_SHARED(float, s_in, [KD][IH][IWP]);
   MAGMASR_SHARED(float, s_w, [KV]);
@@ -575,14 +584,17 @@ __global__ void __launch_bounds__(kBlock) conv_fwd_cout1_kernel(ConvDims s, cons
       for (int kd = 0; kd < KD; ++kd) {
 #pragma unroll
         for (int rr = 0; rr < RPT + KH - 1; ++rr) {
-          float seg[4 * NV];
+          float seg[VW * NV];
 #pragma unroll
           for (int v = 0; v < NV; ++v) {
-            const float4 t = *reinterpret_cast<const float4*>(&s_in[kd][ty * RPT + rr][tx * CPT + 4 * v]);
-            seg[4 * v + 0] = t.x;
-            seg[4 * v + 1] = t.y;
-            seg[4 * v + 2] = t.z;
-            seg[4 * v + 3] = t.w;
+            const float* at = &s_in[kd][ty * RPT + rr][tx * CPT + VW * v];
+            if constexpr (VW == 4) {
+              const float4 t = *reinterpret_cast<const float4*>(at);
+              seg[4 * v + 0] = t.x, seg[4 * v + 1] = t.y, seg[4 * v + 2] = t.z, seg[4 * v + 3] = t.w;
+            } else {
+              const float2 t = *reinterpret_cast<const float2*>(at);
+              seg[2 * v + 0] = t.x, seg[2 * v + 1] = t.y;
+            }
           }
 #pragma unroll
           for (int r = 0; r < RPT; ++r) {
@@ -1061,14 +1073,33 @@ void launch_igemm_fwd(const Context& ctx, const ConvGeom& g, const float* x, con
   }
 }
 
+// The output positions that tiles of th x tw cover (computed or not) per output plane.
+int64_t tiled_area(const ConvGeom& g, int64_t th, int64_t tw) {
+  return (g.oH() + th - 1) / th * th * ((g.oW() + tw - 1) / tw * tw);
+}
+
+template <int KD, int KH, int KW, int RPT, int CPT>
+void launch_cout1_tiles(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b,
+                        float* y, bool relu) {
+  constexpr int TW = 16 * CPT, TH = 16 * RPT;
+  const int64_t tiles = ((g.oH() + TH - 1) / TH) * ((g.oW() + TW - 1) / TW);
+  const dim3 grid(unsigned(tiles), 1u, unsigned(std::min<int64_t>(g.N * g.oD(), 65535)));
+  MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_fwd_cout1_kernel<KD, KH, KW, RPT, CPT>)(dims_of(g), x, w, b, y,
+                                                                                           relu ? 1 : 0);
+  MAGMASR_CUDA_LAUNCH_CHECK();
+}
+
+// The large patch per thread (more FMAs per shared-memory load) unless its tiles would compute over 1.5 times the
+// positions the small tiles do (small outputs; tiles of a tiled picture).
 template <int KD, int KH, int KW>
 void launch_cout1(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b, float* y,
                   bool relu) {
-  constexpr int TW = 64, TH = 16 * kCout1Rows<KD>;
-  const int64_t tiles = ((g.oH() + TH - 1) / TH) * ((g.oW() + TW - 1) / TW);
-  const dim3 grid(unsigned(tiles), 1u, unsigned(std::min<int64_t>(g.N * g.oD(), 65535)));
-  MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_fwd_cout1_kernel<KD, KH, KW>)(dims_of(g), x, w, b, y, relu ? 1 : 0);
-  MAGMASR_CUDA_LAUNCH_CHECK();
+  constexpr int R = kCout1Rows<KD>, RS = kCout1SmallRows<KD>;
+  if (2 * tiled_area(g, 16 * R, 64) > 3 * tiled_area(g, 16 * RS, 32)) {
+    launch_cout1_tiles<KD, KH, KW, RS, 2>(ctx, g, x, w, b, y, relu);
+  } else {
+    launch_cout1_tiles<KD, KH, KW, R, 4>(ctx, g, x, w, b, y, relu);
+  }
 }
 
 bool is_k(const ConvGeom& g, int kd, int kh, int kw) { return g.kD == kd && g.kH == kh && g.kW == kw; }

@@ -108,6 +108,8 @@ std::vector<ConvGeom> conv_cases() {
       geom(2, 32, 32, 5, 12, 12, 3, 3, 3, 0, 0, 0, Z),  // 3DSRnet conv4 valid
       geom(1, 64, 64, 3, 9, 11, 3, 3, 3, 1, 1, 1, R),   // 64 channels
       geom(2, 32, 1, 5, 10, 67, 3, 3, 3, 1, 1, 1, R),   // 3-D, one output channel
+      geom2d(1, 8, 1, 64, 128, 5, 2, R),     // one output channel, whole 64 x 64 tiles (the large patch)
+      geom(1, 4, 1, 3, 32, 64, 3, 3, 3, 1, 1, 1, R),    // the same in 3-D (32 x 64 tiles)
       geom2d(2, 3, 5, 11, 13, 3, 1, R),      // small 3x3
       geom(2, 3, 5, 1, 14, 9, 1, 7, 3, 0, 3, 1, R),     // generic kernel (7x3), replicate
       geom(1, 2, 3, 4, 6, 7, 2, 3, 2, 1, 1, 1, Z),      // generic 3-D kernel (2x3x2)
@@ -270,6 +272,46 @@ TEST(CudaConv, DirectVariantsAreDirectBitForBit) {
         ASSERT_EQ(std::memcmp(&grad[0][j], &grad[i][j], sizeof(float)), 0)
             << to_string(variants[i]) << " backward-data element " << j << ", " << g.str();
     }
+  }
+}
+
+// The one-output-channel kernel tiles a large output in 64 x 64 (3-D: 32 x 64) and a small one in 32 x 32
+// (16 x 32); each output is the same fmaf chain either way, so that the tiles of a picture (small) give the
+// whole picture's (large) bits. A valid convolution of a corner crop of the input is the corner of the whole
+// output: compared bit for bit, in 2-D (5x5 and 9x9, SRCNN conv3 and the backward data of conv1) and 3-D.
+TEST(CudaConv, OneOutputChannelTilingsGiveTheSameBits) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(std::random_device{}());
+  struct Case {
+    int64_t Cin, D, k, kd, H, W, h, w;  // whole input D x H x W, the crop D x h x w
+  };
+  for (const Case c : {Case{8, 1, 5, 1, 68, 132, 25, 25}, Case{3, 1, 9, 1, 72, 136, 29, 36},
+                       Case{4, 3, 3, 3, 34, 66, 18, 18}}) {
+    const ConvGeom whole = geom(1, c.Cin, 1, c.D, c.H, c.W, c.kd, c.k, c.k, 0, 0, 0, PadMode::Zeros);
+    const ConvGeom crop = geom(1, c.Cin, 1, c.D, c.h, c.w, c.kd, c.k, c.k, 0, 0, 0, PadMode::Zeros);
+    const auto x = random_vec(size_t(whole.x_numel()), rng), w = random_vec(size_t(whole.w_numel()), rng);
+    std::vector<float> xc(size_t(crop.x_numel()));
+    for (int64_t ci = 0; ci < c.Cin; ++ci)
+      for (int64_t d = 0; d < c.D; ++d)
+        for (int64_t i = 0; i < c.h; ++i)
+          for (int64_t j = 0; j < c.w; ++j)
+            xc[size_t(((ci * c.D + d) * c.h + i) * c.w + j)] = x[size_t(((ci * c.D + d) * c.H + i) * c.W + j)];
+    const std::vector<float> bias{0.25f};
+    DeviceBuffer d_x(x), d_xc(xc), d_w(w), d_b(bias), y(size_t(whole.y_numel())), yc(size_t(crop.y_numel()));
+    y.poison();
+    yc.poison();
+    cuda::conv_forward(kDev, whole, d_x.get(), d_w.get(), d_b.get(), y.get(), false, ConvAlgo::Direct);
+    cuda::conv_forward(kDev, crop, d_xc.get(), d_w.get(), d_b.get(), yc.get(), false, ConvAlgo::Direct);
+    const auto big = y.download(), small = yc.download();
+    const int64_t oD = whole.oD(), oH = whole.oH(), oW = whole.oW(), oh = crop.oH(), ow = crop.oW();
+    for (float v : big) ASSERT_TRUE(std::isfinite(v)) << whole.str();
+    for (int64_t d = 0; d < oD; ++d)
+      for (int64_t i = 0; i < oh; ++i)
+        for (int64_t j = 0; j < ow; ++j) {
+          const float a = small[size_t((d * oh + i) * ow + j)], e = big[size_t((d * oH + i) * oW + j)];
+          ASSERT_EQ(std::memcmp(&a, &e, sizeof(float)), 0) << "output (" << d << ", " << i << ", " << j << "), "
+                                                           << crop.str() << " against " << whole.str();
+        }
   }
 }
 

@@ -37,6 +37,12 @@ struct __attribute__((aligned(16))) float4 {
 
 inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 
+struct __attribute__((aligned(8))) float2 {
+  float x, y;
+};
+
+inline float2 make_float2(float x, float y) { return float2{x, y}; }
+
 #define __global__
 #define __device__
 #define __host__
