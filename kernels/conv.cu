@@ -42,7 +42,7 @@
 //   outputs (training sub-images) get half the patch a side, 2 x 2 (3-D: 1 x 2), whose tiles leave fewer
 //   positions idle. Per input channel the tile plus halo is staged in shared memory and the channel's taps are
 //   held in registers; each thread loads each input row segment it needs once (float4 / float2 loads) and
-//   slides the filter along it in registers: (4+KH-1) x (4+KW-1) loads for 16*KH*KW FMAs.
+//   slides the filter along it in registers: (4+KH-1) x (4+KW-1) loads for 16*KH*KW FMAs (the 4 x 4 patch).
 //   Speed: not yet measured on a GPU.
 // conv_fwd_igemm_kernel<KD, KH, KW, BM> (ConvAlgo::ImplicitGemm, and AutoDirect's third choice): the shapes of
 //   the tiled kernel as a GEMM of M = Cout rows, N = every (image, position) pair as columns and K = Cin x taps,
@@ -64,9 +64,10 @@
 //   gathered from x on the fly (no column buffer). Block tile BM x BN (64 x 64, 32 x 128 or 4 x 256 by output
 //   channels; 64 x 32 and 32 x 32 where few columns would leave a wide tile mostly idle, 1 x 256 for one output
 //   channel: igemm_cfg), 16 reduction steps per shared memory stage (loaded into registers one stage ahead,
-//   so that the loads are in flight while the previous stage is computed), TM x TN register tile per thread; the reduction over q is split across gridDim.z
-//   blocks that write partial tiles, summed in a fixed order by sum_partials_kernel (deterministic), a block per
-//   32 weights with its 8 rows of threads taking every 8th split.
+//   so that the loads are in flight while the previous stage is computed), TM x TN register tile per thread;
+//   the reduction over q is split across gridDim.z blocks that write partial tiles, summed in a fixed order by
+//   sum_partials_kernel (deterministic), a block per 32 weights with its 8 rows of threads taking every 8th
+//   split.
 //   Speed: not yet measured on a GPU.
 #include <algorithm>
 
