@@ -64,7 +64,8 @@
 //   gathered from x on the fly (no column buffer). Block tile BM x BN (64 x 64, 32 x 128 or 4 x 256 by output
 //   channels; 64 x 32 and 32 x 32 where few columns would leave a wide tile mostly idle, 1 x 256 for one output
 //   channel: igemm_cfg), 16 reduction steps per shared memory stage (loaded into registers one stage ahead,
-//   so that the loads are in flight while the previous stage is computed), TM x TN register tile per thread;
+//   so that the loads are in flight while the previous stage is computed; each thread's position decoded once
+//   and moved on by counters, no division per stage), TM x TN register tile per thread;
 //   the reduction over q is split across gridDim.z blocks that write partial tiles, summed in a fixed order by
 //   sum_partials_kernel (deterministic), a block per 32 weights with its 8 rows of threads taking every 8th
 //   split.
@@ -772,20 +773,31 @@ __global__ void __launch_bounds__(kBlock) conv_bwdw_igemm_kernel(ConvDims s, con
 
   // The stage's entries of this thread (reduction slot kk): A rows m = e / kBK for e = tid + i * kBlock < BM * kBK,
   // B columns jn; loaded into registers one stage ahead, so that their global loads are in flight while the
-  // previous stage is computed.
+  // previous stage is computed. The slot's position q = (image n, output position o = (od, oh, ow)) is decoded
+  // once, then moved kBK positions on per stage without a division (a row boundary or two at most, unless the
+  // rows are shorter than kBK).
   float ra[AL], rb[BL];
-  const auto load = [&](int q0) {
-    const int q = q0 + kk;
-    const bool qok = q < qend;
-    int n = 0, o = 0, od = 0, oh = 0, ow = 0;
-    if (qok) {
-      n = q / oS;
-      o = q - n * oS;
-      ow = o % s.oW;
-      const int t = o / s.oW;
-      oh = t % s.oH;
-      od = t / s.oH;
+  int n = 0, od = 0, oh = 0, ow = 0;
+  if (qbeg + kk < qend) {
+    n = (qbeg + kk) / oS;
+    const int o = qbeg + kk - n * oS, t = o / s.oW;
+    ow = o % s.oW;
+    oh = t % s.oH;
+    od = t / s.oH;
+  }
+  const auto next_stage = [&]() {
+    ow += kBK;
+    while (ow >= s.oW) {
+      ow -= s.oW;
+      if (++oh == s.oH) {
+        oh = 0;
+        if (++od == s.oD) od = 0, ++n;
+      }
     }
+  };
+  const auto load = [&](int q0) {
+    const bool qok = q0 + kk < qend;
+    const int o = (od * s.oH + oh) * s.oW + ow;
 #pragma unroll
     for (int i = 0; i < AL; ++i) {
       const int e = tid + i * kBlock, m = e / kBK, co = m0 + m;
@@ -815,7 +827,7 @@ __global__ void __launch_bounds__(kBlock) conv_bwdw_igemm_kernel(ConvDims s, con
       if (jn < BN) Bs[kk][jn] = rb[i];
     }
     __syncthreads();
-    if (q0 + kBK < qend) load(q0 + kBK);
+    if (q0 + kBK < qend) next_stage(), load(q0 + kBK);
 #pragma unroll
     for (int k = 0; k < kBK; ++k) {
       float a[TM], bv[TN];
