@@ -774,8 +774,8 @@ __global__ void __launch_bounds__(kBlock) conv_bwdw_igemm_kernel(ConvDims s, con
   // The stage's entries of this thread (reduction slot kk): A rows m = e / kBK for e = tid + i * kBlock < BM * kBK,
   // B columns jn; loaded into registers one stage ahead, so that their global loads are in flight while the
   // previous stage is computed. The slot's position q = (image n, output position o = (od, oh, ow)) is decoded
-  // once, then moved kBK positions on per stage without a division (a row boundary or two at most, unless the
-  // rows are shorter than kBK).
+  // once, then moved kBK positions on per stage without a division (one row boundary at most where the rows are
+  // kBK positions or longer).
   float ra[AL], rb[BL];
   int n = 0, od = 0, oh = 0, ow = 0;
   if (qbeg + kk < qend) {
