@@ -25,7 +25,8 @@
 // conv_fwd_tiled_kernel<KD, KH, KW, COT=16, RPT=4>: many output channels (SRCNN conv1 1->64 9x9, conv2
 //   64->32 5x5 and 1x1, 3DSRnet 3x3x3 with 32/64 channels; also the backward-data passes of those).
 //   A block of 256 threads (32 x 8) computes a 32 x 32 output tile of one (n, od) slice for 16 output
-//   channels (the channel group is the fastest grid index, so a tile's groups share its input through L2). Per input channel it stages in shared memory the KD input planes of the tile plus halo
+//   channels (the channel group is the fastest grid index, so a tile's groups share its input through L2).
+//   Per input channel it stages in shared memory the KD input planes of the tile plus halo
 //   (padding resolved while staging) and the 16 x KD*KH*KW weights (channel-fastest, read back as float4
 //   broadcasts). Each thread keeps 4 rows x 16 channels = 64 accumulators in registers: per filter tap it
 //   reads 4 input values (conflict-free, a warp reads one row) and 16 weights for 64 FMAs.
@@ -413,16 +414,16 @@ __global__ void __launch_bounds__(kBlock) conv_fwd_tiled_kernel(ConvDims s, cons
 
 constexpr int kBK = 16;  // reduction steps per shared-memory stage of the implicit GEMMs
 
+// The implicit GEMM forward's column tile for a row tile of BM (4 x 8 outputs per thread): 128, 256, 512.
+template <int BM>
+constexpr int kIgemmFwdCols = kBlock / (BM / 4) * 8;
+
 // y[n, co, o] = sum over k = (ci, kd, kh, kw) of w[co][k] * x_pad[n, ci, o + k - p]: a GEMM of M = Cout rows,
 // columns q = (n, o) over every image and position (so no column is wasted at a tile's edge, whatever the picture
 // size) and a reduction of K = Cin * KD*KH*KW, whose B operand is gathered from x while staging. Each thread
 // owns a 4 x 8 register tile: rows tm*4 .. +3 and the columns tn*4 .. +3 and BN/2 + tn*4 .. +3, read from shared
 // memory as float4 (A broadcast, B conflict-free). The next stage's A and B entries are loaded into registers
 // while the current stage is computed. Every output is one thread's sum over k in order (deterministic).
-// The implicit GEMM forward's column tile for a row tile of BM (4 x 8 outputs per thread): 128, 256, 512.
-template <int BM>
-constexpr int kIgemmFwdCols = kBlock / (BM / 4) * 8;
-
 template <int KD, int KH, int KW, int BM>
 __global__ void __launch_bounds__(kBlock) conv_fwd_igemm_kernel(ConvDims s, const float* __restrict__ x,
                                                                 const float* __restrict__ w,
@@ -1046,11 +1047,16 @@ void bias_grad(const Context& ctx, const ConvGeom& g, const float* dy, float* db
 
 namespace {
 
+// The th x tw output tiles that cover one output plane.
+int64_t tile_count(const ConvGeom& g, int64_t th, int64_t tw) {
+  return ((g.oH() + th - 1) / th) * ((g.oW() + tw - 1) / tw);
+}
+
 template <int KD, int KH, int KW>
 void launch_tiled(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b, float* y,
                   bool relu, bool async) {
   constexpr int COT = 16, RPT = 4, TW = 32, TH = 8 * RPT;
-  const int64_t tiles = ((g.oH() + TH - 1) / TH) * ((g.oW() + TW - 1) / TW);
+  const int64_t tiles = tile_count(g, TH, TW);
   const dim3 grid(unsigned(tiles * ((g.Cout + COT - 1) / COT)), 1u, unsigned(std::min<int64_t>(g.N * g.oD(), 65535)));
   if (async) {
     MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_fwd_tiled_kernel<KD, KH, KW, COT, RPT, true>)(dims_of(g), x, w, b, y,
@@ -1086,16 +1092,11 @@ void launch_igemm_fwd(const Context& ctx, const ConvGeom& g, const float* x, con
   }
 }
 
-// The output positions that tiles of th x tw cover (computed or not) per output plane.
-int64_t tiled_area(const ConvGeom& g, int64_t th, int64_t tw) {
-  return (g.oH() + th - 1) / th * th * ((g.oW() + tw - 1) / tw * tw);
-}
-
 template <int KD, int KH, int KW, int RPT, int CPT>
 void launch_cout1_tiles(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b,
                         float* y, bool relu) {
   constexpr int TW = 16 * CPT, TH = 16 * RPT;
-  const int64_t tiles = ((g.oH() + TH - 1) / TH) * ((g.oW() + TW - 1) / TW);
+  const int64_t tiles = tile_count(g, TH, TW);
   const dim3 grid(unsigned(tiles), 1u, unsigned(std::min<int64_t>(g.N * g.oD(), 65535)));
   MAGMASR_LAUNCH(grid, kBlock, 0, ctx.stream(), conv_fwd_cout1_kernel<KD, KH, KW, RPT, CPT>)(dims_of(g), x, w, b, y,
                                                                                            relu ? 1 : 0);
@@ -1108,7 +1109,8 @@ template <int KD, int KH, int KW>
 void launch_cout1(const Context& ctx, const ConvGeom& g, const float* x, const float* w, const float* b, float* y,
                   bool relu) {
   constexpr int R = kCout1Rows<KD>, RS = kCout1SmallRows<KD>;
-  if (2 * tiled_area(g, 16 * R, 64) > 3 * tiled_area(g, 16 * RS, 32)) {
+  // the output positions each tiling covers, computed or not: tiles x tile area
+  if (2 * tile_count(g, 16 * R, 64) * (16 * R * 64) > 3 * tile_count(g, 16 * RS, 32) * (16 * RS * 32)) {
     launch_cout1_tiles<KD, KH, KW, RS, 2>(ctx, g, x, w, b, y, relu);
   } else {
     launch_cout1_tiles<KD, KH, KW, R, 4>(ctx, g, x, w, b, y, relu);
