@@ -233,7 +233,7 @@ __global__ void __launch_bounds__(kBlock) bias_relu_kernel(int64_t P, int Cout, 
     const int bb = int(t / Cout);
     float* yp = y + (int64_t(n0 + bb) * Cout + co) * P + p0 + pl;
     float v = *yp + (b != nullptr ? b[co] : 0.f);
-    if (relu) v = v > 0.f ? v : 0.f;
+    if (relu) v = v <= 0.f ? 0.f : v;
     *yp = v;
   }
 }
@@ -402,7 +402,7 @@ __global__ void __launch_bounds__(kBlock) conv_fwd_tiled_kernel(ConvDims s, cons
         const int oh = oh0 + ty * RPT + r;
         if (oh < s.oH && ow < s.oW) {
           float v = acc[r][c] + bias;
-          if (relu) v = v > 0.f ? v : 0.f;
+          if (relu) v = v <= 0.f ? 0.f : v;
           yp[int64_t(oh) * s.oW + ow] = v;
         }
       }
@@ -527,7 +527,7 @@ __global__ void __launch_bounds__(kBlock) conv_fwd_igemm_kernel(ConvDims s, cons
       const int co = m0 + tm * TM + i;
       if (co >= s.Cout) break;
       float v = acc[i][j] + (b != nullptr ? __ldg(b + co) : 0.f);
-      if (relu) v = v > 0.f ? v : 0.f;
+      if (relu) v = v <= 0.f ? 0.f : v;
       y[(int64_t(n) * s.Cout + co) * oS + o] = v;
     }
   }
@@ -625,7 +625,7 @@ __global__ void __launch_bounds__(kBlock) conv_fwd_cout1_kernel(ConvDims s, cons
         const int ow = ow0 + tx * CPT + c;
         if (ow < s.oW) {
           float v = acc[r][c] + bias;
-          if (relu) v = v > 0.f ? v : 0.f;
+          if (relu) v = v <= 0.f ? 0.f : v;
           yp[int64_t(oh) * s.oW + ow] = v;
         }
       }
@@ -660,7 +660,7 @@ __global__ void __launch_bounds__(kBlock) conv_fwd_generic_kernel(ConvDims s, co
                        __ldg(wp + (kd * s.kH + kh) * s.kW + kw), acc);
     }
     float v = acc + (b != nullptr ? __ldg(b + co) : 0.f);
-    if (relu) v = v > 0.f ? v : 0.f;
+    if (relu) v = v <= 0.f ? 0.f : v;
     y[idx] = v;
   }
 }

@@ -23,10 +23,10 @@ namespace cuda {
 namespace {
 
 struct ReluOp {
-  __device__ float operator()(float x, float, float) const { return x > 0.f ? x : 0.f; }
+  __device__ float operator()(float x, float, float) const { return x <= 0.f ? 0.f : x; }
 };
 struct ReluBackwardOp {
-  __device__ float operator()(float y, float dy, float) const { return y > 0.f ? dy : 0.f; }
+  __device__ float operator()(float y, float dy, float) const { return y <= 0.f ? 0.f : dy; }
 };
 struct AddOp {
   __device__ float operator()(float a, float b, float) const { return a + b; }

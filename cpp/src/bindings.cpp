@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -170,14 +171,24 @@ Tensor as_tensor(const py::handle& h, const char* what = "input") {
                   type_name(o));
 }
 
+// An integer: a Python int or anything with __index__ (NumPy integers), but not a bool.
+bool is_integer(const py::handle& h) { return !py::isinstance<py::bool_>(h) && PyIndex_Check(h.ptr()); }
+
+int64_t to_integer(const py::handle& h, const std::string& what) {
+  if (!is_integer(h)) throw TypeError(what + ": expected an integer, got " + type_name(h));
+  const py::object i = py::reinterpret_steal<py::object>(PyNumber_Index(h.ptr()));
+  if (!i) throw py::error_already_set();
+  return i.cast<int64_t>();
+}
+
 Shape as_ints(const py::handle& h, const char* what) {
   if (!py::isinstance<py::sequence>(h) || py::isinstance<py::str>(h))
     throw TypeError(std::string(what) + ": expected a sequence of integers, got " + type_name(h));
   Shape s;
   for (auto v : py::reinterpret_borrow<py::sequence>(h)) {
-    if (!py::isinstance<py::int_>(v))
+    if (!is_integer(v))
       throw TypeError(std::string(what) + ": expected integers, got an item of type " + type_name(v));
-    s.push_back(v.cast<int64_t>());
+    s.push_back(to_integer(v, what));
   }
   return s;
 }
@@ -198,7 +209,7 @@ Device as_device(const py::handle& h) {
 
 // Padding for the functional API: an int or one int per spatial dimension.
 std::vector<int64_t> as_padding(const py::handle& h) {
-  if (py::isinstance<py::int_>(h)) return {h.cast<int64_t>()};
+  if (is_integer(h)) return {to_integer(h, "padding")};
   if (py::isinstance<py::str>(h)) throw TypeError("padding: the functional ops take integers; 'same'/'valid' are for layers");
   return as_ints(h, "padding");
 }
@@ -330,8 +341,13 @@ void assign(Tensor& dst, const py::handle& src, const std::string& what) {
   if (py::isinstance<Tensor>(src)) {
     s = src.cast<Tensor>();
   } else {
+    // Numbers only: NumPy would turn None into NaN and the string '1.5' into 1.5.
+    const py::array raw = py::array::ensure(src);
+    if (!raw || std::string("biuf").find(raw.dtype().kind()) == std::string::npos)
+      throw TypeError(what + ": expected an array of numbers, got " +
+                      (raw ? "dtype " + std::string(py::str(raw.dtype())) : type_name(src)));
     py::array_t<float, py::array::c_style | py::array::forcecast> a =
-        py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(src);
+        py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(raw);
     if (!a) throw TypeError(what + ": expected an array of numbers, got " + type_name(src));
     Shape shape(a.shape(), a.shape() + a.ndim());
     if (shape != dst.shape())
@@ -405,6 +421,10 @@ PYBIND11_MODULE(_core, m) {
       PyObject* args = Py_BuildValue("(is)", e.code(), e.what());
       PyErr_SetObject(PyExc_OSError, args);
       Py_XDECREF(args);
+    } catch (const py::cast_error& e) {
+      // An argument of the wrong type that no explicit check caught: a TypeError, as Python would raise
+      // (pybind11 would make it a RuntimeError).
+      PyErr_SetString(PyExc_TypeError, e.what());
     }
   });
 
@@ -862,7 +882,16 @@ The table is a ResampleTable on x's device, or weights (float [out_len, taps], u
         const std::string p = as_path(path);
         const auto t = as_tensor_map(tensors, "save_safetensors");
         std::map<std::string, std::string> meta;
-        if (!metadata.is_none()) meta = metadata.cast<std::map<std::string, std::string>>();
+        if (!metadata.is_none()) {
+          if (!py::isinstance<py::dict>(metadata))
+            throw TypeError("save_safetensors: metadata must be a dict str -> str, got " + type_name(metadata));
+          for (auto kv : py::reinterpret_borrow<py::dict>(metadata)) {
+            if (!py::isinstance<py::str>(kv.first) || !py::isinstance<py::str>(kv.second))
+              throw TypeError("save_safetensors: metadata must map str -> str, got " + type_name(kv.first) + " -> " +
+                              type_name(kv.second));
+            meta[kv.first.cast<std::string>()] = kv.second.cast<std::string>();
+          }
+        }
         py::gil_scoped_release rel;
         save_safetensors(p, t, meta);
       },
@@ -877,7 +906,13 @@ The table is a ResampleTable on x's device, or weights (float [out_len, taps], u
           "value", [](Parameter& p) { return p.value; },
           [](Parameter& p, const py::object& v) { assign(p.value, v, "Parameter " + p.name); })
       .def_property_readonly("grad", [](Parameter& p) { return optional_tensor(p.grad); })
-      .def_readwrite("lr_mult", &Parameter::lr_mult)
+      .def_property(
+          "lr_mult", [](Parameter& p) { return p.lr_mult; },
+          [](Parameter& p, float v) {
+            if (!(v >= 0.0f && std::isfinite(v)))
+              throw ValueError("Parameter " + p.name + ": lr_mult must be >= 0 and finite, got " + std::to_string(v));
+            p.lr_mult = v;
+          })
       .def_readonly("trainable", &Parameter::trainable)
       .def_property_readonly("shape", [](Parameter& p) { return shape_tuple(p.value.shape()); })
       .def("__repr__", [](Parameter& p) {
@@ -953,8 +988,8 @@ The table is a ResampleTable on x's device, or weights (float [out_len, taps], u
   auto make_conv = [](int sd) {
     return [sd](int64_t cin, int64_t cout, const py::object& kernel, const py::object& padding,
                 const std::string& padding_mode, bool bias, uint64_t seed) {
-      std::vector<int64_t> k = py::isinstance<py::int_>(kernel) ? std::vector<int64_t>{kernel.cast<int64_t>()}
-                                                                : as_ints(kernel, "kernel_size");
+      std::vector<int64_t> k = is_integer(kernel) ? std::vector<int64_t>{to_integer(kernel, "kernel_size")}
+                                                  : as_ints(kernel, "kernel_size");
       if (k.size() == 1) k.assign(size_t(sd), k[0]);
       std::vector<int64_t> pad;
       if (py::isinstance<py::str>(padding)) {
@@ -999,6 +1034,9 @@ The table is a ResampleTable on x's device, or weights (float [out_len, taps], u
         for (auto item : layers) {
           if (py::isinstance<py::tuple>(item) && py::len(item) == 2) {
             py::tuple t = py::reinterpret_borrow<py::tuple>(item);
+            if (!py::isinstance<py::str>(t[0]) || !py::isinstance<Layer>(t[1]))
+              throw TypeError("Sequential: a (name, layer) pair needs a str and a layer, got (" + type_name(t[0]) +
+                              ", " + type_name(t[1]) + ")");
             s->add(t[1].cast<std::shared_ptr<Layer>>(), t[0].cast<std::string>());
           } else if (py::isinstance<Layer>(item)) {
             s->add(item.cast<std::shared_ptr<Layer>>());
@@ -1014,7 +1052,8 @@ The table is a ResampleTable on x's device, or weights (float [out_len, taps], u
       .def("__len__", &Sequential::size)
       .def("__getitem__", [](Sequential& s, const py::object& key) -> std::shared_ptr<Layer> {
         if (py::isinstance<py::str>(key)) return s.get(key.cast<std::string>());
-        long long i = key.cast<long long>();
+        if (!is_integer(key)) throw TypeError("Sequential indices are layer names or integers, got " + type_name(key));
+        long long i = to_integer(key, "Sequential index");
         if (i < 0) i += static_cast<long long>(s.size());
         if (i < 0 || size_t(i) >= s.size()) throw py::index_error("Sequential index out of range");
         return s.at(size_t(i));
@@ -1045,6 +1084,8 @@ The table is a ResampleTable on x's device, or weights (float [out_len, taps], u
       .def("zero_grad", &Optimizer::zero_grad, py::call_guard<py::gil_scoped_release>())
       .def_property("lr", &Optimizer::lr, &Optimizer::set_lr)
       .def_property("steps", &Optimizer::steps, &Optimizer::set_steps)
+      .def_property("param_steps", &Optimizer::param_steps, &Optimizer::set_param_steps,
+                    "Updates each parameter has received (params() order); Adam's bias correction counts these.")
       .def("state", &Optimizer::state, py::return_value_policy::reference_internal,
            "The state tensors (momentum / moments) in parameter order, for checkpoints.")
       .def("params", &Optimizer::params, py::return_value_policy::reference_internal);

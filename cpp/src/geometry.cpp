@@ -45,11 +45,25 @@ void ConvGeom::validate() const {
   MAGMASR_REQUIRE(D >= 1 && H >= 1 && W >= 1, ValueError, "convolution input must be non-empty: ", str());
   MAGMASR_REQUIRE(kD >= 1 && kH >= 1 && kW >= 1, ValueError, "kernel sizes must be >= 1: ", str());
   MAGMASR_REQUIRE(pD >= 0 && pH >= 0 && pW >= 0, ValueError, "padding must be >= 0: ", str());
-  MAGMASR_REQUIRE(oD() >= 1 && oH() >= 1 && oW() >= 1, ValueError, "the kernel (", kD, "x", kH, "x", kW,
-                  ") is larger than the padded input (", D + 2 * pD, "x", H + 2 * pH, "x", W + 2 * pW,
+  // The padded sizes and the products of sizes, checked before oD() / oH() / oW() and the element counts compute
+  // them unchecked (a padding of 2^62 would wrap around).
+  const char* what = "convolution geometry";
+  const int64_t padded[3] = {detail::checked_add(D, detail::checked_mul(2, pD, what), what),
+                             detail::checked_add(H, detail::checked_mul(2, pH, what), what),
+                             detail::checked_add(W, detail::checked_mul(2, pW, what), what)};
+  MAGMASR_REQUIRE(padded[0] >= kD && padded[1] >= kH && padded[2] >= kW, ValueError, "the kernel (", kD, "x", kH, "x",
+                  kW, ") is larger than the padded input (", padded[0], "x", padded[1], "x", padded[2],
                   "): no output; ", str());
+  // 2^48 elements (1 PiB of float32) is beyond any machine; below it no element or byte count overflows.
+  const double limit = double(int64_t(1) << 48);
+  const double in = double(N) * double(Cin) * double(D) * double(H) * double(W);
+  MAGMASR_REQUIRE(in <= limit, ValueError, "the convolution input would have ", in, " elements (more than 2^48): ",
+                  str());
   const double out = double(N) * double(Cout) * double(oD()) * double(oH()) * double(oW());
-  MAGMASR_REQUIRE(out <= double(int64_t(1) << 48), ValueError, "the convolution output would have ", out,
+  MAGMASR_REQUIRE(out <= limit, ValueError, "the convolution output would have ", out, " elements (more than 2^48): ",
+                  str());
+  const double weights = double(Cout) * double(Cin) * double(kD) * double(kH) * double(kW);
+  MAGMASR_REQUIRE(weights <= limit, ValueError, "the convolution weight would have ", weights,
                   " elements (more than 2^48): ", str());
 }
 

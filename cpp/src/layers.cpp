@@ -57,11 +57,14 @@ Conv::Conv(int spatial_dims, int64_t in_channels, int64_t out_channels, std::vec
   opt_.mode = mode;
 
   Shape wshape{cout_, cin_};
-  int64_t fan_in = cin_;
-  for (int64_t k : kernel_) {
-    wshape.push_back(k);
-    fan_in *= k;
+  for (int64_t k : kernel_) wshape.push_back(k);
+  // Checked before any product of the sizes: huge channel counts would overflow them.
+  try {
+    check_shape(wshape);
+  } catch (const ValueError& e) {
+    throw ValueError(detail::cat(type_name(), " ", cin_, " -> ", cout_, " channels: weight ", e.what()));
   }
+  const int64_t fan_in = shape_numel(wshape) / cout_;
   // PyTorch's default initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the weight and the bias.
   std::mt19937_64 rng(seed);
   const float bound = 1.0f / std::sqrt(float(fan_in));
@@ -138,7 +141,8 @@ Tensor ReLU::backward(const Tensor& dy, bool need_dx) {
 }
 
 PixelShuffle::PixelShuffle(int64_t upscale) : r_(upscale) {
-  MAGMASR_REQUIRE(upscale >= 1, ValueError, "PixelShuffle: upscale factor must be >= 1, got ", upscale);
+  MAGMASR_REQUIRE(upscale >= 1 && upscale <= ops::kMaxPixelShuffleFactor, ValueError,
+                  "PixelShuffle: upscale factor must be in [1, ", ops::kMaxPixelShuffleFactor, "], got ", upscale);
 }
 
 std::string PixelShuffle::describe() const { return "x" + std::to_string(r_); }

@@ -1,5 +1,7 @@
 #include "magmasr/optim.hpp"
 
+#include <cmath>
+
 #include "magmasr/error.hpp"
 #include "magmasr/ops.hpp"
 
@@ -16,9 +18,26 @@ void match(Tensor& state, const Parameter* p) {
 }
 }  // namespace
 
-Optimizer::Optimizer(std::vector<Parameter*> params) : params_(std::move(params)) {
+Optimizer::Optimizer(std::vector<Parameter*> params)
+    : params_(std::move(params)), param_steps_(params_.size(), 0) {
   MAGMASR_REQUIRE(!params_.empty(), ValueError, "optimizer: no parameters given");
   for (const Parameter* p : params_) MAGMASR_REQUIRE(p != nullptr, ValueError, "optimizer: null parameter");
+}
+
+void Optimizer::check_lr(const char* who, float lr) const {
+  MAGMASR_REQUIRE(lr >= 0.0f && std::isfinite(lr), ValueError, who, ": lr must be >= 0 and finite, got ", lr);
+}
+
+void Optimizer::set_steps(int64_t s) {
+  MAGMASR_REQUIRE(s >= 0, ValueError, "optimizer: steps must be >= 0, got ", s);
+  steps_ = s;
+}
+
+void Optimizer::set_param_steps(const std::vector<int64_t>& s) {
+  MAGMASR_REQUIRE(s.size() == params_.size(), ValueError, "optimizer: param_steps needs one count per parameter (",
+                  params_.size(), "), got ", s.size());
+  for (const int64_t v : s) MAGMASR_REQUIRE(v >= 0, ValueError, "optimizer: param_steps must be >= 0, got ", v);
+  param_steps_ = s;
 }
 
 void Optimizer::zero_grad() {
@@ -28,7 +47,7 @@ void Optimizer::zero_grad() {
 
 SGD::SGD(std::vector<Parameter*> params, const SgdParams& hp)
     : Optimizer(std::move(params)), hp_(hp), velocity_(params_.size()) {
-  MAGMASR_REQUIRE(hp.lr >= 0.0f, ValueError, "SGD: lr must be >= 0, got ", hp.lr);
+  check_lr("SGD", hp.lr);
   MAGMASR_REQUIRE(hp.momentum >= 0.0f && hp.momentum < 1.0f, ValueError, "SGD: momentum must be in [0, 1), got ",
                   hp.momentum);
   MAGMASR_REQUIRE(hp.weight_decay >= 0.0f, ValueError, "SGD: weight_decay must be >= 0, got ", hp.weight_decay);
@@ -44,6 +63,7 @@ void SGD::step() {
     hp.lr = hp_.lr * p->lr_mult;
     if (hp.momentum != 0.0f) match(velocity_[i], p);
     ops::sgd_update(p->value, p->grad, velocity_[i], hp);
+    ++param_steps_[i];
   }
 }
 
@@ -58,7 +78,7 @@ std::vector<Tensor*> SGD::state() {
 
 Adam::Adam(std::vector<Parameter*> params, const AdamParams& hp)
     : Optimizer(std::move(params)), hp_(hp), m_(params_.size()), v_(params_.size()) {
-  MAGMASR_REQUIRE(hp.lr >= 0.0f, ValueError, "Adam: lr must be >= 0, got ", hp.lr);
+  check_lr("Adam", hp.lr);
   MAGMASR_REQUIRE(hp.beta1 >= 0.0f && hp.beta1 < 1.0f && hp.beta2 >= 0.0f && hp.beta2 < 1.0f, ValueError,
                   "Adam: betas must be in [0, 1), got ", hp.beta1, ", ", hp.beta2);
   MAGMASR_REQUIRE(hp.eps > 0.0f, ValueError, "Adam: eps must be > 0, got ", hp.eps);
@@ -74,7 +94,7 @@ void Adam::step() {
     hp.lr = hp_.lr * p->lr_mult;
     match(m_[i], p);
     match(v_[i], p);
-    ops::adam_update(p->value, p->grad, m_[i], v_[i], hp, steps_);
+    ops::adam_update(p->value, p->grad, m_[i], v_[i], hp, ++param_steps_[i]);
   }
 }
 

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <functional>
 #include <memory>
 #include <utility>
 
@@ -90,16 +92,56 @@ uint8_t to_uint8(double v) {
 
 double clip01(double v) { return v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v; }  // NaN passes, as np.clip
 
+// An integer as Python's _parse_kwargs reads one (an optional '-', then digits only), in range.
 int64_t parse_int(const std::string& text, const std::string& what) {
-  size_t used = 0;
+  const size_t digits = text.size() - (text.empty() || text[0] != '-' ? 0 : 1);
+  bool ok = digits > 0 && std::all_of(text.end() - std::ptrdiff_t(digits), text.end(),
+                                      [](char c) { return c >= '0' && c <= '9'; });
   int64_t v = 0;
-  try {
-    v = std::stoll(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
+  if (ok) {
+    try {
+      v = std::stoll(text);
+    } catch (const std::exception&) {
+      ok = false;
+    }
   }
-  MAGMASR_REQUIRE(!text.empty() && used == text.size(), ValueError, what, ": expected an integer, got '", text, "'");
+  MAGMASR_REQUIRE(ok, ValueError, what, ": expected an integer, got '", text, "'");
   return v;
+}
+
+// Every convolution of a network, nested Sequentials included, in order.
+void for_each_conv(Layer& layer, const std::function<void(Conv&)>& f) {
+  if (auto* conv = dynamic_cast<Conv*>(&layer)) {
+    f(*conv);
+  } else if (auto* seq = dynamic_cast<Sequential*>(&layer)) {
+    for (size_t i = 0; i < seq->size(); ++i) for_each_conv(*seq->at(i), f);
+  }
+}
+
+// The conv layer `name` of an SRCNN network, or nullptr when it is not a 2-D convolution with biases, a square odd
+// kernel and 'same' replicate padding (what srcnn() builds and Python's models.srcnn builds by default).
+Conv* srcnn_conv(Sequential& net, const std::string& name) {
+  std::shared_ptr<Layer> layer;
+  try {
+    layer = net.get(name);
+  } catch (const ValueError&) {
+    return nullptr;
+  }
+  auto* conv = dynamic_cast<Conv*>(layer.get());
+  if (conv == nullptr || conv->spatial_dims() != 2 || !conv->has_bias() || conv->pad_mode() != PadMode::Replicate)
+    return nullptr;
+  const auto& k = conv->kernel();
+  const auto& p = conv->padding();
+  if (k.size() != 2 || k[0] != k[1] || k[0] % 2 != 1 || p.size() != 2 || p[0] != (k[0] - 1) / 2 || p[1] != p[0])
+    return nullptr;
+  return conv;
+}
+
+// An SRCNN's arch_kwargs, in Python's format (_format_kwargs: "key=value" sorted by key, joined by commas).
+std::string format_kwargs(const std::map<std::string, int64_t>& kw) {
+  std::string out;
+  for (const auto& [k, v] : kw) out += (out.empty() ? "" : ",") + k + "=" + std::to_string(v);
+  return out;
 }
 
 }  // namespace
@@ -130,6 +172,22 @@ SrcnnModel::SrcnnModel(std::shared_ptr<Sequential> net, int64_t scale, std::map<
     : net_(std::move(net)), scale_(scale), metadata_(std::move(metadata)) {
   MAGMASR_REQUIRE(net_ != nullptr, ValueError, "SrcnnModel: no network");
   MAGMASR_REQUIRE(scale_ >= 1 && scale_ <= 16, ValueError, "SrcnnModel: scale ", scale_, " is not in 1..16");
+  MAGMASR_REQUIRE(net_->size() > 0, ValueError, "SrcnnModel: the network has no layers");
+  // upscale() puts the network's output pixel for pixel over the bicubic picture: it must keep a one-channel
+  // picture's shape. Stride-1 convolutions change each size by a constant, so two probes (one of a single pixel,
+  // which a shrinking 'valid' convolution cannot take) cover every size.
+  for (const Shape& probe : {Shape{1, 1, 1, 1}, Shape{1, 1, 19, 23}}) {
+    Shape out;
+    try {
+      out = net_->output_shape(probe);
+    } catch (const std::invalid_argument& e) {
+      throw ValueError(cat("SrcnnModel: the network must map a one-channel picture [N, 1, H, W] to [N, 1, H, W], "
+                           "but it cannot take ", shape_str(probe), ": ", e.what()));
+    }
+    MAGMASR_REQUIRE(out == probe, ValueError,
+                    "SrcnnModel: the network must map a one-channel picture [N, 1, H, W] to [N, 1, H, W], but it maps ",
+                    shape_str(probe), " to ", shape_str(out));
+  }
 }
 
 SrcnnModel SrcnnModel::load(const std::string& path) {
@@ -142,19 +200,57 @@ SrcnnModel SrcnnModel::load(const std::string& path) {
   };
   MAGMASR_REQUIRE(meta("architecture") == "srcnn", ValueError, path, ": architecture '", meta("architecture"),
                   "' is not 'srcnn'");
+  // arch_kwargs as Python's _format_kwargs writes them ("f1=9,n1=64,seed=2": sorted "key=value", empty items
+  // skipped as _parse_kwargs does) over models.srcnn's defaults. seed only chose the initial weights, which the
+  // file replaces; padding and padding_mode must be what upscale() needs ('same' output, replicate borders).
   std::map<std::string, int64_t> kw{{"f1", 9}, {"f2", 5}, {"f3", 5}, {"n1", 64}, {"n2", 32}};
   const auto kwargs = file.metadata.count("arch_kwargs") ? file.metadata.at("arch_kwargs") : std::string();
-  for (size_t start = 0; start < kwargs.size();) {
+  for (size_t start = 0; start <= kwargs.size();) {
     const size_t end = std::min(kwargs.find(',', start), kwargs.size());
     const std::string item = kwargs.substr(start, end - start);
-    const size_t eq = item.find('=');
-    MAGMASR_REQUIRE(eq != std::string::npos && kw.count(item.substr(0, eq)), ValueError, path, ": arch_kwargs item '",
-                    item, "' is not one of f1, f2, f3, n1, n2 = integer");
-    kw[item.substr(0, eq)] = parse_int(item.substr(eq + 1), path + ": arch_kwargs " + item.substr(0, eq));
     start = end + 1;
+    if (item.empty()) continue;
+    const size_t eq = item.find('=');
+    const std::string key = item.substr(0, std::min(eq, item.size())),
+                      value = eq == std::string::npos ? std::string() : item.substr(eq + 1);
+    MAGMASR_REQUIRE(eq != std::string::npos && (kw.count(key) || key == "seed" || key == "padding" ||
+                                                 key == "padding_mode"),
+                    ValueError, path, ": arch_kwargs item '", item,
+                    "' is not one of f1, f2, f3, n1, n2, seed = integer, padding = same, padding_mode = replicate");
+    if (key == "padding") {
+      MAGMASR_REQUIRE(value == "same", ValueError, path, ": arch_kwargs padding=", value,
+                      ": SrcnnModel needs padding=same (an output the size of its input)",
+                      value == "valid" ? "; a 'valid' SRCNN is for training on patches" : "");
+    } else if (key == "padding_mode") {
+      MAGMASR_REQUIRE(value == "replicate", ValueError, path, ": arch_kwargs padding_mode=", value,
+                      ": SrcnnModel supports padding_mode=replicate only (the original SRCNN's borders)");
+    } else if (key == "seed") {
+      parse_int(value, path + ": arch_kwargs seed");  // an integer, as Python writes it; the weights are the file's
+    } else {
+      kw[key] = parse_int(value, path + ": arch_kwargs " + key);
+    }
   }
   const int64_t scale = parse_int(meta("scale"), path + ": metadata scale");
   MAGMASR_REQUIRE(scale >= 1 && scale <= 16, ValueError, path, ": scale ", scale, " is not in 1..16");
+  // The sizes come from the file: check them against the stored tensors before building (and allocating and
+  // initialising) a network of that size. A match bounds the network by the file's own size.
+  for (const char* f : {"f1", "f2", "f3"})
+    MAGMASR_REQUIRE(kw[f] >= 1 && kw[f] % 2 == 1, ValueError, path, ": arch_kwargs ", f, "=", kw[f],
+                    ": SRCNN kernel sizes must be odd and positive ('same' output)");
+  for (const char* n : {"n1", "n2"})
+    MAGMASR_REQUIRE(kw[n] >= 1, ValueError, path, ": arch_kwargs ", n, "=", kw[n], ": filter counts must be positive");
+  const std::map<std::string, Shape> expected{
+      {"conv1.weight", {kw["n1"], 1, kw["f1"], kw["f1"]}}, {"conv1.bias", {kw["n1"]}},
+      {"conv2.weight", {kw["n2"], kw["n1"], kw["f2"], kw["f2"]}}, {"conv2.bias", {kw["n2"]}},
+      {"conv3.weight", {1, kw["n2"], kw["f3"], kw["f3"]}}, {"conv3.bias", {1}}};
+  const std::string arch = cat("srcnn(", format_kwargs(kw), ")");
+  for (const auto& [name, shape] : expected) {
+    const auto it = file.tensors.find(name);
+    MAGMASR_REQUIRE(it != file.tensors.end(), ValueError, path, ": no tensor '", name, "' (the metadata says ", arch,
+                    ")");
+    MAGMASR_REQUIRE(it->second.shape() == shape, ValueError, path, ": tensor '", name, "' has shape ",
+                    shape_str(it->second.shape()), " but the metadata's ", arch, " needs ", shape_str(shape));
+  }
   auto net = srcnn(kw["f1"], kw["f2"], kw["f3"], kw["n1"], kw["n2"]);
   try {
     net->load_state_dict(file.tensors);
@@ -164,31 +260,69 @@ SrcnnModel SrcnnModel::load(const std::string& path) {
   return SrcnnModel(net, scale, std::move(file.metadata));
 }
 
+void SrcnnModel::save(const std::string& path, const std::map<std::string, std::string>& extra) const {
+  // The architecture is read off the network (not the metadata, which may be stale or absent).
+  Conv *c1 = srcnn_conv(*net_, "conv1"), *c2 = srcnn_conv(*net_, "conv2"), *c3 = srcnn_conv(*net_, "conv3");
+  const bool layout = net_->size() == 5 && net_->name_at(0) == "conv1" && net_->name_at(1) == "relu1" &&
+                      net_->name_at(2) == "conv2" && net_->name_at(3) == "relu2" && net_->name_at(4) == "conv3" &&
+                      dynamic_cast<ReLU*>(net_->at(1).get()) && dynamic_cast<ReLU*>(net_->at(3).get());
+  MAGMASR_REQUIRE(layout && c1 && c2 && c3 && c1->in_channels() == 1 && c2->in_channels() == c1->out_channels() &&
+                      c3->in_channels() == c2->out_channels() && c3->out_channels() == 1,
+                  ValueError, "SrcnnModel::save: ", path,
+                  ": the network is not an SRCNN (conv1 relu1 conv2 relu2 conv3, square odd kernels with 'same' "
+                  "replicate padding and biases, 1 -> n1 -> n2 -> 1 channels): no loader could rebuild it");
+  const std::map<std::string, int64_t> kw{{"f1", c1->kernel()[0]}, {"f2", c2->kernel()[0]}, {"f3", c3->kernel()[0]},
+                                          {"n1", c1->out_channels()}, {"n2", c2->out_channels()}};
+  // As Python's SRModel.save: the model's metadata, then the caller's, then the architecture and the scale.
+  std::map<std::string, std::string> meta = metadata_;
+  for (const auto& [k, v] : extra) meta[k] = v;
+  meta["architecture"] = "srcnn";
+  meta["arch_kwargs"] = format_kwargs(kw);
+  meta["scale"] = std::to_string(scale_);
+  save_safetensors(path, net_->state_dict(), meta);
+}
+
 SrcnnModel& SrcnnModel::to(const Device& device) {
   net_->to(device);
-  device_ = device;
   // On a GPU, the fastest of the direct kernels: one summation order per output pixel whatever the block or the
   // kernel, so tiles give the whole picture's pixels (the 'auto' selector may pick cuBLAS for some block shapes
   // and not others).
-  if (device.is_cuda())
-    for (size_t i = 0; i < net_->size(); ++i)
-      if (const auto conv = std::dynamic_pointer_cast<Conv>(net_->at(i))) conv->set_algo(ConvAlgo::AutoDirect);
+  if (device.is_cuda()) for_each_conv(*net_, [](Conv& conv) { conv.set_algo(ConvAlgo::AutoDirect); });
   return *this;
 }
 
+Device SrcnnModel::device() const {
+  const auto params = net_->parameters();
+  return params.empty() ? Device::cpu() : params.front()->value.device();
+}
+
 std::vector<float> SrcnnModel::refine(const std::vector<double>& y, int64_t height, int64_t width) const {
-  MAGMASR_REQUIRE(height >= 1 && width >= 1 && int64_t(y.size()) == height * width, ValueError,
-                  "SrcnnModel::refine: expected ", height, " x ", width, " values, got ", y.size());
+  MAGMASR_REQUIRE(height >= 1 && width >= 1, ValueError, "SrcnnModel::refine: expected a positive size, got ", height,
+                  " x ", width);
+  MAGMASR_REQUIRE(int64_t(y.size()) == detail::checked_mul(height, width, "SrcnnModel::refine: height * width"),
+                  ValueError, "SrcnnModel::refine: expected ", height, " x ", width, " values, got ", y.size());
   std::vector<float> x(y.size());
   std::transform(y.begin(), y.end(), x.begin(), [](double v) { return float(v); });
-  return net_->forward(Tensor::from_vector(x, {1, 1, height, width}, device_), /*training=*/false).to_vector();
+  const Shape shape{1, 1, height, width};
+  const Tensor out = net_->forward(Tensor::from_vector(x, shape, device()), /*training=*/false);
+  // The constructor checked the network; this catches one changed afterwards (net() is not const).
+  MAGMASR_REQUIRE(out.shape() == shape, ValueError, "SrcnnModel::refine: the network gave ", shape_str(out.shape()),
+                  " for ", shape_str(shape), "; it must keep a one-channel picture's shape");
+  return out.to_vector();
 }
 
 int64_t SrcnnModel::receptive_radius() const {
-  int64_t r = 0;
-  for (size_t i = 0; i < net_->size(); ++i)
-    if (const auto conv = std::dynamic_pointer_cast<Conv>(net_->at(i))) r += (conv->kernel().back() - 1) / 2;
-  return r;
+  // Per axis, how far the convolutions reach beyond an output pixel; a network that keeps the picture's size has
+  // padding (k - 1) / 2 on both sides of each kernel, but the larger side is taken in any case.
+  int64_t rows = 0, cols = 0;
+  for_each_conv(*net_, [&](Conv& conv) {
+    const auto& k = conv.kernel();
+    const auto& p = conv.padding();
+    const size_t n = k.size();
+    rows += std::max(p[n - 2], k[n - 2] - 1 - p[n - 2]);
+    cols += std::max(p[n - 1], k[n - 1] - 1 - p[n - 1]);
+  });
+  return std::max(rows, cols);
 }
 
 Picture SrcnnModel::upscale(const Picture& in, int64_t scale, int64_t tile) const {
@@ -197,8 +331,10 @@ Picture SrcnnModel::upscale(const Picture& in, int64_t scale, int64_t tile) cons
   MAGMASR_REQUIRE(h >= 1 && w >= 1, ValueError, "SrcnnModel::upscale: an empty picture (", h, " x ", w, ")");
   MAGMASR_REQUIRE(ch == 1 || ch == 3, ValueError, "SrcnnModel::upscale: expected 1 (gray) or 3 (RGB) channels, got ",
                   ch);
-  MAGMASR_REQUIRE(int64_t(in.pixels.size()) == h * w * ch, ValueError, "SrcnnModel::upscale: a ", h, " x ", w, " x ",
-                  ch, " picture has ", h * w * ch, " samples, got ", in.pixels.size());
+  const int64_t samples = detail::checked_mul(detail::checked_mul(h, w, "SrcnnModel::upscale: height * width"), ch,
+                                              "SrcnnModel::upscale: height * width * channels");
+  MAGMASR_REQUIRE(int64_t(in.pixels.size()) == samples, ValueError, "SrcnnModel::upscale: a ", h, " x ", w, " x ",
+                  ch, " picture has ", samples, " samples, got ", in.pixels.size());
   MAGMASR_REQUIRE(s >= 1 && s <= 16, ValueError, "SrcnnModel::upscale: scale ", s, " is not in 1..16");
   MAGMASR_REQUIRE(tile >= 0, ValueError, "SrcnnModel::upscale: tile must be >= 0 (0: the whole picture), got ", tile);
 

@@ -20,9 +20,20 @@ std::string shape_str(const Shape& s) {
 
 int64_t shape_numel(const Shape& s) {
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s)
+    if (__builtin_mul_overflow(n, d, &n))
+      throw ValueError(detail::cat("shape_numel: the element count of shape ", shape_str(s),
+                                   " overflows a 64-bit integer"));
   return n;
 }
+
+namespace {
+// "Tensor::<method>: the tensor is undefined (default-constructed)": an undefined tensor has no shape to report.
+void require_defined(const Tensor& t, const char* method, const char* which = "the tensor") {
+  MAGMASR_REQUIRE(t.defined(), ValueError, "Tensor::", method, ": ", which,
+                  " is undefined (a default-constructed Tensor has no shape, device or data)");
+}
+}  // namespace
 
 void check_shape(const Shape& shape) {
   MAGMASR_REQUIRE(!shape.empty() && shape.size() <= size_t(kMaxRank), ValueError,
@@ -113,6 +124,7 @@ Tensor Tensor::borrow(float* data, const Shape& shape, const Device& device, std
 }
 
 int64_t Tensor::size(int dim) const {
+  require_defined(*this, "size");
   const int r = rank();
   const int d = dim < 0 ? dim + r : dim;
   MAGMASR_REQUIRE(d >= 0 && d < r, ValueError, "dimension ", dim, " out of range for a rank-", r, " tensor");
@@ -120,16 +132,17 @@ int64_t Tensor::size(int dim) const {
 }
 
 Device Tensor::device() const {
-  MAGMASR_REQUIRE(defined(), ValueError, "undefined tensor");
+  require_defined(*this, "device");
   return storage_->device();
 }
 
 float* Tensor::data() const {
-  MAGMASR_REQUIRE(defined(), ValueError, "undefined tensor");
+  require_defined(*this, "data");
   return static_cast<float*>(storage_->data());
 }
 
 Tensor Tensor::reshape(const Shape& shape) const {
+  require_defined(*this, "reshape");
   check_shape(shape);
   MAGMASR_REQUIRE(shape_numel(shape) == numel_, ValueError, "cannot reshape ", shape_str(shape_), " (", numel_,
                   " elements) to ", shape_str(shape));
@@ -139,6 +152,7 @@ Tensor Tensor::reshape(const Shape& shape) const {
 }
 
 Tensor Tensor::to(const Device& device) const {
+  require_defined(*this, "to");
   if (device == this->device()) return *this;
   Tensor t = empty(shape_, device);
   t.copy_from(*this);
@@ -146,12 +160,15 @@ Tensor Tensor::to(const Device& device) const {
 }
 
 Tensor Tensor::clone() const {
+  require_defined(*this, "clone");
   Tensor t = empty(shape_, device());
   t.copy_from(*this);
   return t;
 }
 
 void Tensor::copy_from(const Tensor& src) {
+  require_defined(*this, "copy_from", "the destination tensor");
+  require_defined(src, "copy_from", "the source tensor");
   MAGMASR_REQUIRE(src.shape_ == shape_, ValueError, "copy_from: shape ", shape_str(src.shape_), " into ",
                   shape_str(shape_));
   if (src.data() == data()) return;
@@ -166,6 +183,7 @@ void Tensor::copy_from(const Tensor& src) {
 }
 
 void Tensor::fill_(float value) {
+  require_defined(*this, "fill_");
   if (device().is_cpu())
     cpu::fill(numel_, value, data());
   else
@@ -173,6 +191,7 @@ void Tensor::fill_(float value) {
 }
 
 std::vector<float> Tensor::to_vector() const {
+  require_defined(*this, "to_vector");
   std::vector<float> v(static_cast<size_t>(numel_));
   if (device().is_cpu())
     std::memcpy(v.data(), data(), nbytes());

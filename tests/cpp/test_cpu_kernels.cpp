@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iterator>
 #include <random>
 
 #ifdef _OPENMP
@@ -113,6 +114,29 @@ TEST(CpuConv, ForwardMatchesDirectConvolution) {
     std::vector<float> yr(size_t(g.y_numel()), NAN);
     cpu::conv_forward(g, x.data(), w.data(), b.data(), yr.data(), true);
     for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(yr[i], y[i] > 0 ? y[i] : 0.0f) << g.str();
+  }
+}
+
+// A NaN in the input makes NaN exactly the outputs whose window holds it, and the fused ReLU keeps them NaN
+// (as PyTorch's relu does: max(NaN, 0) must not turn a broken input into a plausible zero).
+TEST(CpuConv, FusedReluPropagatesNaN) {
+  std::mt19937 rng(4321);
+  for (const ConvGeom& g : geometries()) {
+    auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+    auto b = random_vec(size_t(g.Cout), rng);
+    x[size_t(rng() % uint32_t(x.size()))] = NAN;
+    const std::vector<double> ref = direct_conv(g, x, w, &b);
+    std::vector<float> y(size_t(g.y_numel()), 0.5f), yr(size_t(g.y_numel()), 0.5f);
+    cpu::conv_forward(g, x.data(), w.data(), b.data(), y.data(), false);
+    cpu::conv_forward(g, x.data(), w.data(), b.data(), yr.data(), true);
+    size_t nans = 0;
+    for (size_t i = 0; i < y.size(); ++i) {
+      nans += std::isnan(ref[i]);
+      ASSERT_EQ(std::isnan(y[i]), std::isnan(ref[i])) << g.str() << " output " << i;
+      ASSERT_EQ(std::isnan(yr[i]), std::isnan(ref[i])) << g.str() << " output " << i;
+      if (!std::isnan(y[i])) ASSERT_EQ(yr[i], y[i] > 0 ? y[i] : 0.0f) << g.str();
+    }
+    EXPECT_GT(nans, 0u) << g.str();
   }
 }
 
@@ -253,6 +277,21 @@ TEST(CpuOps, ReluMseShuffleAndUpdates) {
   for (int64_t i = 0; i < n; ++i) ASSERT_EQ(y[size_t(i)], std::max(a[size_t(i)], 0.0f));
   cpu::relu_backward(n, y.data(), b.data(), g.data());
   for (int64_t i = 0; i < n; ++i) ASSERT_EQ(g[size_t(i)], a[size_t(i)] > 0 ? b[size_t(i)] : 0.0f);
+
+  // Special values, as PyTorch's relu and its backward (threshold_backward) treat them: NaN stays NaN and
+  // passes its gradient, -0 becomes +0, infinities saturate on one side.
+  const float special[] = {NAN, INFINITY, -INFINITY, -0.0f, 0.0f, 1e-45f, -1e-45f};
+  const int64_t ns = int64_t(std::size(special));
+  std::vector<float> rs(static_cast<size_t>(ns)), rg(static_cast<size_t>(ns)), ones(static_cast<size_t>(ns), 1.0f);
+  cpu::relu_forward(ns, special, rs.data());
+  EXPECT_TRUE(std::isnan(rs[0]));
+  EXPECT_EQ(rs[1], INFINITY);
+  EXPECT_EQ(rs[2], 0.0f);
+  EXPECT_FALSE(std::signbit(rs[3]));  // +0, not -0
+  EXPECT_EQ(rs[5], 1e-45f);
+  EXPECT_EQ(rs[6], 0.0f);
+  cpu::relu_backward(ns, rs.data(), ones.data(), rg.data());
+  EXPECT_EQ(rg, (std::vector<float>{1.0f, 1.0f, 0.0f, 0.0f, 0.0f, 1.0f, 0.0f}));
 
   double ref = 0;
   for (int64_t i = 0; i < n; ++i) ref += (double(a[size_t(i)]) - b[size_t(i)]) * (double(a[size_t(i)]) - b[size_t(i)]);

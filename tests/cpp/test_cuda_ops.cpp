@@ -487,6 +487,63 @@ TEST(CudaOps, ElementwiseMatchCpu) {
   }
 }
 
+// NaN propagates through the GPU's ReLU, its backward and every strategy's fused conv + ReLU exactly as on
+// the CPU (tested there against the definition): same NaN positions, the same finite values.
+TEST(CudaOps, NaNPropagatesThroughReluAndFusedConvAsOnTheCpu) {
+  SKIP_WITHOUT_GPU();
+  const std::vector<float> special = {NAN, INFINITY, -INFINITY, -0.0f, 0.0f, 1e-45f, -1e-45f, 2.5f, -2.5f};
+  const int64_t n = int64_t(special.size());
+  const std::vector<float> ones(special.size(), 1.0f);
+  std::vector<float> ref(special.size());
+  DeviceBuffer da(special), dg(ones), out(special.size());
+  auto same_bits = [](const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  };
+  cpu::relu_forward(n, special.data(), ref.data());
+  out.poison();
+  cuda::relu_forward(kDev, n, da.get(), out.get());
+  EXPECT_TRUE(same_bits(out.download(), ref)) << "relu";
+  cpu::relu_backward(n, special.data(), ones.data(), ref.data());
+  out.poison();
+  cuda::relu_backward(kDev, n, da.get(), dg.get(), out.get());
+  EXPECT_TRUE(same_bits(out.download(), ref)) << "relu_backward";
+
+  const PadMode Z = PadMode::Zeros, R = PadMode::Replicate;
+  const ConvGeom cases[] = {
+      geom2d(1, 1, 64, 37, 40, 9, 4, R),                // SRCNN conv1, replicate (a border NaN spreads)
+      geom2d(2, 64, 32, 19, 21, 1, 0, Z),               // 1x1
+      geom2d(2, 32, 1, 21, 21, 5, 0, Z),                // one output channel
+      geom(1, 32, 32, 5, 13, 17, 3, 3, 3, 1, 1, 1, Z),  // 3DSRnet conv2
+      geom(2, 3, 5, 1, 14, 9, 1, 7, 3, 0, 3, 1, R),     // generic kernel
+  };
+  std::mt19937 rng(29);
+  for (const ConvGeom& g : cases) {
+    auto x = random_vec(size_t(g.x_numel()), rng);
+    const auto w = random_vec(size_t(g.w_numel()), rng), b = random_vec(size_t(g.Cout), rng);
+    x[size_t(rng() % uint32_t(x.size()))] = NAN;
+    x[0] = NAN;  // a corner too: the replicate border and the first tile's edge
+    std::vector<float> yref(size_t(g.y_numel()));
+    cpu::conv_forward(g, x.data(), w.data(), b.data(), yref.data(), true);
+    DeviceBuffer dx(x), dw(w), db(b), dy(size_t(g.y_numel()));
+    for (ConvAlgo a : kAlgos) {
+      dy.poison();
+      cuda::conv_forward(kDev, g, dx.get(), dw.get(), db.get(), dy.get(), true, a);
+      const auto got = dy.download();
+      size_t wrong_nan = 0, nans = 0;
+      std::vector<float> got_finite(got.size()), ref_finite(got.size());
+      for (size_t i = 0; i < got.size(); ++i) {
+        nans += std::isnan(yref[i]);
+        wrong_nan += std::isnan(got[i]) != std::isnan(yref[i]);
+        got_finite[i] = std::isnan(got[i]) ? 0.0f : got[i];
+        ref_finite[i] = std::isnan(yref[i]) ? 0.0f : yref[i];
+      }
+      EXPECT_GT(nans, 0u) << g.str();
+      EXPECT_EQ(wrong_nan, 0u) << "NaN positions, " << to_string(a) << " " << g.str();
+      EXPECT_LT(rel_err(got_finite, ref_finite), kTol) << to_string(a) << " " << g.str();
+    }
+  }
+}
+
 TEST(CudaOps, PixelShuffleMatchesCpu) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(12);

@@ -2,7 +2,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
+#include <limits>
 #include <random>
+#include <string>
 
 #include "magmasr/magmasr.hpp"
 
@@ -163,4 +166,47 @@ TEST(Ops, ArgumentErrors) {
   EXPECT_THROW(ops::pixel_shuffle(x, 2), ValueError);  // 3 channels not divisible by 4
   o.padding = {1, 1, 1};
   EXPECT_THROW(ops::conv(x, random_tensor({4, 3, 3, 3}, rng), Tensor(), o), ValueError);
+}
+
+namespace {
+// The message of the ValueError f throws ("no ValueError" when it throws none).
+std::string value_error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const ValueError& e) {
+    return e.what();
+  }
+  return "no ValueError";
+}
+bool says(const std::string& message, const std::string& part) { return message.find(part) != std::string::npos; }
+}  // namespace
+
+// Sizes from arguments are multiplied with overflow checks: a padding of 2^62 or channel counts of 2^40 are refused
+// as overflows (unchecked, 2 * 2^62 wraps to a negative size and the products of channels wrap around).
+TEST(Ops, HugeSizesAreOverflowErrorsNotWrappedSizes) {
+  const Tensor x = Tensor::full({1, 1, 8, 8}, 0.5f), w = Tensor::full({1, 1, 3, 3}, 0.5f);
+  ops::ConvOptions o;
+  o.padding = {int64_t(1) << 62};
+  const std::string pad = value_error_of([&] { ops::conv(x, w, Tensor(), o); });
+  EXPECT_TRUE(says(pad, "convolution geometry") && says(pad, "overflows")) << pad;
+
+  ConvGeom g;
+  g.H = g.W = 8;
+  g.kH = g.kW = 3;
+  g.pW = std::numeric_limits<int64_t>::max() / 2 + 1;
+  EXPECT_TRUE(says(value_error_of([&] { g.validate(); }), "overflows"));
+  g.pW = 1;
+  g.validate();  // the same geometry with a sane padding is fine
+  EXPECT_EQ(g.oW(), 8);
+  g.H = g.W = int64_t(1) << 30;  // fits, but the output (2^60 elements) is beyond any machine
+  EXPECT_TRUE(says(value_error_of([&] { g.validate(); }), "more than 2^48"));
+
+  const int64_t big = int64_t(1) << 40;
+  const std::string conv = value_error_of([&] { Conv2d c(big, big, {3}, {1}); });
+  EXPECT_TRUE(says(conv, "Conv2d 1099511627776 -> 1099511627776 channels: weight shape")) << conv;
+  const std::string wrap = value_error_of([&] { Conv2d c(int64_t(1) << 32, int64_t(1) << 32, {1}, {0}); });
+  EXPECT_TRUE(says(wrap, "channels: weight shape")) << wrap;  // 2^64 weights: a count of 0 unchecked
+  // A huge padding is caught when the layer first sees an input.
+  Conv2d padded(1, 1, {3}, {int64_t(1) << 62});
+  EXPECT_TRUE(says(value_error_of([&] { padded.output_shape({1, 1, 8, 8}); }), "overflows"));
 }

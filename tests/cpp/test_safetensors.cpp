@@ -487,3 +487,145 @@ TEST(BicubicTable, BadArgumentsAreValueErrors) {
   EXPECT_THROW(ops::bicubic_contributions(3, 3, std::nan("")), ValueError);
   EXPECT_THROW(ops::bicubic_contributions(3, 3, INFINITY), ValueError);
 }
+
+// ------------------------------------------------------------------------ overwriting: what stays the same
+
+static mode_t mode_of(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 07777;
+}
+
+TEST(AtomicFile, AnExistingFileKeepsItsPermissionBits) {
+  const std::string dir = fresh_dir(), path = dir + "/w.safetensors";
+  std::mt19937 rng(3);
+  for (mode_t mode : {mode_t(0600), mode_t(0640), mode_t(0755)}) {
+    write_bytes(path, "old");
+    ASSERT_EQ(::chmod(path.c_str(), mode), 0);
+    save_safetensors(path, {{"a", random_tensor({3}, rng)}});
+    EXPECT_EQ(mode_of(path), mode);
+    EXPECT_EQ(load_safetensors(path).tensors.size(), 1u);
+  }
+  // A new file gets what open() gives any new file: 0666 minus the umask.
+  const mode_t umask = ::umask(0);
+  ::umask(umask);
+  const std::string fresh = dir + "/new.bin";
+  AtomicFile f(fresh);
+  f.write("x");
+  f.commit();
+  EXPECT_EQ(mode_of(fresh), mode_t(0666) & ~umask);
+}
+
+TEST(AtomicFile, FailuresNameTheTargetAndWhatFailedNotTheTemporaryFile) {
+  const std::string dir = fresh_dir(), missing = dir + "/nope/x.safetensors";
+  const std::string create = error_of<FileError>([&] { save_safetensors(missing, {{"a", Tensor::full({1}, 1.f)}}); });
+  EXPECT_EQ(create.rfind(missing + ": cannot create a temporary file in " + dir + "/nope/: ", 0), 0u) << create;
+  EXPECT_FALSE(contains(create, ".tmp")) << create;
+  const std::string folder = dir + "/sub";
+  ::mkdir(folder.c_str(), 0755);
+  const std::string rename = error_of<FileError>([&] {
+    AtomicFile f(folder);
+    f.write("x");
+    f.commit();
+  });
+  EXPECT_EQ(rename.rfind(folder + ": cannot replace it with its temporary file: ", 0), 0u) << rename;
+  const std::string slash = error_of<FileError>([&] { AtomicFile f(folder + "/"); });  // no file name at all
+  EXPECT_EQ(slash, folder + "/: cannot write it: the path names a folder: " + std::strerror(EISDIR));
+  EXPECT_EQ(list_dir(dir), std::vector<std::string>{"sub"});
+}
+
+// The temporary name is "." + name + "." + 12 hex digits + ".tmp": 18 bytes more than the name. A name near the file
+// system's limit gets a temporary name from its beginning, so every name the file system takes can be written.
+TEST(AtomicFile, NamesNearTheFileSystemLimitCanBeWritten) {
+  const std::string dir = fresh_dir();
+  const long limit = ::pathconf(dir.c_str(), _PC_NAME_MAX);
+  ASSERT_GT(limit, 20);
+  for (size_t n : {size_t(245), size_t(limit) - 17, size_t(limit)}) {
+    if (n > size_t(limit)) continue;
+    const std::string name(n, 'a'), path = dir + "/" + name;
+    {
+      AtomicFile f(path);
+      EXPECT_LE(f.temp_path().size() - dir.size() - 1, size_t(limit));
+      f.write("payload");
+      f.commit();
+    }
+    EXPECT_EQ(read_bytes(path), "payload") << n;
+    EXPECT_EQ(list_dir(dir), std::vector<std::string>{name});
+    ::unlink(path.c_str());
+  }
+  // A name the file system refuses is refused before anything is written, with its errno.
+  const std::string too_long = dir + "/" + std::string(size_t(limit) + 1, 'b');
+  try {
+    AtomicFile f(too_long);
+    ADD_FAILURE() << "no error";
+  } catch (const FileError& e) {
+    EXPECT_EQ(e.code(), ENAMETOOLONG);
+    EXPECT_TRUE(contains(e.what(), too_long + ": cannot create it")) << e.what();
+  }
+  // Multi-byte UTF-8 names are shortened on a character boundary.
+  const std::string accents = [&] {
+    std::string s;
+    while (s.size() + 2 <= size_t(limit)) s += "\xC3\xA9";  // 'é'
+    return s;
+  }();
+  AtomicFile f(dir + "/" + accents);
+  const std::string tmp_name = f.temp_path().substr(dir.size() + 1);
+  const std::string stem = tmp_name.substr(1, tmp_name.size() - 18);
+  EXPECT_EQ(stem.size() % 2, 0u) << tmp_name;
+  f.write("x");
+  f.commit();
+  EXPECT_EQ(read_bytes(dir + "/" + accents), "x");
+}
+
+// A symbolic link is written through, as cp and editors do: the file it leads to is replaced (atomically, in its own
+// folder) and keeps its permission bits, and the link stays a link.
+TEST(AtomicFile, SymbolicLinksAreWrittenThrough) {
+  const std::string dir = fresh_dir(), real_dir = dir + "/data";
+  ::mkdir(real_dir.c_str(), 0755);
+  const std::string real = real_dir + "/real.bin";
+  write_bytes(real, "old");
+  ASSERT_EQ(::chmod(real.c_str(), 0640), 0);
+  ASSERT_EQ(::symlink("data/real.bin", (dir + "/link.bin").c_str()), 0);  // relative to the link's folder
+  ASSERT_EQ(::symlink((dir + "/link.bin").c_str(), (dir + "/chain.bin").c_str()), 0);  // a link to a link
+  auto is_link_to = [](const std::string& link, const std::string& to) {
+    struct stat st {};
+    char buf[4096];
+    const ssize_t n = ::readlink(link.c_str(), buf, sizeof buf);
+    return ::lstat(link.c_str(), &st) == 0 && S_ISLNK(st.st_mode) && n > 0 && std::string(buf, size_t(n)) == to;
+  };
+  {
+    AtomicFile f(dir + "/link.bin");
+    EXPECT_EQ(f.target(), dir + "/data/real.bin");
+    EXPECT_EQ(f.temp_path().rfind(real_dir + "/.real.bin.", 0), 0u) << f.temp_path();
+    f.write("new");
+    f.commit();
+  }
+  EXPECT_TRUE(is_link_to(dir + "/link.bin", "data/real.bin"));
+  EXPECT_EQ(read_bytes(real), "new");
+  EXPECT_EQ(mode_of(real), mode_t(0640));
+  std::mt19937 rng(9);
+  const Tensor t = random_tensor({2, 2}, rng);
+  save_safetensors(dir + "/chain.bin", {{"t", t}});
+  EXPECT_TRUE(is_link_to(dir + "/chain.bin", dir + "/link.bin"));
+  EXPECT_TRUE(same_bits(load_safetensors(real).tensors.at("t"), t));
+  EXPECT_EQ(list_dir(real_dir), std::vector<std::string>{"real.bin"});
+  // A dangling link: the file is created where it points.
+  ASSERT_EQ(::symlink("data/made.bin", (dir + "/dangling.bin").c_str()), 0);
+  {
+    AtomicFile f(dir + "/dangling.bin");
+    f.write("made");
+    f.commit();
+  }
+  EXPECT_EQ(read_bytes(real_dir + "/made.bin"), "made");
+  EXPECT_TRUE(is_link_to(dir + "/dangling.bin", "data/made.bin"));
+  // A loop of links is an error naming the path, with ELOOP.
+  ASSERT_EQ(::symlink("b.bin", (dir + "/a.bin").c_str()), 0);
+  ASSERT_EQ(::symlink("a.bin", (dir + "/b.bin").c_str()), 0);
+  try {
+    AtomicFile f(dir + "/a.bin");
+    ADD_FAILURE() << "no error";
+  } catch (const FileError& e) {
+    EXPECT_EQ(e.code(), ELOOP);
+    EXPECT_TRUE(contains(e.what(), dir + "/a.bin: cannot")) << e.what();
+  }
+}

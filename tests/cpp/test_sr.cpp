@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <random>
 #include <string>
@@ -183,4 +184,204 @@ TEST(SrcnnModel, LoadReadsArchitectureAndScaleFromTheMetadata) {
   save_safetensors(path, net->state_dict(), {{"architecture", "srcnn"}, {"scale", "4"}});
   EXPECT_THROW(SrcnnModel::load(path), ValueError);  // 9-5-5 defaults: every shape differs
   ::unlink(path.c_str());
+}
+
+// ------------------------------------------------------------------------------ networks SrcnnModel refuses
+
+namespace {
+
+std::string value_error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const ValueError& e) {
+    return e.what();
+  }
+  return "no ValueError";
+}
+bool says(const std::string& message, const std::string& part) { return message.find(part) != std::string::npos; }
+
+std::shared_ptr<Sequential> one_conv(int64_t cin, int64_t cout, std::vector<int64_t> k, std::vector<int64_t> p) {
+  auto net = std::make_shared<Sequential>();
+  net->add(std::make_shared<Conv2d>(cin, cout, std::move(k), std::move(p), PadMode::Replicate), "conv");
+  return net;
+}
+
+// Random weights (the default initialisation is small and smooth; these make every tap matter).
+void randomise(Sequential& net, std::mt19937& rng) {
+  std::map<std::string, Tensor> state = net.state_dict();
+  std::normal_distribution<float> d(0.0f, 0.3f);
+  for (auto& [name, t] : state) {
+    std::vector<float> v(size_t(t.numel()));
+    for (auto& x : v) x = d(rng);
+    state[name] = Tensor::from_vector(v, t.shape());
+  }
+  net.load_state_dict(state);
+}
+
+std::string temp_path(const std::string& tag) {
+  return ::testing::TempDir() + "magmasr_sr_" + tag + "_" + std::to_string(::getpid()) + ".safetensors";
+}
+
+}  // namespace
+
+// upscale() lays the network's output pixel for pixel over the bicubic picture: a network that changes a
+// one-channel picture's shape used to be accepted and then read past the end of its output.
+TEST(SrcnnModel, RefusesNetworksThatDoNotKeepAOneChannelPictureShape) {
+  const std::string keep = "must map a one-channel picture [N, 1, H, W] to [N, 1, H, W]";
+  const std::string valid = value_error_of([] { SrcnnModel(one_conv(1, 1, {9}, {0}), 2); });  // 'valid': shrinks
+  EXPECT_TRUE(says(valid, keep)) << valid;
+  const std::string grows = value_error_of([] { SrcnnModel(one_conv(1, 1, {3}, {2}), 2); });  // pads more than it eats
+  EXPECT_TRUE(says(grows, keep) && says(grows, "to [1, 1, 3, 3]")) << grows;
+  const std::string rgb_in = value_error_of([] { SrcnnModel(one_conv(3, 1, {3}, {1}), 2); });
+  EXPECT_TRUE(says(rgb_in, keep) && says(rgb_in, "channels")) << rgb_in;
+  const std::string two_out = value_error_of([] { SrcnnModel(one_conv(1, 2, {3}, {1}), 2); });
+  EXPECT_TRUE(says(two_out, keep) && says(two_out, "to [1, 2, 1, 1]")) << two_out;
+  auto shuffle = one_conv(1, 4, {3}, {1});
+  shuffle->add(std::make_shared<PixelShuffle>(2), "shuffle");  // one channel out, twice the size
+  EXPECT_TRUE(says(value_error_of([&] { SrcnnModel(shuffle, 2); }), keep));
+
+  EXPECT_TRUE(says(value_error_of([] { SrcnnModel(std::make_shared<Sequential>(), 2); }), "no layers"));
+  // What it accepts: any shape-keeping network (here one non-square convolution).
+  SrcnnModel ok(one_conv(1, 1, {5, 3}, {2, 1}), 2);
+  EXPECT_EQ(ok.upscale(Picture(4, 5, 1)).pixels.size(), 8u * 10u);
+  // A network changed after the model was made is caught before its output is read.
+  ok.net()->add(std::make_shared<Conv2d>(1, 1, std::vector<int64_t>{3}, std::vector<int64_t>{0}), "valid");
+  EXPECT_TRUE(says(value_error_of([&] { ok.upscale(Picture(4, 5, 1)); }), "must keep a one-channel picture's shape"));
+}
+
+// The halo of a tile must cover every axis of every convolution: with kernels 9x1 and 3x1 an output pixel sees 5
+// rows up and down and no column (the radius used to come from the last axis only: 0 here).
+TEST(SrcnnModel, NonSquareKernelsAndNestedNetworksTileLikeTheWholePicture) {
+  std::mt19937 rng(std::random_device{}());
+  auto net = one_conv(1, 1, {9, 1}, {4, 0});
+  net->add(std::make_shared<Conv2d>(1, 1, std::vector<int64_t>{3, 1}, std::vector<int64_t>{1, 0},
+                                    PadMode::Replicate),
+           "conv2");
+  randomise(*net, rng);
+  const SrcnnModel rows(net, 2);
+  EXPECT_EQ(rows.receptive_radius(), 5);
+
+  auto inner = one_conv(1, 1, {1, 7}, {0, 3});  // 3 columns each side, inside a nested Sequential
+  auto outer = std::make_shared<Sequential>();
+  outer->add(inner, "block").add(std::make_shared<ReLU>(), "relu");
+  outer->add(std::make_shared<Conv2d>(1, 1, std::vector<int64_t>{1, 5}, std::vector<int64_t>{0, 2},
+                                      PadMode::Replicate),
+             "conv");
+  randomise(*outer, rng);
+  const SrcnnModel cols(outer, 3);
+  EXPECT_EQ(cols.receptive_radius(), 5);
+
+  for (const SrcnnModel* m : {&rows, &cols})
+    for (int64_t ch : {1, 3}) {
+      const Picture in = random_picture(rng, 7 + rng() % 9, 7 + rng() % 9, ch);
+      const Picture whole = m->upscale(in);
+      for (int64_t tile : {2, 4, 7, 9}) EXPECT_EQ(m->upscale(in, 0, tile).pixels, whole.pixels) << "tile " << tile;
+    }
+}
+
+// Sizes from arguments and from the public Picture fields are checked products: unchecked, 2^32 x 2^32 wraps to 0
+// (and matched an empty vector), 2^62 x 4 wraps as well.
+TEST(SrcnnModel, SizesThatOverflowAreValueErrors) {
+  const SrcnnModel m = identity_model(2);
+  const std::string refine =
+      value_error_of([&] { m.refine(std::vector<double>{}, int64_t(1) << 32, int64_t(1) << 32); });
+  EXPECT_TRUE(says(refine, "SrcnnModel::refine: height * width") && says(refine, "overflows")) << refine;
+  Picture p(4, 4, 1);
+  p.height = int64_t(1) << 62;
+  const std::string fields = value_error_of([&] { m.upscale(p); });
+  EXPECT_TRUE(says(fields, "SrcnnModel::upscale: height * width") && says(fields, "overflows")) << fields;
+  p.height = int64_t(1) << 31;
+  p.width = int64_t(1) << 31;
+  p.channels = 3;  // h * w fits, h * w * 3 does not
+  EXPECT_TRUE(says(value_error_of([&] { m.upscale(p); }), "height * width * channels"));
+  EXPECT_TRUE(says(value_error_of([&] { m.refine(std::vector<double>(5), 2, 2); }), "expected 2 x 2 values, got 5"));
+}
+
+// ------------------------------------------------------------------------------ weight files and metadata
+
+// arch_kwargs come from the file: they are checked against the stored tensors before a network of that size is
+// built (n1 = 4e9 or 2^62 used to allocate and randomly initialise gigabytes, or overflow, before any check).
+TEST(SrcnnModel, LoadChecksArchKwargsAgainstTheStoredTensorsFirst) {
+  const std::string path = temp_path("kwargs");
+  const auto state = srcnn(3, 1, 3, 4, 2)->state_dict();
+  auto load_with = [&](const std::string& kwargs) {
+    save_safetensors(path, state, {{"architecture", "srcnn"}, {"arch_kwargs", kwargs}, {"scale", "2"}});
+    return value_error_of([&] { SrcnnModel::load(path); });
+  };
+  for (const std::string n1 : {"4000000000", "4611686018427387904", "20000000"}) {
+    const std::string m = load_with("f1=3,f2=1,f3=3,n1=" + n1 + ",n2=2");
+    EXPECT_TRUE(says(m, path + ": tensor 'conv1.bias' has shape [4] but the metadata's srcnn(") &&
+                says(m, "n1=" + n1))
+        << m;
+  }
+  const std::string f1 = load_with("f1=2000001,f2=1,f3=3,n1=4,n2=2");
+  EXPECT_TRUE(says(f1, path + ": tensor 'conv1.weight' has shape [4, 1, 3, 3]") && says(f1, "[4, 1, 2000001, 2000001]"))
+      << f1;
+  EXPECT_TRUE(says(load_with("f1=4,f2=1,f3=3,n1=4,n2=2"), "f1=4: SRCNN kernel sizes must be odd"));
+  EXPECT_TRUE(says(load_with("f1=3,f2=1,f3=3,n1=0,n2=2"), "n1=0: filter counts must be positive"));
+  EXPECT_TRUE(says(load_with("f1=3,f2=1,f3=3,n1=99999999999999999999,n2=2"), "expected an integer"));
+  EXPECT_TRUE(says(load_with("f1=3,f2=1,f3=3,n1= 4,n2=2"), "expected an integer"));  // Python reads ' 4' as text
+  save_safetensors(path, {{"conv1.weight", state.at("conv1.weight")}},
+                   {{"architecture", "srcnn"}, {"arch_kwargs", "f1=3,f2=1,f3=3,n1=4,n2=2"}, {"scale", "2"}});
+  EXPECT_TRUE(says(value_error_of([&] { SrcnnModel::load(path); }), "no tensor 'conv1.bias'"));
+  EXPECT_EQ(load_with("f1=3,f2=1,f3=3,n1=4,n2=2"), "no ValueError");
+  ::unlink(path.c_str());
+}
+
+// What Python's SRModel.save writes for ImageSR.srcnn('9-1-5', 3, seed=2) (and padding / padding_mode when given):
+// sorted "key=value" items, seed included. C++ reads it; seed is ignored (the file's weights replace the initial
+// ones) and padding / padding_mode must be what upscale() computes.
+TEST(SrcnnModel, LoadsTheArchKwargsPythonWrites) {
+  std::mt19937 rng(std::random_device{}());
+  const std::string path = temp_path("python");
+  auto net = srcnn(3, 1, 3, 4, 2);
+  randomise(*net, rng);
+  const Picture in = random_picture(rng, 9, 11, 3);
+  const Picture expected = SrcnnModel(net, 3).upscale(in);
+  auto load_with = [&](const std::string& kwargs) {
+    save_safetensors(path, net->state_dict(), {{"architecture", "srcnn"}, {"arch_kwargs", kwargs}, {"scale", "3"}});
+    return SrcnnModel::load(path);
+  };
+  for (const std::string kwargs :
+       {"f1=3,f2=1,f3=3,n1=4,n2=2,seed=2", "f1=3,f2=1,f3=3,n1=4,n2=2,padding=same,padding_mode=replicate,seed=-7",
+        "f1=3,f2=1,f3=3,n1=4,n2=2,"})
+    EXPECT_EQ(load_with(kwargs).upscale(in).pixels, expected.pixels) << kwargs;
+  auto message = [&](const std::string& kwargs) { return value_error_of([&] { load_with(kwargs); }); };
+  const std::string valid = message("f1=3,f2=1,f3=3,n1=4,n2=2,padding=valid");
+  EXPECT_TRUE(says(valid, path + ": arch_kwargs padding=valid: SrcnnModel needs padding=same")) << valid;
+  const std::string zeros = message("f1=3,f2=1,f3=3,n1=4,n2=2,padding_mode=zeros");
+  EXPECT_TRUE(says(zeros, "padding_mode=zeros: SrcnnModel supports padding_mode=replicate only")) << zeros;
+  EXPECT_TRUE(says(message("f1=3,f2=1,f3=3,n1=4,n2=2,seed=two"), "arch_kwargs seed: expected an integer"));
+  EXPECT_TRUE(says(message("f1=3,f2=1,f3=3,n1=4,n2=2,fb=1"), "arch_kwargs item 'fb=1' is not one of"));
+  ::unlink(path.c_str());
+}
+
+// SrcnnModel::save writes what Python's SRModel.save writes (architecture, arch_kwargs in _format_kwargs' format,
+// scale, the model's metadata and the caller's), so SrcnnModel::load and Python's ImageSR.load read it back.
+TEST(SrcnnModel, SaveWritesAFileLoadRebuildsBitForBit) {
+  std::mt19937 rng(std::random_device{}());
+  const std::string path = temp_path("save");
+  auto net = srcnn(5, 1, 3, 6, 3);
+  randomise(*net, rng);
+  const SrcnnModel model(net, 3, {{"note", "mine"}, {"scale", "9"}, {"arch_kwargs", "stale"}});
+  model.save(path, {{"source", "test"}, {"architecture", "ignored"}});
+  const TensorFile file = load_safetensors(path);
+  const std::map<std::string, std::string> expected{{"architecture", "srcnn"},
+                                                    {"arch_kwargs", "f1=5,f2=1,f3=3,n1=6,n2=3"},
+                                                    {"scale", "3"},
+                                                    {"note", "mine"},
+                                                    {"source", "test"}};
+  EXPECT_EQ(file.metadata, expected);
+  const SrcnnModel back = SrcnnModel::load(path);
+  EXPECT_EQ(back.scale(), 3);
+  for (const auto& [name, t] : net->state_dict()) EXPECT_EQ(back.net()->state_dict().at(name).to_vector(), t.to_vector()) << name;
+  for (int64_t ch : {1, 3}) {
+    const Picture in = random_picture(rng, 8 + rng() % 8, 8 + rng() % 8, ch);
+    EXPECT_EQ(back.upscale(in).pixels, model.upscale(in).pixels);
+  }
+  // A network no loader could rebuild from arch_kwargs is refused, and nothing is written.
+  ::unlink(path.c_str());
+  const std::string other = value_error_of([&] { SrcnnModel(one_conv(1, 1, {3}, {1}), 2).save(path); });
+  EXPECT_TRUE(says(other, "SrcnnModel::save: " + path + ": the network is not an SRCNN")) << other;
+  EXPECT_NE(::access(path.c_str(), F_OK), 0);
 }

@@ -211,8 +211,14 @@ CASES = [
      r"padding_mode must be 'zeros' or 'replicate', got 'reflect'"),
     ("algo", lambda: ops.conv2d(X, W, algo="fast"), ValueError, r"'auto', 'direct', 'direct_async', 'implicit_gemm', 'gemm' or 'auto_direct', got 'fast'"),
     ("pixel_shuffle r=0", lambda: ops.pixel_shuffle(ones(1, 4, 2, 2), 0),
-     ValueError, r"upscale factor must be >= 1, got 0"),
-    ("pixel_shuffle_backward r=0", lambda: ops.pixel_shuffle_backward(ones(1, 4, 2, 2), 0), ValueError, r">= 1, got 0"),
+     ValueError, r"upscale factor must be in \[1, 46340\], got 0"),
+    # r*r wraps to 0 in 64 bits: the check must come before any arithmetic with r (it was a SIGFPE).
+    ("pixel_shuffle r=2^32", lambda: ops.pixel_shuffle(ones(1, 4, 2, 2), 2**32),
+     ValueError, r"upscale factor must be in \[1, 46340\], got 4294967296"),
+    ("pixel_shuffle_backward r=0", lambda: ops.pixel_shuffle_backward(ones(1, 4, 2, 2), 0), ValueError,
+     r"in \[1, 46340\], got 0"),
+    ("pixel_shuffle_backward r=2^32", lambda: ops.pixel_shuffle_backward(ones(1, 4, 2, 2), 2**32), ValueError,
+     r"in \[1, 46340\], got 4294967296"),
     ("sgd momentum without velocity", lambda: ops.sgd_update(ones(3), ones(3), None, lr=0.1, momentum=0.9),
      ValueError, r"velocity"),
     ("adam step 0", lambda: ops.adam_update(ones(3), ones(3), ones(3), ones(3), 0), ValueError,
@@ -227,8 +233,16 @@ CASES = [
     ("Conv2d padding word", lambda: nn.Conv2d(3, 4, 3, padding="full"), ValueError, r"got 'full'"),
     ("Conv algo", lambda: setattr(nn.Conv2d(1, 1, 1), "algo", "winograd"), ValueError, r"got 'winograd'"),
     ("no bias", lambda: setattr(nn.Conv2d(1, 1, 1, bias=False), "bias", ones(1)), ValueError, r"no bias"),
-    ("PixelShuffle 0", lambda: nn.PixelShuffle(0), ValueError, r"upscale factor must be >= 1, got 0"),
+    ("PixelShuffle 0", lambda: nn.PixelShuffle(0), ValueError, r"upscale factor must be in \[1, 46340\], got 0"),
+    ("PixelShuffle 3*2^32", lambda: nn.PixelShuffle(3 * 2**32), ValueError, r"in \[1, 46340\], got 12884901888"),
     ("Sequential empty", lambda: nn.Sequential()(X), ValueError, r"the model has no layers"),
+    ("Sequential pair types", lambda: nn.Sequential(("a", 3)), TypeError,
+     r"a \(name, layer\) pair needs a str and a layer, got \(str, int\)"),
+    ("Sequential float index", lambda: _srcnn_mismatch()[1.5], TypeError, r"layer names or integers, got float"),
+    ("save_safetensors metadata", lambda: magmasr._core.save_safetensors("unused.safetensors", {"a": ones(2)},
+                                                                         {"k": 3}),
+     TypeError, r"metadata must map str -> str, got str -> int"),
+    ("Conv2d kernel bool", lambda: nn.Conv2d(1, 1, True), TypeError, r"kernel_size: expected a sequence of integers"),
     ("Sequential name", lambda: nn.Sequential().add(nn.ReLU(), "a b"),
      ValueError, r"letters, digits and '_', got 'a b'"),
     ("Sequential unknown", lambda: _srcnn_mismatch()["conv9"],
@@ -240,7 +254,7 @@ CASES = [
     ("ReLU backward before forward", lambda: nn.ReLU().backward(ones(3)), ValueError, r"needs a forward"),
     ("FoldDepth backward before forward", lambda: nn.FoldDepth().backward(ones(1, 2, 2, 2), True), ValueError,
      r"needs a forward"),
-    ("SGD lr", lambda: optim.SGD(nn.Conv2d(1, 1, 1), lr=-1), ValueError, r"lr must be >= 0, got -1"),
+    ("SGD lr", lambda: optim.SGD(nn.Conv2d(1, 1, 1), lr=-1), ValueError, r"lr must be >= 0 and finite, got -1"),
     ("SGD momentum", lambda: optim.SGD(nn.Conv2d(1, 1, 1), lr=0.1, momentum=1.0), ValueError,
      r"momentum must be in \[0, 1\), got 1"),
     ("SGD weight_decay", lambda: optim.SGD(nn.Conv2d(1, 1, 1), lr=0.1, weight_decay=-0.5), ValueError,
@@ -252,15 +266,15 @@ CASES = [
     ("Adam betas", lambda: optim.Adam(nn.Conv2d(1, 1, 1), betas=(1.0, 0.9)),
      ValueError, r"betas must be in \[0, 1\), got 1, 0.9"),
     ("Adam eps", lambda: optim.Adam(nn.Conv2d(1, 1, 1), eps=0.0), ValueError, r"eps must be > 0, got 0"),
-    ("Adam lr", lambda: optim.Adam(nn.Conv2d(1, 1, 1), lr=-1e-3), ValueError, r"lr must be >= 0, got -0.001"),
+    ("Adam lr", lambda: optim.Adam(nn.Conv2d(1, 1, 1), lr=-1e-3), ValueError, r"lr must be >= 0 and finite, got -0.001"),
     ("set_lr base", lambda: optim.set_lr(nn.Conv2d(1, 1, 1), 0.1, base_lr=0),
      ValueError, r"base_lr must be > 0, got 0"),
     ("load_state_dict shape", lambda: nn.load_state_dict(nn.Sequential(("c", nn.Conv2d(1, 2, 3))),
                                                          {"c.weight": ones(2, 1, 3), "c.bias": ones(2)}),
-     ValueError, r"c.weight: expected \(2, 1, 3, 3\), got \(2, 1, 3\)"),
+     ValueError, r"mis-shaped keys: c.weight \(expected \[2, 1, 3, 3\], got \[2, 1, 3\]\)"),
     ("load_state_dict missing", lambda: nn.load_state_dict(nn.Sequential(("c", nn.Conv2d(1, 2, 3))),
                                                            {"c.bias": ones(2)}),
-     KeyError, r"missing \['c.weight'\]"),
+     KeyError, r"missing keys: c.weight$"),
     # --- devices: 'gpu' is no device (ValueError), CUDA without a GPU is a RuntimeError mentioning CUDA ---
     ("Device gpu", lambda: magmasr.Device("gpu"), ValueError, r"'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
     ("Device cuda:x", lambda: magmasr.Device("cuda:x"), ValueError, r"got 'cuda:x'"),
@@ -284,6 +298,17 @@ NO_GPU_CASES = [
     ("cuda.empty_cache", lambda: magmasr.cuda.empty_cache()),
     ("cuda.synchronize", lambda: magmasr.cuda.synchronize()),
 ]
+
+
+def test_numpy_integers_are_integers():
+    conv = nn.Conv2d(1, 1, np.int64(3), padding=np.int32(1))
+    assert conv.weight.shape == (1, 1, 3, 3)
+    assert nn.Conv3d(1, 1, (np.int64(3), 1, np.uint8(3))).weight.shape == (1, 1, 3, 1, 3)
+    dy, w = ones(1, 1, 8, 8), ones(1, 1, 3, 3)
+    dx = ops.conv2d_backward_data(dy, w, np.array([1, 1, 8, 8]), padding=np.int64(1))
+    assert tuple(dx.shape) == (1, 1, 8, 8)
+    model = _srcnn_mismatch()
+    assert model[np.int64(0)] is model[0] and model[np.int64(-1)] is model[len(model) - 1]
 
 
 @pytest.mark.parametrize("call,exc,match", [c[1:] for c in CASES], ids=[c[0] for c in CASES])

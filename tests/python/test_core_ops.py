@@ -32,7 +32,7 @@ import scipy.signal
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from magmasr import ops
+from magmasr import nn, ops
 
 U32 = 2.0**-24  # float32 unit roundoff
 C_TOL = 4.0  # safety factor over the statistical sqrt(K) * u error of a float32 dot product
@@ -535,6 +535,27 @@ def test_relu_gradient_matches_finite_differences(rng):
     r = rand(rng, *x.shape)
     fd = fd_grad_linear(lambda xx: float(np.sum(A(ops.relu(xx)).astype(np.float64) * r)), x, step=0.0625)
     np.testing.assert_allclose(A(ops.relu_backward(A(ops.relu(x)), r)), fd, rtol=1e-5, atol=1e-6)
+
+
+def test_relu_propagates_nan_as_pytorch_does(rng):
+    # torch.relu: NaN stays NaN (a broken input must not come out as a plausible 0), -0 becomes +0, and
+    # threshold_backward passes the gradient wherever the output is not <= 0 (NaN included).
+    x = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, -1e-45, 2.5, -2.5], np.float32)
+    y = A(ops.relu(x))
+    np.testing.assert_array_equal(y, np.maximum(x, 0))  # NumPy's maximum propagates NaN
+    assert not np.signbit(y[3])
+    g = A(ops.relu_backward(y, np.ones_like(x)))
+    np.testing.assert_array_equal(g, [1, 1, 0, 0, 0, 1, 0, 1, 0])
+    # The fused conv + ReLU: NaN exactly where the window holds the NaN input.
+    img = rand(rng, 1, 1, 9, 10)
+    img[0, 0, 4, 6] = np.nan
+    w = rand(rng, 3, 1, 3, 3)
+    out = A(ops.conv2d(img, w, padding=1, relu=True))
+    expect = np.zeros((9, 10), bool)
+    expect[3:6, 5:8] = True
+    for c in range(3):
+        np.testing.assert_array_equal(np.isnan(out[0, c]), expect)
+    np.testing.assert_array_equal(np.isnan(A(nn.ReLU()(img))), np.isnan(img))
 
 
 def test_relu_does_not_modify_its_input(rng):

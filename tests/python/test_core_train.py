@@ -215,6 +215,61 @@ def test_adam_optimizer_follows_the_formula(weight_decay, decoupled):
     np.testing.assert_allclose(np.asarray(state[1]), v[0], rtol=1e-5, atol=1e-9)
 
 
+def test_adam_counts_steps_per_parameter_as_pytorch_does():
+    # Two layers; the first frozen for 6 steps, then trained: its first update must use the bias correction
+    # of a first step (torch.optim.Adam keeps a step count per parameter), i.e. move each weight by about lr.
+    rng = np.random.default_rng(8)
+    net = nn.Sequential(("a", nn.Conv2d(1, 2, 3, padding=1, seed=1)), ("b", nn.Conv2d(2, 1, 3, padding=1, seed=2)))
+    opt = optim.Adam(net.parameters(), lr=0.01)
+    x = rng.uniform(-1, 1, (2, 1, 6, 6)).astype(np.float32)
+
+    def step():
+        y = net.forward(x, training=True)
+        net.backward(rng.uniform(-1, 1, np.asarray(y).shape).astype(np.float32))
+        opt.step()
+
+    net["a"].trainable = False
+    for _ in range(6):
+        step()
+    assert opt.steps == 6 and opt.param_steps == [0, 0, 6, 6]
+    net["a"].trainable = True
+    w0 = np.asarray(net["a"].weight).astype(np.float64).copy()
+    y = net.forward(x, training=True)
+    net.backward(rng.uniform(-1, 1, np.asarray(y).shape).astype(np.float32))
+    g = np.asarray(net["a"].weight_param.grad).astype(np.float64)
+    opt.step()
+    # Step 1 of the formula: m = 0.1 g, v = 0.001 g^2, update = lr * (m / 0.1) / (sqrt(v / 0.001) + eps).
+    expect = w0 - 0.01 * g / (np.abs(g) + 1e-8)
+    np.testing.assert_allclose(np.asarray(net["a"].weight), expect, rtol=1e-5, atol=1e-7)
+    assert opt.param_steps == [1, 1, 7, 7]
+    # lr_mult 0 freezes like trainable=False: neither the parameter nor its count moves.
+    net["b"].bias_param.lr_mult = 0.0
+    step()
+    assert opt.param_steps == [2, 2, 8, 7]
+    with pytest.raises(ValueError, match=r"one count per parameter \(4\), got 3"):
+        opt.param_steps = [1, 2, 3]
+
+
+def test_optimizer_and_parameter_setters_check_their_values():
+    conv = nn.Conv2d(1, 1, 3)
+    for opt in (optim.SGD(conv, lr=0.1), optim.Adam(conv)):
+        for bad in (-5.0, float("nan"), float("inf")):
+            with pytest.raises(ValueError, match=r"lr must be >= 0 and finite"):
+                opt.lr = bad
+        with pytest.raises(ValueError, match=r"steps must be >= 0, got -1"):
+            opt.steps = -1
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"lr_mult must be >= 0 and finite"):
+            conv.weight_param.lr_mult = bad
+    # Arrays of numbers only: NumPy would make None a NaN and '1.5' a 1.5.
+    with pytest.raises(TypeError, match=r"expected an array of numbers, got dtype object"):
+        conv.weight = np.full((1, 1, 3, 3), None, dtype=object)
+    with pytest.raises(TypeError, match=r"expected an array of numbers, got dtype <U3"):
+        conv.weight = np.full((1, 1, 3, 3), "1.5")
+    conv.weight = np.full((1, 1, 3, 3), 2, dtype=np.int64)  # integers are numbers
+    assert np.all(np.asarray(conv.weight) == 2)
+
+
 def test_optimizer_lr_setter_steps_and_zero_grad():
     rng = np.random.default_rng(5)
     conv, x = _layer_with_grads(rng)

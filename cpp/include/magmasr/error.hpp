@@ -1,6 +1,7 @@
 // Exceptions thrown by magmasr. The Python bindings map them to TypeError, ValueError, RuntimeError and OSError.
 #pragma once
 
+#include <cstdint>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -53,6 +54,23 @@ std::string cat(const Args&... args) {
 
 /// Throws FileError "<path>: cannot <what>: <the system's reason>" carrying errno (cpp/src/file.cpp).
 [[noreturn]] void throw_file_error(const std::string& path, const std::string& what);
+
+/// a * b, or a ValueError "<what>: <a> * <b> overflows a 64-bit integer" (sizes from arguments or files must never
+/// wrap around: a wrapped size passes the checks that follow it).
+inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
+  int64_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r))
+    throw ValueError(cat(what, ": ", a, " * ", b, " overflows a 64-bit integer"));
+  return r;
+}
+
+/// a + b, or a ValueError "<what>: <a> + <b> overflows a 64-bit integer".
+inline int64_t checked_add(int64_t a, int64_t b, const char* what) {
+  int64_t r = 0;
+  if (__builtin_add_overflow(a, b, &r))
+    throw ValueError(cat(what, ": ", a, " + ", b, " overflows a 64-bit integer"));
+  return r;
+}
 }  // namespace detail
 
 }  // namespace magmasr

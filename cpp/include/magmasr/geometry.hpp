@@ -56,8 +56,11 @@ struct ConvGeom {
   int64_t y_numel() const { return N * Cout * out_spatial(); }
   int64_t w_numel() const { return Cout * Cin * kernel_volume(); }
   /// Multiply-adds of the forward pass (each direction costs the same).
-  double macs() const { return double(N) * Cout * out_spatial() * Cin * kernel_volume(); }
-  /// Throws std::invalid_argument with a readable message when the geometry is impossible.
+  double macs() const {
+    return double(N) * double(Cout) * double(out_spatial()) * double(Cin) * double(kernel_volume());
+  }
+  /// Throws ValueError (a std::invalid_argument) with a readable message when the geometry is impossible,
+  /// including sizes whose products would overflow: after validate(), every member function above is exact.
   void validate() const;
   std::string str() const;
 };

@@ -41,7 +41,9 @@ double mse_loss(const Tensor& pred, const Tensor& target);
 /// Gradient of scale * mse_loss(pred, target) with respect to pred.
 Tensor mse_loss_backward(const Tensor& pred, const Tensor& target, float scale = 1.0f);
 
-/// [N, C*r*r, H, W] -> [N, C, H*r, W*r] (PyTorch's PixelShuffle order) and its adjoint.
+/// [N, C*r*r, H, W] -> [N, C, H*r, W*r] (PyTorch's PixelShuffle order) and its adjoint. The factor r must be
+/// between 1 and kMaxPixelShuffleFactor (so that r*r fits in 31 bits); anything else is a ValueError.
+constexpr int64_t kMaxPixelShuffleFactor = 46340;
 Tensor pixel_shuffle(const Tensor& x, int64_t r);
 Tensor pixel_shuffle_backward(const Tensor& dy, int64_t r);
 

@@ -317,7 +317,7 @@ void forward_one_output(const ConvGeom& g, const float* x, const float* w, const
         float* dst = y + ((t.n * g.oD() + t.od) * oH + t.oh0 + i) * oW;
         for (int64_t ow = 0; ow < oW; ++ow) {
           const float v = acc[size_t(i * s.Wp + ow)] + bias;
-          dst[ow] = relu ? (v > 0.0f ? v : 0.0f) : v;
+          dst[ow] = relu ? (v <= 0.0f ? 0.0f : v) : v;
         }
       }
     }
@@ -440,7 +440,7 @@ void conv_forward(const ConvGeom& g, const float* x, const float* w, const float
           float* dst = y + (n * M + co) * P + p;
           for (int64_t i = 0; i < run; ++i) {
             const float v = src[i] + bias;
-            dst[i] = relu ? (v > 0.0f ? v : 0.0f) : v;
+            dst[i] = relu ? (v <= 0.0f ? 0.0f : v) : v;
           }
           q += run;
         }
