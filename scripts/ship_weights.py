@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from magmasr import weights
 from magmasr.sr import ImageSR, evaluate_image_sr
 from magmasr.video import VideoSR, evaluate_video
 
@@ -88,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--srcnn-mat", type=Path, help="3DSRnet: also compare with this original SRCNN model (.mat)")
     p.add_argument("--dest", type=Path, default=SHIPPED)
     args = p.parse_args(argv)
-    model = ImageSR.load(args.weights)
-    if model.arch.name in VideoSR.ARCHITECTURES:
-        model = VideoSR.load(args.weights)
+    video = weights.load(args.weights)[1].get("architecture") in VideoSR.ARCHITECTURES
+    model = VideoSR.load(args.weights) if video else ImageSR.load(args.weights)
+    if video:
         meta, reached = measure_video(model, args, p)
         kind = model.kind
     else:

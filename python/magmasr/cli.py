@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from . import image as im
-from ._files import default_permissions
-from .sr import (IMAGE_SUFFIXES, ImageSR, default_device, evaluate_image_sr, list_images, read_image,
-                 shipped_models, shipped_weights, first_line, unreadable)
+from ._files import finish, temp_beside
+from .sr import (IMAGE_SUFFIXES, ImageSR, default_device, evaluate_image_sr, image_info, list_images, read_image,
+                 read_unit_image, shipped_models, shipped_weights, first_line, to_unit_range)
 
 
 class CliError(Exception):
@@ -60,7 +60,9 @@ def _load_weights(cls, model: str, label: str, args, alternative: str):
     try:
         return cls.load(path), path
     except Exception as e:  # noqa: BLE001 - a bad weight file is a user error
-        raise CliError(f"--weights {path}: cannot load ({e})") from None
+        text = first_line(e)
+        text = text[len(f"{path}: "):] if text.startswith(f"{path}: ") else text  # named once is enough
+        raise CliError(f"--weights {path}: cannot load ({text})") from None
 
 
 def load_image_model(args) -> ImageSR | None:
@@ -88,7 +90,10 @@ def _inference_setup(model, args):
     return model
 
 
-def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool) -> None:
+JPEG_QUALITY = 95  # and no chroma subsampling: Pillow's defaults (75, 4:2:0) blur what was just upscaled
+
+
+def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool, staged: "Staged | None" = None) -> None:
     import imageio.v3 as iio
 
     if path.exists() and not overwrite:
@@ -98,22 +103,74 @@ def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool) -> None:
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         raise CliError(f"{path}: unsupported output format (use one of {', '.join(IMAGE_SUFFIXES)})")
-    write_atomically(path, lambda tmp: iio.imwrite(tmp, img, extension=suffix))
+    options = dict(quality=JPEG_QUALITY, subsampling=0) if suffix in (".jpg", ".jpeg") else {}
+    write_atomically(path, lambda tmp: iio.imwrite(tmp, img, extension=suffix, **options), staged)
 
 
-def write_atomically(path: Path, write) -> None:
-    """``write(tmp)`` into a temporary file next to `path`, then renamed into place: `path` is never seen
-    half-written, and the temporary file is removed whatever happens."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+def _os_reason(e: OSError) -> str:
+    """An OS error's reason without the temporary file name it may carry ('Permission denied')."""
+    return e.strerror or first_line(e)
+
+
+def check_writable(path: Path) -> None:
+    """CliError naming `path` unless a file can be created in its folder (tried, not guessed from the mode
+    bits, which say nothing for root, read-only mounts or /proc): checked before any work, so that a long run
+    does not fail at its end."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise CliError(f"{folder}: no such folder for the output {path}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".magmasr-probe.", dir=folder)
+    except OSError as e:
+        raise CliError(f"{path}: cannot write in {folder} ({_os_reason(e)})") from None
     os.close(fd)
+    os.remove(probe)
+
+
+class Staged:
+    """Outputs written to temporary files next to their destinations and renamed into place together by
+    :meth:`commit` once all of them are done; :meth:`discard` (on any failure, Ctrl-C included) removes the
+    temporary files, so a failed run leaves the files that existed before it as they were, and no new ones."""
+
+    def __init__(self) -> None:
+        self.files: list[tuple[str, Path]] = []
+
+    def commit(self) -> None:
+        for tmp, path in self.files:
+            try:
+                finish(tmp, str(path))
+            except OSError as e:
+                raise CliError(f"{path}: cannot write ({_os_reason(e)})") from None
+        self.files = []
+
+    def discard(self) -> None:
+        for tmp, _ in self.files:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        self.files = []
+
+
+def write_atomically(path: Path, write, staged: Staged | None = None) -> None:
+    """``write(tmp)`` into a temporary file next to `path`, then renamed into place (or, with `staged`, left
+    for ``staged.commit()`` to rename): `path` is never seen half-written, and the temporary file is removed
+    whatever happens. OS errors become a one-line CliError naming `path`."""
+    try:
+        fd, tmp, target = temp_beside(path, suffix=path.suffix)
+    except OSError as e:
+        raise CliError(f"{path}: cannot write ({_os_reason(e)})") from None
+    os.close(fd)
+    done = False
     try:
         write(tmp)
-        default_permissions(tmp)
-        os.replace(tmp, path)
+        if staged is None:
+            finish(tmp, target)
+        else:
+            staged.files.append((tmp, Path(target)))
+        done = True
     except OSError as e:
-        raise CliError(f"{path}: cannot write ({e})") from None
+        raise CliError(f"{path}: cannot write ({_os_reason(e)})") from None
     finally:
-        if os.path.exists(tmp):
+        if not done and os.path.exists(tmp):
             os.remove(tmp)
 
 
@@ -229,8 +286,7 @@ def upscale_video(src: Path, dst: Path, args) -> int:
         raise CliError(f"{dst}: the output of a video is a video ({', '.join(VIDEO_SUFFIXES)})")
     if dst.exists() and not args.overwrite:
         raise CliError(f"{dst} exists; pass --overwrite to replace it")
-    if not dst.parent.is_dir():
-        raise CliError(f"{dst.parent}: no such folder for the output")
+    check_writable(dst)
     model = load_video_model(args)
 
     def unreadable_video(e: Exception) -> CliError:
@@ -248,9 +304,13 @@ def upscale_video(src: Path, dst: Path, args) -> int:
         raise unreadable_video(e) from None
     w, h = meta["size"]
     fps = meta.get("fps") or 25
-    n_total = int(meta.get("nframes") or 0) if str(meta.get("nframes")).isdigit() else 0
+    n_total = _frame_count(meta)
     s = args.scale
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=dst.suffix, dir=dst.parent)
+    try:
+        fd, tmp, target = temp_beside(dst, suffix=dst.suffix)
+    except OSError as e:
+        reader.close()
+        raise CliError(f"{dst}: cannot write ({_os_reason(e)})") from None
     os.close(fd)
     has_audio = bool(meta.get("audio_codec"))
     # H.264 in 4:2:0 needs even sizes; an odd output size keeps its exact size in 4:4:4 rather than being cropped
@@ -295,8 +355,7 @@ def upscale_video(src: Path, dst: Path, args) -> int:
             writer.close()
         except (OSError, RuntimeError) as e:
             raise CliError(f"{dst}: cannot write the video (ffmpeg: {first_line(e)})") from None
-        default_permissions(tmp)
-        os.replace(tmp, dst)
+        finish(tmp, target)
     except BaseException:
         try:
             writer.close()
@@ -305,16 +364,29 @@ def upscale_video(src: Path, dst: Path, args) -> int:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    print(f"\n{src} {w}x{h} -> {dst} {w * s}x{h * s}, {done} frames" + (" with audio" if has_audio else ""),
-          file=sys.stderr)
+    _say(f"{src} {w}x{h} -> {dst} {w * s}x{h * s}, {done} frames" + (" with audio" if has_audio else ""))
     return 0
+
+
+def _frame_count(meta: dict) -> int:
+    """The number of frames of a video from ffmpeg's metadata: as stated, or its duration times its frame rate
+    (an estimate, for the progress line); 0 when unknown."""
+    n = meta.get("nframes")
+    if isinstance(n, (int, float)) and np.isfinite(n) and n > 0:
+        return int(n)
+    duration, fps = meta.get("duration"), meta.get("fps")
+    try:
+        return max(0, int(round(float(duration) * float(fps))))
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def upscale_sequence(src: Path, out_dir: Path, args) -> int:
     """A folder of frames (one sequence, in name order) through 3DSRnet, streamed like a video: each frame is
     read, upscaled with its 5-frame window and written (PNG, same name) in turn. Every frame is checked first
-    (one size, all gray or all RGB, 8-bit) and no output may exist without --overwrite; on failure the frames
-    written so far are removed, so no partial sequence is left behind."""
+    (one size, all gray or all RGB, 8-bit) and no output may exist without --overwrite; the frames go to
+    temporary files renamed into place once the last is done, so a failure or Ctrl-C leaves no partial sequence
+    and the files that were there before as they were."""
     files = list_images(src)
     kinds = set()
     for f in files:
@@ -331,37 +403,67 @@ def upscale_sequence(src: Path, out_dir: Path, args) -> int:
     existing = [o for o in outs if o.exists()]
     if existing and not args.overwrite:
         raise CliError(f"{existing[0]} exists ({len(existing)} of the outputs do); pass --overwrite to replace them")
+    missing = [d for d in [out_dir, *out_dir.parents] if not d.exists()]  # the folders this run creates
+    check_writable(missing[-1] if missing else out_dir / "x")
     model = load_video_model(args)
     h, w = next(iter(kinds))[:2]
     tile = args.tile if args.tile is not None else auto_tile(model, (h, w), args.device)
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(f"{out_dir}: cannot create the output folder ({_os_reason(e)})") from None
 
     def frames():
         for f in files:
             img = read_image(f)
             yield img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img  # H x W x 1 stored gray
 
-    written, t0 = [], time.perf_counter()
+    staged, t0 = Staged(), time.perf_counter()
     try:
         for dst, out in zip(outs, model.upscale_stream(frames(), tile)):
-            atomic_write_image(dst, out, True)
-            written.append(dst)
-            _progress(len(written), len(files), t0)
+            atomic_write_image(dst, out, True, staged)
+            _progress(len(staged.files), len(files), t0)
+        staged.commit()
     except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()
+        staged.discard()
+        for d in missing:  # innermost first
+            try:
+                d.rmdir()
+            except OSError:
+                break
         raise
-    print(f"\n{src}: {len(files)} frames -> {out_dir}, x{args.scale}", file=sys.stderr)
+    _say(f"{src}: {len(files)} frames -> {out_dir}, x{args.scale}")
     return 0
 
 
-def _progress(done: int, total: int, t0: float) -> None:
+_status_open = False  # a progress line is on stderr without its newline
+
+
+def _status(text: str) -> None:
+    """Rewrites the progress line of stderr (no newline: the next one replaces it)."""
+    global _status_open
+    print(f"\r{text}\033[K" if sys.stderr.isatty() else f"\r{text}", end="", file=sys.stderr, flush=True)
+    _status_open = True
+
+
+def _end_status() -> None:
+    """Ends the progress line, if one is open, so that what follows starts on a line of its own."""
+    global _status_open
+    if _status_open:
+        print(file=sys.stderr, flush=True)
+        _status_open = False
+
+
+def _say(text: str) -> None:
+    """A message on stderr, on a line of its own (after the progress line, if one is open)."""
+    _end_status()
+    print(text, file=sys.stderr)
+
+
+def _progress(done: int, total: int, t0: float, what: str = "frames") -> None:
     rate = done / max(time.perf_counter() - t0, 1e-9)
-    of = f"/{total}" if total else ""
-    print(f"\r{done}{of} frames, {rate:.2f} frames/s", end="", file=sys.stderr)
+    of = f"/{max(total, done)}" if total else ""  # a total from a video's duration is an estimate
+    _status(f"{done}{of} {what}, {rate:.2f} {what}/s")
 
 
 def cmd_upscale(args) -> int:
@@ -369,10 +471,12 @@ def cmd_upscale(args) -> int:
 
     if args.tile is not None and args.tile < 1:
         raise CliError(f"--tile must be at least 1 pixel, got {args.tile}")
+    _check_model_options(args)
     video = args.input is not None and str(args.input).lower().endswith(VIDEO_SUFFIXES)
     if args.crf is not None and not video:
         raise CliError("--crf sets the quality of a video output; the input is not a video "
                        f"({', '.join(VIDEO_SUFFIXES)})")
+    model_given = args.model is not None
     if args.model is None:
         if video:
             args.model = default_video_model(args.scale, args.weights, args.arch)
@@ -388,41 +492,99 @@ def cmd_upscale(args) -> int:
         raise CliError(f"{src}: no such file or folder")
     sequence = args.model == "3dsrnet" and not video
     if sequence and (src is None or not src.is_dir()):
-        raise CliError("--model 3dsrnet upscales a video or a folder of frames (one sequence, in name order); a "
-                       "single picture goes through srcnn or bicubic")
+        what = "--model 3dsrnet" if model_given else f"--arch {args.arch} (a 3DSRnet variant)"
+        raise CliError(f"{what} upscales a video or a folder of frames (one sequence, in name order); a single "
+                       "picture goes through srcnn (--arch 9-5-5 or 9-1-5) or bicubic")
+    into = _output_folder(args.output)  # -o naming a folder: the default file name(s), in that folder
+    if src is None:
+        outs = _default_outputs(args, into)  # checked before any work
+    elif src.is_dir():
+        out_dir = into or (Path(args.output) if args.output else src.with_name(src.name + f"_x{args.scale}"))
+        if out_dir.exists() and not out_dir.is_dir():
+            raise CliError(f"-o {out_dir}: a file; the output of a folder of pictures is a folder")
+        if out_dir.exists() and out_dir.resolve() == src.resolve():
+            raise CliError(f"-o {out_dir}: the input folder itself; write the upscaled pictures to another folder")
     model = None if video or sequence else load_image_model(args)
     where = args.device + ("" if args.device == "cpu" else f" ({_gpu_name()})")
     print(f"magmasr upscale: {args.model} x{args.scale} on {where}", file=sys.stderr)
     if src is None:
-        return _upscale_default(model, args)
+        return _upscale_default(model, args, *outs)
     if src.is_dir():
-        out_dir = Path(args.output) if args.output else src.with_name(src.name + f"_x{args.scale}")
         if sequence:
             return upscale_sequence(src, out_dir, args)
-        files = list_images(src)
-        # Every input readable and every output name free before the first picture is computed.
-        outs = [_image_output(f, out_dir / f.stem, None, args.overwrite) for f in files]
-        if len(set(outs)) < len(outs):
-            raise CliError(f"{src}: two pictures share a name apart from the extension; their outputs would "
-                           "collide")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        for i, (f, dst) in enumerate(zip(files, outs), 1):
-            _upscale_file(model, f, dst, args)
-            rate = i / (time.perf_counter() - t0)
-            print(f"\r{i}/{len(files)} images, {rate:.2f} images/s", end="", file=sys.stderr)
-        print(file=sys.stderr)
-        return 0
-    # -o naming an existing folder: the default file name, in that folder.
-    into = Path(args.output) if args.output and Path(args.output).is_dir() else None
+        return _upscale_folder(model, src, out_dir, args)
     folder = into or src.parent
     if src.suffix.lower() in VIDEO_SUFFIXES:
         out = Path(args.output) if args.output and into is None else folder / f"{src.stem}_x{args.scale}{src.suffix}"
+        _not_the_input(src, out)
         return upscale_video(src, out, args)
     if src.suffix.lower() not in IMAGE_SUFFIXES:
         raise CliError(f"{src}: unsupported format (images: {', '.join(IMAGE_SUFFIXES)})")
     out = _image_output(src, folder / f"{src.stem}_x{args.scale}", None if into else args.output, args.overwrite)
+    check_writable(out)
     _upscale_file(model, src, out, args)
+    return 0
+
+
+def _check_model_options(args) -> None:
+    """Options that contradict --model are refused rather than ignored."""
+    if args.model == "bicubic":
+        for flag, value in (("--weights", args.weights), ("--arch", args.arch),
+                            ("--srcnn-mat", getattr(args, "srcnn_mat", None))):
+            if value:
+                raise CliError(f"{flag} picks a network's weights; --model bicubic has none (drop {flag}, or "
+                               "use --model srcnn)")
+
+
+def _output_folder(output: str | None) -> Path | None:
+    """The folder that -o names: an existing folder, or a path written with a trailing slash (which must
+    exist); None when -o names a file or is not given."""
+    if not output:
+        return None
+    path = Path(output)
+    if path.is_dir():
+        return path
+    if output.endswith(("/", os.sep)):
+        raise CliError(f"-o {output}: no such folder (create it first, or name an output file)")
+    return None
+
+
+def _not_the_input(src: Path, dst: Path) -> None:
+    if dst.exists() and os.path.samefile(src, dst):
+        raise CliError(f"-o {dst}: that is the input file; the output must go to another file")
+
+
+def _upscale_folder(model, src: Path, out_dir: Path, args) -> int:
+    """Every picture of `src` into `out_dir`, all or nothing: every input's header and every output name are
+    checked before the first picture is computed; the outputs are written to temporary files next to their
+    destinations and renamed into place only once every picture is done, so a damaged picture or Ctrl-C half
+    way leaves the output folder as it was (and removes it if this run created it)."""
+    files = list_images(src)
+    outs = [_image_output(f, out_dir / f.stem, None, args.overwrite) for f in files]
+    if len(set(outs)) < len(outs):
+        raise CliError(f"{src}: two pictures share a name apart from the extension; their outputs would "
+                       "collide")
+    missing = [d for d in [out_dir, *out_dir.parents] if not d.exists()]  # the folders this run creates
+    check_writable(missing[-1] if missing else out_dir / "x")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(f"{out_dir}: cannot create the output folder ({_os_reason(e)})") from None
+    staged, t0 = Staged(), time.perf_counter()
+    try:
+        for i, (f, dst) in enumerate(zip(files, outs), 1):
+            _upscale_file(model, f, dst, args, staged)
+            _progress(i, len(files), t0, "images")
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        for d in missing:  # innermost first
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
+    _say(f"{src}: {len(files)} pictures -> {out_dir}, x{args.scale}")
     return 0
 
 
@@ -445,20 +607,12 @@ def _pixel_kind(dtype: np.dtype, channels: int) -> str:
 
 def _stored_pixels(src: Path) -> tuple[np.dtype, tuple[int, int], int]:
     """The pixel type, height x width and channels (1 or 3) that read_image will give for `src`, from the
-    file's header alone (an alpha channel dropped: gray + alpha is gray, RGBA is RGB); CliError for an
-    unreadable file or pixels that are not a gray or RGB picture."""
-    import imageio.v3 as iio
-
+    file's header alone (:func:`magmasr.sr.image_info`); CliError for an unreadable file or pixels that are
+    not a gray or RGB picture."""
     try:
-        props = iio.improps(src)
-    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file to the user
-        raise CliError(unreadable(src, e)) from None
-    shape = tuple(props.shape)
-    channels = 1 if len(shape) == 2 else shape[2] if len(shape) == 3 else 0
-    channels = {2: 1, 4: 3}.get(channels, channels)
-    if channels not in (1, 3):
-        raise CliError(f"{src}: expected a gray or RGB picture, got pixels of shape {shape}")
-    return np.dtype(props.dtype), shape[:2], channels
+        return image_info(src)
+    except ValueError as e:
+        raise CliError(str(e)) from None
 
 
 def _image_output(src: Path, default_stem: Path, output: str | None, overwrite: bool) -> Path:
@@ -476,6 +630,7 @@ def _image_output(src: Path, default_stem: Path, output: str | None, overwrite: 
         raise CliError(f"{dst}: unsupported output format (use one of {', '.join(IMAGE_SUFFIXES)})")
     if output and not dst.parent.is_dir():
         raise CliError(f"{dst.parent}: no such folder for the output")
+    _not_the_input(src, dst)
     if suffix not in TIFF_SUFFIXES and dtype != np.uint8 and not (png_ok and suffix == ".png"):
         raise CliError(f"{dst}: a {suffix} file cannot hold the {_pixel_kind(dtype, channels)} pixels of {src}; "
                        "write a .tif" + (" or a .png" if png_ok else ""))
@@ -490,13 +645,14 @@ def _tile_progress(tile: int):
 
     def progress(done: int, total: int) -> None:
         rate = done / max(time.perf_counter() - t0, 1e-9)
-        print(f"\r{done}/{total} tiles of {tile}x{tile}, {rate:.2f} tiles/s", end="\n" if done == total else "",
-              file=sys.stderr)
+        _status(f"{done}/{total} tiles of {tile}x{tile}, {rate:.2f} tiles/s")
+        if done == total:
+            _end_status()
 
     return progress
 
 
-def _upscale_file(model, src: Path, dst: Path, args) -> None:
+def _upscale_file(model, src: Path, dst: Path, args, staged: Staged | None = None) -> None:
     """One picture: 8-bit and 16-bit through the network as they are; other pixel types (scientific data:
     floating point of any range, signed or 32-bit integers) mapped linearly onto [0, 1] by the picture's
     minimum and maximum, upscaled, and mapped back, so the output keeps the input's units and dtype (values
@@ -512,26 +668,16 @@ def _upscale_file(model, src: Path, dst: Path, args) -> None:
     s = args.scale
     if img.dtype == np.uint8 or (img.dtype == np.uint16 and model is not None):
         work, back = img, (lambda block: block)  # the network's pipeline takes them as they are
-    elif np.issubdtype(img.dtype, np.floating) or np.issubdtype(img.dtype, np.integer):
-        f = img.astype(np.float64)
-        if not np.isfinite(f).all():
-            raise CliError(f"{src}: {int(np.size(f) - np.isfinite(f).sum())} pixels are NaN or infinite; a "
-                           "floating-point picture needs finite values")
-        lo, hi = float(f.min()), float(f.max())
-        if img.dtype == np.uint16:
-            lo, hi = 0.0, 65535.0  # bicubic on 16-bit pixels: their full range, as the network's pipeline
-        elif lo >= 0.0 and hi <= 1.0:
-            lo, hi = 0.0, 1.0  # already in the networks' range: no rescaling
-        elif hi == lo:
-            hi = lo + 1.0
-        work = (f - lo) / (hi - lo)
+    else:
+        try:
+            work, lo, hi = to_unit_range(img, src)  # the mapping eval and train use too
+        except ValueError as e:
+            raise CliError(str(e)) from None
         integer = np.issubdtype(img.dtype, np.integer)
 
         def back(block: np.ndarray) -> np.ndarray:
             out = np.clip(block, 0.0, 1.0) * (hi - lo) + lo
             return (np.round(out) if integer else out).astype(img.dtype)
-    else:
-        raise CliError(f"{src}: unsupported pixel type {img.dtype} (integer or floating-point pictures)")
     shape = (img.shape[0] * s, img.shape[1] * s) + img.shape[2:]
     nbytes = int(np.prod(shape)) * img.dtype.itemsize
     tiff = dst.suffix.lower() in TIFF_SUFFIXES
@@ -552,16 +698,17 @@ def _upscale_file(model, src: Path, dst: Path, args) -> None:
         progress = _tile_progress(tile) if tile is not None else None
         blocks = (((r, c), back(b)) for (r, c), b in model.upscale_tiles(work, s, tile, progress))
     if tiff and tile is not None:
-        atomic_write_tiff_stream(dst, blocks, shape, img.dtype, args.overwrite)
+        atomic_write_tiff_stream(dst, blocks, shape, img.dtype, args.overwrite, staged)
     else:
         out = np.empty(shape, img.dtype)
         for (r, c), b in blocks:
             out[r:r + b.shape[0], c:c + b.shape[1]] = b
-        atomic_write_image(dst, out, args.overwrite)
-    print(f"{src} {img.shape[1]}x{img.shape[0]} -> {dst} {shape[1]}x{shape[0]}", file=sys.stderr)
+        atomic_write_image(dst, out, args.overwrite, staged)
+    _say(f"{src} {img.shape[1]}x{img.shape[0]} -> {dst} {shape[1]}x{shape[0]}")
 
 
-def atomic_write_tiff_stream(path: Path, blocks, shape: tuple, dtype, overwrite: bool) -> None:
+def atomic_write_tiff_stream(path: Path, blocks, shape: tuple, dtype, overwrite: bool,
+                             staged: Staged | None = None) -> None:
     """Writes a picture that arrives as row-major blocks ``((row, col), block)`` to a TIFF, holding only one
     band of blocks: each band's rows go to the file as soon as its last block is in. Strips of about 1 MiB,
     BigTIFF beyond 4 GiB; written to a temporary file renamed into place, removed on failure."""
@@ -587,20 +734,38 @@ def atomic_write_tiff_stream(path: Path, blocks, shape: tuple, dtype, overwrite:
 
     write_atomically(path, lambda tmp: tifffile.imwrite(
         tmp, data=rows(), shape=tuple(shape), dtype=dtype, photometric="rgb" if len(shape) == 3 else "minisblack",
-        rowsperstrip=max(1, (1 << 20) // row_bytes), bigtiff=h * row_bytes > 2**32 - 2**25))
+        rowsperstrip=max(1, (1 << 20) // row_bytes), bigtiff=h * row_bytes > 2**32 - 2**25), staged)
 
 
-def _upscale_default(model, args) -> int:
+def _default_outputs(args, into: Path | None) -> tuple[Path, Path]:
+    """The two outputs of the default picture, the result and its side-by-side comparison (-o: the result's
+    file, or a folder for both), both checked before any work: format, --overwrite, a folder to write in."""
+    name = f"astronaut_x{args.scale}.png"
+    out = (into / name) if into else Path(args.output) if args.output else Path(name)
+    cmp_path = out.with_name(out.stem + "_comparison.png")
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise CliError(f"{out}: unsupported output format (use one of {', '.join(IMAGE_SUFFIXES)})")
+    for path in (out, cmp_path):
+        if path.exists() and not args.overwrite:
+            raise CliError(f"{path} exists; pass --overwrite to replace it")
+    check_writable(out)
+    return out, cmp_path
+
+
+def _upscale_default(model, args, out: Path, cmp_path: Path) -> int:
     from skimage import data
 
     original = im.modcrop(data.astronaut(), args.scale)  # 512x512 RGB, bundled with scikit-image
     lr = im.imresize(original, 1.0 / args.scale)
     bicubic = im.imresize(lr, args.scale)
     ours = bicubic if model is None else upscale_array(model, lr, args.scale, args.tile, args.device)
-    out = Path(args.output) if args.output else Path(f"astronaut_x{args.scale}.png")
-    atomic_write_image(out, ours, args.overwrite)
-    cmp_path = out.with_name(out.stem + "_comparison.png")
-    atomic_write_image(cmp_path, comparison_image(lr, bicubic, ours, original), args.overwrite)
+    staged = Staged()  # both files or neither
+    try:
+        atomic_write_image(out, ours, args.overwrite, staged)
+        atomic_write_image(cmp_path, comparison_image(lr, bicubic, ours, original), args.overwrite, staged)
+        staged.commit()
+    finally:
+        staged.discard()
     from . import metrics
 
     p_b = metrics.psnr(bicubic, original, crop_border=args.scale, test_y_channel=True)
@@ -652,6 +817,9 @@ def _eval_video(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    _check_model_options(args)
+    if args.srcnn_mat and (args.weights or args.arch):
+        raise CliError("--srcnn-mat is the model to evaluate; it does not go with --weights or --arch")
     if args.model == "3dsrnet":
         if args.srcnn_mat:
             raise CliError("--srcnn-mat evaluates an SRCNN on images; it does not go with --model 3dsrnet")
@@ -662,13 +830,16 @@ def cmd_eval(args) -> int:
         model = load_image_model(args)
     rows = evaluate_image_sr(model, args.dataset, args.scale)
     name = "bicubic" if model is None else args.model + (" + self-ensemble" if model.ensemble else "")
-    print("| image | PSNR (dB) | SSIM | MAE | MSE | bicubic PSNR |\n|---|---|---|---|---|---|")
+    # MAE and MSE in 8-bit levels, as the literature reports them: PSNR = 10 log10(255^2 / MSE).
+    print("| image | PSNR (dB) | SSIM | MAE (levels) | MSE (levels^2) | bicubic PSNR (dB) |\n|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r.name} | {r.psnr:.2f} | {r.ssim:.4f} | {r.mae:.3f} | {r.mse:.2f} | {r.psnr_bicubic:.2f} |")
+        print(f"| {r.name} | {r.psnr:.2f} | {r.ssim:.4f} | {255 * r.mae:.3f} | {255 ** 2 * r.mse:.2f} | "
+              f"{r.psnr_bicubic:.2f} |")
     mean = lambda k: float(np.mean([getattr(r, k) for r in rows]))  # noqa: E731
-    print(f"| **mean** ({name}, x{args.scale}) | {mean('psnr'):.2f} | {mean('ssim'):.4f} | {mean('mae'):.3f} | "
-          f"{mean('mse'):.2f} | {mean('psnr_bicubic'):.2f} |")
-    print("Y channel of MATLAB rgb2ycbcr, uint8-rounded, scale pixels shaved; MAE and MSE of images in [0, 1].")
+    print(f"| **mean** ({name}, x{args.scale}) | {mean('psnr'):.2f} | {mean('ssim'):.4f} | {255 * mean('mae'):.3f} | "
+          f"{255 ** 2 * mean('mse'):.2f} | {mean('psnr_bicubic'):.2f} |")
+    print("Y channel of MATLAB rgb2ycbcr, uint8-rounded, scale pixels shaved; MAE and MSE in 8-bit levels (0..255), "
+          "so PSNR = 10 log10(255^2 / MSE).")
     return 0
 
 
@@ -680,6 +851,17 @@ def _crf(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer 0..51, got {text!r}") from None
     if not 0 <= v <= 51:
         raise argparse.ArgumentTypeError(f"expected an integer 0..51, got {v}")
+    return v
+
+
+def _finite(text: str) -> float:
+    """argparse type of the float options: a finite number (float() also takes 'nan' and 'inf')."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return v
 
 
@@ -717,12 +899,17 @@ def _check_training(args) -> None:
         raise CliError(f"-o {out}: a folder; the trained model is a file (e.g. {out / 'model.safetensors'})")
     if not out.parent.is_dir():
         raise CliError(f"-o {out}: no such folder {out.parent} for the trained model")
+    if out.suffix.lower() != ".safetensors":
+        raise CliError(f"-o {out}: a trained model is a .safetensors file (e.g. {out.with_suffix('.safetensors')})")
     if out.exists() and not args.overwrite:
         raise CliError(f"-o {out} exists; pass --overwrite to replace it")
+    check_writable(out)
     for name in ("checkpoint", "log"):
         path = getattr(args, name, None)
         if path and not Path(path).parent.is_dir():
             raise CliError(f"--{name} {path}: no such folder {Path(path).parent}")
+        if path:
+            check_writable(Path(path))
 
 
 def _train_common(args, recipe, extra: dict | None = None) -> int:
@@ -871,7 +1058,7 @@ def _train_video(args, pretrained: Path | None = None) -> int:
     parts = []
     try:
         if args.clips_per_image:
-            images = [read_image(p) for p in list_images(args.data)]
+            images = [read_unit_image(p) for p in list_images(args.data)]
             parts.append(ClipDataset.synthetic(images, args.scale, clips_per_image=args.clips_per_image,
                                                patch=args.patch, max_shift=args.max_shift, seed=args.seed))
         for folder in args.video or []:
@@ -955,6 +1142,10 @@ def cmd_bench(args) -> int:
     from .models import srcnn_preset
     from ._core import from_numpy
 
+    if args.repeat < 1:
+        raise CliError(f"--repeat must be at least 1 (timed runs), got {args.repeat}")
+    if args.warmup < 0:
+        raise CliError(f"--warmup must be 0 or more (untimed runs first), got {args.warmup}")
     h, w = args.size
     net = srcnn_preset(args.arch)
     net.to(args.device)
@@ -1026,9 +1217,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--steps", type=int, default=10000)
         q.add_argument("--batch", type=int, default=128)
         q.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-        q.add_argument("--lr", type=float, default=1e-3)
+        q.add_argument("--lr", type=_finite, default=1e-3)
         q.add_argument("--lr-schedule", choices=("constant", "cosine"), default="cosine")
-        q.add_argument("--val-fraction", type=float, default=0.05)
+        q.add_argument("--val-fraction", type=_finite, default=0.05)
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--checkpoint", help="checkpoint file; an interrupted run resumes from it")
         q.add_argument("--log", help="CSV or JSON training log")
@@ -1041,7 +1232,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--patch", type=int, default=32, help="3DSRnet: LR patch size of a training clip")
         q.add_argument("--clips-per-image", type=int, default=32,
                        help="3DSRnet: synthetic clips per training image (0: only the --video frames)")
-        q.add_argument("--max-shift", type=float, default=3.0, help="3DSRnet: synthetic motion, HR pixels per frame")
+        q.add_argument("--max-shift", type=_finite, default=3.0, help="3DSRnet: synthetic motion, HR pixels per frame")
         q.add_argument("--video", action="append", help="3DSRnet: a folder of HR frames to cut clips from "
                                                         "(repeatable)")
 
@@ -1074,7 +1265,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("data", help="a folder of pictures")
     f.add_argument("--recipe", choices=("finetune_all", "transfer_12", "transfer_13"), default="finetune_all",
                    help="SRCNN recipes (a 3DSRnet is fine-tuned whole)")
-    f.add_argument("--frozen-lr", type=float, default=0.0, help="rate multiplier of the kept layers (0: frozen)")
+    f.add_argument("--frozen-lr", type=_finite, default=0.0, help="rate multiplier of the kept layers (0: frozen)")
     training(f)
     clips(f)
     f.set_defaults(fn=cmd_finetune)
@@ -1106,12 +1297,25 @@ def main(argv: list[str] | None = None) -> int:
             if not magmasr.cuda_available():
                 raise CliError("--device cuda: no usable CUDA GPU (use --device cpu)")
         return args.fn(args)
+    except KeyboardInterrupt:  # Ctrl-C: each command has removed what it had half-written
+        _end_status()
+        print("magmasr: interrupted", file=sys.stderr)
+        return 130
     except CliError as e:
+        _end_status()
         print(f"magmasr: error: {e}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"magmasr: error: {e}", file=sys.stderr)
+        _end_status()
+        print(f"magmasr: error: {first_line(e)}", file=sys.stderr)
         return 2
+    except OSError as e:  # a disk that fills up, a file that vanishes: one line, not a traceback
+        _end_status()
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"magmasr: error: {where}{_os_reason(e)}", file=sys.stderr)
+        return 1
+    finally:
+        _end_status()
 
 
 if __name__ == "__main__":

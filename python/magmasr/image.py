@@ -35,9 +35,12 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
+
+from ._checks import as_int
 
 if TYPE_CHECKING:
     from ._core import Tensor
@@ -149,6 +152,11 @@ KERNELS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], float]] = {
 }
 
 
+#: The largest resampling table ``contributions`` builds (entries; 2^27 float64 weights are 1 GiB). A
+#: gigapixel picture shrunk by 10 needs about 10^6 x 42; only absurd factors (1e-9) go past it.
+_MAX_TABLE = 1 << 27
+
+
 def contributions(
     in_len: int,
     out_len: int,
@@ -200,6 +208,11 @@ def contributions(
     u = x / scale + 0.5 * (1.0 - 1.0 / scale)
     left = np.floor(u - kernel_width / 2.0)
     p = int(math.ceil(kernel_width)) + 2
+    if out_len * p > _MAX_TABLE:
+        raise ValueError(
+            f"contributions: resampling {in_len} samples to {out_len} at scale {scale:g} needs a table of "
+            f"{out_len} x {p} taps (over {_MAX_TABLE} entries); the scale is too small (or the output too large)"
+        )
     indices = left[:, None] + np.arange(p, dtype=np.float64)[None, :]  # 1-based
     weights = h(u[:, None] - indices)
     weights = weights / np.sum(weights, axis=1, keepdims=True)
@@ -244,12 +257,10 @@ def _output_plan(
     if (scale is None) == (output_shape is None):
         raise ValueError("imresize: give exactly one of scale and output_shape")
     if scale is not None:
-        if np.isscalar(scale):
-            scales = (float(scale), float(scale))
-        else:
-            scales = tuple(float(s) for s in scale)
-            if len(scales) != 2:
-                raise ValueError(f"imresize: scale must be a number or a pair, got {scale!r}")
+        pair = [scale, scale] if np.isscalar(scale) else list(scale)
+        if len(pair) != 2 or not all(isinstance(s, numbers.Real) for s in pair):
+            raise ValueError(f"imresize: scale must be a number or a pair of numbers, got {scale!r}")
+        scales = (float(pair[0]), float(pair[1]))
         if not all(s > 0 and math.isfinite(s) for s in scales):
             raise ValueError(f"imresize: scale factors must be positive and finite, got {scale!r}")
         # MATLAB: ceil(scale .* size), in double precision, with no tolerance: a product that rounding
@@ -263,6 +274,7 @@ def _output_plan(
         raise ValueError(f"imresize: output_shape must be (rows, cols), got {output_shape!r}")
     if shp[0] is None and shp[1] is None:
         raise ValueError("imresize: output_shape cannot be (None, None)")
+    shp = [None if n is None else as_int(n, "output_shape", "imresize", minimum=1) for n in shp]
     # MATLAB: a NaN (here None) entry keeps the aspect ratio.
     if shp[0] is None:
         s = shp[1] / in_shape[1]
@@ -607,9 +619,7 @@ def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
     img = np.asarray(img)
     if img.ndim not in (2, 3):
         raise ValueError(f"modcrop: expected an H x W or H x W x C image, got shape {img.shape}")
-    scale = int(scale)
-    if scale < 1:
-        raise ValueError(f"modcrop: scale must be >= 1, got {scale}")
+    scale = as_int(scale, "scale", "modcrop", minimum=1)
     h = img.shape[0] - img.shape[0] % scale
     w = img.shape[1] - img.shape[1] % scale
     return img[:h, :w, ...]
@@ -620,9 +630,7 @@ def shave(img: np.ndarray, border: int) -> np.ndarray:
     img = np.asarray(img)
     if img.ndim not in (2, 3):
         raise ValueError(f"shave: expected an H x W or H x W x C image, got shape {img.shape}")
-    border = int(border)
-    if border < 0:
-        raise ValueError(f"shave: border must be >= 0, got {border}")
+    border = as_int(border, "border", "shave", minimum=0)
     if border == 0:
         return img
     if 2 * border >= img.shape[0] or 2 * border >= img.shape[1]:

@@ -17,7 +17,8 @@ keyword            default          meaning
                                     images. With ``False`` float input is compared unrounded and
                                     unclipped (the 3DSRnet protocol)
 ``data_range``     255 / 1.0        peak value for PSNR and SSIM's constants: 255 for uint8 input,
-                                    1.0 for float input (in the units of the input)
+                                    1.0 for float input (in the units of the input; float images
+                                    in other units, 0..255 or 0..65535, need ``round_uint8=False``)
 =================  ===============  ==================================================================
 
 The order of the steps is: ``round_uint8`` (float input only), then Y conversion (from uint8 RGB the Y
@@ -40,14 +41,20 @@ metric     definition
 =========  ================================================================================================
 
 Errors: ``ValueError`` for images of different shapes, of different kinds (uint8 vs float), of
-unsupported dtypes, empty images, or images that ``crop_border`` (or SSIM's 11 x 11 window) leaves empty.
+unsupported dtypes, empty images, images that ``crop_border`` (or SSIM's 11 x 11 window) leaves empty, float
+images with NaN or infinite values (a metric of them would be meaningless: rounding would turn NaN into 0), and,
+with ``round_uint8``, float images far outside [0, 1] (below -1 or above 2: clipping would hide the error of an
+image in 0..255 units; values a little outside [0, 1], as a network outputs, are clipped as ``im2uint8`` does).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import image as _image
+from ._checks import as_int
 
 __all__ = ["psnr", "ssim", "mse", "mae", "gaussian_window", "prepare"]
 
@@ -76,25 +83,33 @@ def prepare(
             raise ValueError(f"{fn}: {name} must be H x W or H x W x C, got shape {x.shape}")
         if x.size == 0:
             raise ValueError(f"{fn}: {name} is empty (shape {x.shape})")
+        if x.dtype != np.uint8 and not np.all(np.isfinite(x)):
+            raise ValueError(f"{fn}: {name} has NaN or infinite values")
     if a.shape != b.shape:
         raise ValueError(f"{fn}: images must have the same shape, got {a.shape} and {b.shape}")
     if (a.dtype == np.uint8) != (b.dtype == np.uint8):
         raise ValueError(
             f"{fn}: images must be both uint8 or both floating point, got {a.dtype} and {b.dtype}"
         )
-    crop_border = int(crop_border)
-    if crop_border < 0:
-        raise ValueError(f"{fn}: crop_border must be >= 0, got {crop_border}")
+    crop_border = as_int(crop_border, "crop_border", fn, minimum=0)
 
     is_float = a.dtype != np.uint8
     if data_range is None:
         data_range = 1.0 if is_float else 255.0
     data_range = float(data_range)
-    if not data_range > 0:
-        raise ValueError(f"{fn}: data_range must be > 0, got {data_range}")
+    if not (data_range > 0 and math.isfinite(data_range)):
+        raise ValueError(f"{fn}: data_range must be positive and finite, got {data_range}")
 
     quantized = is_float and round_uint8
     if quantized:
+        for name, x in (("img1", a), ("img2", b)):
+            lo, hi = float(x.min()), float(x.max())
+            if lo < -1.0 or hi > 2.0:
+                raise ValueError(
+                    f"{fn}: float images are taken to be in [0, 1] (round_uint8 clips them to it, as MATLAB's "
+                    f"im2uint8 does), but {name} has values in [{lo:g}, {hi:g}]: divide it by its peak (255 for "
+                    f"8-bit units), or pass round_uint8=False and data_range"
+                )
         a, b = _image.to_uint8(a), _image.to_uint8(b)
 
     if a.ndim == 2:
@@ -179,6 +194,12 @@ def ssim(
     k2: float = 0.03,
 ) -> float:
     """Structural similarity as Wang et al.'s ``ssim.m`` computes it; see the module docstring."""
+    win_size = as_int(win_size, "win_size", "ssim", minimum=1)
+    if win_size % 2 == 0:
+        raise ValueError(f"ssim: win_size must be odd (a window centred on a pixel), got {win_size}")
+    for name, v in (("sigma", sigma), ("k1", k1), ("k2", k2)):
+        if not (isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(v) and v > 0):
+            raise ValueError(f"ssim: {name} must be a positive finite number, got {v!r}")
     a, b, peak = prepare(img1, img2, crop_border=crop_border, test_y_channel=test_y_channel,
                          round_uint8=round_uint8, data_range=data_range, fn="ssim")
     if a.shape[0] < win_size or a.shape[1] < win_size:

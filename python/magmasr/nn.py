@@ -42,22 +42,16 @@ def state_dict(model: Layer) -> dict:
 
 
 def load_state_dict(model: Layer, state: dict, strict: bool = True) -> None:
-    """Copies arrays into the model's parameters. With strict, missing, unexpected and mis-shaped keys
-    are all reported in one KeyError / ValueError."""
+    """Copies arrays into the model's parameters, after :func:`magmasr.weights.check_state`: with strict,
+    missing and unexpected keys raise a ``KeyError`` (``weights.StateDictError``) whose message names every
+    missing, unexpected and mis-shaped key at once; mis-shaped keys alone raise a ``ValueError``; with
+    ``strict=False`` the matching keys are loaded and the rest left as they are."""
+    from .weights import check_state
+
     named = dict(model.named_parameters()) if hasattr(model, "named_parameters") else {
         p.name: p for p in model.parameters()
     }
-    missing = sorted(set(named) - set(state))
-    unexpected = sorted(set(state) - set(named))
-    misshaped = [
-        f"{k}: expected {tuple(named[k].shape)}, got {tuple(getattr(state[k], 'shape', ()))}"
-        for k in named
-        if k in state and tuple(getattr(state[k], "shape", ())) != tuple(named[k].shape)
-    ]
-    if misshaped:
-        raise ValueError("mis-shaped parameters: " + "; ".join(misshaped))
-    if strict and (missing or unexpected):
-        raise KeyError(f"state does not match the model: missing {missing}, unexpected {unexpected}")
+    check_state({k: tuple(p.shape) for k, p in named.items()}, state, strict=strict)
     for k, p in named.items():
         if k in state:
             p.value = state[k]

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import image as im
 from . import metrics, models, weights
+from ._checks import as_int
 from ._core import cuda_available, from_numpy
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -64,13 +65,13 @@ def tiled(fn, x: np.ndarray, tile: int | None, halo: int, scale: int = 1, progre
     result is that of ``fn(x)``, while ``fn`` only ever sees (tile + 2 halo)^2 pixels. `tile` None, or at least
     the input's size: ``fn(x)``. ``progress(done, total)``, if given, is called after each tile."""
     h, w = x.shape[-2:]
+    if tile is not None:
+        tile = as_int(tile, "tile", "upscale", minimum=1)
     if not cuts(x.shape, tile):
         out = fn(x)
         if progress is not None:
             progress(1, 1)
         return out
-    if tile < 1:
-        raise ValueError(f"tile must be >= 1, got {tile}")
     out = None
     total, done = -(-h // tile) * -(-w // tile), 0
     for r in range(0, h, tile):
@@ -112,12 +113,26 @@ class SRModel:
     def load(cls, path: str | os.PathLike):
         """A model saved by :meth:`save` (safetensors with the architecture in its metadata)."""
         state, meta = weights.load(path)
+        broken = sorted(k for k, v in state.items() if not np.all(np.isfinite(np.asarray(v))))
+        if broken:
+            raise ValueError(f"{path}: the weights {', '.join(broken)} hold NaN or infinite values (a diverged "
+                             f"training run?); the network would output garbage")
+        missing = [k for k in ("architecture", "scale") if k not in meta]
+        if missing:
+            raise ValueError(f"{path}: not a magmasr model file (its metadata has no {' or '.join(missing)})")
+        name = meta["architecture"]
+        if name not in models.ARCHITECTURES:
+            raise ValueError(f"{path}: unknown architecture {name!r} (this version of magmasr knows "
+                             f"{', '.join(sorted(models.ARCHITECTURES))})")
         try:
-            arch = models.Architecture(meta["architecture"], _parse_kwargs(meta.get("arch_kwargs", "")))
+            kwargs = _parse_kwargs(meta.get("arch_kwargs", ""))
+            if not (meta["scale"].isdigit() and int(meta["scale"]) >= 1):
+                raise ValueError(f"scale must be a positive integer, got {meta['scale']!r}")
             scale = int(meta["scale"])
-        except KeyError as e:
-            raise ValueError(f"{path}: not a magmasr model file (metadata lacks {e})") from None
-        model = cls(arch.build(), scale, arch, dict(meta))
+            arch = models.Architecture(name, kwargs)
+            model = cls(arch.build(), scale, arch, dict(meta))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}: {e}") from None
         model.net.load_state_dict(state)
         return model
 
@@ -207,6 +222,14 @@ class SRModel:
 @dataclass
 class ImageSR(SRModel):
     """An SRCNN-family network with 'same' output (replicate borders) applied to bicubic-upscaled Y / 255."""
+
+    ARCHITECTURES = ("srcnn", "srcnn_nonlinear")
+
+    def __post_init__(self) -> None:
+        if self.arch.name not in self.ARCHITECTURES:
+            hint = " (a 3DSRnet is a video model: magmasr.video.VideoSR)" if self.arch.name.startswith("tdsrnet") else ""
+            raise ValueError(f"an image model is an SRCNN ({' or '.join(self.ARCHITECTURES)}), "
+                             f"got {self.arch.name!r}{hint}")
 
     # ---------------------------------------------------------------------------------------- building
     @staticmethod
@@ -316,9 +339,7 @@ class ImageSR(SRModel):
 
         plan = im.imresize_region(img, scale, prepare=prepare)
         h, w = plan.out_shape
-        t = max(h, w) if tile is None else int(tile)
-        if t < 1:
-            raise ValueError(f"tile must be >= 1, got {tile}")
+        t = max(h, w) if tile is None else as_int(tile, "tile", "upscale", minimum=1)
         halo, total, done = self.receptive_radius, -(-h // t) * -(-w // t), 0
         algo = self._inference_algo(algo, total > 1)
         for r in range(0, h, t):
@@ -347,9 +368,7 @@ class ImageSR(SRModel):
 
     def _check_picture(self, img: np.ndarray, scale: int | None) -> tuple[np.ndarray, int]:
         img = np.asarray(img)
-        scale = self.scale if scale is None else int(scale)
-        if scale < 1:
-            raise ValueError(f"scale must be >= 1, got {scale}")
+        scale = self.scale if scale is None else as_int(scale, "scale", "upscale", minimum=1)
         if img.ndim == 3 and img.shape[2] == 1:
             img = img[:, :, 0]
         if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3) or 0 in img.shape:
@@ -366,7 +385,9 @@ def _format_kwargs(kwargs: dict) -> str:
 def _parse_kwargs(text: str) -> dict:
     out = {}
     for item in filter(None, text.split(",")):
-        k, v = item.split("=", 1)
+        k, eq, v = item.partition("=")
+        if not eq or not k.isidentifier():
+            raise ValueError(f"arch_kwargs must be name=value items separated by commas, got {text!r}")
         out[k] = int(v) if v.lstrip("-").isdigit() else v
     return out
 
@@ -402,17 +423,197 @@ def unreadable(path: str | os.PathLike, error: Exception) -> str:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """The pixels of an image file as stored (uint8, uint16 or float), gray H x W or RGB H x W x 3: an alpha
-    channel is dropped."""
+    """The pixels of an image file as stored (uint8, uint16, or for TIFF any integer or float type), gray H x W
+    or RGB H x W x 3, as a viewer shows them:
+
+    - an alpha channel is dropped; a 1-bit picture is 8-bit gray (0 / 255); a palette picture is RGB;
+    - CMYK, YCbCr, LAB and HSV pictures (a CMYK JPEG from a print workflow) are converted to RGB by Pillow;
+    - the EXIF orientation of a JPEG (a phone held upright) is applied;
+    - 16-bit PNGs keep their 16 bits (Pillow reads colour ones as 8-bit; ffmpeg decodes them).
+
+    ValueError naming the file when it cannot be read or holds pixels of another kind."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(33)
+    except OSError as e:
+        raise ValueError(unreadable(path, e)) from None
+    if head[:4] in _TIFF_MAGIC:
+        img = _read_tiff(path)
+    elif (png16 := _png16_header(head)) is not None:
+        img = _read_png16(path, png16)
+    else:
+        img = _read_pil(path)
+    if img.ndim == 3 and img.shape[2] in (2, 4):  # gray + alpha, RGB + alpha
+        img = img[:, :, 0] if img.shape[2] == 2 else img[:, :, :3]
+    return img
+
+
+def image_info(path: str | os.PathLike) -> tuple[np.dtype, tuple[int, int], int]:
+    """The pixel type, height x width and channels (1 or 3) that :func:`read_image` gives for `path`, from the
+    file's header alone (the EXIF orientation applied, an alpha channel dropped). ValueError naming the file
+    when it cannot be read or its pixels are not a gray or RGB picture."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(33)
+        if head[:4] in _TIFF_MAGIC:
+            import imageio.v3 as iio
+
+            props = iio.improps(path)
+            shape, dtype = tuple(props.shape), np.dtype(props.dtype)
+            if len(shape) == 3 and shape[2] == 4 and _tiff_photometric(path) == "SEPARATED":
+                shape = shape[:2] + (3,)
+        elif (ihdr := _png16_header(head)) is not None:
+            w, h, _, colour = ihdr
+            shape, dtype = (h, w) + ((), (), (3,), (), (2,), (), (4,))[colour], np.dtype(np.uint16)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as f:
+                dtype, channels = _pil_kind(path, f.mode)
+                w, h = f.size
+                if f.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90 degrees
+                    w, h = h, w
+            shape = (h, w) + (() if channels == 1 else (3,))
+    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file to the user
+        if isinstance(e, ValueError) and str(e).startswith(str(path)):
+            raise
+        raise ValueError(unreadable(path, e)) from None
+    channels = 1 if len(shape) == 2 else shape[2] if len(shape) == 3 else 0
+    channels = {2: 1, 4: 3}.get(channels, channels)
+    if channels not in (1, 3):
+        raise ValueError(f"{path}: expected a gray or RGB picture, got pixels of shape {shape}")
+    return dtype, shape[:2], channels
+
+
+def to_unit_range(img: np.ndarray, path: str | os.PathLike = "the picture") -> tuple[np.ndarray, float, float]:
+    """``(x, lo, hi)``: the picture as float64 in [0, 1] with ``img = lo + x * (hi - lo)``. 8-bit over 0..255,
+    16-bit over 0..65535, floating point already in [0, 1] as it is; other pictures (scientific data:
+    floating point of any range, signed or 32-bit integers) by their own minimum and maximum. The one mapping
+    that ``magmasr upscale``, ``eval`` and ``train`` use. ValueError naming `path` for NaN or infinite
+    values."""
+    img = np.asarray(img)
+    if img.dtype == np.bool_:
+        img = img.astype(np.uint8) * np.uint8(255)
+    if not (np.issubdtype(img.dtype, np.integer) or np.issubdtype(img.dtype, np.floating)):
+        raise ValueError(f"{path}: unsupported pixel type {img.dtype} (integer or floating-point pictures)")
+    f = img.astype(np.float64)
+    if img.dtype == np.uint8:
+        lo, hi = 0.0, 255.0
+    elif img.dtype == np.uint16:
+        lo, hi = 0.0, 65535.0
+    else:
+        finite = np.isfinite(f)
+        if not finite.all():
+            raise ValueError(f"{path}: {int(f.size - finite.sum())} pixels are NaN or infinite; a "
+                             "floating-point picture needs finite values")
+        lo, hi = (float(f.min()), float(f.max())) if f.size else (0.0, 1.0)
+        if lo >= 0.0 and hi <= 1.0 and np.issubdtype(img.dtype, np.floating):
+            lo, hi = 0.0, 1.0  # already in the networks' range: no rescaling
+        elif hi == lo:
+            hi = lo + 1.0
+    return (f - lo) / (hi - lo), lo, hi
+
+
+def read_unit_image(path: str | os.PathLike) -> np.ndarray:
+    """:func:`read_image`, then 8-bit pictures as they are (uint8, so that MATLAB's uint8 colour conversion of
+    the evaluation protocols applies) and every other pixel type as float64 in [0, 1] by
+    :func:`to_unit_range`: what ``eval`` and ``train`` read."""
+    img = read_image(path)
+    return img if img.dtype == np.uint8 else to_unit_range(img, path)[0]
+
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _pil_kind(path, mode: str) -> tuple[np.dtype, int]:
+    """The pixel type and channels (1 or 3) :func:`read_image` gives for a picture Pillow opens in `mode`."""
+    if mode in ("1", "L", "LA", "La"):
+        return np.dtype(np.uint8), 1
+    if mode in ("P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+        return np.dtype(np.uint8), 3
+    if mode.startswith("I;16"):
+        return np.dtype(np.uint16), 1
+    if mode in ("I", "F"):
+        return np.dtype(np.int32 if mode == "I" else np.float32), 1
+    raise ValueError(f"{path}: unsupported kind of picture (Pillow mode {mode}); expected gray, RGB, CMYK or a "
+                     "palette")
+
+
+def _read_pil(path: Path) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as f:
+            dtype, channels = _pil_kind(path, f.mode)
+            f = ImageOps.exif_transpose(f)
+            if f.mode in ("P", "PA", "La"):  # through RGBA / LA: a transparent palette converts without a warning
+                f = f.convert("RGBA" if f.mode != "La" else "LA")
+            if dtype == np.uint8:
+                f = f.convert("L" if channels == 1 else "RGB")  # CMYK etc. by Pillow's own conversion
+            img = np.asarray(f)
+    except ValueError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise ValueError(unreadable(path, e)) from None
+    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file to the user
+        raise ValueError(unreadable(path, e)) from None
+    return img.astype(dtype, copy=False)
+
+
+def _tiff_photometric(path: Path) -> str | None:
+    import tifffile
+
+    with tifffile.TiffFile(path) as t:
+        return t.pages[0].photometric.name if t.pages else None
+
+
+def _read_tiff(path: Path) -> np.ndarray:
     import imageio.v3 as iio
 
     try:
         img = iio.imread(path)
+        cmyk = img.ndim == 3 and img.shape[2] == 4 and _tiff_photometric(path) == "SEPARATED"
     except Exception as e:  # noqa: BLE001 - any reader failure is a bad file to the user
         raise ValueError(unreadable(path, e)) from None
-    if img.ndim == 3 and img.shape[2] in (2, 4):  # gray + alpha, RGB + alpha
-        img = img[:, :, 0] if img.shape[2] == 2 else img[:, :, :3]
+    if cmyk:  # CMYK: Pillow's conversion where it reads the file (8-bit), refused otherwise
+        if img.dtype != np.uint8:
+            raise ValueError(f"{path}: a {img.dtype} CMYK TIFF is not supported (8-bit CMYK, or RGB)")
+        img = _read_pil(path)
     return img
+
+
+def _png16_header(head: bytes) -> tuple[int, int, int, int] | None:
+    """(width, height, bit depth, colour type) of a 16-bit PNG in colour or with alpha (which Pillow reads as
+    8-bit), from the first 33 bytes of the file; None for any other file."""
+    if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    depth, colour = head[24], head[25]
+    return (w, h, depth, colour) if depth == 16 and colour in (2, 4, 6) else None
+
+
+def _read_png16(path: Path, header: tuple[int, int, int, int]) -> np.ndarray:
+    """A 16-bit RGB, RGBA or gray + alpha PNG at full depth, as uint16 H x W x channels, decoded by ffmpeg
+    (imageio-ffmpeg, which the video path already needs): Pillow reads these as 8-bit."""
+    import imageio_ffmpeg
+
+    w, h, _, colour = header
+    channels, pix_fmt = {2: (3, "rgb48le"), 4: (2, "ya16le"), 6: (4, "rgba64le")}[colour]
+    try:
+        frames = imageio_ffmpeg.read_frames(str(path), pix_fmt=pix_fmt, bits_per_pixel=16 * channels)
+        try:
+            meta = next(frames)
+            raw = next(frames)
+        finally:
+            frames.close()
+        if tuple(meta["size"]) != (w, h) or len(raw) != 2 * h * w * channels:
+            raise ValueError("the pixel data does not match the header")
+    except (OSError, RuntimeError, StopIteration, ValueError) as e:
+        raise ValueError(unreadable(path, e)) from None
+    return np.frombuffer(raw, "<u2").reshape(h, w, channels).copy()
 
 
 def ground_truth_y(img: np.ndarray, scale: int) -> np.ndarray:
@@ -443,7 +644,7 @@ def evaluate_image_sr(model: ImageSR | None, folder: str | os.PathLike, scale: i
     for path in list_images(folder):
         if names is not None and path.stem not in names:
             continue
-        gt = ground_truth_y(read_image(path), scale)
+        gt = ground_truth_y(read_unit_image(path), scale)
         least = 2 * scale + 11  # the shaved border on each side, then SSIM's 11 x 11 window
         if min(gt.shape) < least:
             raise ValueError(f"{path}: {gt.shape[1]}x{gt.shape[0]} pixels (after cropping to a multiple of "

@@ -31,7 +31,7 @@ from . import models, nn, optim, weights
 from ._core import from_numpy
 from ._files import write_text_atomic
 from ._core.ops import mse_loss, mse_loss_backward
-from .sr import default_device, ground_truth_y, list_images, read_image
+from .sr import default_device, ground_truth_y, list_images, read_unit_image
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -83,7 +83,9 @@ class PatchDataset:
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, scale: int, **kwargs) -> "PatchDataset":
-        return cls.from_images([read_image(p) for p in list_images(folder)], scale, **kwargs)
+        """:meth:`from_images` on the pictures of `folder`: 8-bit as they are, any other pixel type mapped onto
+        [0, 1] as ``magmasr upscale`` and ``eval`` map it (:func:`magmasr.sr.read_unit_image`)."""
+        return cls.from_images([read_unit_image(p) for p in list_images(folder)], scale, **kwargs)
 
     def split(self, fraction: float, seed: int = 0) -> tuple["PatchDataset", "PatchDataset"]:
         """A random (train, validation) split with `fraction` of the sub-images in validation."""
@@ -249,6 +251,8 @@ class FitResult:
 
 
 def psnr_from_mse(mse: float) -> float:
+    if math.isnan(mse) or math.isinf(mse):  # a diverged model: fit stops on it, the caller must not crash first
+        return float("nan") if math.isnan(mse) else float("-inf")
     return float("inf") if mse <= 0 else 10.0 * math.log10(1.0 / mse)
 
 
@@ -277,7 +281,8 @@ def save_checkpoint(path, model, opt, step: int, extra: dict) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     for i, t in enumerate(opt.state()):
         tensors[f"optim.{i}"] = np.array(t.numpy(), copy=True)
-    meta = {"step": str(step), "optimizer_steps": str(opt.steps), "extra": json.dumps(extra)}
+    meta = {"step": str(step), "optimizer_steps": str(opt.steps), "optimizer_param_steps": json.dumps(opt.param_steps),
+            "extra": json.dumps(extra)}
     weights.save(path, tensors, meta)
 
 
@@ -294,6 +299,10 @@ def load_checkpoint(path, model, opt) -> tuple[int, dict]:
             raise ValueError(f"{path}: optimizer state {key} has shape {arr.shape}, expected {tuple(t.shape)}")
         t.copy_(arr)
     opt.steps = int(meta["optimizer_steps"])
+    # Checkpoints written before the optimizers counted updates per parameter: every parameter had
+    # advanced with the step count.
+    counts = meta.get("optimizer_param_steps")
+    opt.param_steps = json.loads(counts) if counts is not None else [opt.steps] * len(opt.params())
     return int(meta["step"]), json.loads(meta.get("extra", "{}"))
 
 
@@ -349,6 +358,7 @@ def fit(model: nn.Sequential, train: PatchDataset, *, steps: int | None = None, 
     val_every = val_every or per_epoch
     t0, seen, loss_acc, loss_n = time.perf_counter(), 0, 0.0, 0
     val_psnr = history[-1].get("val_psnr") if history else None
+    saved = start if checkpoint is not None and start > 0 else None  # the step of the last good checkpoint
     for step in range(start, steps):
         epoch, pos = divmod(step, per_epoch)
         order = np.random.default_rng([seed, epoch]).permutation(len(train))
@@ -360,6 +370,8 @@ def fit(model: nn.Sequential, train: PatchDataset, *, steps: int | None = None, 
         t = from_numpy(yb).to(device)
         out = model(x, training=True)
         loss = mse_loss(out, t)
+        if not math.isfinite(loss):  # the weights have blown up: stop before they are saved anywhere
+            _diverged(f"the loss of step {step + 1} is {loss}", lr, progress, checkpoint, saved)
         model.backward(mse_loss_backward(out, t))
         opt.step()
         loss_acc += loss
@@ -385,12 +397,33 @@ def fit(model: nn.Sequential, train: PatchDataset, *, steps: int | None = None, 
             sys.stderr.write(f"\rstep {done}/{steps} loss {loss:.3e} ({psnr_from_mse(loss):.2f} dB){v} "
                              f"{speed:.0f} patches/s ")
             sys.stderr.flush()
+        if done == steps or (checkpoint is not None and done % checkpoint_every == 0):
+            if not _finite_weights(model):  # never a checkpoint, nor a result, with NaN weights
+                _diverged(f"step {done} left NaN or infinite weights", lr, progress, checkpoint, saved)
         if checkpoint is not None and (done % checkpoint_every == 0 or done == steps):
             save_checkpoint(checkpoint, model, opt, done, {"history": history})
+            saved = done
     if progress:
         sys.stderr.write("\n")
     last = history[-1]["train_loss"] if history else float("nan")
     return FitResult(steps, last, val_psnr, history)
+
+
+class TrainingDiverged(ValueError):
+    """Raised by :func:`fit` when the loss or the weights become NaN or infinite (too high a learning rate):
+    training stops there, and the checkpoint file keeps the last step whose weights were finite."""
+
+
+def _finite_weights(model: nn.Sequential) -> bool:
+    return all(np.isfinite(np.asarray(v)).all() for v in model.state_dict().values())
+
+
+def _diverged(what: str, lr: float, progress: bool, checkpoint, saved: int | None):
+    if progress:
+        sys.stderr.write("\n")  # end the progress line
+    kept = "" if checkpoint is None else (f"; {checkpoint} keeps step {saved}" if saved is not None
+                                          else f"; no checkpoint was written to {checkpoint}")
+    raise TrainingDiverged(f"training diverged: {what} (the learning rate {lr:g} is probably too high){kept}")
 
 
 def _write_log(path, history: list[dict]) -> None:

@@ -17,14 +17,24 @@ import numpy as np
 
 from . import image as im
 from . import metrics, models, weights
-from .sr import ImageSR, SRModel, cuts, list_images, read_image, tiled
+from .sr import ImageSR, SRModel, cuts, list_images, read_unit_image, tiled
 
 WINDOW = 5
 
 
 def read_frames(folder: str | os.PathLike) -> list[np.ndarray]:
-    """The frames of a sequence folder (sorted by name), as read (uint8 gray or RGB)."""
-    return [read_image(p) for p in list_images(folder)]
+    """The frames of a sequence folder (sorted by name), gray or RGB: 8-bit as read (uint8), any other pixel
+    type as float in [0, 1] (:func:`magmasr.sr.read_unit_image`). ValueError naming the first frame whose size
+    differs from the first frame's (a sequence has one size)."""
+    paths = list_images(folder)
+    frames = []
+    for p in paths:
+        f = read_unit_image(p)
+        if frames and f.shape[:2] != frames[0].shape[:2]:
+            raise ValueError(f"{p}: {f.shape[1]}x{f.shape[0]} pixels, but the first frame {paths[0].name} is "
+                             f"{frames[0].shape[1]}x{frames[0].shape[0]}: the frames of a sequence have one size")
+        frames.append(f)
+    return frames
 
 
 def windows(n: int, size: int = WINDOW) -> Iterator[list[int]]:

@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 
-from ._files import default_permissions
+from ._files import finish, temp_beside
 
 __all__ = [
     "save",
@@ -65,7 +64,8 @@ def _as_storable(name: str, value) -> np.ndarray:
         raise TypeError(f"save: tensor {name!r} has unsupported dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float32, copy=False)
-    return np.ascontiguousarray(arr)
+    # (np.ascontiguousarray would turn a 0-d scalar into shape (1,); a 0-d array is always contiguous)
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
 def save(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
@@ -73,7 +73,8 @@ def save(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], metadata: M
 
     Floating-point arrays are stored as float32; integer and bool arrays keep their dtype. The file
     is first written to a temporary file next to ``path``, fsynced and then renamed over ``path``; on
-    any failure the temporary file is removed and an existing ``path`` is left untouched.
+    any failure the temporary file is removed and an existing ``path`` is left untouched. An existing
+    ``path`` keeps its permission bits; a symbolic link stays a link (the file it leads to is replaced).
     """
     from safetensors.numpy import save as _st_save
 
@@ -90,15 +91,17 @@ def save(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], metadata: M
             meta[k] = v
 
     payload = _st_save(data, metadata=meta)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp, target = temp_beside(path)
+    except OSError as e:  # name the file asked for, not the temporary one
+        raise type(e)(e.errno, f"save: cannot write {path} ({e.strerror})") from None
+    directory = os.path.dirname(os.path.abspath(target))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-        default_permissions(tmp)
-        os.replace(tmp, path)
+        finish(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -273,25 +276,31 @@ def import_srcnn_mat(path: str | os.PathLike) -> dict[str, np.ndarray]:
         found = sorted(k for k in m if not k.startswith("__"))
         raise ValueError(f"import_srcnn_mat: {path} is not an SRCNN model: missing {missing}; it holds {found}")
 
-    w1 = np.asarray(m["weights_conv1"], dtype=np.float64)
-    w2 = np.asarray(m["weights_conv2"], dtype=np.float64)
-    w3 = np.asarray(m["weights_conv3"], dtype=np.float64)
-    b1 = np.asarray(m["biases_conv1"], dtype=np.float64).ravel()
-    b2 = np.asarray(m["biases_conv2"], dtype=np.float64).ravel()
-    b3 = np.asarray(m["biases_conv3"], dtype=np.float64).ravel()
+    def numeric(key: str) -> np.ndarray:
+        a = np.asarray(m[key])
+        if a.dtype.kind not in "biuf":
+            raise ValueError(f"import_srcnn_mat: {path}: {key} holds {a.dtype} data, expected numbers")
+        return a.astype(np.float64)
+
+    w1, w2, w3 = numeric("weights_conv1"), numeric("weights_conv2"), numeric("weights_conv3")
+    b1, b2, b3 = (numeric(k).ravel() for k in ("biases_conv1", "biases_conv2", "biases_conv3"))
 
     if w1.ndim != 2:
         raise ValueError(f"import_srcnn_mat: {path}: weights_conv1 has shape {w1.shape}, expected (f1*f1, n1)")
     n1 = w1.shape[1]
     f1 = _square_side(w1.shape[0], "weights_conv1", path)
+    conv2_note = ""
     if w2.ndim == 2:  # a 1x1 conv2 may be stored without its singleton middle axis
         w2 = w2[:, None, :]
+        conv2_note = f" (weights_conv2 is 2-D, so it was read as a 1x1 layer with n2 = {w2.shape[2]} filters)"
     if w2.ndim != 3 or w2.shape[0] != n1:
         raise ValueError(f"import_srcnn_mat: {path}: weights_conv2 has shape {w2.shape}, expected ({n1}, f2*f2, n2)")
     n2 = w2.shape[2]
     f2 = _square_side(w2.shape[1], "weights_conv2", path)
     if w3.ndim != 2 or w3.shape[0] != n2:
-        raise ValueError(f"import_srcnn_mat: {path}: weights_conv3 has shape {w3.shape}, expected ({n2}, f3*f3)")
+        raise ValueError(
+            f"import_srcnn_mat: {path}: weights_conv3 has shape {w3.shape}, expected ({n2}, f3*f3){conv2_note}"
+        )
     f3 = _square_side(w3.shape[1], "weights_conv3", path)
     if b1.shape != (n1,) or b2.shape != (n2,) or b3.shape != (1,):
         raise ValueError(
@@ -311,6 +320,16 @@ def import_srcnn_mat(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
 
 
+def _open_h5(path: str, fn: str):
+    """``h5py.File(path, 'r')``, with a damaged file (truncated, corrupt) reported as a ValueError naming it."""
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{fn}: {path}: cannot read the HDF5 file ({e})") from None
+
+
 def _h5_string(f, ref) -> str:
     data = f[ref][()]
     return "".join(chr(int(c)) for c in np.asarray(data).ravel())
@@ -328,8 +347,6 @@ def import_3dsrnet_mat(path: str | os.PathLike) -> dict[str, np.ndarray]:
         are already in PyTorch ``pixel_shuffle`` order (channel ``c = dy * scale + dx`` goes to sub-pixel
         row ``dy``, column ``dx``), checked against the published Vid4 results.
     """
-    import h5py
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"import_3dsrnet_mat: no such file: {path}")
@@ -339,7 +356,7 @@ def import_3dsrnet_mat(path: str | os.PathLike) -> dict[str, np.ndarray]:
             "import_srcnn_mat)"
         )
     out: dict[str, np.ndarray] = {}
-    with h5py.File(path, "r") as f:
+    with _open_h5(path, "import_3dsrnet_mat") as f:
         if "net" not in f or "params" not in f["net"]:
             raise ValueError(f"import_3dsrnet_mat: {path} is not a MatConvNet DagNN file (no net.params)")
         params = f["net/params"]
@@ -381,15 +398,13 @@ def import_keras_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Returns:
         ``conv{i}.weight`` [Cout, Cin, kH, kW] and ``conv{i}.bias`` [Cout], i = 1.. in layer order.
     """
-    import h5py
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"import_keras_h5: no such file: {path}")
     if not _is_hdf5(path):
         raise ValueError(f"import_keras_h5: {path} is not an HDF5 file")
     out: dict[str, np.ndarray] = {}
-    with h5py.File(path, "r") as f:
+    with _open_h5(path, "import_keras_h5") as f:
         root = f["model_weights"] if "model_weights" in f else f
         if "layer_names" not in root.attrs:
             raise ValueError(f"import_keras_h5: {path} is not a Keras weight file (no 'layer_names' attribute)")

@@ -1,6 +1,8 @@
 """The magmasr command line, run in-process through magmasr.cli.main."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -977,3 +979,390 @@ def test_upscale_and_eval_with_self_ensemble(tmp_path, capsys):
     from magmasr.sr import evaluate_image_sr
 
     assert row.split("|")[2].strip() == f"{evaluate_image_sr(model, gt, 2)[0].psnr:.2f}"
+
+
+# ------------------------------------------------------------------------ reading pictures as a viewer shows them
+def _write_png16(path, pixels: np.ndarray, interlace: bool = False) -> None:
+    """A 16-bit PNG written from the specification (an encoder independent of the one under test): rows filtered
+    with the five filter types in turn (none, sub, up, average, Paeth), Adam7-interlaced when asked."""
+    import struct
+    import zlib
+
+    colour = {1: 0, 2: 4, 3: 2, 4: 6}[1 if pixels.ndim == 2 else pixels.shape[2]]
+    h, w = pixels.shape[:2]
+    px = pixels.reshape(h, w, -1).astype(">u2").view(np.uint8).reshape(h, w, -1).astype(np.int64)
+
+    def filtered(img: np.ndarray) -> bytes:
+        out = []
+        for r in range(img.shape[0]):
+            x = img[r]
+            a = np.concatenate([np.zeros_like(x[:1]), x[:-1]])
+            b = img[r - 1] if r else np.zeros_like(x)
+            c = np.concatenate([np.zeros_like(b[:1]), b[:-1]])
+            p = a + b - c
+            pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+            paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+            kind = r % 5
+            pred = [np.zeros_like(x), a, b, (a + b) // 2, paeth][kind]
+            out.append(bytes([kind]) + ((x - pred) % 256).astype(np.uint8).tobytes())
+        return b"".join(out)
+
+    if interlace:
+        passes = [(0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1)]
+        raw = b"".join(filtered(px[r::dr, c::dc]) for r, c, dr, dc in passes if px[r::dr, c::dc].size)
+    else:
+        raw = filtered(px)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, int(interlace))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("channels,interlace", [(3, False), (4, False), (2, False), (3, True)])
+def test_16_bit_png_is_read_at_full_depth_and_stays_16_bit(tmp_path, channels, interlace):
+    """Pillow reads 16-bit colour PNGs as 8-bit; magmasr keeps the 16 bits (RGB, RGBA, gray + alpha; the five
+    filters and Adam7) and writes the upscaled picture as a 16-bit TIFF."""
+    from magmasr.sr import image_info, read_image
+
+    rng = np.random.default_rng(3)
+    px = rng.integers(0, 65536, (13, 11, channels), dtype=np.uint16)
+    px[..., 0] = np.arange(11 * 13).reshape(13, 11) * 401 % 65536  # low bytes that 8 bits would lose
+    src = tmp_path / "deep.png"
+    _write_png16(src, px, interlace)
+    expected = px[..., :3] if channels >= 3 else px[..., 0]
+    np.testing.assert_array_equal(read_image(src), expected)
+    assert image_info(src) == (np.dtype(np.uint16), (13, 11), 3 if channels >= 3 else 1)
+    assert run("upscale", src, "--model", "bicubic", "--scale", "2", "--device", "cpu") == 0
+    out = iio.imread(tmp_path / ("deep_x2.tif" if channels >= 3 else "deep_x2.png"))
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out, np.round(np.clip(im.imresize(expected / 65535.0, 2), 0, 1) * 65535))
+
+
+def test_cmyk_jpeg_is_converted_to_rgb_everywhere(tmp_path):
+    """A CMYK JPEG (print workflows) is the RGB picture Pillow's own conversion gives, for upscale, eval and
+    train alike, not its 4 raw channels taken as RGBA (which inverts the colours)."""
+    from PIL import Image
+
+    from magmasr import train
+    from magmasr.sr import read_unit_image
+
+    rng = np.random.default_rng(4)
+    rgb = np.clip(rng.normal(128, 60, (40, 44, 3)), 0, 255).astype(np.uint8)
+    folder = tmp_path / "print"
+    folder.mkdir()
+    Image.fromarray(rgb).convert("CMYK").save(folder / "c.jpg", quality=95)
+    with Image.open(folder / "c.jpg") as f:
+        assert f.mode == "CMYK"
+        expected = np.asarray(f.convert("RGB"))
+    assert np.abs(expected.astype(int) - rgb).mean() < 8  # the colours, not their inverse
+    assert run("upscale", folder / "c.jpg", "-o", tmp_path / "c.png", "--model", "bicubic", "--scale", "2",
+               "--device", "cpu") == 0
+    np.testing.assert_array_equal(iio.imread(tmp_path / "c.png"), im.imresize(expected, 2))
+    np.testing.assert_array_equal(read_unit_image(folder / "c.jpg"), expected)  # eval and train read this
+    ds = train.PatchDataset.from_folder(folder, 2, label=21)
+    ref = train.PatchDataset.from_images([expected], 2, label=21)
+    np.testing.assert_array_equal(ds.y, ref.y)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A JPEG whose EXIF says Orientation 6 (the camera turned a quarter clockwise) is shown rotated 90 degrees
+    clockwise by every viewer; magmasr upscales what they show."""
+    from PIL import Image
+
+    from magmasr.sr import image_info
+
+    raw = np.zeros((24, 40, 3), np.uint8)
+    raw[:8, :] = (255, 0, 0)  # a red band along the stored top
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(raw).save(tmp_path / "phone.jpg", quality=95, exif=exif)
+    stored = iio.imread(tmp_path / "phone.jpg")
+    shown = np.rot90(stored, -1)  # 90 degrees clockwise
+    assert image_info(tmp_path / "phone.jpg")[1] == (40, 24)
+    assert run("upscale", tmp_path / "phone.jpg", "-o", tmp_path / "up.png", "--model", "bicubic", "--scale", "2",
+               "--device", "cpu") == 0
+    out = iio.imread(tmp_path / "up.png")
+    assert out.shape == (80, 48, 3)
+    np.testing.assert_array_equal(out, im.imresize(np.ascontiguousarray(shown), 2))
+    assert out[:, -8:, 0].mean() > 200 and out[:, :8, 0].mean() < 60  # the red band is now on the right
+
+
+def _eval_rows(capsys) -> dict[str, list[float]]:
+    out = capsys.readouterr().out
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0] not in ("image", "---") and not cells[0].startswith("**"):
+            rows[cells[0]] = [float(c) for c in cells[1:]]
+    return rows
+
+
+def test_eval_reads_every_pixel_type_as_upscale_does(tmp_path, capsys):
+    """eval maps pictures onto [0, 1] as upscale does: 16-bit by 65535, 1-bit as 0 / 255, floating point
+    outside [0, 1] by its minimum and maximum (not raw values, which gave 0 MSE and inf dB). Each is written
+    here as an exact image of an 8-bit picture, so each must score as that picture does."""
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    u8 = rng.integers(0, 256, (36, 39), dtype=np.uint8)
+    u8[0, 0], u8[-1, -1] = 0, 255
+    bw = np.where(rng.random((36, 39)) < 0.5, 255, 0).astype(np.uint8)
+    ref, test = tmp_path / "ref", tmp_path / "test"
+    ref.mkdir()
+    test.mkdir()
+    for name in ("deep", "sky", "counts"):
+        iio.imwrite(ref / f"{name}.png", u8)
+    iio.imwrite(ref / "bw.png", bw)
+    iio.imwrite(test / "deep.png", u8.astype(np.uint16) * 257)  # 16-bit gray PNG
+    iio.imwrite(test / "sky.tif", (u8 * 37.5 - 400.0).astype(np.float64))
+    iio.imwrite(test / "counts.tif", u8.astype(np.int32) * 1000 - 70000)
+    Image.fromarray(bw > 0).convert("1").save(test / "bw.png")  # 1-bit
+    rows = {}
+    for folder in (ref, test):
+        assert run("eval", folder, "--model", "bicubic", "--scale", "2", "--device", "cpu") == 0
+        rows[folder.name] = _eval_rows(capsys)
+    assert set(rows["test"]) == {"deep", "sky", "counts", "bw"}
+    for name, scores in rows["test"].items():
+        assert np.isfinite(scores).all()
+        np.testing.assert_allclose(scores, rows["ref"][name], atol=1e-2, err_msg=name)
+    rgb16 = tmp_path / "rgb16"
+    rgb16.mkdir()
+    iio.imwrite(rgb16 / "r.tif", rng.integers(0, 256, (30, 33, 3), dtype=np.uint16) * 257)
+    assert run("eval", rgb16, "--model", "bicubic", "--scale", "2", "--device", "cpu") == 0
+    assert np.isfinite(_eval_rows(capsys)["r"]).all()
+
+
+def test_eval_reports_mse_and_mae_in_8_bit_levels(tmp_path, capsys):
+    """The MSE column was in [0, 1]^2 units printed with 2 decimals (always 0.00); it is in 8-bit levels^2, so
+    that PSNR = 10 log10(255^2 / MSE) holds between the columns."""
+    rng = np.random.default_rng(6)
+    for name in ("a", "b"):
+        iio.imwrite(tmp_path / f"{name}.png", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    assert run("eval", tmp_path, "--model", "bicubic", "--scale", "3", "--device", "cpu") == 0
+    out = capsys.readouterr().out
+    assert "MSE (levels^2)" in out and "MAE (levels)" in out
+    capsys.readouterr()
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] in ("a", "b"):
+            psnr, mae, mse = float(cells[1]), float(cells[3]), float(cells[4])
+            assert mse > 1.0 and mae > 1.0
+            np.testing.assert_allclose(10 * np.log10(255.0 ** 2 / mse), psnr, atol=0.01)
+
+
+# ------------------------------------------------------------------------------ non-finite numbers and weights
+@pytest.mark.parametrize("option", [["--lr", "inf"], ["--lr", "nan"], ["--max-shift", "nan"],
+                                    ["--val-fraction", "nan"]])
+def test_float_options_must_be_finite(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as e:
+        run("train", tmp_path, "-o", tmp_path / "m.safetensors", *option)
+    assert e.value.code == 2 and "expected a finite number" in capsys.readouterr().err
+
+
+def test_training_that_diverges_stops_and_writes_no_model(tmp_path, capsys):
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    iio.imwrite(folder / "a.png", np.random.default_rng(7).integers(0, 256, (60, 60), dtype=np.uint8))
+    out = tmp_path / "m.safetensors"
+    assert run("train", folder, "--arch", "9-1-5", "--optimizer", "sgd", "--lr", "1e6", "--lr-schedule",
+               "constant", "--steps", "40", "--batch", "4", "--init", "default", "-o", out, "--device", "cpu") == 2
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "learning rate" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_weights_with_nan_values_are_refused(tmp_path, capsys):
+    model = ImageSR.srcnn("9-1-5", scale=2)
+    state = model.net.state_dict()
+    state["conv1.weight"] = np.full_like(state["conv1.weight"], np.nan)
+    model.net.load_state_dict(state)
+    model.save(tmp_path / "nan.safetensors")
+    iio.imwrite(tmp_path / "p.png", np.zeros((8, 8), np.uint8))
+    assert run("upscale", tmp_path / "p.png", "--weights", tmp_path / "nan.safetensors", "--scale", "2",
+               "--device", "cpu") == 2
+    err = capsys.readouterr().err
+    assert "NaN or infinite" in err and err.count("\n") == 1
+    assert not (tmp_path / "p_x2.png").exists()
+
+
+@pytest.mark.parametrize("command", ["upscale", "eval"])
+def test_a_3dsrnet_file_given_as_image_weights_is_a_one_line_error(tmp_path, capsys, command):
+    from magmasr.video import VideoSR
+
+    VideoSR.tdsrnet(2, filters=4).save(tmp_path / "v.safetensors")
+    iio.imwrite(tmp_path / "p.png", np.zeros((40, 40), np.uint8))
+    target = tmp_path / "p.png" if command == "upscale" else tmp_path
+    assert run(command, target, "--weights", tmp_path / "v.safetensors", "--scale", "2", "--device", "cpu") == 2
+    err = capsys.readouterr().err
+    assert "3DSRnet is a video model" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------- outputs and their folders
+def test_unwritable_output_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """A folder that cannot be written in (read-only, /proc) is found before the picture is computed, and the
+    error names the output, not a temporary file."""
+    import tempfile
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    iio.imwrite(tmp_path / "p.png", np.zeros((8, 8), np.uint8))
+    real = tempfile.mkstemp
+
+    def mkstemp(*a, dir=None, **k):
+        if dir is not None and Path(dir) == folder:
+            raise PermissionError(13, "Permission denied", str(Path(dir) / ".p_x2.tmp123"))
+        return real(*a, dir=dir, **k)
+
+    def no_work(*a, **k):
+        raise AssertionError("the picture was computed before the output was checked")
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(cli, "_upscale_file", no_work)
+    monkeypatch.setattr(cli, "_upscale_default", no_work)
+    cases = [(["upscale", tmp_path / "p.png", "-o", folder / "p.png"], str(folder / "p.png")),
+             (["upscale", tmp_path / "p.png", "-o", folder], str(folder / "p_x2.png")),
+             (["upscale", "-o", folder / "astro.png"], str(folder / "astro.png")),
+             (["upscale", tmp_path / "p.png", "-o", "/proc/x.png"], "/proc/x.png")]
+    for args, name in cases:
+        if not Path("/proc").is_dir() and "/proc" in name:
+            continue
+        assert run(*args, "--model", "bicubic", "--scale", "2", "--device", "cpu") == 2
+        err = capsys.readouterr().err
+        assert f"{name}: cannot write" in err and "tmp" not in err.replace(str(tmp_path), "")
+        assert err.count("\n") <= 2
+    (folder / "sub").mkdir()  # a folder input into it: nothing is created
+    assert run("upscale", tmp_path / "ro" / "sub", "-o", folder / "out", "--model", "bicubic") == 2
+    assert not (folder / "out").exists()
+
+
+def test_folder_input_with_an_output_file_is_refused(tmp_path, capsys):
+    (tmp_path / "pics").mkdir()
+    iio.imwrite(tmp_path / "pics" / "a.png", np.zeros((8, 8), np.uint8))
+    iio.imwrite(tmp_path / "x.png", np.zeros((8, 8), np.uint8))
+    assert run("upscale", tmp_path / "pics", "-o", tmp_path / "x.png", "--model", "bicubic") == 2
+    err = capsys.readouterr().err
+    assert "a file; the output of a folder of pictures is a folder" in err and "Traceback" not in err
+
+
+def _truncated_png(path) -> None:
+    iio.imwrite(path, np.random.default_rng(8).integers(0, 256, (30, 30, 3), dtype=np.uint8))
+    path.write_bytes(path.read_bytes()[:-200])
+
+
+@pytest.mark.parametrize("failure", ["damaged", "ctrl-c"])
+def test_a_folder_is_all_or_nothing(tmp_path, capsys, monkeypatch, failure):
+    """A picture that turns out damaged half way, or Ctrl-C, leaves the output folder as it was: no new file, the
+    files that were there (one that --overwrite would have replaced included) untouched; and a folder the run
+    created is removed. Ctrl-C ends with a one-line 'interrupted' and status 130."""
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    rng = np.random.default_rng(9)
+    for name in ("a.png", "b.png", "d.png"):
+        iio.imwrite(pics / name, rng.integers(0, 256, (10, 12), dtype=np.uint8))
+    if failure == "damaged":
+        _truncated_png(pics / "c.png")
+        code, message = 2, "c.png: cannot read"
+    else:
+        real, calls = cli._upscale_file, []  # cleared before each run
+
+        def interrupted(model, src, *a, **k):
+            calls.append(src)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return real(model, src, *a, **k)
+
+        monkeypatch.setattr(cli, "_upscale_file", interrupted)
+        code, message = 130, "magmasr: interrupted"
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    iio.imwrite(out / "b.png", np.zeros((3, 3), np.uint8))
+    before = {p: p.read_bytes() for p in out.iterdir()}
+    assert run("upscale", pics, "-o", out, "--model", "bicubic", "--scale", "2", "--overwrite") == code
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(f"magmasr: {'error: ' if code == 2 else ''}") and message in err
+    assert "Traceback" not in err
+    assert {p: p.read_bytes() for p in out.iterdir()} == before
+    if failure == "ctrl-c":
+        calls.clear()
+    assert run("upscale", pics, "-o", tmp_path / "new" / "deeper", "--model", "bicubic", "--scale", "2") == code
+    assert not (tmp_path / "new").exists()
+
+
+def test_default_picture_checks_both_outputs_first_and_takes_a_folder(tmp_path, capsys):
+    (tmp_path / "astro_comparison.png").write_bytes(b"mine")
+    assert run("upscale", "--model", "bicubic", "--scale", "2", "-o", tmp_path / "astro.png", "--device",
+               "cpu") == 2
+    assert "astro_comparison.png exists" in capsys.readouterr().err
+    assert not (tmp_path / "astro.png").exists()
+    assert (tmp_path / "astro_comparison.png").read_bytes() == b"mine"
+    folder = tmp_path / "d"
+    folder.mkdir()
+    assert run("upscale", "--model", "bicubic", "--scale", "2", "-o", folder, "--device", "cpu") == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["astronaut_x2.png", "astronaut_x2_comparison.png"]
+    capsys.readouterr()
+    assert run("upscale", "--model", "bicubic", "--scale", "2", "-o", f"{tmp_path / 'newdir'}/", "--device",
+               "cpu") == 2
+    assert "newdir/: no such folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- options and messages
+@pytest.mark.parametrize("args,message", [
+    (["upscale", "--model", "bicubic", "--weights", "{tmp}/w.safetensors"], "--model bicubic has none"),
+    (["upscale", "--model", "bicubic", "--arch", "poster"], "--model bicubic has none"),
+    (["eval", "{tmp}", "--model", "bicubic", "--arch", "9-1-5"], "--model bicubic has none"),
+    (["upscale", "{tmp}/p.png", "--arch", "poster"], "--arch poster (a 3DSRnet variant) upscales a video"),
+    (["upscale", "{tmp}/p.png", "-o", "{tmp}/p.png", "--overwrite", "--model", "bicubic"], "that is the input"),
+    (["train", "{tmp}", "-o", "{tmp}/m.txt"], "a .safetensors file"),
+    (["bench", "--size", "8x8", "--repeat", "0"], "--repeat must be at least 1"),
+    (["bench", "--size", "8x8", "--warmup", "-1"], "--warmup must be 0 or more"),
+    (["eval", "{tmp}/seq", "--model", "3dsrnet", "--scale", "2"], "002.png: 10x12 pixels, but the first frame"),
+])
+def test_contradictions_and_bad_values_get_a_clear_error(tmp_path, capsys, args, message):
+    iio.imwrite(tmp_path / "p.png", np.zeros((8, 8), np.uint8))
+    (tmp_path / "seq").mkdir()
+    for i, shape in enumerate([(12, 14), (12, 10), (12, 14), (12, 14), (12, 14)], 1):
+        iio.imwrite(tmp_path / "seq" / f"{i:03d}.png", np.zeros(shape, np.uint8))
+    before = set(tmp_path.rglob("*"))
+    assert run(*[a.format(tmp=tmp_path) for a in args], "--device", "cpu") == 2
+    err = capsys.readouterr().err
+    assert message in err and "--model 3dsrnet" not in err.replace("--model 3dsrnet upscales", "")
+    assert "Traceback" not in err and set(tmp_path.rglob("*")) == before
+
+
+def test_progress_lines_end_before_other_messages(tmp_path, capsys):
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for name in "abc":
+        iio.imwrite(pics / f"{name}.png", np.zeros((6, 6), np.uint8))
+    assert run("upscale", pics, "--model", "bicubic", "--scale", "2", "--device", "cpu") == 0
+    lines = capsys.readouterr().err.split("\n")
+    assert any("3/3 images" in line for line in lines)
+    assert not any("images/s" in line and "->" in line for line in lines)
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    writer = imageio_ffmpeg.write_frames(str(tmp_path / "v.mp4"), (16, 12), fps=5, macro_block_size=1,
+                                         ffmpeg_log_level="error")
+    writer.send(None)
+    for _ in range(4):
+        writer.send(np.zeros((12, 16, 3), np.uint8))
+    writer.close()
+    assert run("upscale", tmp_path / "v.mp4", "--model", "bicubic", "--scale", "2", "--device", "cpu") == 0
+    lines = capsys.readouterr().err.split("\n")
+    assert any("4/4 frames" in line for line in lines)  # the total, from the duration and the frame rate
+    assert not any("frames/s" in line and "->" in line for line in lines)
+
+
+def test_jpeg_output_is_high_quality(tmp_path):
+    from PIL import Image, JpegImagePlugin
+
+    rgb = np.random.default_rng(10).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "p.png", rgb)
+    assert run("upscale", tmp_path / "p.png", "-o", tmp_path / "p.jpg", "--model", "bicubic", "--scale", "2",
+               "--device", "cpu") == 0
+    Image.fromarray(im.imresize(rgb, 2)).save(tmp_path / "ref.jpg", quality=95, subsampling=0)
+    with Image.open(tmp_path / "p.jpg") as got, Image.open(tmp_path / "ref.jpg") as ref:
+        assert JpegImagePlugin.get_sampling(got) == 0  # 4:4:4, no chroma subsampling
+        assert got.quantization == ref.quantization

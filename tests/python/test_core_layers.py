@@ -614,14 +614,21 @@ def test_load_state_dict_strict_errors_name_the_keys(rng):
     model = small_net()
     state = model.state_dict()
     missing = {k: v for k, v in state.items() if k != "conv2.bias"}
-    with pytest.raises(KeyError, match=r"missing \['conv2.bias'\], unexpected \[\]"):
+    with pytest.raises(KeyError, match=r"missing keys: conv2.bias$"):
         model.load_state_dict(missing)
     extra = dict(state, **{"conv9.weight": np.zeros(3, np.float32)})
-    with pytest.raises(KeyError, match=r"unexpected \['conv9.weight'\]"):
+    with pytest.raises(KeyError, match=r"unexpected keys: conv9.weight$"):
         model.load_state_dict(extra)
     bad = dict(state, **{"conv1.weight": np.zeros((4, 2, 3, 2), np.float32)})
-    with pytest.raises(ValueError, match=r"conv1.weight: expected \(4, 2, 3, 3\), got \(4, 2, 3, 2\)"):
+    with pytest.raises(ValueError, match=r"mis-shaped keys: conv1.weight \(expected \[4, 2, 3, 3\], got \[4, 2, 3, 2\]\)"):
         model.load_state_dict(bad)
+    # Everything wrong at once is reported at once (not only the first kind found), readably (no repr quotes).
+    both = dict(bad, **{"conv9.weight": np.zeros(3, np.float32)})
+    del both["conv2.bias"]
+    with pytest.raises(KeyError) as info:
+        model.load_state_dict(both)
+    assert str(info.value) == ("state does not match the model: missing keys: conv2.bias; unexpected keys: "
+                               "conv9.weight; mis-shaped keys: conv1.weight (expected [4, 2, 3, 3], got [4, 2, 3, 2])")
     # strict=False loads what matches and leaves the rest
     w0 = A(model["conv2"].bias).copy()
     new = {k: np.full_like(v, 0.5) for k, v in missing.items()}

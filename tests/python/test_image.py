@@ -236,6 +236,19 @@ def test_imresize_errors():
         image.imresize(np.zeros((0, 4)), 2)
     with pytest.raises(ValueError):
         image.imresize(np.zeros((4, 4)), -1)
+    with pytest.raises(ValueError, match=r"scale must be a number or a pair of numbers, got '2'"):
+        image.imresize(np.zeros((4, 4)), "2")
+    with pytest.raises(ValueError, match=r"output_shape must be an integer, got 5.7"):
+        image.imresize(np.zeros((4, 4)), output_shape=(5.7, 8))
+    assert image.imresize(np.zeros((4, 4)), output_shape=(np.int64(5), 8.0)).shape == (5, 8)
+    # A factor so small that the antialiasing filter would need billions of taps: a clear error, not a
+    # 30 GiB allocation.
+    with pytest.raises(ValueError, match=r"needs a table of 1 x 4000000002 taps .* the scale is too small"):
+        image.imresize(np.zeros((10, 20)), 1e-9)
+    with pytest.raises(ValueError, match=r"modcrop: scale must be an integer, got 2.5"):
+        image.modcrop(np.zeros((4, 4)), 2.5)
+    with pytest.raises(ValueError, match=r"shave: border must be an integer, got 1.5"):
+        image.shave(np.zeros((4, 4)), 1.5)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -165,6 +165,39 @@ def test_errors(fn):
         fn(np.zeros(16, dtype=np.uint8), np.zeros(16, dtype=np.uint8))
     with pytest.raises(ValueError, match="test_y_channel"):
         fn(np.zeros((16, 16, 4), dtype=np.uint8), np.zeros((16, 16, 4), dtype=np.uint8), test_y_channel=True)
+    with pytest.raises(ValueError, match=r"crop_border must be an integer, got 2.7"):
+        fn(a, a, crop_border=2.7)
+    # NaN / infinity would be rounded to 0 and scored as a perfect match: refused.
+    f = np.zeros((16, 16))
+    for bad in (np.nan, np.inf):
+        g = f.copy()
+        g[3, 4] = bad
+        with pytest.raises(ValueError, match=r"img2 has NaN or infinite values"):
+            fn(f, g)
+        with pytest.raises(ValueError, match=r"img1 has NaN or infinite values"):
+            fn(g, f, round_uint8=False)
+    # Floats in 0..255 units would all be clipped to 1.0 and scored as identical: refused with a hint;
+    # round_uint8=False with data_range compares them as they are. A little outside [0, 1] is clipped.
+    with pytest.raises(ValueError, match=r"img1 has values in \[100, 100\]: divide it by its peak"):
+        fn(np.full((16, 16), 100.0), np.full((16, 16), 110.0))
+    fn(np.full((16, 16), -0.2), np.full((16, 16), 1.3))
+
+
+def test_psnr_of_floats_in_8_bit_units_needs_round_uint8_off():
+    a = np.full((16, 16), 100.0)
+    assert metrics.psnr(a, a + 10, data_range=255, round_uint8=False) == pytest.approx(10 * np.log10(255**2 / 100))
+
+
+def test_ssim_parameters_are_checked():
+    a = np.zeros((16, 16), np.uint8)
+    for kw, message in [({"win_size": 0}, r"win_size must be >= 1, got 0"),
+                        ({"win_size": 4}, r"win_size must be odd"),
+                        ({"win_size": 7.5}, r"win_size must be an integer"),
+                        ({"sigma": 0}, r"sigma must be a positive finite number, got 0"),
+                        ({"sigma": float("nan")}, r"sigma must be a positive finite number"),
+                        ({"k1": -0.01}, r"k1 must be a positive finite number")]:
+        with pytest.raises(ValueError, match=message):
+            metrics.ssim(a, a, **kw)
 
 
 def test_ssim_window_larger_than_image():

@@ -241,6 +241,58 @@ def test_upscale_dtypes_shapes_and_save_load(tmp_path):
     np.testing.assert_array_equal(back.upscale(rgb), out)
 
 
+def test_load_refuses_other_models_and_damaged_metadata_naming_the_file(tmp_path):
+    from magmasr import weights
+    from magmasr.video import VideoSR
+
+    model = ImageSR.srcnn("9-1-5", scale=3, n1=8, n2=4)
+    good = tmp_path / "good.safetensors"
+    model.save(good)
+    state, meta = weights.load(good)
+    cases = [
+        ({"architecture": "tdsrnet", "arch_kwargs": "scale=3"}, r"an image model is an SRCNN .* 'tdsrnet' \(a 3DSRnet is a video model"),
+        ({"architecture": "foo"}, r"unknown architecture 'foo' \(this version of magmasr knows srcnn, srcnn_nonlinear"),
+        ({"scale": "x3"}, r"scale must be a positive integer, got 'x3'"),
+        ({"scale": "0"}, r"scale must be a positive integer, got '0'"),
+        ({"arch_kwargs": "f1"}, r"arch_kwargs must be name=value items separated by commas, got 'f1'"),
+        ({"arch_kwargs": "zz=1"}, r"unexpected keyword argument 'zz'"),
+    ]
+    for change, message in cases:
+        bad = tmp_path / "bad.safetensors"
+        weights.save(bad, state, {**meta, **change})
+        with pytest.raises(ValueError, match=message) as info:
+            ImageSR.load(bad)
+        assert str(info.value).startswith(f"{bad}: "), change
+    no_arch = {k: v for k, v in meta.items() if k != "architecture"}
+    weights.save(tmp_path / "bare.safetensors", state, no_arch)
+    with pytest.raises(ValueError, match=r"not a magmasr model file \(its metadata has no architecture\)"):
+        ImageSR.load(tmp_path / "bare.safetensors")
+    with pytest.raises(ValueError, match=r"a video model is a 3DSRnet"):
+        VideoSR.load(good)
+    # A diverged training run's NaN weights: refused, naming the tensors, instead of a black picture.
+    broken = dict(state)
+    broken["conv2.bias"] = np.full_like(state["conv2.bias"], np.nan)
+    broken["conv1.weight"] = state["conv1.weight"].copy()
+    broken["conv1.weight"].flat[3] = np.inf
+    weights.save(tmp_path / "nan.safetensors", broken, meta)
+    with pytest.raises(ValueError, match=r"the weights conv1.weight, conv2.bias hold NaN or infinite values"):
+        ImageSR.load(tmp_path / "nan.safetensors")
+    assert ImageSR.load(good).arch == model.arch
+
+
+def test_upscale_refuses_fractional_scales_and_tiles():
+    model = ImageSR.srcnn("9-1-5", scale=2, n1=4, n2=2)
+    img = np.zeros((5, 6), np.uint8)
+    for kw, message in [({"scale": 2.5}, r"scale must be an integer, got 2.5"),
+                        ({"tile": 7.5}, r"tile must be an integer, got 7.5"),
+                        ({"scale": "3"}, r"scale must be an integer, got '3'"),
+                        ({"tile": 0}, r"tile must be >= 1, got 0")]:
+        with pytest.raises((ValueError, TypeError), match=message):
+            model.upscale(img, **kw)
+    assert model.upscale(img, scale=3.0).shape == (15, 18)  # an integral float is an integer
+    assert model.upscale(img, scale=np.int64(3)).shape == (15, 18)
+
+
 def _d4(a: np.ndarray):
     """The 8 rotations and flips of a 2-D array as (forward, inverse) pairs, written with transposes and
     reversals (not np.rot90, which the library uses)."""

@@ -106,6 +106,26 @@ def test_resume_is_exact(small_data, tmp_path, optimizer):
         np.testing.assert_array_equal(np.asarray(p.value), np.asarray(q.value), err_msg=n)
 
 
+def test_checkpoints_keep_each_parameters_update_count(tmp_path):
+    from magmasr import nn, optim, weights
+
+    net = nn.Sequential(("a", nn.Conv2d(1, 2, 3)), ("b", nn.Conv2d(2, 1, 3)))
+    opt = optim.Adam(net.parameters(), lr=1e-3)
+    opt.steps, opt.param_steps = 5, [3, 3, 5, 5]  # layer a was frozen for two steps
+    ck = tmp_path / "ck.safetensors"
+    train.save_checkpoint(ck, net, opt, 5, {})
+    back = optim.Adam(net.parameters(), lr=1e-3)
+    assert train.load_checkpoint(ck, net, back)[0] == 5
+    assert back.steps == 5 and back.param_steps == [3, 3, 5, 5]
+    # A checkpoint from before the per-parameter counts: every parameter had the step count.
+    tensors, meta = weights.load(ck)
+    del meta["optimizer_param_steps"]
+    weights.save(ck, tensors, meta)
+    old = optim.Adam(net.parameters(), lr=1e-3)
+    train.load_checkpoint(ck, net, old)
+    assert old.param_steps == [5, 5, 5, 5]
+
+
 @pytest.mark.parametrize("recipe", ["finetune_all", "transfer_12", "transfer_13"])
 def test_transfer_recipes_run_end_to_end(small_data, recipe):
     # "Pretrained" weights: a short scratch run; the recipe must keep what it says it keeps.
@@ -162,3 +182,30 @@ def test_transplant_grows_srcnn_915_into_955_computing_the_same_function():
     assert train.transplant(small, big.state_dict()) == {"conv1": "copied", "conv3": "copied"}
     even = models.srcnn(9, 2, 5, padding="valid", padding_mode="zeros")
     assert "conv2" not in train.transplant(even, models.srcnn(9, 1, 5, padding="valid").state_dict())
+
+
+def test_training_pictures_of_every_pixel_type_map_onto_0_1_as_upscale_does(tmp_path):
+    """A float TIFF outside [0, 1] (or 16-bit) trains as the 8-bit picture it is an exact image of, not on its
+    raw values (which gave labels in the hundreds)."""
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(11)
+    u8 = rng.integers(0, 256, (40, 42, 3), dtype=np.uint8)
+    u8[0, 0], u8[-1, -1] = 0, 255
+    ref = train.PatchDataset.from_images([u8.astype(np.float64) / 255.0], 3, label=21)
+    for name, pixels in [("sky.tif", u8 * 12.5 - 300.0), ("deep.tif", u8.astype(np.uint16) * 257)]:
+        folder = tmp_path / name.split(".")[0]
+        folder.mkdir()
+        iio.imwrite(folder / name, pixels)
+        ds = train.PatchDataset.from_folder(folder, 3, label=21)
+        assert 0.0 <= ds.y.min() and ds.y.max() <= 1.0
+        np.testing.assert_allclose(ds.y, ref.y, atol=1e-6)
+        np.testing.assert_allclose(ds.x, ref.x, atol=1e-6)
+
+
+def test_fit_stops_when_the_loss_is_no_longer_finite():
+    rng = np.random.default_rng(12)
+    ds = train.PatchDataset.from_images([rng.integers(0, 256, (40, 40), dtype=np.uint8)], 3, label=21)
+    recipe = train.make_recipe("scratch", f1=9, f2=1, f3=5, init="default")
+    with pytest.raises(train.TrainingDiverged, match="training diverged: the loss of step"):
+        train.fit(recipe.model, ds, steps=40, batch_size=4, optimizer="sgd", lr=1e6, device="cpu", progress=False)

@@ -240,3 +240,19 @@ def test_3dsrnet_self_ensemble_turns_every_frame_of_the_window_alike():
     got = model.residual(window)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(model.residual(window, tile=4), got)
+
+
+def test_read_frames_maps_deep_frames_and_names_a_frame_of_another_size(tmp_path):
+    import imageio.v3 as iio
+
+    from magmasr.video import read_frames
+
+    u8 = np.random.default_rng(13).integers(0, 256, (12, 14), dtype=np.uint8)
+    iio.imwrite(tmp_path / "001.png", u8)
+    iio.imwrite(tmp_path / "002.png", u8.astype(np.uint16) * 257)  # 16-bit: by 65535, as upscale and eval
+    frames = read_frames(tmp_path)
+    assert frames[0].dtype == np.uint8
+    np.testing.assert_allclose(frames[1], u8 / 255.0, atol=1e-12)
+    iio.imwrite(tmp_path / "003.png", u8[:, :10])
+    with pytest.raises(ValueError, match=r"003.png: 10x12 pixels, but the first frame 001.png is 14x12"):
+        read_frames(tmp_path)

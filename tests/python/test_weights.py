@@ -126,6 +126,52 @@ def test_save_is_atomic(tmp_path, monkeypatch, where):
     assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
 
 
+def test_scalars_keep_their_shape(tmp_path):
+    path = tmp_path / "s.safetensors"
+    weights.save(path, {"s": np.float32(3.5), "n": np.array(7, np.int64), "v": np.arange(3.0)[::-1]})
+    got, _ = weights.load(path)
+    assert got["s"].shape == () and got["s"] == np.float32(3.5)
+    assert got["n"].shape == () and got["n"].dtype == np.int64 and got["n"] == 7
+    np.testing.assert_array_equal(got["v"], [2.0, 1.0, 0.0])  # a reversed view is stored in its own order
+
+
+def test_save_errors_name_the_file_asked_for(tmp_path):
+    target = tmp_path / "no" / "such" / "m.safetensors"
+    with pytest.raises(FileNotFoundError) as info:
+        weights.save(target, {"a": np.ones(2)})
+    assert str(target) in str(info.value) and ".tmp" not in str(info.value)
+
+
+def test_importers_name_the_file_of_a_damaged_or_odd_model(tmp_path):
+    import h5py
+    import scipy.io
+
+    # Strings where numbers belong.
+    mat = tmp_path / "strings.mat"
+    scipy.io.savemat(mat, {"weights_conv1": np.array(["abc"] * 4), "biases_conv1": np.zeros((1, 1)),
+                           "weights_conv2": np.zeros((1, 1, 1)), "biases_conv2": np.zeros((1, 1)),
+                           "weights_conv3": np.zeros((1, 1)), "biases_conv3": np.zeros((1, 1))})
+    with pytest.raises(ValueError, match=rf"{mat}: weights_conv1 holds <U3 data, expected numbers"):
+        weights.import_srcnn_mat(mat)
+    # A 9-1-5 model whose conv2 was flattened to 2-D: conv2 is read as 1x1 and conv3's mismatch says so.
+    rng = np.random.default_rng(0)
+    flat = tmp_path / "flat.mat"
+    scipy.io.savemat(flat, {"weights_conv1": rng.random((81, 4)), "biases_conv1": rng.random((4, 1)),
+                            "weights_conv2": rng.random((4, 25 * 2)), "biases_conv2": rng.random((2, 1)),
+                            "weights_conv3": rng.random((2, 25)), "biases_conv3": rng.random((1, 1))})
+    with pytest.raises(ValueError, match=r"weights_conv2 is 2-D, so it was read as a 1x1 layer with n2 = 50"):
+        weights.import_srcnn_mat(flat)
+    # A truncated HDF5 file (3DSRnet, Keras): a ValueError naming it, not h5py's OSError.
+    whole = tmp_path / "whole.h5"
+    with h5py.File(whole, "w") as f:
+        f.create_dataset("net/params/x", data=rng.random((64, 64)))
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(whole.read_bytes()[:3000])
+    for fn in (weights.import_3dsrnet_mat, weights.import_keras_h5):
+        with pytest.raises(ValueError, match=rf"{fn.__name__}: {cut}: cannot read the HDF5 file"):
+            fn(cut)
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         weights.load(tmp_path / "nope.safetensors")
@@ -459,3 +505,37 @@ def test_write_text_atomic_writes_verbatim_and_keeps_the_old_file_on_failure(tmp
         files.write_text_atomic(path, "other")
     assert path.read_bytes() == text.encode("utf-8")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.csv"]
+
+
+def test_overwriting_keeps_the_mode_follows_links_and_takes_long_names(tmp_path):
+    """As the C++ AtomicFile: an existing file keeps its permission bits (a private 0600 file stays private), a
+    symbolic link stays a link to a replaced file, and a name near the file system's limit can be written (the
+    temporary name beside it is shortened)."""
+    import stat
+
+    import magmasr._files as files
+
+    private = tmp_path / "private.safetensors"
+    weights.save(private, {"a": np.zeros(2)})
+    os.chmod(private, 0o600)
+    weights.save(private, {"a": np.ones(2)})
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    np.testing.assert_array_equal(weights.load(private)[0]["a"], [1, 1])
+
+    (tmp_path / "real").mkdir()
+    real = tmp_path / "real" / "m.safetensors"
+    weights.save(real, {"a": np.zeros(2)})
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(Path("real") / "m.safetensors")  # relative, as users make them
+    weights.save(link, {"a": np.full(2, 7.0)})
+    assert link.is_symlink()
+    np.testing.assert_array_equal(weights.load(real)[0]["a"], [7, 7])
+    files.write_text_atomic(tmp_path / "t.txt", "x")
+    (tmp_path / "t-link.txt").symlink_to(tmp_path / "t.txt")
+    files.write_text_atomic(tmp_path / "t-link.txt", "y")
+    assert (tmp_path / "t-link.txt").is_symlink() and (tmp_path / "t.txt").read_text() == "y"
+
+    long = tmp_path / ("w" * (os.pathconf(tmp_path, "PC_NAME_MAX") - len(".safetensors")) + ".safetensors")
+    weights.save(long, {"a": np.zeros(1)})
+    assert weights.load(long)[0]["a"].shape == (1,)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
