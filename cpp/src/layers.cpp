@@ -176,8 +176,27 @@ Tensor FoldDepth::backward(const Tensor& dy, bool need_dx) {
 
 // ------------------------------------------------------------------------------------------ Sequential
 
+namespace {
+// Every layer of the tree under `root`, `root` included (Sequentials nest).
+void collect_layers(const Layer* root, std::set<const Layer*>& out) {
+  if (!out.insert(root).second) return;
+  if (const auto* seq = dynamic_cast<const Sequential*>(root))
+    for (size_t i = 0; i < seq->size(); ++i) collect_layers(seq->at(i).get(), out);
+}
+}  // namespace
+
 Sequential& Sequential::add(std::shared_ptr<Layer> layer, std::string name) {
   MAGMASR_REQUIRE(layer != nullptr, ValueError, "Sequential.add: no layer given");
+  // A layer keeps its forward's input or output for backward, so one used twice would give wrong gradients; a
+  // network inside itself would recurse forever.
+  std::set<const Layer*> mine, theirs;
+  collect_layers(this, mine);
+  collect_layers(layer.get(), theirs);
+  MAGMASR_REQUIRE(!theirs.count(this), ValueError, "Sequential.add: a network cannot contain itself");
+  for (const Layer* l : theirs)
+    MAGMASR_REQUIRE(!mine.count(l), ValueError,
+                    "Sequential.add: the layer is in the network already; each layer can be used once (it keeps its "
+                    "activations for backward): make another one");
   if (name.empty()) name = std::to_string(layers_.size());
   for (char c : name)
     MAGMASR_REQUIRE(std::isalnum(static_cast<unsigned char>(c)) || c == '_', ValueError,

@@ -55,6 +55,27 @@ TEST(Layers, SequentialShapesNamesAndSummary) {
   EXPECT_THROW(m->get("nope"), ValueError);
 }
 
+// A network inside itself recursed forever (a stack overflow); a layer used twice kept only its last
+// activations, so backward gave wrong gradients. Both are refused, directly and through nesting.
+TEST(Layers, SequentialRefusesCyclesAndLayersUsedTwice) {
+  auto relu = std::make_shared<ReLU>();
+  auto outer = std::make_shared<Sequential>(), inner = std::make_shared<Sequential>();
+  outer->add(relu, "r");
+  EXPECT_THROW(outer->add(outer, "self"), ValueError);
+  EXPECT_THROW(outer->add(relu, "again"), ValueError);
+  inner->add(std::make_shared<ReLU>(), "r2");
+  outer->add(inner, "inner");
+  EXPECT_THROW(inner->add(outer, "cycle"), ValueError);  // outer holds inner
+  auto again = std::make_shared<Sequential>();
+  again->add(relu, "r");
+  EXPECT_THROW(outer->add(again, "nested_again"), ValueError);  // relu is in outer already, through a nesting
+  auto other = std::make_shared<Sequential>();
+  other->add(relu, "r");  // a layer may belong to several networks, once in each
+  EXPECT_EQ(outer->size(), 2u);
+  EXPECT_EQ(inner->size(), 1u);
+  EXPECT_EQ(other->size(), 1u);
+}
+
 TEST(Layers, FrozenLayersComputeNoGradients) {
   std::mt19937 rng(11);
   auto m = tiny_srcnn(2);

@@ -153,6 +153,8 @@ class Sequential : public Layer {
   Sequential() = default;
   std::string type_name() const override { return "Sequential"; }
   /// Appends a layer; the name must be unique and made of letters, digits and '_' (default: its index).
+  /// Appends `layer` (a ValueError if the name is taken, if `layer` is already in this network's tree: a layer
+  /// keeps its activations for backward, so each is used once, or if `layer` contains this network).
   Sequential& add(std::shared_ptr<Layer> layer, std::string name = "");
   size_t size() const { return layers_.size(); }
   const std::shared_ptr<Layer>& at(size_t i) const;
