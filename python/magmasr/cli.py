@@ -792,6 +792,25 @@ def _eval_video(args) -> int:
     seqs = [root] if has_frames(root) else sorted(d for d in root.iterdir() if d.is_dir() and has_frames(d))
     if not seqs:
         raise CliError(f"{root}: no frames in it or in its sub-folders")
+    from .video import WINDOW
+
+    for seq in seqs:  # every sequence checked (from the files' headers) before the table starts
+        files = list_images(seq)
+        if len(files) < WINDOW:
+            raise CliError(f"{seq}: {len(files)} frame{'s' if len(files) != 1 else ''}, the protocol needs at least "
+                           f"{WINDOW}")
+        first = None
+        for f in files:  # the messages of video.read_frames, which reads them
+            _, (h, w), channels = _stored_pixels(f)
+            kind = "RGB" if channels == 3 else "gray"
+            if first is None:
+                first = (h, w, kind)
+            elif (h, w) != first[:2]:
+                raise CliError(f"{f}: {w}x{h} pixels, but the first frame {files[0].name} is {first[1]}x{first[0]}: "
+                               "the frames of a sequence have one size")
+            elif kind != first[2]:
+                raise CliError(f"{f}: {'an' if kind == 'RGB' else 'a'} {kind} frame, but the first frame {files[0].name} is {first[2]}: the frames of "
+                               "a sequence are all gray or all RGB")
     model = load_video_model(args)
     srcnn = shipped_weights("srcnn", args.scale)
     baselines = {"SRCNN": _inference_setup(ImageSR.load(srcnn).to(args.device), args)} if srcnn else {}
@@ -879,6 +898,37 @@ def _factors(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected distinct factors in (0, 1], got {text!r}") from None
 
 
+def _layer_lr(text: str) -> tuple[str, float]:
+    """argparse type of --layer-lr: LAYER=LR, a layer name and a finite rate >= 0."""
+    name, sep, value = text.partition("=")
+    try:
+        lr = float(value)
+    except ValueError:
+        lr = float("nan")
+    if not sep or not name.strip() or not np.isfinite(lr) or lr < 0:
+        raise argparse.ArgumentTypeError(f"expected LAYER=LR with a rate >= 0, such as conv3=1e-5, got {text!r}")
+    return name.strip(), lr
+
+
+def _layer_rates(args, model, trainable, fixed: dict) -> dict:
+    """--layer-lr as fit's lr_mult ({layer: rate / --lr}) merged with `fixed` (the recipe's multipliers),
+    checked against the model's layers before any data is read."""
+    names = [n for n in model.names() if model[n].parameters()]
+    out = dict(fixed)
+    for name, lr in args.layer_lr:
+        if name not in names:
+            raise CliError(f"--layer-lr {name}={lr:g}: no layer {name!r}; the layers with weights: {', '.join(names)}")
+        if trainable is not None and name not in trainable:
+            raise CliError(f"--layer-lr {name}={lr:g}: {name} is frozen by --recipe {getattr(args, 'recipe', '')} (give the kept "
+                           "layers a rate with --frozen-lr)")
+        if name in fixed:
+            raise CliError(f"--layer-lr {name}={lr:g}: {name} already learns at --frozen-lr times --lr")
+        if [n for n, _ in args.layer_lr].count(name) > 1:
+            raise CliError(f"--layer-lr {name}: given more than once")
+        out[name] = lr / args.lr
+    return out
+
+
 def _size(text: str) -> tuple[int, int]:
     """argparse type of --size: HxW, two positive integers."""
     parts = text.lower().split("x")
@@ -891,9 +941,15 @@ def _check_training(args) -> None:
     """The options that every training command shares, checked before any data is read (a run can take hours;
     it must not fail at the end on an output it cannot write)."""
     for name, ok, what in (("steps", args.steps >= 1, "at least 1"), ("batch", args.batch >= 1, "at least 1"),
-                           ("lr", args.lr > 0, "positive"), ("val_fraction", 0 <= args.val_fraction < 1, "in [0, 1)")):
+                           ("lr", args.lr > 0, "positive"), ("val_fraction", 0 <= args.val_fraction < 1, "in [0, 1)"),
+                           ("checkpoint_every", args.checkpoint_every >= 1, "at least 1"),
+                           ("momentum", args.momentum is None or args.momentum >= 0, "0 or more")):
         if not ok:
             raise CliError(f"--{name.replace('_', '-')} must be {what}, got {getattr(args, name)}")
+    if args.momentum is not None and args.optimizer != "sgd":
+        raise CliError(f"--momentum is SGD's; --optimizer {args.optimizer} has none (add --optimizer sgd)")
+    if args.checkpoint_every != 500 and not args.checkpoint:
+        raise CliError("--checkpoint-every goes with --checkpoint FILE")
     out = Path(args.output)
     if out.is_dir():
         raise CliError(f"-o {out}: a folder; the trained model is a file (e.g. {out / 'model.safetensors'})")
@@ -904,6 +960,13 @@ def _check_training(args) -> None:
     if out.exists() and not args.overwrite:
         raise CliError(f"-o {out} exists; pass --overwrite to replace it")
     check_writable(out)
+    if args.checkpoint and Path(args.checkpoint).is_file():  # a model file given by mistake: say so before any work
+        from .train import read_checkpoint
+
+        try:
+            read_checkpoint(args.checkpoint)
+        except ValueError as e:
+            raise CliError(f"--checkpoint {e}") from None
     for name in ("checkpoint", "log"):
         path = getattr(args, name, None)
         if path and not Path(path).parent.is_dir():
@@ -916,6 +979,7 @@ def _train_common(args, recipe, extra: dict | None = None) -> int:
     from . import train
 
     _check_training(args)
+    lr_mult = _layer_rates(args, recipe.model, recipe.trainable, recipe.lr_mult)
     data = train.PatchDataset.from_folder(args.data, args.scale, label=33 - _valid_loss(recipe.model),
                                           downscales=args.downscales)
     if args.downscales != (1.0,):
@@ -924,8 +988,9 @@ def _train_common(args, recipe, extra: dict | None = None) -> int:
     print(f"{len(tr)} training and {0 if va is None else len(va)} validation sub-images from {args.data}",
           file=sys.stderr)
     res = train.fit(recipe.model, tr, steps=args.steps, batch_size=args.batch, optimizer=args.optimizer,
-                    lr=args.lr, lr_schedule=args.lr_schedule, trainable=recipe.trainable, lr_mult=recipe.lr_mult, val=va, seed=args.seed,
-                    device=args.device, checkpoint=args.checkpoint, log=args.log)
+                    lr=args.lr, momentum=0.9 if args.momentum is None else args.momentum, lr_schedule=args.lr_schedule,
+                    trainable=recipe.trainable, lr_mult=lr_mult, val=va, seed=args.seed, device=args.device,
+                    checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, log=args.log)
     # Save the trained weights as a whole-image ('same', replicate) model of the same architecture.
     model = train.image_model(recipe.model, args.scale)
     model.save(args.output, **(extra or {}), recipe=recipe.name, data=str(args.data), steps=str(args.steps),
@@ -1035,6 +1100,9 @@ def _train_video(args, pretrained: Path | None = None) -> int:
             raise CliError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(args, name)}")
     if not args.clips_per_image and not args.video:
         raise CliError("--clips-per-image 0 and no --video folder: no training clips")
+    if getattr(args, "frozen_lr", 0.0):
+        raise CliError("--frozen-lr is the rate of the layers an SRCNN transfer recipe keeps; a 3DSRnet is fine-tuned "
+                       "whole (give a layer its own rate with --layer-lr)")
     _check_training(args)
     if pretrained is None:
         build = VideoSR.tdsrnet if variant == "published" else VideoSR.tdsrnet_poster
@@ -1055,6 +1123,7 @@ def _train_video(args, pretrained: Path | None = None) -> int:
         # The new file describes the new training, not the pretrained model's (its scores no longer hold).
         model.metadata = {"finetuned_from": pretrained.name}
         recipe = model.kind + "_finetune_all_synthetic_clips"
+    lr_mult = _layer_rates(args, model.net, None, {})
     parts = []
     try:
         if args.clips_per_image:
@@ -1074,8 +1143,9 @@ def _train_video(args, pretrained: Path | None = None) -> int:
     print(f"{len(tr)} training and {0 if va is None else len(va)} validation clips of 5x{args.patch}x{args.patch} "
           f"LR frames", file=sys.stderr)
     res = train.fit(model.net, tr, steps=args.steps, batch_size=args.batch, optimizer=args.optimizer, lr=args.lr,
-                    lr_schedule=args.lr_schedule, val=va, seed=args.seed, device=args.device,
-                    checkpoint=args.checkpoint, log=args.log)
+                    momentum=0.9 if args.momentum is None else args.momentum, lr_schedule=args.lr_schedule,
+                    lr_mult=lr_mult, val=va, seed=args.seed, device=args.device, checkpoint=args.checkpoint,
+                    checkpoint_every=args.checkpoint_every, log=args.log)
     model.save(args.output, recipe=recipe + ("_and_video" if args.video else ""),
                data=" ".join([str(args.data)] + list(args.video or [])), steps=str(args.steps),
                val_psnr=f"{res.val_psnr:.4f}" if res.val_psnr is not None else "",
@@ -1111,10 +1181,18 @@ def cmd_finetune(args) -> int:
     if _is_3dsrnet_file(src):
         return _train_video(args, pretrained=src)
     base = ImageSR.from_srcnn_mat(src, args.scale) if src.suffix == ".mat" else ImageSR.load(src)
-    state = base.net.state_dict()
-    k = base.arch.kwargs
-    recipe = train.make_recipe(args.recipe, state, f1=k.get("f1", 9), f2=k.get("f2", 5), f3=k.get("f3", 5),
-                               frozen_lr=args.frozen_lr, seed=args.seed)
+    if args.recipe == "finetune_all" and args.frozen_lr:
+        raise CliError("--frozen-lr is the rate of the layers a transfer recipe (transfer_12, transfer_13) keeps; "
+                       "finetune_all trains every layer at --lr (give a layer its own rate with --layer-lr)")
+    # The network is built from the source's own architecture (name and kwargs): a non-linear SRCNN keeps conv2b.
+    try:
+        recipe = train.make_recipe(args.recipe, base.net.state_dict(), arch=base.arch, frozen_lr=args.frozen_lr,
+                                   seed=args.seed)
+    except ValueError as e:
+        raise CliError(f"--recipe {args.recipe} from {src}: {e}") from None
+    if args.recipe == "transfer_12" and base.arch.name == "srcnn_nonlinear":
+        print(f"transfer_12 keeps conv1 and conv2 of {src.name} and trains a new conv3 on them; its conv2b is not "
+              "used", file=sys.stderr)
     return _train_common(args, recipe)
 
 
@@ -1221,7 +1299,15 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--lr-schedule", choices=("constant", "cosine"), default="cosine")
         q.add_argument("--val-fraction", type=_finite, default=0.05)
         q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--checkpoint", help="checkpoint file; an interrupted run resumes from it")
+        q.add_argument("--checkpoint", help="checkpoint file, written every --checkpoint-every steps and at the end; "
+                                            "the same command resumes from it exactly (a checkpoint of another run "
+                                            "is refused)")
+        q.add_argument("--checkpoint-every", type=int, default=500, metavar="N",
+                       help="steps between checkpoints (default 500)")
+        q.add_argument("--momentum", type=_finite, default=None,
+                       help="SGD momentum (with --optimizer sgd; default 0.9)")
+        q.add_argument("--layer-lr", action="append", type=_layer_lr, default=[], metavar="LAYER=LR",
+                       help="a layer's own learning rate, e.g. conv3=1e-5 (the SRCNN paper's last layer); repeatable")
         q.add_argument("--log", help="CSV or JSON training log")
         q.add_argument("--device", default=None)
         q.add_argument("--downscales", type=_factors, default=(1.0,), metavar="F,F,...",

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import image as im
 from . import metrics, models, weights
+from ._checks import as_int
 from .sr import ImageSR, SRModel, cuts, list_images, read_unit_image, tiled
 
 WINDOW = 5
@@ -25,14 +26,22 @@ WINDOW = 5
 def read_frames(folder: str | os.PathLike) -> list[np.ndarray]:
     """The frames of a sequence folder (sorted by name), gray or RGB: 8-bit as read (uint8), any other pixel
     type as float in [0, 1] (:func:`magmasr.sr.read_unit_image`). ValueError naming the first frame whose size
-    differs from the first frame's (a sequence has one size)."""
+    differs from the first frame's (a sequence has one size), or the first frame of the other kind (gray among
+    RGB frames or the reverse: a sequence is all gray or all RGB, as ``magmasr upscale`` requires)."""
     paths = list_images(folder)
     frames = []
+
+    def kind(f: np.ndarray) -> str:
+        return "gray" if f.ndim == 2 or f.shape[2] == 1 else "RGB"
+
     for p in paths:
         f = read_unit_image(p)
         if frames and f.shape[:2] != frames[0].shape[:2]:
             raise ValueError(f"{p}: {f.shape[1]}x{f.shape[0]} pixels, but the first frame {paths[0].name} is "
                              f"{frames[0].shape[1]}x{frames[0].shape[0]}: the frames of a sequence have one size")
+        if frames and kind(f) != kind(frames[0]):
+            raise ValueError(f"{p}: {'an' if kind(f) == 'RGB' else 'a'} {kind(f)} frame, but the first frame {paths[0].name} is {kind(frames[0])}: the "
+                             "frames of a sequence are all gray or all RGB")
         frames.append(f)
     return frames
 
@@ -283,11 +292,31 @@ class ClipDataset:
 
     @classmethod
     def from_sequences(cls, sequences: Sequence[Sequence[np.ndarray]], scale: int, *, patch: int = 32,
-                       stride: int = 24, frame_stride: int = 1) -> "ClipDataset":
-        """Clips of 5 consecutive HR Y frames (uint8 or float / 255), cut into LR patches of `patch` pixels."""
+                       stride: int = 24, frame_stride: int = 1,
+                       names: Sequence[str] | None = None) -> "ClipDataset":
+        """Clips of 5 consecutive HR Y frames (uint8 or float / 255), cut into LR patches of `patch` pixels,
+        every `stride` LR pixels and every `frame_stride` frames. The frames of a sequence have one size.
+        `names` (one per sequence, e.g. the folders) are what the error messages call the sequences."""
+        fn = "ClipDataset.from_sequences"
+        scale = as_int(scale, "scale", fn, minimum=1)
+        patch = as_int(patch, "patch", fn, minimum=1)
+        stride = as_int(stride, "stride", fn, minimum=1)
+        frame_stride = as_int(frame_stride, "frame_stride", fn, minimum=1)
+        names = [f"sequence {i}" for i in range(len(sequences))] if names is None else [str(n) for n in names]
+        if len(names) != len(sequences):
+            raise ValueError(f"{fn}: {len(names)} names for {len(sequences)} sequences")
         hp = patch * scale
         xs, ys = [], []
-        for seq in sequences:
+        found = []  # per sequence: its frame count and size, for the message when no clip fits
+        for name, seq in zip(names, sequences):
+            seq = [np.asarray(f) for f in seq]
+            for i, f in enumerate(seq):
+                if f.ndim != 2:
+                    raise ValueError(f"{fn}: {name}, frame {i}: a Y frame is H x W, got shape {f.shape}")
+                if f.shape != seq[0].shape:
+                    raise ValueError(f"{fn}: {name}, frame {i} is {f.shape[1]}x{f.shape[0]} pixels, frame 0 is "
+                                     f"{seq[0].shape[1]}x{seq[0].shape[0]}: the frames of a sequence have one size")
+            found.append(f"{name}: {len(seq)} frames" + (f" of {seq[0].shape[1]}x{seq[0].shape[0]}" if seq else ""))
             seq = [im.to_float(im.modcrop(f, scale)) if f.dtype == np.uint8 else im.modcrop(f, scale) for f in seq]
             for t in range(0, len(seq) - WINDOW + 1, frame_stride):
                 frames = seq[t:t + WINDOW]
@@ -298,16 +327,21 @@ class ClipDataset:
                         xs.append(x)
                         ys.append(y)
         if not xs:
-            raise ValueError(f"no clip of {WINDOW} frames and {hp}x{hp} pixels fits in the sequences")
+            shown = "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
+            raise ValueError(f"no clip of {WINDOW} frames and {hp}x{hp} pixels (--patch {patch} at x{scale}) fits in "
+                             f"the sequences ({shown}): a clip needs at least {WINDOW} frames of at least "
+                             f"{hp}x{hp} pixels")
         return cls(np.asarray(xs, np.float32)[:, None], np.asarray(ys, np.float32)[:, None], int(scale))
 
     @classmethod
     def from_folders(cls, folders: Sequence[str | os.PathLike], scale: int, **kwargs) -> "ClipDataset":
+        """Clips from folders of frames (:func:`read_frames`: one size, all gray or all RGB), by their Y channel."""
         seqs = []
         for folder in folders:
             frames = read_frames(folder)
-            seqs.append([im.rgb2ycbcr(f)[:, :, 0] if f.ndim == 3 else f for f in frames])
-        return cls.from_sequences(seqs, scale, **kwargs)
+            seqs.append([(im.rgb2ycbcr(f)[:, :, 0] if f.shape[2] == 3 else f[:, :, 0]) if f.ndim == 3 else f
+                         for f in frames])
+        return cls.from_sequences(seqs, scale, names=[str(f) for f in folders], **kwargs)
 
     @classmethod
     def synthetic(cls, images: Sequence[np.ndarray], scale: int, *, clips_per_image: int = 8, patch: int = 32,
@@ -339,4 +373,5 @@ class ClipDataset:
                 seqs.append(frames)
         if not seqs:
             raise ValueError(f"no image is large enough for {hp}x{hp} clips with motion margin {margin}")
-        return cls.from_sequences(seqs, scale, patch=patch, stride=patch)
+        return cls.from_sequences(seqs, scale, patch=patch, stride=patch,
+                                  names=[f"synthetic clip {i}" for i in range(len(seqs))])

@@ -1366,3 +1366,134 @@ def test_jpeg_output_is_high_quality(tmp_path):
     with Image.open(tmp_path / "p.jpg") as got, Image.open(tmp_path / "ref.jpg") as ref:
         assert JpegImagePlugin.get_sampling(got) == 0  # 4:4:4, no chroma subsampling
         assert got.quantization == ref.quantization
+
+
+def _train_folder(tmp_path):
+    from skimage import data
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    iio.imwrite(folder / "cam.png", data.camera()[:100, :100])
+    return folder
+
+
+def test_finetune_all_keeps_the_architecture_of_a_nonlinear_srcnn(tmp_path, capsys):
+    folder = _train_folder(tmp_path)
+    quick = ["--scale", "3", "--steps", "2", "--batch", "8", "--device", "cpu"]
+    nl = tmp_path / "nl.safetensors"
+    assert run("train", folder, "--nonlinear", "--arch", "9-1-5", *quick, "-o", nl) == 0
+    tuned = tmp_path / "tuned.safetensors"
+    assert run("finetune", nl, folder, "--recipe", "finetune_all", *quick, "--lr", "1e-6", "-o", tuned) == 0
+    src, got = ImageSR.load(nl), ImageSR.load(tuned)
+    assert got.arch == src.arch and "conv2b" in got.net.names()
+    for k, v in src.net.state_dict().items():  # two steps of 1e-6 from the source: conv2b included
+        assert np.abs(got.net.state_dict()[k] - v).max() <= 2.1e-6, k
+    capsys.readouterr()
+    assert run("finetune", nl, folder, "--recipe", "transfer_13", *quick, "-o", tmp_path / "x.safetensors") == 2
+    assert "already has a trained conv2b" in capsys.readouterr().err
+    assert run("finetune", nl, folder, "--recipe", "finetune_all", "--frozen-lr", "0.1", *quick,
+               "-o", tmp_path / "x.safetensors") == 2
+    assert "finetune_all trains every layer at --lr" in capsys.readouterr().err
+    t12 = tmp_path / "t12.safetensors"
+    assert run("finetune", nl, folder, "--recipe", "transfer_12", *quick, "-o", t12) == 0
+    assert "its conv2b is not used" in capsys.readouterr().err
+    assert ImageSR.load(t12).arch.name == "srcnn" and not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_checkpoint_of_another_run_or_a_model_file_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    from magmasr import train
+
+    folder = _train_folder(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    iio.imwrite(other / "moon.png", __import__("skimage").data.moon()[:100, :100])
+    quick = ["--arch", "9-1-5", "--scale", "3", "--batch", "8", "--device", "cpu", "--overwrite"]
+    ck = tmp_path / "ck.safetensors"
+    saved = []
+    real = train.save_checkpoint
+    monkeypatch.setattr(train, "save_checkpoint", lambda path, model, opt, step, *a: (saved.append(step),
+                                                                                      real(path, model, opt, step, *a)))
+    assert run("train", folder, *quick, "--steps", "5", "--checkpoint", ck, "--checkpoint-every", "2",
+               "-o", tmp_path / "a.safetensors") == 0
+    assert saved == [2, 4, 5]
+    capsys.readouterr()
+    for args, message in [((folder, "--steps", "5", "--lr", "1e-4"), "lr: 0.001 in the checkpoint, 0.0001 now"),
+                          ((other, "--steps", "5"), "the training data"),
+                          ((folder, "--steps", "5", "--seed", "3"), "seed: 0 in the checkpoint, 3 now"),
+                          ((folder, "--steps", "9"), "steps: 5 in the checkpoint, 9 now (the cosine schedule")]:
+        assert run("train", *args, *quick, "--checkpoint", ck, "-o", tmp_path / "b.safetensors") == 2
+        err = capsys.readouterr().err
+        assert f"magmasr: error: {ck}: not a checkpoint of this run (" in err and message in err, err
+        assert "Traceback" not in err and not (tmp_path / "b.safetensors").exists()
+    model_file = tmp_path / "a.safetensors"
+    assert run("train", folder, *quick, "--steps", "5", "--checkpoint", model_file, "-o", tmp_path / "b.safetensors") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"magmasr: error: --checkpoint {model_file}: not a checkpoint") and "sub-images" not in err
+    assert run("train", folder, *quick, "--checkpoint-every", "0", "--checkpoint", ck, "-o", tmp_path / "b.safetensors") == 2
+    assert "--checkpoint-every must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_sgd_momentum_and_per_layer_rates_reach_fit(tmp_path, capsys, monkeypatch):
+    """The SRCNN paper's recipe from the command line: SGD with momentum, 1e-5 on the last layer."""
+    from magmasr import train
+
+    folder = _train_folder(tmp_path)
+    seen = {}
+    real = train.fit
+    monkeypatch.setattr(train, "fit", lambda *a, **kw: (seen.update(kw), real(*a, **kw))[1])
+    quick = ["--arch", "9-1-5", "--scale", "3", "--steps", "1", "--batch", "8", "--device", "cpu"]
+    assert run("train", folder, *quick, "--optimizer", "sgd", "--lr", "1e-4", "--momentum", "0.5", "--layer-lr",
+               "conv3=1e-5", "-o", tmp_path / "m.safetensors") == 0
+    assert seen["momentum"] == 0.5 and seen["lr_mult"] == {"conv3": pytest.approx(0.1)}
+    capsys.readouterr()
+    for args, message in [(["--momentum", "0.9"], "--momentum is SGD's"),
+                          (["--layer-lr", "conv7=1e-5"], "no layer 'conv7'"),
+                          (["--layer-lr", "conv3=1e-5", "--layer-lr", "conv3=1e-4"], "given more than once")]:
+        assert run("train", folder, *quick, *args, "-o", tmp_path / "x.safetensors") == 2
+        assert message in capsys.readouterr().err
+    assert run("finetune", tmp_path / "m.safetensors", folder, "--recipe", "transfer_12", *quick[2:],
+               "--layer-lr", "conv1=1e-5", "-o", tmp_path / "x.safetensors") == 2
+    assert "conv1 is frozen by --recipe transfer_12" in capsys.readouterr().err
+
+
+def test_an_interrupted_training_says_so_on_a_line_of_its_own(tmp_path, capsys, monkeypatch):
+    from magmasr import train
+
+    folder = _train_folder(tmp_path)
+    calls = []
+    real = train.augment
+
+    def augment(*a):
+        calls.append(1)
+        if len(calls) == 12:
+            raise KeyboardInterrupt
+        return real(*a)
+
+    monkeypatch.setattr(train, "augment", augment)
+    assert run("train", folder, "--arch", "9-1-5", "--steps", "20", "--batch", "8", "--device", "cpu",
+               "-o", tmp_path / "m.safetensors") == 130
+    err = capsys.readouterr().err
+    assert "step 10/20" in err and "magmasr: interrupted" in err.splitlines()
+
+
+def test_eval_3dsrnet_checks_every_folder_before_the_table(tmp_path, capsys):
+    from magmasr.video import VideoSR
+
+    root = tmp_path / "vid"
+    rng = np.random.default_rng(3)
+    for name, n in (("long", 6), ("short", 4)):
+        (root / name).mkdir(parents=True)
+        for t in range(n):
+            iio.imwrite(root / name / f"{t:03d}.png", rng.integers(0, 256, (24, 24), dtype=np.uint8))
+    weights = tmp_path / "v.safetensors"
+    VideoSR.tdsrnet(2, filters=4).save(weights)
+    args = ("eval", root, "--model", "3dsrnet", "--weights", weights, "--scale", "2", "--device", "cpu")
+    assert run(*args) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f"{root / 'short'}: 4 frames, the protocol needs at least 5" in err
+    (root / "short" / "000.png").unlink()
+    for t in range(4, 6):
+        iio.imwrite(root / "short" / f"{t:03d}.png", rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    assert run(*args) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "004.png: an RGB frame, but the first frame 001.png is gray" in err

@@ -209,3 +209,210 @@ def test_fit_stops_when_the_loss_is_no_longer_finite():
     recipe = train.make_recipe("scratch", f1=9, f2=1, f3=5, init="default")
     with pytest.raises(train.TrainingDiverged, match="training diverged: the loss of step"):
         train.fit(recipe.model, ds, steps=40, batch_size=4, optimizer="sgd", lr=1e6, device="cpu", progress=False)
+
+
+def _tiny(small_data, n=48):
+    return train.PatchDataset(small_data.x[:n].copy(), small_data.y[:n].copy(), 3)
+
+
+def _net(seed=1):
+    return train.make_recipe("scratch", f1=9, f2=1, f3=5, seed=seed, init="default").model
+
+
+def test_a_checkpoint_resumes_only_its_own_run(small_data, tmp_path):
+    """A checkpoint records what defines its run; a resume that differs in any of it is refused, naming each
+    difference, and so is a checkpoint already past `steps` (no silent reuse of a finished model)."""
+    data = _tiny(small_data)
+    ck = tmp_path / "ck.safetensors"
+    kw = dict(steps=4, batch_size=8, optimizer="sgd", lr=1e-2, momentum=0.9, seed=2, device="cpu", progress=False,
+              checkpoint=ck, lr_schedule="cosine")
+    train.fit(_net(), data, **kw)
+    other = train.PatchDataset(small_data.x[48:96].copy(), small_data.y[48:96].copy(), 3)
+    for change, message in [(dict(batch_size=16), "batch_size: 8 in the checkpoint, 16 now"),
+                            (dict(seed=3), "seed: 2 in the checkpoint, 3 now"),
+                            (dict(lr=1e-3), "lr: 0.01 in the checkpoint, 0.001 now"),
+                            (dict(momentum=0.5), "momentum: 0.9 in the checkpoint, 0.5 now"),
+                            (dict(optimizer="adam"), "the optimizer: \"sgd\" in the checkpoint, \"adam\" now"),
+                            (dict(lr_schedule="constant"), "lr_schedule"),
+                            (dict(trainable=["conv3"]), "the trainable layers"),
+                            (dict(lr_mult={"conv3": 0.1}), "the per-parameter rate multipliers"),
+                            (dict(steps=8), "steps: 4 in the checkpoint, 8 now (the cosine schedule")]:
+        with pytest.raises(ValueError, match="not a checkpoint of this run") as e:
+            train.fit(_net(), data, **{**kw, **change})
+        assert message in str(e.value), (change, str(e.value))
+    with pytest.raises(ValueError, match="the training data") as e:
+        train.fit(_net(), other, **kw)
+    two = train.PatchDataset(data.x[:40], data.y[:40], 3)
+    with pytest.raises(ValueError, match="the number of training samples: 48 in the checkpoint, 40 now"):
+        train.fit(_net(), two, **{**kw, "seed": 9})
+    assert "seed: 2 in the checkpoint, 9 now" in str(pytest.raises(ValueError, train.fit, _net(), two,
+                                                                    **{**kw, "seed": 9}).value)
+    with pytest.raises(ValueError, match="the architecture"):
+        train.fit(train.make_recipe("scratch", f1=9, f2=3, f3=3, init="default").model, data, **kw)
+    # The same run again: finished, nothing more to do, the model is the checkpoint's.
+    a = _net(5)
+    res = train.fit(a, data, **kw)
+    assert res.steps == 4
+    # A constant rate does not depend on the total: the run can be extended, exactly.
+    ck2 = tmp_path / "ck2.safetensors"
+    const = {**kw, "lr_schedule": "constant", "checkpoint": ck2}
+    train.fit(_net(), data, **const)
+    with pytest.raises(ValueError, match="at step 4, past this run's 2 steps"):
+        train.fit(_net(), data, **{**const, "steps": 2})
+    ext = _net(7)
+    assert train.fit(ext, data, **{**const, "steps": 7}).steps == 7
+    ref = _net()
+    train.fit(ref, data, **{**const, "steps": 7, "checkpoint": None})
+    for k, v in ref.state_dict().items():
+        np.testing.assert_array_equal(ext.state_dict()[k], v, err_msg=k)
+
+
+def test_a_bad_checkpoint_file_is_a_value_error_naming_it(small_data, tmp_path):
+    from magmasr import optim, weights
+
+    data = _tiny(small_data)
+    kw = dict(steps=2, batch_size=8, device="cpu", progress=False)
+    model_file = tmp_path / "model.safetensors"
+    weights.save(model_file, _net().state_dict(), {})
+    with pytest.raises(ValueError, match=f"{model_file.name}: not a checkpoint of this run .*a model file"):
+        train.fit(_net(), data, checkpoint=model_file, **kw)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not safetensors at all")
+    with pytest.raises(ValueError, match="junk.safetensors: not a checkpoint"):
+        train.fit(_net(), data, checkpoint=junk, **kw)
+    # Another architecture's checkpoint, and SGD state for an Adam run, loaded without a run record.
+    ck = tmp_path / "ck.safetensors"
+    train.fit(_net(), data, checkpoint=ck, optimizer="sgd", lr=1e-2, **kw)
+    net = _net()
+    with pytest.raises(ValueError, match="not a checkpoint of this run .its optimizer state has 6 tensors, this Adam optimizer 12"):
+        train.load_checkpoint(ck, net, optim.Adam(net.parameters(), lr=1e-3))
+    big = train.make_recipe("scratch", f1=9, f2=5, f3=5).model
+    with pytest.raises(ValueError, match="not a checkpoint of this run .its model does not fit"):
+        train.load_checkpoint(ck, big, optim.SGD(big.parameters(), lr=1e-2, momentum=0.9))
+    # A checkpoint from before the run record: resumed, with a warning.
+    tensors, meta = weights.load(ck)
+    del meta["run"]
+    weights.save(ck, tensors, meta)
+    with pytest.warns(UserWarning, match="before magmasr recorded what defines a run"):
+        train.fit(_net(), data, checkpoint=ck, optimizer="sgd", lr=1e-2, **{**kw, "steps": 3})
+
+
+def test_interrupted_and_resumed_log_equals_the_uninterrupted_one(small_data, tmp_path):
+    """The running sums of the log row in progress are in the checkpoint: the log of a run stopped between two
+    rows and resumed is, row for row, the log of the run that did not stop (the speed apart). Its columns:
+    step first, then epoch, train_loss, train_psnr, val_psnr, patches_per_s."""
+    data = _tiny(small_data)
+    tr, va = data.split(0.25, seed=0)
+    kw = dict(steps=11, batch_size=8, val=va, val_every=5, seed=4, device="cpu", progress=False,
+              lr_schedule="cosine")
+    ref_log, log = tmp_path / "a.csv", tmp_path / "b.csv"
+    ref = train.fit(_net(), tr, log=ref_log, **kw)
+
+    class Stop(Exception):
+        pass
+
+    def stop(row):
+        if row["step"] == 5:
+            raise Stop
+
+    ck = tmp_path / "ck.safetensors"
+    with pytest.raises(Stop):  # the checkpoint of step 4 is in the middle of the row of steps 1..5
+        train.fit(_net(), tr, log=log, checkpoint=ck, checkpoint_every=4, callback=stop, **kw)
+    res = train.fit(_net(9), tr, log=log, checkpoint=ck, checkpoint_every=4, **kw)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "patches_per_s"} for r in rows]  # noqa: E731
+    assert drop(res.history) == drop(ref.history) and len(ref.history) == 3
+    a, b = list(csv.DictReader(open(ref_log))), list(csv.DictReader(open(log)))
+    assert list(a[0]) == ["step", "epoch", "train_loss", "train_psnr", "val_psnr", "patches_per_s"]
+    assert drop(a) == drop(b)
+
+
+def test_recipes_refuse_pretrained_weights_that_do_not_fit_and_bad_frozen_rates():
+    pre = train.make_recipe("scratch", f1=9, f2=1, f3=5, seed=3).model.state_dict()
+    for bad in ({}, {"foo.weight": np.zeros(3, np.float32)}, {k: v for k, v in pre.items() if k.startswith("conv1")}):
+        with pytest.raises(ValueError, match="conv2.weight missing"):
+            train.make_recipe("finetune_all", bad, f1=9, f2=1, f3=5)
+    with pytest.raises(ValueError, match=r"conv2.weight is \[32, 64, 1, 1\], this network's is \[32, 64, 5, 5\]"):
+        train.make_recipe("transfer_12", pre)  # 9-1-5 weights into the default 9-5-5
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="frozen_lr must be a finite rate multiplier >= 0"):
+            train.make_recipe("transfer_12", pre, f1=9, f2=1, f3=5, frozen_lr=bad)
+    with pytest.raises(ValueError, match="frozen_lr is the rate of the layers a transfer recipe keeps"):
+        train.make_recipe("finetune_all", pre, f1=9, f2=1, f3=5, frozen_lr=0.1)
+
+
+def test_finetune_all_keeps_the_architecture_of_a_nonlinear_srcnn():
+    from magmasr import models
+
+    arch = models.Architecture("srcnn_nonlinear", dict(f1=9, f2=1, f3=5, fb=3, n1=16, n2=8))
+    pre = models.srcnn_nonlinear(9, 1, 5, 16, 8, fb=3, padding="valid", seed=4).state_dict()
+    for kw in (dict(arch=arch), dict(f1=9, f2=1, f3=5, n1=16, n2=8)):  # from arch, or from the weights
+        rec = train.make_recipe("finetune_all", pre, **kw)
+        assert "conv2b" in rec.model.names() and rec.trainable == ["conv1", "conv2", "conv2b", "conv3"]
+        for k, v in rec.model.state_dict().items():
+            np.testing.assert_array_equal(v, pre[k], err_msg=k)
+    t12 = train.make_recipe("transfer_12", pre, arch=arch)  # conv1, conv2 kept: a plain SRCNN with a new conv3
+    assert t12.model.names() == ["conv1", "relu1", "conv2", "relu2", "conv3"]
+    with pytest.raises(ValueError, match="already has a trained conv2b"):
+        train.make_recipe("transfer_13", pre, arch=arch)
+    with pytest.raises(ValueError, match="conv2b that this network lacks"):
+        train.make_recipe("finetune_all", {**pre, "conv2b.weight": pre["conv2b.weight"][:, :, :1, :1]}, f1=9, f2=1,
+                          f3=5, n1=16, n2=8, arch=models.Architecture("srcnn", dict(f1=9, f2=1, f3=5, n1=16, n2=8)))
+
+
+def test_fit_restores_the_flags_and_rates_it_changes(small_data):
+    data = _tiny(small_data)
+    net = _net()
+    train.fit(net, data, steps=1, batch_size=8, trainable=["conv3"], lr_mult={"conv3": 0.1}, device="cpu",
+              progress=False)
+    assert all(net[n].trainable for n in net.names())
+    assert all(p.lr_mult == 1.0 for p in net.parameters())
+    # The docs' recipe by hand: conv1 frozen, conv2 and conv3 learn with SGD, conv3 at a tenth of the rate.
+    from magmasr import optim
+
+    net["conv1"].trainable = False
+    optim.set_lr(net["conv3"], 1e-5, base_lr=1e-4)
+    before = net.state_dict()
+    train.fit(net, data, steps=2, batch_size=8, optimizer="sgd", lr=1e-1, momentum=0.9, device="cpu", progress=False)
+    after = net.state_dict()
+    np.testing.assert_array_equal(after["conv1.weight"], before["conv1.weight"])
+    assert not np.array_equal(after["conv2.weight"], before["conv2.weight"])
+    assert not np.array_equal(after["conv3.weight"], before["conv3.weight"])
+    assert net["conv1"].trainable is False and net["conv3"].parameters()[0].lr_mult == pytest.approx(0.1)
+    # A recipe sets its flags and rates on its model, so fit(recipe.model, data) trains it as the recipe says.
+    rec = train.make_recipe("transfer_13", net.state_dict(), f1=9, f2=1, f3=5, frozen_lr=0.5)
+    assert [rec.model[n].trainable for n in ("conv1", "conv2", "conv2b", "conv3")] == [True] * 4
+    assert rec.model["conv1"].parameters()[0].lr_mult == 0.5 and rec.model["conv3"].parameters()[0].lr_mult == 1.0
+    frozen = train.make_recipe("transfer_12", net.state_dict(), f1=9, f2=1, f3=5)
+    assert [frozen.model[n].trainable for n in ("conv1", "conv2", "conv3")] == [False, False, True]
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(epochs=0), ValueError, "epochs must be a finite number > 0"),
+    (dict(epochs=-1), ValueError, "epochs must be a finite number > 0"),
+    (dict(steps=-3), ValueError, "steps must be >= 1, got -3"),
+    (dict(steps=0), ValueError, "steps must be >= 1, got 0"),
+    (dict(steps=2.5), ValueError, "steps must be an integer, got 2.5"),
+    (dict(steps=2, epochs=1), ValueError, "give steps or epochs, not both"),
+    (dict(steps=1, batch_size=0), ValueError, "batch_size must be >= 1, got 0"),
+    (dict(steps=1, checkpoint_every=0), ValueError, "checkpoint_every must be >= 1, got 0"),
+    (dict(steps=1, val_every=0), ValueError, "val_every must be >= 1, got 0"),
+    (dict(steps=1, lr=-1), ValueError, "lr must be a finite number > 0"),
+    (dict(steps=1, lr_mult={"conv1": -1}), ValueError, "lr_mult\\['conv1'\\] must be a finite number >= 0"),
+    (dict(steps=1, optimizer="rmsprop"), ValueError, "optimizer must be 'sgd' or 'adam'"),
+    (dict(steps=1, val="empty"), ValueError, "the validation set is empty"),
+])
+def test_fit_refuses_bad_arguments_saying_what_is_expected(small_data, tmp_path, kwargs, error, message):
+    data = _tiny(small_data, 8)
+    if kwargs.get("val") == "empty":
+        kwargs = {**kwargs, "val": train.PatchDataset(data.x[:0], data.y[:0], 3)}
+    with pytest.raises(error, match=message):
+        train.fit(_net(), data, device="cpu", progress=False, checkpoint=tmp_path / "ck.safetensors", **kwargs)
+    assert not (tmp_path / "ck.safetensors").exists()
+
+
+def test_patch_dataset_refuses_a_zero_stride():
+    img = np.zeros((40, 40), np.uint8)
+    with pytest.raises(ValueError, match="stride must be >= 1, got 0"):
+        train.PatchDataset.from_images([img], 3, stride=0)
+    with pytest.raises(ValueError, match="scale must be >= 1, got 0"):
+        train.PatchDataset.from_images([img], 0)

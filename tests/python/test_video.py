@@ -256,3 +256,36 @@ def test_read_frames_maps_deep_frames_and_names_a_frame_of_another_size(tmp_path
     iio.imwrite(tmp_path / "003.png", u8[:, :10])
     with pytest.raises(ValueError, match=r"003.png: 10x12 pixels, but the first frame 001.png is 14x12"):
         read_frames(tmp_path)
+
+
+def test_frame_folders_mixing_gray_and_rgb_are_refused_naming_the_frame(tmp_path):
+    import imageio.v3 as iio
+
+    from magmasr.video import read_frames
+
+    rng = np.random.default_rng(8)
+    for t in range(6):
+        rgb = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+        iio.imwrite(tmp_path / f"{t:03d}.png", rgb[:, :, 0] if t == 3 else rgb)
+    with pytest.raises(ValueError, match="003.png: a gray frame, but the first frame 000.png is RGB"):
+        read_frames(tmp_path)
+    with pytest.raises(ValueError, match="003.png: a gray frame"):
+        ClipDataset.from_folders([tmp_path], 2, patch=8)
+
+
+def test_clips_name_the_sequences_too_short_or_of_mixed_sizes(tmp_path):
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(9)
+    short = tmp_path / "short"
+    short.mkdir()
+    for t in range(4):
+        iio.imwrite(short / f"{t:03d}.png", rng.integers(0, 256, (40, 48), dtype=np.uint8))
+    with pytest.raises(ValueError, match=rf"fits in the sequences \({short}: 4 frames of 48x40\): a clip needs at "
+                                         r"least 5 frames of at least 32x32 pixels"):
+        ClipDataset.from_folders([short], 2, patch=16)
+    frames = [rng.random((40, 40)) for _ in range(4)] + [rng.random((20, 20))]
+    with pytest.raises(ValueError, match="sequence 0, frame 4 is 20x20 pixels, frame 0 is 40x40"):
+        ClipDataset.from_sequences([frames], 2, patch=8)
+    with pytest.raises(ValueError, match="stride must be >= 1, got 0"):
+        ClipDataset.from_sequences([frames[:4]], 2, patch=8, stride=0)
