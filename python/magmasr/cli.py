@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -130,10 +131,12 @@ def check_writable(path: Path) -> None:
 class Staged:
     """Outputs written to temporary files next to their destinations and renamed into place together by
     :meth:`commit` once all of them are done; :meth:`discard` (on any failure, Ctrl-C included) removes the
-    temporary files, so a failed run leaves the files that existed before it as they were, and no new ones."""
+    temporary files and the `created` folders (this run's, innermost first, those left empty), so a failed run
+    leaves the files that existed before it as they were, and no new ones."""
 
-    def __init__(self) -> None:
+    def __init__(self, created: Sequence[Path] = ()) -> None:
         self.files: list[tuple[str, Path]] = []
+        self.created = list(created)
 
     def commit(self) -> None:
         for tmp, path in self.files:
@@ -148,6 +151,11 @@ class Staged:
             if os.path.exists(tmp):
                 os.remove(tmp)
         self.files = []
+        for d in self.created:
+            try:
+                d.rmdir()
+            except OSError:
+                break
 
 
 def write_atomically(path: Path, write, staged: Staged | None = None) -> None:
@@ -418,7 +426,7 @@ def upscale_sequence(src: Path, out_dir: Path, args) -> int:
             img = read_image(f)
             yield img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img  # H x W x 1 stored gray
 
-    staged, t0 = Staged(), time.perf_counter()
+    staged, t0 = Staged(missing), time.perf_counter()
     try:
         for dst, out in zip(outs, model.upscale_stream(frames(), tile)):
             atomic_write_image(dst, out, True, staged)
@@ -426,11 +434,6 @@ def upscale_sequence(src: Path, out_dir: Path, args) -> int:
         staged.commit()
     except BaseException:
         staged.discard()
-        for d in missing:  # innermost first
-            try:
-                d.rmdir()
-            except OSError:
-                break
         raise
     _say(f"{src}: {len(files)} frames -> {out_dir}, x{args.scale}")
     return 0
@@ -570,7 +573,7 @@ def _upscale_folder(model, src: Path, out_dir: Path, args) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CliError(f"{out_dir}: cannot create the output folder ({_os_reason(e)})") from None
-    staged, t0 = Staged(), time.perf_counter()
+    staged, t0 = Staged(missing), time.perf_counter()
     try:
         for i, (f, dst) in enumerate(zip(files, outs), 1):
             _upscale_file(model, f, dst, args, staged)
@@ -578,11 +581,6 @@ def _upscale_folder(model, src: Path, out_dir: Path, args) -> int:
         staged.commit()
     except BaseException:
         staged.discard()
-        for d in missing:  # innermost first
-            try:
-                d.rmdir()
-            except OSError:
-                break
         raise
     _say(f"{src}: {len(files)} pictures -> {out_dir}, x{args.scale}")
     return 0

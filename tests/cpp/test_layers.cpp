@@ -7,6 +7,7 @@
 #include <random>
 #include <string>
 
+#include "test_util.hpp"
 #include "magmasr/magmasr.hpp"
 
 using namespace magmasr;
@@ -189,18 +190,8 @@ TEST(Ops, ArgumentErrors) {
   EXPECT_THROW(ops::conv(x, random_tensor({4, 3, 3, 3}, rng), Tensor(), o), ValueError);
 }
 
-namespace {
-// The message of the ValueError f throws ("no ValueError" when it throws none).
-std::string value_error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ValueError& e) {
-    return e.what();
-  }
-  return "no ValueError";
-}
-bool says(const std::string& message, const std::string& part) { return message.find(part) != std::string::npos; }
-}  // namespace
+using test::says;
+using test::value_error_of;
 
 // Sizes from arguments are multiplied with overflow checks: a padding of 2^62 or channel counts of 2^40 are refused
 // as overflows (unchecked, 2 * 2^62 wraps to a negative size and the products of channels wrap around).

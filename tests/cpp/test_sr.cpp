@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "test_util.hpp"
 #include "magmasr/magmasr.hpp"
 
 using namespace magmasr;
@@ -190,15 +191,8 @@ TEST(SrcnnModel, LoadReadsArchitectureAndScaleFromTheMetadata) {
 
 namespace {
 
-std::string value_error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ValueError& e) {
-    return e.what();
-  }
-  return "no ValueError";
-}
-bool says(const std::string& message, const std::string& part) { return message.find(part) != std::string::npos; }
+using test::says;
+using test::value_error_of;
 
 std::shared_ptr<Sequential> one_conv(int64_t cin, int64_t cout, std::vector<int64_t> k, std::vector<int64_t> p) {
   auto net = std::make_shared<Sequential>();
