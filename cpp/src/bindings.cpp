@@ -495,7 +495,7 @@ clone() or to() to copy. np.asarray(t) views a CPU tensor without a copy; t.nump
           py::arg("index") = 0)
       .def("clone", &Tensor::clone, py::call_guard<py::gil_scoped_release>())
       .def("reshape", [](const Tensor& t, const py::args& args) {
-        if (args.size() == 1 && !py::isinstance<py::int_>(args[0])) return t.reshape(as_shape(args[0]));
+        if (args.size() == 1 && !is_integer(args[0])) return t.reshape(as_shape(args[0]));
         return t.reshape(as_shape(args));
       })
       .def(

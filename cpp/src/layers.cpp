@@ -141,8 +141,7 @@ Tensor ReLU::backward(const Tensor& dy, bool need_dx) {
 }
 
 PixelShuffle::PixelShuffle(int64_t upscale) : r_(upscale) {
-  MAGMASR_REQUIRE(upscale >= 1 && upscale <= ops::kMaxPixelShuffleFactor, ValueError,
-                  "PixelShuffle: upscale factor must be in [1, ", ops::kMaxPixelShuffleFactor, "], got ", upscale);
+  ops::check_pixel_shuffle_factor("PixelShuffle", upscale);
 }
 
 std::string PixelShuffle::describe() const { return "x" + std::to_string(r_); }

@@ -160,10 +160,14 @@ Tensor mse_loss_backward(const Tensor& pred, const Tensor& target, float scale) 
   return g;
 }
 
+void check_pixel_shuffle_factor(const char* who, int64_t r) {
+  MAGMASR_REQUIRE(r >= 1 && r <= kMaxPixelShuffleFactor, ValueError, who, ": upscale factor must be in [1, ",
+                  kMaxPixelShuffleFactor, "], got ", r);
+}
+
 Tensor pixel_shuffle(const Tensor& x, int64_t r) {
   require_defined(x, "pixel_shuffle", "input");
-  MAGMASR_REQUIRE(r >= 1 && r <= kMaxPixelShuffleFactor, ValueError, "pixel_shuffle: upscale factor must be in [1, ",
-                  kMaxPixelShuffleFactor, "], got ", r);
+  check_pixel_shuffle_factor("pixel_shuffle", r);
   MAGMASR_REQUIRE(x.rank() == 4, ValueError, "pixel_shuffle: input must be [N, C*r*r, H, W], got shape ",
                   shape_str(x.shape()));
   MAGMASR_REQUIRE(x.size(1) % (r * r) == 0, ValueError, "pixel_shuffle: ", x.size(1),
@@ -179,8 +183,7 @@ Tensor pixel_shuffle(const Tensor& x, int64_t r) {
 
 Tensor pixel_shuffle_backward(const Tensor& dy, int64_t r) {
   require_defined(dy, "pixel_shuffle_backward", "output gradient");
-  MAGMASR_REQUIRE(r >= 1 && r <= kMaxPixelShuffleFactor, ValueError,
-                  "pixel_shuffle_backward: upscale factor must be in [1, ", kMaxPixelShuffleFactor, "], got ", r);
+  check_pixel_shuffle_factor("pixel_shuffle_backward", r);
   MAGMASR_REQUIRE(dy.rank() == 4 && dy.size(2) % r == 0 && dy.size(3) % r == 0, ValueError,
                   "pixel_shuffle_backward: gradient must be [N, C, H*r, W*r] with r = ", r, ", got shape ",
                   shape_str(dy.shape()));

@@ -311,6 +311,8 @@ def test_numpy_integers_are_integers():
     dy, w = ones(1, 1, 8, 8), ones(1, 1, 3, 3)
     dx = ops.conv2d_backward_data(dy, w, np.array([1, 1, 8, 8]), padding=np.int64(1))
     assert tuple(dx.shape) == (1, 1, 8, 8)
+    assert tuple(magmasr.from_numpy(ones(2, 3)).reshape(np.int64(6)).shape) == (6,)
+    assert tuple(magmasr.from_numpy(ones(2, 3)).reshape(np.int64(3), 2).shape) == (3, 2)
     model = _srcnn_mismatch()
     assert model[np.int64(0)] is model[0] and model[np.int64(-1)] is model[len(model) - 1]
 

@@ -44,6 +44,8 @@ Tensor mse_loss_backward(const Tensor& pred, const Tensor& target, float scale =
 /// [N, C*r*r, H, W] -> [N, C, H*r, W*r] (PyTorch's PixelShuffle order) and its adjoint. The factor r must be
 /// between 1 and kMaxPixelShuffleFactor (so that r*r fits in 31 bits); anything else is a ValueError.
 constexpr int64_t kMaxPixelShuffleFactor = 46340;
+/// The ValueError "<who>: upscale factor must be in [1, kMaxPixelShuffleFactor], got r" unless r is in range.
+void check_pixel_shuffle_factor(const char* who, int64_t r);
 Tensor pixel_shuffle(const Tensor& x, int64_t r);
 Tensor pixel_shuffle_backward(const Tensor& dy, int64_t r);
 
