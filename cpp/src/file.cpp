@@ -16,11 +16,6 @@
 
 namespace magmasr {
 
-void detail::throw_file_error(const std::string& path, const std::string& what) {
-  const int code = errno;
-  throw FileError(cat(path, ": cannot ", what, ": ", std::strerror(code)), code);
-}
-
 namespace {
 
 // FileError "<path>: cannot <what>: <reason>" for the errno value `code`, read right after the failed call (building
@@ -56,6 +51,8 @@ std::string utf8_prefix(const std::string& s, size_t n) {
 }
 
 }  // namespace
+
+void detail::throw_file_error(const std::string& path, const std::string& what) { fail(path, what, errno); }
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   if (path_.empty()) throw ValueError("AtomicFile: an empty path");
