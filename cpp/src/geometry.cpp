@@ -12,6 +12,17 @@ PadMode pad_mode_from_string(const std::string& s) {
   throw ValueError("padding_mode must be 'zeros' or 'replicate', got '" + s + "'");
 }
 
+void check_pad_mode(const char* who, PadMode m) {
+  MAGMASR_REQUIRE(m == PadMode::Zeros || m == PadMode::Replicate, ValueError, who,
+                  ": padding mode must be PadMode::Zeros (0) or PadMode::Replicate (1), got ", static_cast<int>(m));
+}
+
+void check_conv_algo(const char* who, ConvAlgo a) {
+  const int v = static_cast<int>(a);
+  MAGMASR_REQUIRE(v >= static_cast<int>(ConvAlgo::Auto) && v <= static_cast<int>(ConvAlgo::AutoDirect), ValueError,
+                  who, ": conv algorithm must be one of ConvAlgo's values, 0 (Auto) to 5 (AutoDirect), got ", v);
+}
+
 std::string to_string(ConvAlgo a) {
   switch (a) {
     case ConvAlgo::Direct: return "direct";
@@ -41,6 +52,7 @@ std::string ConvGeom::str() const {
 }
 
 void ConvGeom::validate() const {
+  check_pad_mode("convolution", mode);
   MAGMASR_REQUIRE(N >= 1 && Cin >= 1 && Cout >= 1, ValueError, "convolution needs N, Cin, Cout >= 1: ", str());
   MAGMASR_REQUIRE(D >= 1 && H >= 1 && W >= 1, ValueError, "convolution input must be non-empty: ", str());
   MAGMASR_REQUIRE(kD >= 1 && kH >= 1 && kW >= 1, ValueError, "kernel sizes must be >= 1: ", str());

@@ -53,6 +53,7 @@ Conv::Conv(int spatial_dims, int64_t in_channels, int64_t out_channels, std::vec
   MAGMASR_REQUIRE(padding.size() == size_t(spatial_dims), ValueError, "Conv", spatial_dims,
                   "d: padding needs 1 or ", spatial_dims, " values, got ", padding.size());
   for (int64_t p : padding) MAGMASR_REQUIRE(p >= 0, ValueError, "Conv: padding must be >= 0, got ", shape_str(padding));
+  check_pad_mode("Conv", mode);
   opt_.padding = padding;
   opt_.mode = mode;
 
@@ -176,11 +177,13 @@ Tensor FoldDepth::backward(const Tensor& dy, bool need_dx) {
 // ------------------------------------------------------------------------------------------ Sequential
 
 namespace {
-// Every layer of the tree under `root`, `root` included (Sequentials nest).
-void collect_layers(const Layer* root, std::set<const Layer*>& out) {
-  if (!out.insert(root).second) return;
+// Every layer of the tree under `root`, `root` included (Sequentials nest); false when one was met twice.
+bool collect_layers(const Layer* root, std::set<const Layer*>& out) {
+  if (!out.insert(root).second) return false;
+  bool once = true;
   if (const auto* seq = dynamic_cast<const Sequential*>(root))
-    for (size_t i = 0; i < seq->size(); ++i) collect_layers(seq->at(i).get(), out);
+    for (size_t i = 0; i < seq->size(); ++i) once = collect_layers(seq->at(i).get(), out) && once;
+  return once;
 }
 }  // namespace
 
@@ -234,6 +237,15 @@ Shape Sequential::output_shape(const Shape& input) const {
 
 Tensor Sequential::forward(const Tensor& x, bool training) {
   MAGMASR_REQUIRE(!layers_.empty(), ValueError, "Sequential.forward: the model has no layers");
+  if (training) {
+    // add() refuses a layer already in the network, but cannot see a layer added later to a nested Sequential
+    // that this network holds; caught here, before backward would compute wrong gradients.
+    std::set<const Layer*> seen;
+    MAGMASR_REQUIRE(collect_layers(this, seen), ValueError,
+                    "Sequential.forward: a layer appears twice in the network (added to a nested Sequential after "
+                    "that was put in this one?); in training each layer can be used once (it keeps its activations "
+                    "for backward): make another one");
+  }
   Tensor h = x;
   for (size_t i = 0; i < layers_.size(); ++i) {
     if (!training && i + 1 < layers_.size() && dynamic_cast<ReLU*>(layers_[i + 1].get())) {

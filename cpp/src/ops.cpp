@@ -40,6 +40,7 @@ ConvGeom conv_geometry(const Shape& x, const Shape& w, const ConvOptions& opt) {
                   " values for a ", sd, "-D convolution, got ", opt.padding.size());
   MAGMASR_REQUIRE(x[1] == w[1], ValueError, "convolution input has ", x[1], " channels but the weight expects ",
                   w[1], " (input ", shape_str(x), ", weight ", shape_str(w), ")");
+  check_conv_algo("convolution", opt.algo);
   auto pad = [&](size_t i) { return opt.padding.size() == 1 ? opt.padding[0] : opt.padding[i]; };
   ConvGeom g;
   g.N = x[0];

@@ -428,7 +428,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     - an alpha channel is dropped; a 1-bit picture is 8-bit gray (0 / 255); a palette picture is RGB;
     - CMYK, YCbCr, LAB and HSV pictures (a CMYK JPEG from a print workflow) are converted to RGB by Pillow;
-    - the EXIF orientation of a JPEG (a phone held upright) is applied;
+    - the EXIF orientation of a JPEG (a phone held upright) or the Orientation tag of a TIFF is applied;
+    - a TIFF gives its first picture (a stack of pages in one series, a z-stack, is refused);
     - 16-bit PNGs keep their 16 bits (Pillow reads colour ones as 8-bit; ffmpeg decodes them).
 
     ValueError naming the file when it cannot be read or holds pixels of another kind."""
@@ -458,12 +459,7 @@ def image_info(path: str | os.PathLike) -> tuple[np.dtype, tuple[int, int], int]
         with open(path, "rb") as f:
             head = f.read(33)
         if head[:4] in _TIFF_MAGIC:
-            import imageio.v3 as iio
-
-            props = iio.improps(path)
-            shape, dtype = tuple(props.shape), np.dtype(props.dtype)
-            if len(shape) == 3 and shape[2] == 4 and _tiff_photometric(path) == "SEPARATED":
-                shape = shape[:2] + (3,)
+            shape, dtype = _tiff_layout(path)[:2]
         elif (ihdr := _png16_header(head)) is not None:
             w, h, _, colour = ihdr
             shape, dtype = (h, w) + ((), (), (3,), (), (2,), (), (4,))[colour], np.dtype(np.uint16)
@@ -563,25 +559,75 @@ def _read_pil(path: Path) -> np.ndarray:
     return img.astype(dtype, copy=False)
 
 
-def _tiff_photometric(path: Path) -> str | None:
+# TIFF Orientation (tag 274, the values of EXIF's): how the stored rows and columns become what a viewer shows.
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: np.swapaxes(a, 0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.swapaxes(a[::-1, ::-1], 0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _tiff_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, str, int, str]:
+    """(shape as :func:`read_image` gives it, pixel type, axes of the stored series, orientation, photometric)
+    of the first picture of a TIFF, from its header. A stack of pictures in one series (a multi-page scan, a
+    microscopy z-stack) is a ValueError: magmasr upscales one picture. Further series (another picture of a
+    multi-page document, a thumbnail, a pathology slide's label) are not read: viewers show the first."""
     import tifffile
 
     with tifffile.TiffFile(path) as t:
-        return t.pages[0].photometric.name if t.pages else None
+        if not t.series:
+            raise ValueError(f"{path}: the TIFF holds no picture")
+        series = t.series[0]
+        axes, shape = series.axes, tuple(series.shape)
+        page = series.pages[0] if series.pages else t.pages[0]
+        tag = page.tags.get(274)
+        orientation = int(tag.value) if tag is not None else 1
+        photometric = page.photometric.name
+        dtype = np.dtype(series.dtype)
+    extra = [(a, n) for a, n in zip(axes, shape) if a not in "YXS" and n > 1]
+    if extra:
+        pages = int(np.prod([n for _, n in extra]))
+        raise ValueError(f"{path}: a stack of {pages} pictures (a multi-page TIFF, axes {axes}, shape "
+                         f"{'x'.join(map(str, shape))}); magmasr upscales one picture at a time: save each page as "
+                         "its own file (tifffile.imread(path, key=i) reads page i)")
+    picture = dict(zip(axes, shape))
+    if "Y" not in picture or "X" not in picture:
+        raise ValueError(f"{path}: the TIFF's first picture has no rows and columns (axes {axes})")
+    h, w = picture["Y"], picture["X"]
+    if orientation in (5, 6, 7, 8):
+        h, w = w, h
+    channels = picture.get("S", 1)
+    if channels == 4 and photometric == "SEPARATED":
+        channels = 3  # CMYK: converted to RGB
+    return (h, w) + ((channels,) if "S" in picture else ()), dtype, axes, orientation, photometric
 
 
 def _read_tiff(path: Path) -> np.ndarray:
-    import imageio.v3 as iio
+    import tifffile
 
     try:
-        img = iio.imread(path)
-        cmyk = img.ndim == 3 and img.shape[2] == 4 and _tiff_photometric(path) == "SEPARATED"
+        _, dtype, axes, orientation, photometric = _tiff_layout(path)
+        if photometric == "SEPARATED" and len(axes) == 3:  # CMYK: Pillow's conversion where it reads the file
+            if dtype != np.uint8:
+                raise ValueError(f"{path}: a {dtype} CMYK TIFF is not supported (8-bit CMYK, or RGB)")
+            return _read_pil(path)  # which applies the orientation itself
+        img = tifffile.imread(path, series=0, level=0)
+    except ValueError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise ValueError(unreadable(path, e)) from None
     except Exception as e:  # noqa: BLE001 - any reader failure is a bad file to the user
         raise ValueError(unreadable(path, e)) from None
-    if cmyk:  # CMYK: Pillow's conversion where it reads the file (8-bit), refused otherwise
-        if img.dtype != np.uint8:
-            raise ValueError(f"{path}: a {img.dtype} CMYK TIFF is not supported (8-bit CMYK, or RGB)")
-        img = _read_pil(path)
+    if img.ndim == len(axes):  # drop the series' axes of length 1; planar RGB (samples first): samples last
+        kept = [a for a in axes if a in "YXS"]
+        img = img.reshape([n for a, n in zip(axes, img.shape) if a in "YXS"])
+        img = np.moveaxis(img, [kept.index(a) for a in "YXS" if a in kept], range(len(kept)))
+    if orientation in _ORIENT:
+        img = np.ascontiguousarray(_ORIENT[orientation](img))
     return img
 
 

@@ -75,6 +75,12 @@ TEST(Layers, SequentialRefusesCyclesAndLayersUsedTwice) {
   EXPECT_EQ(outer->size(), 2u);
   EXPECT_EQ(inner->size(), 1u);
   EXPECT_EQ(other->size(), 1u);
+  // A layer added to the nested network after the nesting: add() cannot see the outer network, training refuses.
+  inner->add(relu, "r_late");
+  const Tensor x = Tensor::full({1, 1, 2, 2}, 1.0f);
+  EXPECT_TRUE(test::says(test::value_error_of([&] { outer->forward(x, true); }), "a layer appears twice"));
+  EXPECT_EQ(inner->forward(x, true).shape(), x.shape());  // inner alone uses each of its layers once
+  EXPECT_EQ(outer->forward(x, false).shape(), x.shape());  // inference keeps nothing for backward
 }
 
 TEST(Layers, FrozenLayersComputeNoGradients) {
@@ -188,6 +194,30 @@ TEST(Ops, ArgumentErrors) {
   EXPECT_THROW(ops::pixel_shuffle(x, 2), ValueError);  // 3 channels not divisible by 4
   o.padding = {1, 1, 1};
   EXPECT_THROW(ops::conv(x, random_tensor({4, 3, 3, 3}, rng), Tensor(), o), ValueError);
+}
+
+// Enumerators cast from integers out of range were taken for one of the valid values (a PadMode of 7 padded with
+// zeros, an algorithm of 9 ran the selector): refused, naming the value.
+TEST(Ops, OutOfRangeEnumsAreRefused) {
+  const Tensor x = Tensor::full({1, 1, 6, 6}, 0.5f), w = Tensor::full({1, 1, 3, 3}, 0.5f);
+  ops::ConvOptions o;
+  o.padding = {1};
+  o.mode = static_cast<PadMode>(7);
+  const std::string mode = test::value_error_of([&] { ops::conv(x, w, Tensor(), o); });
+  EXPECT_TRUE(test::says(mode, "padding mode must be PadMode::Zeros (0) or PadMode::Replicate (1), got 7")) << mode;
+  EXPECT_TRUE(test::says(test::value_error_of([&] { ops::conv_backward_data(x, w, x.shape(), o); }), "got 7"));
+  o.mode = PadMode::Replicate;
+  o.algo = static_cast<ConvAlgo>(9);
+  const std::string algo = test::value_error_of([&] { ops::conv(x, w, Tensor(), o); });
+  EXPECT_TRUE(test::says(algo, "conv algorithm must be one of ConvAlgo's values")) << algo;
+  o.algo = static_cast<ConvAlgo>(-1);
+  EXPECT_THROW(ops::conv_backward_weight(x, x, w.shape(), true, o), ValueError);
+  o.algo = ConvAlgo::AutoDirect;
+  EXPECT_EQ(ops::conv(x, w, Tensor(), o).shape(), x.shape());  // the largest valid value is fine
+  EXPECT_TRUE(test::says(test::value_error_of([&] { Conv2d c(1, 1, {3}, {1}, static_cast<PadMode>(2)); }), "got 2"));
+  Conv2d conv(1, 1, {3}, {1});
+  EXPECT_THROW(conv.set_algo(static_cast<ConvAlgo>(6)), ValueError);
+  EXPECT_EQ(conv.algo(), ConvAlgo::Auto);
 }
 
 using test::says;

@@ -1090,6 +1090,54 @@ def test_exif_orientation_is_applied(tmp_path):
     assert out[:, -8:, 0].mean() > 200 and out[:, :8, 0].mean() < 60  # the red band is now on the right
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiff_orientation_is_applied_as_viewers_do(tmp_path, orientation):
+    """A TIFF's Orientation tag (274, EXIF's values) is applied as Pillow's exif_transpose does (the reference
+    for 8-bit RGB), and image_info gives the shown size; 16-bit pictures, which Pillow cannot transpose, get
+    the same rows and columns."""
+    import tifffile
+    from PIL import Image, ImageOps
+
+    from magmasr.sr import image_info, read_image
+
+    rng = np.random.default_rng(orientation)
+    rgb = rng.integers(0, 256, (9, 14, 3), dtype=np.uint8)
+    tag = [(274, "H", 1, orientation, False)]
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, extratags=tag)
+    with Image.open(tmp_path / "rgb.tif") as f:
+        shown = np.asarray(ImageOps.exif_transpose(f))
+    np.testing.assert_array_equal(read_image(tmp_path / "rgb.tif"), shown)
+    assert image_info(tmp_path / "rgb.tif") == (np.dtype(np.uint8), shown.shape[:2], 3)
+    deep = rgb[:, :, 0].astype(np.uint16) * 256 + 3
+    tifffile.imwrite(tmp_path / "deep.tif", deep, extratags=tag)
+    got = read_image(tmp_path / "deep.tif")
+    assert got.dtype == np.uint16
+    np.testing.assert_array_equal(got // 256, shown[:, :, 0])  # same arrangement as the RGB
+    assert image_info(tmp_path / "deep.tif") == (np.dtype(np.uint16), shown.shape[:2], 1)
+
+
+def test_tiff_stacks_are_refused_and_planar_rgb_is_read(tmp_path, capsys):
+    """A multi-page TIFF stack (one series of several pages) was read as a 3-D array and upscaled as garbage;
+    it is refused naming the page count. RGB stored plane by plane is the same picture as interleaved RGB."""
+    import tifffile
+
+    from magmasr.sr import image_info, read_image
+
+    rng = np.random.default_rng(7)
+    stack = rng.integers(0, 256, (3, 12, 10), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")  # 3 gray pages, not planar RGB
+    for f in (read_image, image_info):
+        with pytest.raises(ValueError, match="a stack of 3 pictures"):
+            f(tmp_path / "stack.tif")
+    assert run("upscale", tmp_path / "stack.tif", "--model", "bicubic", "--scale", "2", "--device", "cpu") == 2
+    assert "a stack of 3 pictures (a multi-page TIFF" in capsys.readouterr().err
+    assert not (tmp_path / "stack_x2.tif").exists() and not (tmp_path / "stack_x2.png").exists()
+    rgb = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(rgb, 2, 0), photometric="rgb", planarconfig="separate")
+    np.testing.assert_array_equal(read_image(tmp_path / "planar.tif"), rgb)
+    assert image_info(tmp_path / "planar.tif") == (np.dtype(np.uint8), (12, 10), 3)
+
+
 def _eval_rows(capsys) -> dict[str, list[float]]:
     out = capsys.readouterr().out
     rows = {}

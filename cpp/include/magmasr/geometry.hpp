@@ -36,6 +36,11 @@ ConvAlgo conv_algo_from_string(const std::string& s);
 std::string to_string(PadMode m);
 PadMode pad_mode_from_string(const std::string& s);  // "zeros" | "replicate"
 
+/// Throw ValueError naming `who` when a value is none of the enumerators (a cast from an int, say):
+/// the kernels would otherwise treat it as one of them silently.
+void check_pad_mode(const char* who, PadMode m);
+void check_conv_algo(const char* who, ConvAlgo a);
+
 /// One stride-1 convolution (a correlation, no kernel flip), 2-D problems use D = kD = 1, pD = 0.
 ///   x: [N, Cin, D, H, W]   w: [Cout, Cin, kD, kH, kW]   b: [Cout]   y: [N, Cout, oD, oH, oW]
 /// with o* = in + 2 * pad - k + 1 (symmetric padding per dimension).

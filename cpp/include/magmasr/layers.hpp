@@ -82,7 +82,10 @@ class Conv : public Layer {
   PadMode pad_mode() const { return opt_.mode; }
   bool has_bias() const { return bias_.value.defined(); }
   ConvAlgo algo() const { return opt_.algo; }
-  void set_algo(ConvAlgo a) { opt_.algo = a; }
+  void set_algo(ConvAlgo a) {
+    check_conv_algo("Conv::set_algo", a);
+    opt_.algo = a;
+  }
   Parameter& weight() { return weight_; }
   Parameter& bias() { return bias_; }
 
