@@ -1,10 +1,12 @@
 """CPU convolution speed on the layer shapes our models train with: forward, backward-data and backward-weight
-of each layer separately, median of `--repeat` runs after a warm-up, and the GFLOP/s they reach.
+of each layer separately, median of `--repeat` runs after a warm-up, and the GFLOP/s they reach; side by side
+with PyTorch's CPU convolutions (oneDNN) in the same run when PyTorch is importable (`--no-torch` to skip).
 
-    python benchmarks/bench_cpu_conv.py [--repeat 20] [--out docs/results/cpu_conv]
+    python benchmarks/bench_cpu_conv.py [--repeat 20] [--out docs/results/cpu_conv] [--no-torch]
 
 Writes OUT.json and OUT.md (machine, thread count, date and command in the first line). The thread count is
-OpenMP's (set OMP_NUM_THREADS before running). Nothing else should run on the machine meanwhile.
+OpenMP's (set OMP_NUM_THREADS before running; PyTorch is given the same count). Each direction is timed for
+magmasr, then for PyTorch, right after each other. Nothing else should run on the machine meanwhile.
 """
 from __future__ import annotations
 
@@ -35,65 +37,135 @@ SHAPES = {
 }
 
 
-def median_ms(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
+def median_ms(fns: list, repeat: int) -> list[float]:
+    """Median milliseconds of each function over `repeat` consecutive runs after a warm-up, one function after
+    the other. (Alternating them run by run was tried: magmasr's and PyTorch's OpenMP runtimes are two thread
+    pools, and each one's threads, still spinning after its call, slowed the other's next call by up to 4x.)"""
+    out = []
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        out.append(1e3 * float(np.median(times)))
+    return out
 
 
-def bench_shape(n, cin, cout, k, s, repeat: int, rng) -> dict:
+def torch_directions(torch, xs, ws, k3, pad, x_np, w_np, dy_np) -> list:
+    """PyTorch's forward, backward-data and backward-weight of the same problem (fp32, no autograd graph)."""
+    F = torch.nn.functional
+    conv, grad_in, grad_w = ((F.conv3d, torch.nn.grad.conv3d_input, torch.nn.grad.conv3d_weight) if k3
+                             else (F.conv2d, torch.nn.grad.conv2d_input, torch.nn.grad.conv2d_weight))
+    x, w, dy = torch.from_numpy(x_np), torch.from_numpy(w_np), torch.from_numpy(dy_np)
+    b = torch.zeros(ws[0])
+
+    def run(f):
+        def call():
+            with torch.no_grad():
+                f()
+        return call
+    return [run(lambda: conv(x, w, b, padding=pad)), run(lambda: grad_in(xs, w, dy, padding=pad)),
+            run(lambda: grad_w(x, ws, dy, padding=pad))]
+
+
+def bench_shape(n, cin, cout, k, s, repeat: int, rng, torch=None) -> dict:
     three_d = k[0] > 1 or s[0] > 1
     xs = (n, cin) + (s if three_d else s[1:])
     ws = (cout, cin) + (k if three_d else k[1:])
     fwd, bwd_data, bwd_weight = ((ops.conv3d, ops.conv3d_backward_data, ops.conv3d_backward_weight) if three_d
                                  else (ops.conv2d, ops.conv2d_backward_data, ops.conv2d_backward_weight))
     pad = (1, 1, 1) if three_d else 0  # 3DSRnet's conv2 is 'same'; the SRCNN layers train 'valid'
-    x = from_numpy(rng.standard_normal(xs, dtype=np.float32))
-    w = from_numpy(rng.standard_normal(ws, dtype=np.float32) * 0.01)
+    x_np = rng.standard_normal(xs, dtype=np.float32)
+    w_np = rng.standard_normal(ws, dtype=np.float32) * 0.01
+    x, w = from_numpy(x_np), from_numpy(w_np)
     b = from_numpy(np.zeros(cout, np.float32))
     y = fwd(x, w, b, padding=pad)
-    dy = from_numpy(rng.standard_normal(tuple(y.shape), dtype=np.float32))
+    dy_np = rng.standard_normal(tuple(y.shape), dtype=np.float32)
+    dy = from_numpy(dy_np)
     flops = 2.0 * np.prod(y.shape) * cin * np.prod(k)
     row = {"N": n, "Cin": cin, "Cout": cout, "kernel": list(k), "input": list(s), "gflop": flops / 1e9}
-    for name, fn in (("forward", lambda: fwd(x, w, b, padding=pad)),
-                     ("backward_data", lambda: bwd_data(dy, w, xs, padding=pad)),
-                     ("backward_weight", lambda: bwd_weight(x, dy, ws, padding=pad))):
-        ms = median_ms(fn, repeat)
-        row[f"{name}_ms"] = ms
-        row[f"{name}_gflops"] = flops / ms / 1e6
+    ours = [lambda: fwd(x, w, b, padding=pad), lambda: bwd_data(dy, w, xs, padding=pad),
+            lambda: bwd_weight(x, dy, ws, padding=pad)]
+    theirs = torch_directions(torch, xs, ws, three_d, 1 if three_d else 0, x_np, w_np, dy_np) if torch else []
+    for d, name in enumerate(DIRECTIONS):
+        ms = median_ms([ours[d]] + theirs[d:d + 1], repeat)
+        row[f"{name}_ms"] = ms[0]
+        row[f"{name}_gflops"] = flops / ms[0] / 1e6
+        if torch:
+            row[f"{name}_torch_ms"] = ms[1]
     return row
+
+
+DIRECTIONS = ("forward", "backward_data", "backward_weight")
+
+
+def cpu_name() -> str:
+    """The processor's model and widest vector extension, from /proc/cpuinfo where there is one."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = {}
+    for line in info.splitlines():
+        if ":" in line:
+            key, value = line.split(":", 1)
+            fields.setdefault(key.strip(), value)
+    model = " ".join(fields.get("model name", "").split()) or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{model} ({isa})"
+
+
+def import_torch(threads: int):
+    try:
+        import torch
+    except Exception:  # noqa: BLE001 - any failure to import means no baseline
+        return None
+    torch.set_num_threads(threads)
+    return torch
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--out", default="docs/results/cpu_conv", help="output path without extension")
+    p.add_argument("--no-torch", action="store_true", help="do not time PyTorch alongside even if installed")
     args = p.parse_args(argv)
     if args.repeat < 1:
         p.error("--repeat must be >= 1")
     rng = np.random.default_rng(0)
     threads = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count()))
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {threads} OpenMP threads"
+    torch = None if args.no_torch else import_torch(int(threads))
+    machine = f"{cpu_name()}, {os.cpu_count()} CPUs, {threads} OpenMP threads"
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     rows = {}
     for name, shape in SHAPES.items():
-        rows[name] = bench_shape(*shape, args.repeat, rng)
+        rows[name] = bench_shape(*shape, args.repeat, rng, torch)
         r = rows[name]
-        print(f"{name:26s} fwd {r['forward_ms']:8.2f} ms  bwd-data {r['backward_data_ms']:8.2f} ms  "
-              f"bwd-weight {r['backward_weight_ms']:8.2f} ms", file=sys.stderr)
-    doc = {"date": datetime.date.today().isoformat(), "machine": machine, "command": command, "rows": rows}
+        print(f"{name:26s} " + "  ".join(
+            f"{d} {r[f'{d}_ms']:8.2f} ms" + (f" (torch {r[f'{d}_torch_ms']:.2f})" if torch else "")
+            for d in DIRECTIONS), file=sys.stderr)
+    doc = {"date": datetime.date.today().isoformat(), "machine": machine, "command": command,
+           "torch": torch.__version__ if torch else None, "rows": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"`{command}` on {machine}, {doc['date']}; median of {args.repeat} runs.", "",
-             "| layer | N, Cin -> Cout, kernel, input | forward ms (GFLOP/s) | backward-data ms (GFLOP/s) "
-             "| backward-weight ms (GFLOP/s) |", "|---|---|---|---|---|"]
+    baseline = f"; PyTorch {torch.__version__} (oneDNN) in the same run, same thread count" if torch else ""
+    lines = [f"`{command}` on {machine}, {doc['date']}; median of {args.repeat} runs{baseline}.", ""]
+    if torch:
+        lines += ["Each cell: magmasr ms (GFLOP/s) / PyTorch ms; the ratio is PyTorch's time over ours (above 1: "
+                  "magmasr is faster).", ""]
+    lines += ["| layer | N, Cin -> Cout, kernel, input | forward ms (GFLOP/s) | backward-data ms (GFLOP/s) "
+              "| backward-weight ms (GFLOP/s) |", "|---|---|---|---|---|"]
     for name, r in rows.items():
         shape = f"{r['N']}, {r['Cin']} -> {r['Cout']}, {'x'.join(map(str, r['kernel']))}, {'x'.join(map(str, r['input']))}"
-        cells = [f"{r[f'{d}_ms']:.2f} ({r[f'{d}_gflops']:.1f})" for d in ("forward", "backward_data", "backward_weight")]
+        cells = []
+        for d in DIRECTIONS:
+            cell = f"{r[f'{d}_ms']:.2f} ({r[f'{d}_gflops']:.1f})"
+            if torch:
+                cell += f" / {r[f'{d}_torch_ms']:.2f}: {r[f'{d}_torch_ms'] / r[f'{d}_ms']:.2f}x"
+            cells.append(cell)
         lines.append(f"| {name} | {shape} | " + " | ".join(cells) + " |")
     for suffix, text in ((".json", json.dumps(doc, indent=1)), (".md", "\n".join(lines) + "\n")):
         write_text_atomic(out.with_name(out.name + suffix), text)

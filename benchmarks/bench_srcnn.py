@@ -275,7 +275,10 @@ def versions(torch) -> dict:
     if torch is not None:
         v["torch"] = torch.__version__
         v["torch_cuda"] = torch.version.cuda
-        v["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        try:
+            v["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        except RuntimeError as e:  # a CPU comparison with a PyTorch whose cuDNN does not load still reports
+            v["cudnn"] = f"not loadable: {str(e).splitlines()[0][:120]}"
     return v
 
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <iterator>
 #include <random>
+#include <string>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "backend.hpp"
+#include "cpu/gemm.hpp"
 #include "magmasr/magmasr.hpp"
 
 using namespace magmasr;
@@ -88,6 +90,8 @@ std::vector<ConvGeom> geometries() {
     gs.push_back(geom(1, 4, 3, 5, 7, 6, 3, 3, 3, 0, 0, 0, m));      // 3DSRnet valid
     gs.push_back(geom(2, 2, 3, 3, 6, 5, 3, 3, 3, 0, 1, 1, m));      // 3DSRnet conv5: pad only in space
     gs.push_back(geom(1, 2, 2, 1, 3, 4, 1, 5, 5, 0, 3, 3, m));      // kernel larger than the input
+    gs.push_back(geom(1, 2, 3, 1, 4, 5, 1, 3, 3, 0, 3, 2, m));      // padding >= kernel: not a plain adjoint conv
+    gs.push_back(geom(1, 3, 5, 1, 4, 300, 1, 3, 3, 0, 1, 2, m));    // rows longer than a block: padded in place
   }
   gs.push_back(geom(1, 64, 4, 1, 9, 10, 1, 3, 3, 0, 1, 1, PadMode::Zeros));  // 64 channels
   // One output channel takes the direct (slab) path: 3-D, and a slab budget of 256 Ki floats that holds only
@@ -99,108 +103,144 @@ std::vector<ConvGeom> geometries() {
   return gs;
 }
 
+// The micro-kernel sets of cpu/gemm.cpp this processor runs: "generic" always, "avx2" where it has AVX2 and FMA.
+// The convolution tests run with each; UseKernels restores the selection on leaving.
+std::vector<std::string> kernel_sets() {
+  const std::string saved = cpu::gemm_kernels();
+  std::vector<std::string> sets{"generic"};
+  if (cpu::set_gemm_kernels("avx2")) sets.push_back("avx2");
+  cpu::set_gemm_kernels(saved);
+  return sets;
+}
+
+struct UseKernels {
+  std::string saved = cpu::gemm_kernels();
+  explicit UseKernels(const std::string& which) { EXPECT_TRUE(cpu::set_gemm_kernels(which)) << which; }
+  ~UseKernels() { cpu::set_gemm_kernels(saved); }
+};
+
 }  // namespace
 
 TEST(CpuConv, ForwardMatchesDirectConvolution) {
-  std::mt19937 rng(1234);
-  for (const ConvGeom& g : geometries()) {
-    auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
-    auto b = random_vec(size_t(g.Cout), rng);
-    std::vector<float> y(size_t(g.y_numel()), NAN);
-    cpu::conv_forward(g, x.data(), w.data(), b.data(), y.data(), false);
-    // fp32 products summed over K = Cin*kvol <= 576 terms of size ~1: relative error ~ sqrt(K) * 6e-8.
-    EXPECT_LT(rel_err(y, direct_conv(g, x, w, &b)), 1e-5) << g.str();
-    // Fused ReLU.
-    std::vector<float> yr(size_t(g.y_numel()), NAN);
-    cpu::conv_forward(g, x.data(), w.data(), b.data(), yr.data(), true);
-    for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(yr[i], y[i] > 0 ? y[i] : 0.0f) << g.str();
+  for (const std::string& kernels : kernel_sets()) {
+    SCOPED_TRACE("kernels " + kernels);
+    const UseKernels use(kernels);
+    std::mt19937 rng(1234);
+    for (const ConvGeom& g : geometries()) {
+      auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+      auto b = random_vec(size_t(g.Cout), rng);
+      std::vector<float> y(size_t(g.y_numel()), NAN);
+      cpu::conv_forward(g, x.data(), w.data(), b.data(), y.data(), false);
+      // fp32 products summed over K = Cin*kvol <= 576 terms of size ~1: relative error ~ sqrt(K) * 6e-8.
+      EXPECT_LT(rel_err(y, direct_conv(g, x, w, &b)), 1e-5) << g.str();
+      // Fused ReLU.
+      std::vector<float> yr(size_t(g.y_numel()), NAN);
+      cpu::conv_forward(g, x.data(), w.data(), b.data(), yr.data(), true);
+      for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(yr[i], y[i] > 0 ? y[i] : 0.0f) << g.str();
+    }
   }
 }
 
 // A NaN in the input makes NaN exactly the outputs whose window holds it, and the fused ReLU keeps them NaN
 // (as PyTorch's relu does: max(NaN, 0) must not turn a broken input into a plausible zero).
 TEST(CpuConv, FusedReluPropagatesNaN) {
-  std::mt19937 rng(4321);
-  for (const ConvGeom& g : geometries()) {
-    auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
-    auto b = random_vec(size_t(g.Cout), rng);
-    x[size_t(rng() % uint32_t(x.size()))] = NAN;
-    const std::vector<double> ref = direct_conv(g, x, w, &b);
-    std::vector<float> y(size_t(g.y_numel()), 0.5f), yr(size_t(g.y_numel()), 0.5f);
-    cpu::conv_forward(g, x.data(), w.data(), b.data(), y.data(), false);
-    cpu::conv_forward(g, x.data(), w.data(), b.data(), yr.data(), true);
-    size_t nans = 0;
-    for (size_t i = 0; i < y.size(); ++i) {
-      nans += std::isnan(ref[i]);
-      ASSERT_EQ(std::isnan(y[i]), std::isnan(ref[i])) << g.str() << " output " << i;
-      ASSERT_EQ(std::isnan(yr[i]), std::isnan(ref[i])) << g.str() << " output " << i;
-      if (!std::isnan(y[i])) ASSERT_EQ(yr[i], y[i] > 0 ? y[i] : 0.0f) << g.str();
+  for (const std::string& kernels : kernel_sets()) {
+    SCOPED_TRACE("kernels " + kernels);
+    const UseKernels use(kernels);
+    std::mt19937 rng(4321);
+    for (const ConvGeom& g : geometries()) {
+      auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+      auto b = random_vec(size_t(g.Cout), rng);
+      x[size_t(rng() % uint32_t(x.size()))] = NAN;
+      const std::vector<double> ref = direct_conv(g, x, w, &b);
+      std::vector<float> y(size_t(g.y_numel()), 0.5f), yr(size_t(g.y_numel()), 0.5f);
+      cpu::conv_forward(g, x.data(), w.data(), b.data(), y.data(), false);
+      cpu::conv_forward(g, x.data(), w.data(), b.data(), yr.data(), true);
+      size_t nans = 0;
+      for (size_t i = 0; i < y.size(); ++i) {
+        nans += std::isnan(ref[i]);
+        ASSERT_EQ(std::isnan(y[i]), std::isnan(ref[i])) << g.str() << " output " << i;
+        ASSERT_EQ(std::isnan(yr[i]), std::isnan(ref[i])) << g.str() << " output " << i;
+        if (!std::isnan(y[i])) ASSERT_EQ(yr[i], y[i] > 0 ? y[i] : 0.0f) << g.str();
+      }
+      EXPECT_GT(nans, 0u) << g.str();
     }
-    EXPECT_GT(nans, 0u) << g.str();
   }
 }
 
 TEST(CpuConv, BackwardDataIsTheAdjointOfForward) {
-  std::mt19937 rng(99);
-  for (const ConvGeom& g : geometries()) {
-    auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
-    auto dy = random_vec(size_t(g.y_numel()), rng);
-    std::vector<float> y(size_t(g.y_numel())), dx(size_t(g.x_numel()), NAN);
-    cpu::conv_forward(g, x.data(), w.data(), nullptr, y.data(), false);
-    cpu::conv_backward_data(g, dy.data(), w.data(), dx.data());
-    // <conv(x), dy> = <x, conv^T(dy)> for the linear map x -> conv(x) (no bias).
-    const double lhs = dot(y, dy), rhs = dot(x, dx);
-    EXPECT_NEAR(lhs, rhs, 1e-4 * (std::abs(lhs) + 1.0)) << g.str();
+  for (const std::string& kernels : kernel_sets()) {
+    SCOPED_TRACE("kernels " + kernels);
+    const UseKernels use(kernels);
+    std::mt19937 rng(99);
+    for (const ConvGeom& g : geometries()) {
+      auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+      auto dy = random_vec(size_t(g.y_numel()), rng);
+      std::vector<float> y(size_t(g.y_numel())), dx(size_t(g.x_numel()), NAN);
+      cpu::conv_forward(g, x.data(), w.data(), nullptr, y.data(), false);
+      cpu::conv_backward_data(g, dy.data(), w.data(), dx.data());
+      // <conv(x), dy> = <x, conv^T(dy)> for the linear map x -> conv(x) (no bias).
+      const double lhs = dot(y, dy), rhs = dot(x, dx);
+      EXPECT_NEAR(lhs, rhs, 1e-4 * (std::abs(lhs) + 1.0)) << g.str();
+    }
   }
 }
 
 TEST(CpuConv, BackwardWeightMatchesFiniteDifferences) {
-  std::mt19937 rng(7);
-  for (const ConvGeom& g : geometries()) {
-    auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
-    auto b = random_vec(size_t(g.Cout), rng), r = random_vec(size_t(g.y_numel()), rng);
-    std::vector<float> dw(size_t(g.w_numel()), NAN), db(size_t(g.Cout), NAN);
-    cpu::conv_backward_weight(g, x.data(), r.data(), dw.data(), db.data());
-    // L(w, b) = <direct_conv(x; w, b), r> is linear in w and b: central differences in double are exact
-    // up to rounding, so compare a few coordinates of each.
-    auto loss = [&](const std::vector<float>& ww, const std::vector<float>& bb) {
-      auto y = direct_conv(g, x, ww, &bb);
-      double s = 0;
-      for (size_t i = 0; i < y.size(); ++i) s += y[i] * r[i];
-      return s;
-    };
-    std::uniform_int_distribution<size_t> pick_w(0, w.size() - 1), pick_b(0, b.size() - 1);
-    for (int t = 0; t < 4; ++t) {
-      const size_t i = pick_w(rng);
-      auto wp = w, wm = w;
-      wp[i] += 0.5f, wm[i] -= 0.5f;
-      const double fd = loss(wp, b) - loss(wm, b);
-      EXPECT_NEAR(dw[i], fd, 1e-4 * (std::abs(fd) + 1.0)) << g.str() << " weight " << i;
-      const size_t j = pick_b(rng);
-      auto bp = b, bm = b;
-      bp[j] += 0.5f, bm[j] -= 0.5f;
-      const double fdb = loss(w, bp) - loss(w, bm);
-      EXPECT_NEAR(db[j], fdb, 1e-4 * (std::abs(fdb) + 1.0)) << g.str() << " bias " << j;
+  for (const std::string& kernels : kernel_sets()) {
+    SCOPED_TRACE("kernels " + kernels);
+    const UseKernels use(kernels);
+    std::mt19937 rng(7);
+    for (const ConvGeom& g : geometries()) {
+      auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+      auto b = random_vec(size_t(g.Cout), rng), r = random_vec(size_t(g.y_numel()), rng);
+      std::vector<float> dw(size_t(g.w_numel()), NAN), db(size_t(g.Cout), NAN);
+      cpu::conv_backward_weight(g, x.data(), r.data(), dw.data(), db.data());
+      // L(w, b) = <direct_conv(x; w, b), r> is linear in w and b: central differences in double are exact
+      // up to rounding, so compare a few coordinates of each.
+      auto loss = [&](const std::vector<float>& ww, const std::vector<float>& bb) {
+        auto y = direct_conv(g, x, ww, &bb);
+        double s = 0;
+        for (size_t i = 0; i < y.size(); ++i) s += y[i] * r[i];
+        return s;
+      };
+      std::uniform_int_distribution<size_t> pick_w(0, w.size() - 1), pick_b(0, b.size() - 1);
+      for (int t = 0; t < 4; ++t) {
+        const size_t i = pick_w(rng);
+        auto wp = w, wm = w;
+        wp[i] += 0.5f, wm[i] -= 0.5f;
+        const double fd = loss(wp, b) - loss(wm, b);
+        EXPECT_NEAR(dw[i], fd, 1e-4 * (std::abs(fd) + 1.0)) << g.str() << " weight " << i;
+        const size_t j = pick_b(rng);
+        auto bp = b, bm = b;
+        bp[j] += 0.5f, bm[j] -= 0.5f;
+        const double fdb = loss(w, bp) - loss(w, bm);
+        EXPECT_NEAR(db[j], fdb, 1e-4 * (std::abs(fdb) + 1.0)) << g.str() << " bias " << j;
+      }
     }
   }
 }
 
 TEST(CpuConv, ChunkBoundariesAcrossTheBatch) {
-  // 3 images of 48x48 = 6912 columns: 256-column blocks straddle the images, the last block is partial, and
-  // backward-weight sums 27 blocks in groups of 8. Forward and backward-weight must not notice.
-  std::mt19937 rng(5);
-  const ConvGeom g = geom(3, 64, 2, 1, 48, 48, 1, 5, 5, 0, 2, 2, PadMode::Replicate);
-  auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
-  std::vector<float> y(size_t(g.y_numel()), NAN);
-  cpu::conv_forward(g, x.data(), w.data(), nullptr, y.data(), false);
-  EXPECT_LT(rel_err(y, direct_conv(g, x, w, nullptr)), 1e-5);
-  auto dy = random_vec(size_t(g.y_numel()), rng);
-  std::vector<float> dx(size_t(g.x_numel()), NAN), dw(size_t(g.w_numel()), NAN);
-  cpu::conv_backward_data(g, dy.data(), w.data(), dx.data());
-  EXPECT_NEAR(dot(y, dy), dot(x, dx), 1e-4 * std::abs(dot(y, dy)));
-  cpu::conv_backward_weight(g, x.data(), dy.data(), dw.data(), nullptr);
-  // <dw, w> = <dy, conv(x; w)> since conv is linear in w.
-  EXPECT_NEAR(dot(dw, w), dot(dy, y), 1e-4 * std::abs(dot(dy, y)));
+  for (const std::string& kernels : kernel_sets()) {
+    SCOPED_TRACE("kernels " + kernels);
+    const UseKernels use(kernels);
+    // 3 images of 48x48 = 6912 columns: 256-column blocks straddle the images, the last block is partial, and
+    // backward-weight sums 27 blocks in groups of 8. Forward and backward-weight must not notice.
+    std::mt19937 rng(5);
+    const ConvGeom g = geom(3, 64, 2, 1, 48, 48, 1, 5, 5, 0, 2, 2, PadMode::Replicate);
+    auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+    std::vector<float> y(size_t(g.y_numel()), NAN);
+    cpu::conv_forward(g, x.data(), w.data(), nullptr, y.data(), false);
+    EXPECT_LT(rel_err(y, direct_conv(g, x, w, nullptr)), 1e-5);
+    auto dy = random_vec(size_t(g.y_numel()), rng);
+    std::vector<float> dx(size_t(g.x_numel()), NAN), dw(size_t(g.w_numel()), NAN);
+    cpu::conv_backward_data(g, dy.data(), w.data(), dx.data());
+    EXPECT_NEAR(dot(y, dy), dot(x, dx), 1e-4 * std::abs(dot(y, dy)));
+    cpu::conv_backward_weight(g, x.data(), dy.data(), dw.data(), nullptr);
+    // <dw, w> = <dy, conv(x; w)> since conv is linear in w.
+    EXPECT_NEAR(dot(dw, w), dot(dy, y), 1e-4 * std::abs(dot(dy, y)));
+  }
 }
 
 // Every result is the same bit for bit whatever the number of OpenMP threads (backward-weight sums fixed groups
@@ -239,31 +279,100 @@ TEST(CpuConv, ResultsDoNotDependOnTheThreadCount) {
 // crop of the convolution, bit for bit (what tiled inference rests on). Multi-channel layers of SRCNN and 3DSRnet
 // with valid padding, each crop at offsets that put its outputs at other places in their 256-column blocks.
 TEST(CpuConv, AnOutputDoesNotDependOnWhereItLies) {
+  for (const std::string& kernels : kernel_sets()) {
+    SCOPED_TRACE("kernels " + kernels);
+    const UseKernels use(kernels);
+    std::mt19937 rng(std::random_device{}());
+    struct Case {
+      int64_t cin, cout, kd, k, d;
+    };
+    for (const Case c : {Case{1, 64, 1, 9, 1}, Case{64, 32, 1, 5, 1}, Case{64, 32, 1, 1, 1}, Case{32, 32, 3, 3, 5}}) {
+      const ConvGeom g = geom(1, c.cin, c.cout, c.d, 41, 67, c.kd, c.k, c.k, 0, 0, 0, PadMode::Zeros);
+      const auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+      std::vector<float> y(size_t(g.y_numel()));
+      cpu::conv_forward(g, x.data(), w.data(), nullptr, y.data(), false);
+      for (int trial = 0; trial < 3; ++trial) {
+        const int64_t h0 = std::uniform_int_distribution<int64_t>(0, 9)(rng), w0 = std::uniform_int_distribution<int64_t>(0, 30)(rng);
+        const int64_t H = std::uniform_int_distribution<int64_t>(c.k, g.H - h0)(rng);
+        const int64_t W = std::uniform_int_distribution<int64_t>(c.k + 8, g.W - w0)(rng);
+        const ConvGeom gc = geom(1, c.cin, c.cout, c.d, H, W, c.kd, c.k, c.k, 0, 0, 0, PadMode::Zeros);
+        std::vector<float> xc(size_t(gc.x_numel())), yc(size_t(gc.y_numel()));
+        for (int64_t ci = 0; ci < c.cin * c.d; ++ci)
+          for (int64_t i = 0; i < H; ++i)
+            for (int64_t j = 0; j < W; ++j) xc[size_t((ci * H + i) * W + j)] = x[size_t((ci * g.H + h0 + i) * g.W + w0 + j)];
+        cpu::conv_forward(gc, xc.data(), w.data(), nullptr, yc.data(), false);
+        int64_t differ = 0;
+        for (int64_t co = 0; co < c.cout * gc.oD(); ++co)
+          for (int64_t i = 0; i < gc.oH(); ++i)
+            for (int64_t j = 0; j < gc.oW(); ++j)
+              differ += yc[size_t((co * gc.oH() + i) * gc.oW() + j)] != y[size_t((co * g.oH() + h0 + i) * g.oW() + w0 + j)];
+        EXPECT_EQ(differ, 0) << gc.str() << " at (" << h0 << ", " << w0 << ") of " << g.str();
+      }
+    }
+  }
+}
+
+// The tiled products of cpu/gemm.cpp against a double-precision reference, on sizes with partial row and column
+// tiles, A read in place with either stride order, with and without accumulation; the padding columns of C past N
+// (poisoned with NaN) must stay untouched. Then the property the convolution's exactness rests on: a column of C
+// is the same bit for bit wherever it lies among the panels, and a row wherever it lies among the row tiles.
+TEST(CpuGemm, TiledProductsMatchADoubleReference) {
   std::mt19937 rng(std::random_device{}());
-  struct Case {
-    int64_t cin, cout, kd, k, d;
-  };
-  for (const Case c : {Case{1, 64, 1, 9, 1}, Case{64, 32, 1, 5, 1}, Case{64, 32, 1, 1, 1}, Case{32, 32, 3, 3, 5}}) {
-    const ConvGeom g = geom(1, c.cin, c.cout, c.d, 41, 67, c.kd, c.k, c.k, 0, 0, 0, PadMode::Zeros);
-    const auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
-    std::vector<float> y(size_t(g.y_numel()));
-    cpu::conv_forward(g, x.data(), w.data(), nullptr, y.data(), false);
-    for (int trial = 0; trial < 3; ++trial) {
-      const int64_t h0 = std::uniform_int_distribution<int64_t>(0, 9)(rng), w0 = std::uniform_int_distribution<int64_t>(0, 30)(rng);
-      const int64_t H = std::uniform_int_distribution<int64_t>(c.k, g.H - h0)(rng);
-      const int64_t W = std::uniform_int_distribution<int64_t>(c.k + 8, g.W - w0)(rng);
-      const ConvGeom gc = geom(1, c.cin, c.cout, c.d, H, W, c.kd, c.k, c.k, 0, 0, 0, PadMode::Zeros);
-      std::vector<float> xc(size_t(gc.x_numel())), yc(size_t(gc.y_numel()));
-      for (int64_t ci = 0; ci < c.cin * c.d; ++ci)
-        for (int64_t i = 0; i < H; ++i)
-          for (int64_t j = 0; j < W; ++j) xc[size_t((ci * H + i) * W + j)] = x[size_t((ci * g.H + h0 + i) * g.W + w0 + j)];
-      cpu::conv_forward(gc, xc.data(), w.data(), nullptr, yc.data(), false);
-      int64_t differ = 0;
-      for (int64_t co = 0; co < c.cout * gc.oD(); ++co)
-        for (int64_t i = 0; i < gc.oH(); ++i)
-          for (int64_t j = 0; j < gc.oW(); ++j)
-            differ += yc[size_t((co * gc.oH() + i) * gc.oW() + j)] != y[size_t((co * g.oH() + h0 + i) * g.oW() + w0 + j)];
-      EXPECT_EQ(differ, 0) << gc.str() << " at (" << h0 << ", " << w0 << ") of " << g.str();
+  for (const std::string& kernels : kernel_sets()) {
+    SCOPED_TRACE("kernels " + kernels);
+    const UseKernels use(kernels);
+    for (bool narrow : {false, true}) {
+      const int64_t NR = narrow ? cpu::kNarrowNR : cpu::kWideNR;
+      auto gemm = narrow ? cpu::gemm_narrow : cpu::gemm_wide;
+      for (int64_t M : {1, 4, 5, 7, 13, 32})
+        for (int64_t N : {1, 16, 23, 24, 25, 50})
+          for (int64_t K : {1, 9, 64}) {
+            const bool transposed = (M + N + K) % 2 == 1, accumulate = (M * N) % 3 == 0;
+            const auto a = random_vec(size_t(M * K), rng), b = random_vec(size_t(K * N), rng);
+            const int64_t rsa = transposed ? 1 : K, csa = transposed ? M : 1, ldc = N + 3;
+            auto c = random_vec(size_t(M * ldc), rng);
+            for (int64_t i = 0; i < M; ++i)
+              for (int64_t j = N; j < ldc; ++j) c[size_t(i * ldc + j)] = NAN;
+            const auto c0 = c;
+            std::vector<float> bp(size_t((N + NR - 1) / NR * NR * K));
+            cpu::pack_panels(K, N, b.data(), N, NR, bp.data());
+            gemm(M, N, K, a.data(), rsa, csa, bp.data(), c.data(), ldc, accumulate);
+            for (int64_t i = 0; i < M; ++i)
+              for (int64_t j = 0; j < ldc; ++j) {
+                const float got = c[size_t(i * ldc + j)];
+                if (j >= N) {
+                  ASSERT_TRUE(std::isnan(got)) << M << "x" << N << "x" << K << ": wrote past column N";
+                  continue;
+                }
+                double ref = accumulate ? double(c0[size_t(i * ldc + j)]) : 0.0, scale = std::abs(ref);
+                for (int64_t k = 0; k < K; ++k) {
+                  const double t = double(a[size_t(i * rsa + k * csa)]) * double(b[size_t(k * N + j)]);
+                  ref += t, scale += std::abs(t);
+                }
+                // K <= 64 float multiply-adds: each rounding is <= 2^-24 of the running magnitude.
+                ASSERT_NEAR(got, ref, 1e-6 * (scale + 1.0)) << M << "x" << N << "x" << K << " at " << i << ", " << j;
+              }
+          }
+      // Position independence: B with `shift` extra columns in front, A with `shift` extra rows on top.
+      const int64_t M = 11, N = 40, K = 37;
+      const auto a = random_vec(size_t(M * K), rng), b = random_vec(size_t(K * N), rng);
+      std::vector<float> bp(size_t((N + NR - 1) / NR * NR * K)), c(size_t(M * N));
+      cpu::pack_panels(K, N, b.data(), N, NR, bp.data());
+      gemm(M, N, K, a.data(), K, 1, bp.data(), c.data(), N, false);
+      for (int64_t shift : {1, 5, 8, 13}) {
+        const int64_t Ns = N + shift, Ms = M + shift;
+        auto bs = random_vec(size_t(K * Ns), rng), as = random_vec(size_t(Ms * K), rng);
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t j = 0; j < N; ++j) bs[size_t(k * Ns + shift + j)] = b[size_t(k * N + j)];
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t k = 0; k < K; ++k) as[size_t((shift + i) * K + k)] = a[size_t(i * K + k)];
+        std::vector<float> bps(size_t((Ns + NR - 1) / NR * NR * K)), cs(size_t(Ms * Ns));
+        cpu::pack_panels(K, Ns, bs.data(), Ns, NR, bps.data());
+        gemm(Ms, Ns, K, as.data(), K, 1, bps.data(), cs.data(), Ns, false);
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < N; ++j)
+            ASSERT_EQ(cs[size_t((shift + i) * Ns + shift + j)], c[size_t(i * N + j)]) << "shift " << shift;
+      }
     }
   }
 }

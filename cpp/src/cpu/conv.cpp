@@ -1,29 +1,27 @@
 // CPU convolution: the reference for the CUDA kernels, and the fallback where there is no GPU.
 //
-// Strategy: vol2col + SGEMM on cache-sized blocks. The output positions of the whole batch form one flat range
-// q = n * P + p (P = oD * oH * oW), cut into blocks of exactly kBlock columns. Each OpenMP thread takes whole
-// blocks and, for each, builds the block's column matrix col[K, kBlock] (K = Cin * kD * kH * kW) in its own
-// buffer, which stays in its L2 cache, and runs one single-threaded SGEMM on it at once. (An earlier version
-// built a 32 MiB column matrix for many blocks first and then multiplied: every element went through main
-// memory twice, and a training step ran at a third of the speed.) 2-D convolutions are the D = kD = 1 case.
-//   forward:          tmp[Cout, kBlock] = W[Cout, K] * col        then y[n, co, p] = tmp + b (and ReLU)
-//   backward-data:    dcol[K, kBlock] = W^T * dY[Cout, kBlock]   then col2vol accumulates into dx
-//   backward-weight:  dW[Cout, K] += dY[Cout, kBlock] * col^T,   db[co] = sum of dy[n, co, :]
-// Determinism: every SGEMM has the same shape whatever the image size (the last partial block is zero-padded),
-// so OpenBLAS sums each column the same way in every call. (Calls of varying N were not: OpenBLAS's small-matrix
-// and tail kernels sum in another order, which changed about one result in three by 1 ulp.) Within one call,
-// OpenBLAS's Haswell/Zen SGEMM (AVX2: what it picks on AMD EPYC) sums the first 8 and the last 8 columns of B in
-// another order than the others (seen with scipy-openblas32 0.3.34, for every M, K and N tried), so a pixel's
-// result would depend on its place in its block. The forward pass therefore multiplies kGuard zero columns on
-// each side of the block's kBlock columns and keeps only the middle ones, all summed alike: a column's result
-// does not depend on where it lies, and tiled inference is bit-identical to whole-image inference
-// (CpuConv.AnOutputDoesNotDependOnWhereItLies). On AVX-512 (SkylakeX kernels) no column was different.
-// Backward-weight sums fixed groups of blocks into partial gradients and adds the partials in group order, so
-// its result does not depend on the number of threads either.
-// Threads: OpenBLAS's own thread pool is never used: on a small machine its spinning workers and OpenMP's
-// competed for the cores and made a 33x33-patch training step 9x slower.
-// Speed (docs/results/cpu_conv.md, 2 cores of an Intel Xeon with AVX-512, batch-128 training layers): 60-90
-// GFLOP/s for the multi-channel layers, 2x the previous version; 10-24 GFLOP/s for one output channel, 8-13x.
+// Strategy: vol2col + a matrix product on cache-sized blocks. The output positions of the whole batch form one
+// flat range q = n * P + p (P = oD * oH * oW), cut into blocks of exactly kBlock columns. Each OpenMP thread takes
+// whole blocks and, for each, builds the block's column matrix col[K, kBlock] (K = Cin * kD * kH * kW) in its own
+// buffer, in the layout the product reads, and multiplies it at once with the register-tiled kernels of
+// cpu/gemm.cpp. (An earlier version built a 32 MiB column matrix for many blocks first and then multiplied:
+// every element went through main memory twice, and a training step ran at a third of the speed.) 2-D
+// convolutions are the D = kD = 1 case.
+//   forward:          tmp[Cout, kBlock] = W[Cout, K] * col      then y[n, co, p] = tmp + b (and ReLU)
+//   backward-data:    dcol[K, kBlock] = W^T * dY[Cout, kBlock]  then col2vol accumulates into dx
+//   backward-weight:  dW^T[K, Cout] += col * dY^T,              db[co] = sum of dy[n, co, :]
+// Determinism: each output of a product is one ordered sum over k (gemm.hpp), so a pixel's value does not depend
+// on its place in its block or on the block: tiled inference is bit-identical to whole-image inference
+// (CpuConv.AnOutputDoesNotDependOnWhereItLies). (With OpenBLAS's SGEMM it was not: its AVX2 kernels sum the first
+// and last 8 columns of a product in another order, and the forward pass had to pad every block with zero
+// columns.) Backward-weight sums fixed groups of blocks into partial gradients and adds the partials in group
+// order, so its result does not depend on the number of threads either.
+// Speed (docs/results/cpu_conv.md, 2 cores of an AMD EPYC, AVX2): SRCNN 9-5-5's mapping layer in training,
+// forward / backward-data / backward-weight 51 / 62 / 57 ms against 75 / 86 / 75 with OpenBLAS's SGEMM the same
+// hour, and 39 / 64 / 58 for PyTorch 2.15 (oneDNN); 3DSRnet's 3x3x3 layer 166 / 183 / 174 ms (PyTorch 157 / 172 /
+// 319). Backward-data, when no border is replicated, runs as the forward convolution of dy with the flipped,
+// transposed weights, and short padded rows are padded by a copy first (the two paths below the public
+// functions).
 // Padding: Zeros skips samples outside the input; Replicate clamps the index into the input, and col2vol
 // adds the gradient of those samples to the clamped border sample (the exact adjoint).
 #include <algorithm>
@@ -36,14 +34,13 @@
 #endif
 
 #include "backend.hpp"
-#include "cpu/blas.hpp"
+#include "cpu/gemm.hpp"
 
 namespace magmasr::cpu {
 namespace {
 
-constexpr int64_t kBlock = 256;  // columns per SGEMM: col[K, kBlock] is 1.6 MiB for K = 64 * 5 * 5
-constexpr int64_t kGuard = 16;   // forward: zero columns on each side of a block (twice the 8 seen to differ)
-constexpr int64_t kForwardLd = kBlock + 2 * kGuard;  // the forward SGEMM's N and row pitch
+constexpr int64_t kBlock = 264;  // columns per block: 11 panels of 24 (gemm_wide); col[K, kBlock] is 1.7 MiB for K = 1600
+static_assert(kBlock % kWideNR == 0, "a block is whole panels");
 
 int64_t num_blocks(const ConvGeom& g) { return (g.N * g.out_spatial() + kBlock - 1) / kBlock; }
 
@@ -119,38 +116,59 @@ void block_runs(const ConvGeom& g, int64_t q0, int64_t q1, std::vector<Run>& run
 }
 
 // col[r, c] for r = ((ci * kD + kd) * kH + kh) * kW + kw and the block's `cols` columns (given as runs); the
-// columns from `cols` to kBlock are zero. Runs on the calling thread.
-void vol2col(const ConvGeom& g, const float* x, const std::vector<Run>& runs, int64_t cols, float* col,
-             int64_t ld) {
+// columns from `cols` to kBlock are zero. Row-major rows of kBlock, or with `packed`, the panels of kWideNR
+// columns that gemm_wide reads (each row is built in a small buffer and copied out panel by panel). Runs on the
+// calling thread.
+void vol2col(const ConvGeom& g, const float* x, const std::vector<Run>& runs, int64_t cols, float* col, bool packed) {
   const int64_t kvol = g.kernel_volume(), K = g.Cin * kvol;
   const bool replicate = g.mode == PadMode::Replicate;
+  // Without padding every sample is inside the input: each run is one copy from x + (its start) + (the tap's
+  // offset), with no bounds to check (the training layers, whose runs are short rows of 17-33 samples).
+  const bool unpadded = g.pD == 0 && g.pH == 0 && g.pW == 0;
+  std::vector<int64_t> start;
+  if (unpadded)
+    for (const Run& run : runs) start.push_back(((run.n * g.Cin * g.D + run.od) * g.H + run.oh) * g.W + run.ow0);
+  alignas(64) float row[kBlock];
   for (int64_t r = 0; r < K; ++r) {
     const int64_t ci = r / kvol, kd = (r / (g.kH * g.kW)) % g.kD, kh = (r / g.kW) % g.kH, kw = r % g.kW;
     const int64_t shift = kw - g.pW;
-    float* dst = col + r * ld;
-    for (const Run& run : runs) {
-      int64_t id = run.od + kd - g.pD, ih = run.oh + kh - g.pH;
-      float* out = dst + run.c - run.ow0;  // out[ow] for ow in [ow0, ow1)
-      if (!replicate && (id < 0 || id >= g.D || ih < 0 || ih >= g.H)) {
-        std::fill(out + run.ow0, out + run.ow1, 0.0f);
-        continue;
+    float* dst = packed ? row : col + r * kBlock;
+    if (unpadded) {
+      const float* tap = x + ((ci * g.D + kd) * g.H + kh) * g.W + kw;
+      for (size_t i = 0; i < runs.size(); ++i) {
+        const Run& run = runs[i];
+        const float* src = tap + start[i];
+        float* out = dst + run.c;
+        for (int64_t j = 0; j < run.ow1 - run.ow0; ++j) out[j] = src[j];
       }
-      id = clamp_index(id, g.D);
-      ih = clamp_index(ih, g.H);
-      const float* src = x + ((run.n * g.Cin + ci) * g.D + id) * g.H * g.W + ih * g.W;
-      copy_padded_row(src, g.W, shift, run.ow0, run.ow1, replicate, out);
+    } else {
+      for (const Run& run : runs) {
+        int64_t id = run.od + kd - g.pD, ih = run.oh + kh - g.pH;
+        float* out = dst + run.c - run.ow0;  // out[ow] for ow in [ow0, ow1)
+        if (!replicate && (id < 0 || id >= g.D || ih < 0 || ih >= g.H)) {
+          std::fill(out + run.ow0, out + run.ow1, 0.0f);
+          continue;
+        }
+        id = clamp_index(id, g.D);
+        ih = clamp_index(ih, g.H);
+        const float* src = x + ((run.n * g.Cin + ci) * g.D + id) * g.H * g.W + ih * g.W;
+        copy_padded_row(src, g.W, shift, run.ow0, run.ow1, replicate, out);
+      }
     }
     std::fill(dst + cols, dst + kBlock, 0.0f);
+    if (packed)
+      for (int64_t p = 0; p < kBlock / kWideNR; ++p)
+        std::memcpy(col + (p * K + r) * kWideNR, row + p * kWideNR, sizeof(float) * kWideNR);
   }
 }
 
-// The column matrix of block blk, kBlock columns in rows of pitch ld (its runs left in `runs`); returns the
-// block's columns [q0, q1).
+// The column matrix of block blk (its runs left in `runs`), row-major or packed; returns the block's columns
+// [q0, q1).
 std::pair<int64_t, int64_t> block_columns(const ConvGeom& g, const float* x, int64_t blk, std::vector<Run>& runs,
-                                          float* col, int64_t ld = kBlock) {
+                                          float* col, bool packed) {
   const int64_t q0 = blk * kBlock, q1 = std::min(g.N * g.out_spatial(), q0 + kBlock);
   block_runs(g, q0, q1, runs);
-  vol2col(g, x, runs, q1 - q0, col, ld);
+  vol2col(g, x, runs, q1 - q0, col, packed);
   return {q0, q1};
 }
 
@@ -416,27 +434,68 @@ void bias_gradient(const ConvGeom& g, const float* dy, float* db) {
   }
 }
 
+// Training layers cut their rows into short runs (17-33 samples), and a padded geometry checks every run against
+// the borders; a padded copy of the input makes the geometry unpadded instead, where each run is one copy (SRCNN's
+// backward-data, a convolution of dy padded by 4: 25% faster). Only for rows shorter than kShortRow: on longer
+// rows the checks cost little and the copy more (3DSRnet's 64-wide clips: a 62 MB copy, 5% slower), and never
+// for copies over kPadCopyLimit floats.
+constexpr int64_t kShortRow = 48;
+constexpr int64_t kPadCopyLimit = int64_t(64) << 20;
+
+bool worth_padding(const ConvGeom& g) {
+  if (g.pD == 0 && g.pH == 0 && g.pW == 0) return false;
+  const double padded = double(g.N) * double(g.Cin) * double(g.D + 2 * g.pD) * double(g.H + 2 * g.pH) *
+                        double(g.W + 2 * g.pW);
+  return g.oW() < kShortRow && padded <= double(kPadCopyLimit);
+}
+
+// xp = x padded as g says (zeros or replicated borders); returns the same convolution of xp without padding.
+ConvGeom padded_copy(const ConvGeom& g, const float* x, std::vector<float>& xp) {
+  ConvGeom u = g;
+  u.D = g.D + 2 * g.pD, u.H = g.H + 2 * g.pH, u.W = g.W + 2 * g.pW;
+  u.pD = u.pH = u.pW = 0;
+  xp.resize(size_t(u.x_numel()));
+  const bool replicate = g.mode == PadMode::Replicate;
+#pragma omp parallel for schedule(static)
+  for (int64_t nc = 0; nc < g.N * g.Cin; ++nc)
+    for (int64_t d = 0; d < u.D; ++d)
+      for (int64_t h = 0; h < u.H; ++h) {
+        float* dst = xp.data() + ((nc * u.D + d) * u.H + h) * u.W;
+        int64_t id = d - g.pD, ih = h - g.pH;
+        if (!replicate && (id < 0 || id >= g.D || ih < 0 || ih >= g.H)) {
+          std::fill(dst, dst + u.W, 0.0f);
+          continue;
+        }
+        id = clamp_index(id, g.D), ih = clamp_index(ih, g.H);
+        copy_padded_row(x + ((nc * g.D + id) * g.H + ih) * g.W, g.W, -g.pW, 0, u.W, replicate, dst);
+      }
+  return u;
+}
+
 }  // namespace
 
 void conv_forward(const ConvGeom& g, const float* x, const float* w, const float* b, float* y, bool relu) {
   if (g.Cout == 1) return forward_one_output(g, x, w, b, y, relu);
+  if (worth_padding(g)) {
+    std::vector<float> xp;
+    const ConvGeom u = padded_copy(g, x, xp);
+    return conv_forward(u, xp.data(), w, b, y, relu);
+  }
   const int64_t K = g.Cin * g.kernel_volume(), P = g.out_spatial(), M = g.Cout, blocks = num_blocks(g);
-  blas_single_threaded();
 #pragma omp parallel
   {
-    // col[K, kForwardLd]: the block's columns in the middle, kGuard zero columns (never written) on each side.
-    std::vector<float> col(size_t(K * kForwardLd), 0.0f), tmp(size_t(M * kForwardLd));
+    std::vector<float> col(size_t(K * kBlock)), tmp(size_t(M * kBlock));  // col packed for gemm_wide
     std::vector<Run> runs;
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < blocks; ++blk) {
-      const auto [q0, q1] = block_columns(g, x, blk, runs, col.data() + kGuard, kForwardLd);
-      sgemm(false, false, M, kForwardLd, K, 1.0f, w, K, col.data(), kForwardLd, 0.0f, tmp.data(), kForwardLd);
+      const auto [q0, q1] = block_columns(g, x, blk, runs, col.data(), true);
+      gemm_wide(M, kBlock, K, w, K, 1, col.data(), tmp.data(), kBlock, false);
       for (int64_t co = 0; co < M; ++co) {
         const float bias = b ? b[co] : 0.0f;
         int64_t q = q0;
         while (q < q1) {
           const int64_t n = q / P, p = q % P, run = std::min(P - p, q1 - q);
-          const float* src = tmp.data() + co * kForwardLd + kGuard + (q - q0);
+          const float* src = tmp.data() + co * kBlock + (q - q0);
           float* dst = y + (n * M + co) * P + p;
           for (int64_t i = 0; i < run; ++i) {
             const float v = src[i] + bias;
@@ -453,15 +512,33 @@ void conv_forward(const ConvGeom& g, const float* x, const float* w, const float
 // all threads scatter the wave's blocks into dx, split by input channel (disjoint targets, so no races).
 void conv_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx) {
   if (g.Cout == 1) return backward_data_one_output(g, dy, w, dx);
+  const bool unpadded = g.pD == 0 && g.pH == 0 && g.pW == 0;  // either mode: nothing is padded
+  if ((g.mode == PadMode::Zeros || unpadded) && g.Cin > 1 && g.pD < g.kD && g.pH < g.kH && g.pW < g.kW) {
+    // Without replicate padding the adjoint is itself a convolution, of dy padded by k - 1 - p with the weights flipped in
+    // space and transposed (Cin <-> Cout): run as a forward pass, it skips the column matrix of dx and its
+    // scatter-add (col2vol), which cost as much as the product (9-5-5 conv2: 100 -> 69 ms). Not for one input
+    // channel, where that forward pass would have one output channel (the slab path, 4x slower here).
+    ConvGeom t;
+    t.N = g.N, t.Cin = g.Cout, t.Cout = g.Cin;  // (zero padding: dy's border is not replicated)
+    t.D = g.oD(), t.H = g.oH(), t.W = g.oW();
+    t.kD = g.kD, t.kH = g.kH, t.kW = g.kW;
+    t.pD = g.kD - 1 - g.pD, t.pH = g.kH - 1 - g.pH, t.pW = g.kW - 1 - g.pW;
+    const int64_t kvol = g.kernel_volume();
+    std::vector<float> flipped(size_t(g.w_numel()));
+    for (int64_t co = 0; co < g.Cout; ++co)
+      for (int64_t ci = 0; ci < g.Cin; ++ci)
+        for (int64_t r = 0; r < kvol; ++r)
+          flipped[size_t((ci * g.Cout + co) * kvol + kvol - 1 - r)] = w[(co * g.Cin + ci) * kvol + r];
+    return conv_forward(t, dy, flipped.data(), nullptr, dx, false);  // (which pads dy first where that pays)
+  }
   const int64_t K = g.Cin * g.kernel_volume(), total = g.N * g.out_spatial();
   const int64_t blocks = num_blocks(g), T = max_threads();
   std::vector<float> dcol(size_t(T * K * kBlock));
   std::vector<std::vector<Run>> slot_runs(static_cast<size_t>(T));
   std::fill(dx, dx + g.x_numel(), 0.0f);
-  blas_single_threaded();
 #pragma omp parallel
   {
-    std::vector<float> dyc(size_t(g.Cout * kBlock));
+    std::vector<float> dyc(size_t(g.Cout * kBlock)), packed(size_t(g.Cout * kBlock));
     for (int64_t wave = 0; wave < blocks; wave += T) {
       const int64_t nb = std::min(T, blocks - wave);
 #pragma omp for schedule(static)
@@ -469,8 +546,9 @@ void conv_backward_data(const ConvGeom& g, const float* dy, const float* w, floa
         const int64_t q0 = (wave + i) * kBlock, q1 = std::min(total, q0 + kBlock);
         gather_dy(g, dy, q0, q1, dyc.data());
         block_runs(g, q0, q1, slot_runs[size_t(i)]);
-        sgemm(true, false, K, kBlock, g.Cout, 1.0f, w, K, dyc.data(), kBlock, 0.0f, dcol.data() + i * K * kBlock,
-              kBlock);
+        pack_panels(g.Cout, kBlock, dyc.data(), kBlock, kWideNR, packed.data());
+        // A(k, co) = W[co, k]: the transposed weights, read in place.
+        gemm_wide(K, kBlock, g.Cout, w, 1, K, packed.data(), dcol.data() + i * K * kBlock, kBlock, false);
       }
 #pragma omp for schedule(static)
       for (int64_t ci = 0; ci < g.Cin; ++ci)
@@ -479,35 +557,44 @@ void conv_backward_data(const ConvGeom& g, const float* dy, const float* w, floa
   }
 }
 
-// Groups of consecutive blocks (their number fixed by the problem size alone) each sum into a partial gradient;
-// the partials are then added in group order, so the result is the same whatever the number of threads.
+// Groups of consecutive blocks (their number fixed by the problem size alone) each sum into a partial gradient
+// dW^T[K, Cout]; the partials are then added in group order, so the result is the same whatever the number of
+// threads, and transposed into dw.
 void conv_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db) {
   if (g.Cout == 1) {
     backward_weight_one_output(g, x, dy, dw);
     if (db) bias_gradient(g, dy, db);
     return;
   }
+  if (worth_padding(g)) {
+    std::vector<float> xp;
+    const ConvGeom u = padded_copy(g, x, xp);
+    return conv_backward_weight(u, xp.data(), dy, dw, db);
+  }
   const int64_t K = g.Cin * g.kernel_volume(), M = g.Cout, blocks = num_blocks(g);
   const Groups groups(blocks, 8);
-  std::vector<float> partial(groups.count > 1 ? size_t(groups.count * M * K) : 0);
-  blas_single_threaded();
+  std::vector<float> partial(size_t(groups.count * M * K)), dwt(groups.count > 1 ? size_t(M * K) : 0);
 #pragma omp parallel
   {
     std::vector<float> col(size_t(K * kBlock)), dyc(size_t(M * kBlock));
+    std::vector<float> dyt(size_t((M + kNarrowNR - 1) / kNarrowNR * kNarrowNR * kBlock));
     std::vector<Run> runs;
 #pragma omp for schedule(static)
     for (int64_t grp = 0; grp < groups.count; ++grp) {
-      float* out = groups.count > 1 ? partial.data() + grp * M * K : dw;
+      float* out = partial.data() + grp * M * K;
       const int64_t b0 = grp * groups.per_group, b1 = std::min(blocks, b0 + groups.per_group);
       for (int64_t blk = b0; blk < b1; ++blk) {
-        const auto [q0, q1] = block_columns(g, x, blk, runs, col.data());
+        const auto [q0, q1] = block_columns(g, x, blk, runs, col.data(), false);
         gather_dy(g, dy, q0, q1, dyc.data());
-        sgemm(false, true, M, K, kBlock, 1.0f, dyc.data(), kBlock, col.data(), kBlock,
-              blk == b0 ? 0.0f : 1.0f, out, K);
+        pack_panels_transposed(kBlock, M, dyc.data(), kBlock, kNarrowNR, dyt.data());
+        gemm_narrow(K, M, kBlock, col.data(), kBlock, 1, dyt.data(), out, M, blk != b0);
       }
     }
-    if (groups.count > 1) sum_partials(partial, groups.count, M * K, dw);
+    if (groups.count > 1) sum_partials(partial, groups.count, M * K, dwt.data());
   }
+  const float* t = groups.count > 1 ? dwt.data() : partial.data();
+  for (int64_t co = 0; co < M; ++co)
+    for (int64_t k = 0; k < K; ++k) dw[co * K + k] = t[k * M + co];
   if (db) bias_gradient(g, dy, db);
 }
 

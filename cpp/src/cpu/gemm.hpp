@@ -1,0 +1,44 @@
+// The CPU convolution's matrix products: register-tiled micro-kernels on operands the convolution lays out for
+// them (cpu/gemm.cpp says how fast and why not a BLAS).
+//
+//   C[M, N] (row pitch ldc)  =  A * B   (or  C += A * B  with `accumulate`)
+//
+// A(i, k) = a[i * rsa + k * csa]: any strides, so the weights, their transpose and a row-major column matrix are
+// used where they lie. B is packed in panels of NR columns: panel p holds B(k, p * NR + t) at
+// bp[(p * K + k) * NR + t], zeros past column N (pack_panels and pack_panels_transposed write it).
+//
+// Every C(i, j) is the same ordered sum, sum over k = 0 .. K-1 in order, in one multiply-add chain, whatever i
+// and j, the tile it falls in or the thread that computes it: a convolution's output does not depend on where
+// it lies in its block, so tiled inference gives the whole picture's pixels bit for bit.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace magmasr::cpu {
+
+/// Columns per packed panel of B for gemm_wide (4 x 24 tiles: the long side along B's columns) and gemm_narrow
+/// (6 x 16 tiles: more rows of A per tile, for few columns such as a gradient's output channels).
+constexpr int64_t kWideNR = 24;
+constexpr int64_t kNarrowNR = 16;
+
+void gemm_wide(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, float* c,
+               int64_t ldc, bool accumulate);
+void gemm_narrow(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, float* c,
+                 int64_t ldc, bool accumulate);
+
+/// Packs B[K, N] (row pitch ldb) into panels of NR columns: ceil(N / NR) * K * NR floats at bp.
+void pack_panels(int64_t K, int64_t N, const float* b, int64_t ldb, int64_t NR, float* bp);
+/// Packs the transpose of S[N, K] (row pitch lds), i.e. B(k, n) = S[n, k], into panels of NR columns.
+void pack_panels_transposed(int64_t K, int64_t N, const float* s, int64_t lds, int64_t NR, float* bp);
+
+/// The micro-kernels in use: "avx2" (AVX2 + FMA, chosen when the processor has them) or "generic" (portable
+/// C++, the same sums without fused multiply-adds). MAGMASR_CPU_KERNELS=generic in the environment forces the
+/// portable ones.
+std::string gemm_kernels();
+/// Selects the micro-kernels ("avx2", "generic", or "auto": the processor's best); false (and no change) when
+/// "avx2" is asked for on a processor without it. For tests, which run both; not thread-safe against running
+/// products.
+bool set_gemm_kernels(const std::string& which);
+
+}  // namespace magmasr::cpu
