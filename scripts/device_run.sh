@@ -176,7 +176,7 @@ stage_env() {
   echo "--- compute-sanitizer: ${SANITIZER:-none}"; [ -n "$SANITIZER" ] && "$SANITIZER" --version | tail -n 1
   echo "--- cmake: $(cmake --version | head -n 1); ninja: $(ninja --version 2>/dev/null || echo none)"
   echo "--- python: $(command -v "$PY") $("$PY" --version 2>&1)"
-  "$PY" -m pip list 2>/dev/null | grep -iE '^(torch|numpy|scipy|cupy|pybind11|scikit|safetensors|h5py|imageio|hypothesis|pytest|scipy.openblas|nvidia-cudnn|nvidia-cublas|nvidia-cuda-runtime)' || true
+  "$PY" -m pip list 2>/dev/null | grep -iE '^(torch|numpy|scipy|cupy|pybind11|scikit|safetensors|h5py|imageio|hypothesis|pytest|nvidia-cudnn|nvidia-cublas|nvidia-cuda-runtime)' || true
   "$PY" - <<'EOF' || true
 try:
     import torch
@@ -212,7 +212,6 @@ EOF
   else
     echo "no wheelhouse/*.whl (run scripts/prepare_device_carry.sh before the call); relying on what is installed"
   fi
-  "$PY" -c 'import scipy_openblas32, sys; print("scipy_openblas32", scipy_openblas32.get_lib_dir())' || rc=1
   if [ -n "$GTEST_ARGS" ]; then
     if [ -e "$GTEST_PREFIX/.done" ]; then
       echo "GoogleTest already built in $GTEST_PREFIX"
@@ -230,9 +229,8 @@ EOF
 }
 
 stage_build() {
-  # MAGMASR_BLAS=SCIPY: the scipy-openblas32 wheel (carried) instead of a system OpenBLAS the image may lack
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMAGMASR_CUDA="$CUDA_FLAG" \
-    -DCMAKE_CUDA_ARCHITECTURES=90 -DMAGMASR_TESTS=ON -DMAGMASR_BENCH_CUDNN=ON -DMAGMASR_BLAS=SCIPY \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DMAGMASR_TESTS=ON -DMAGMASR_BENCH_CUDNN=ON \
     -DPython_EXECUTABLE="$(command -v "$PY")" $CUDNN_ARGS $GTEST_ARGS || return 1
   cmake --build "$BUILD" -j "$JOBS" || return 1
   if [ "$CUDA_FLAG" = ON ] && [ ! -x "$BUILD/bench_conv_cudnn" ]; then
@@ -349,7 +347,7 @@ describe() {
   case "$1" in
     env) echo "probe GPU/driver/toolchain/packages -> logs/env.log" ;;
     deps) echo "pip install --no-index --find-links wheelhouse --target $SITE <missing>; GoogleTest: $GTEST_WHERE" ;;
-    build) echo "cmake -S . -B $BUILD -G Ninja -DMAGMASR_CUDA=$CUDA_FLAG -DCMAKE_CUDA_ARCHITECTURES=90 -DMAGMASR_TESTS=ON -DMAGMASR_BENCH_CUDNN=ON -DMAGMASR_BLAS=SCIPY $CUDNN_ARGS $GTEST_ARGS && cmake --build $BUILD -j $JOBS" ;;
+    build) echo "cmake -S . -B $BUILD -G Ninja -DMAGMASR_CUDA=$CUDA_FLAG -DCMAKE_CUDA_ARCHITECTURES=90 -DMAGMASR_TESTS=ON -DMAGMASR_BENCH_CUDNN=ON $CUDNN_ARGS $GTEST_ARGS && cmake --build $BUILD -j $JOBS" ;;
     ctest) echo "ctest --test-dir $BUILD --output-on-failure -j N --output-junit logs/ctest.xml" ;;
     memcheck) echo "${SANITIZER:-compute-sanitizer(NOT FOUND)} --tool memcheck --error-exitcode 99 $BUILD/magmasr_tests --gtest_filter='Cuda*:-*GemmChunking*'" ;;
     pyinstall) echo "MAGMASR_CUDA=$CUDA_FLAG MAGMASR_CUDA_ARCHS=90 $PY -m pip install --no-build-isolation --no-deps --target $SITE ." ;;
@@ -372,7 +370,6 @@ if [ "$MODE" = dry ]; then
   problems=0
   n=$(ls wheelhouse/*.whl 2>/dev/null | wc -l)
   echo "  wheelhouse/: $n wheels$([ "$n" -gt 0 ] && echo ", $(du -sh wheelhouse | cut -f1)")"
-  ls wheelhouse/scipy_openblas32-*.whl >/dev/null 2>&1 || { echo "  PROBLEM: no scipy-openblas32 wheel in wheelhouse/"; problems=1; }
   for d in data/Set5 data/Set14 data/Vid4_Y weights/srcnn_official weights/3dsrnet_official; do
     [ -d "$ROOT/devdata/shared/$d" ] || { echo "  PROBLEM: devdata/shared/$d missing"; problems=1; }
   done

@@ -5,14 +5,14 @@
 #   wheelhouse/       wheels (manylinux x86_64) of the Python packages magmasr needs and the device image may
 #                     lack. The image (KINDS.md of the device tool, read 2026-11-17) has numpy, scipy,
 #                     scikit-image, pybind11, scikit-build-core, safetensors, h5py, imageio, hypothesis and
-#                     pytest-benchmark, but not scipy-openblas32, which the build links. device_run.sh installs
-#                     only those the device's Python lacks.
+#                     pytest-benchmark: these are fallbacks for a future image without them. device_run.sh
+#                     installs only those the device's Python lacks.
 #   devdata/shared/   the test data and weights from ../shared: data/{Set5,Set14,Vid4_Y,README.md} and
 #                     weights/ (T91, training only, stays behind), for MAGMASR_SHARED on the device
 #   devdata/googletest/  GoogleTest's source (from /usr/src/googletest) for a device image without it
 #
 # Python versions: the device's python3 was 3.12.3 in every reading so far (KINDS.md). Version-independent
-# wheels (scipy-openblas32 is py3-none, safetensors abi3, the pure-Python ones) serve any version; the
+# wheels (safetensors abi3, the pure-Python ones) serve any version; the
 # per-version ones (h5py, hypothesis) are fetched for DEVICE_PYTHONS (default "3.12"). Each further version
 # adds ~6.5 MB (measured: h5py 3.16.0 and hypothesis 6.170.17 for cp311 + cp313 = 13 MB; the pinned
 # hypothesis has no cp310 wheel), so 3.10..3.13 would carry ~65 MiB in all, over the limit beside the data;
@@ -44,7 +44,7 @@ done
 # One version of each package: the one installed here where there is one (the versions the CPU tests
 # pass with), else the newest that pip finds. Build requirements (scikit-build-core, pybind11) come too,
 # in case a future image lacks them: they are pure Python and small.
-PURE="scipy-openblas32 safetensors imageio pytest-benchmark py-cpuinfo sortedcontainers attrs scikit-build-core pybind11 pathspec"
+PURE="safetensors imageio pytest-benchmark py-cpuinfo sortedcontainers attrs scikit-build-core pybind11 pathspec"
 PERPY="h5py hypothesis"
 pin() {  # NAME -> NAME==VERSION installed here, else NAME
   local v

@@ -432,7 +432,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("cuda_available", &cuda_available, "True when this build has CUDA and a GPU is usable (never raises).");
   m.def("cuda_compiled", &cuda_compiled, "True when the library was built with the CUDA backend.");
   m.def("cuda_device_count", &cuda_device_count);
-  m.def("set_num_threads", &set_num_threads, py::arg("n"), "Threads for the CPU kernels (OpenMP and OpenBLAS).");
+  m.def("set_num_threads", &set_num_threads, py::arg("n"), "Threads for the CPU kernels (OpenMP).");
   m.def("get_num_threads", &get_num_threads);
 
   // ---------------------------------------------------------------------------------------- Device

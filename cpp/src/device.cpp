@@ -8,7 +8,6 @@
 #endif
 
 #include "backend.hpp"
-#include "cpu/blas.hpp"
 #include "magmasr/error.hpp"
 
 namespace magmasr {

@@ -11,23 +11,6 @@ A C++/CUDA tensor and layer library (SRCNN, 3DSRnet) with NumPy, PyTorch and CuP
 from __future__ import annotations
 
 
-def _preload_openblas() -> None:
-    # The extension links the scipy-openblas32 wheel's library; load it first by its path so the import
-    # works wherever pip put the wheel (the extension's RPATH covers the usual site-packages layout).
-    try:
-        import ctypes
-        import os
-
-        import scipy_openblas32
-
-        lib = os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so")
-        if os.path.exists(lib):
-            ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
-    except ImportError:  # a build against the system's OpenBLAS
-        pass
-
-
-
 def _quiet_idle_threads() -> None:
     # Idle OpenMP workers spin by default; on a machine whose cores are busy with anything else that made a
     # training step up to 17x slower (10 ms -> 170 ms measured on 2 cores). Passive waiting costs a few
@@ -38,7 +21,6 @@ def _quiet_idle_threads() -> None:
 
 
 _quiet_idle_threads()
-_preload_openblas()
 
 from . import _core  # noqa: E402
 from ._core import (  # noqa: E402,F401

@@ -1,6 +1,7 @@
 """Argument checks shared by the Python modules."""
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 
@@ -27,3 +28,20 @@ def as_int(value, name: str, fn: str, minimum: int | None = None) -> int:
     if minimum is not None and result < minimum:
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {result}")
     return result
+
+
+def as_float(value, name: str, fn: str, minimum: float | None = None, exclusive: bool = False) -> float:
+    """``value`` as a finite Python float: an int, a float or a NumPy number (not a string or a bool).
+
+    Raises:
+        TypeError: for anything that is not a real number.
+        ValueError: for NaN or an infinity, or a value below ``minimum`` (or equal to it with ``exclusive``);
+            the message reads "{fn}: {name} must be a finite number > minimum" (or ">=").
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{fn}: {name} must be a number, got {value!r} ({type(value).__name__})")
+    v = float(value)
+    bound = "" if minimum is None else f" {'>' if exclusive else '>='} {minimum:g}"
+    if not math.isfinite(v) or (minimum is not None and (v < minimum or (exclusive and v == minimum))):
+        raise ValueError(f"{fn}: {name} must be a finite number{bound}, got {v:g}")
+    return v

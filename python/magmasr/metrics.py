@@ -54,7 +54,7 @@ import math
 import numpy as np
 
 from . import image as _image
-from ._checks import as_int
+from ._checks import as_float, as_int
 
 __all__ = ["psnr", "ssim", "mse", "mae", "gaussian_window", "prepare"]
 
@@ -197,9 +197,8 @@ def ssim(
     win_size = as_int(win_size, "win_size", "ssim", minimum=1)
     if win_size % 2 == 0:
         raise ValueError(f"ssim: win_size must be odd (a window centred on a pixel), got {win_size}")
-    for name, v in (("sigma", sigma), ("k1", k1), ("k2", k2)):
-        if not (isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(v) and v > 0):
-            raise ValueError(f"ssim: {name} must be a positive finite number, got {v!r}")
+    sigma, k1, k2 = (as_float(v, name, "ssim", 0.0, exclusive=True) for name, v in (("sigma", sigma), ("k1", k1),
+                                                                                     ("k2", k2)))
     a, b, peak = prepare(img1, img2, crop_border=crop_border, test_y_channel=test_y_channel,
                          round_uint8=round_uint8, data_range=data_range, fn="ssim")
     if a.shape[0] < win_size or a.shape[1] < win_size:

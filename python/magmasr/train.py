@@ -30,7 +30,7 @@ import numpy as np
 
 from . import image as im
 from . import models, nn, optim, weights
-from ._checks import as_int
+from ._checks import as_float, as_int
 from ._core import from_numpy
 from ._files import write_text_atomic
 from ._core.ops import mse_loss, mse_loss_backward
@@ -185,12 +185,7 @@ def make_recipe(name: str, pretrained: dict[str, np.ndarray] | None = None, *, f
         raise ValueError(f"init must be 'gaussian' or 'default', got {init!r}")
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; expected one of {RECIPES}")
-    try:
-        frozen_lr = float(frozen_lr)
-    except (TypeError, ValueError):
-        raise TypeError(f"make_recipe: frozen_lr must be a number, got {frozen_lr!r}") from None
-    if not math.isfinite(frozen_lr) or frozen_lr < 0:
-        raise ValueError(f"make_recipe: frozen_lr must be a finite rate multiplier >= 0 (0: frozen), got {frozen_lr}")
+    frozen_lr = as_float(frozen_lr, "frozen_lr", "make_recipe", 0.0)  # a rate multiplier; 0: frozen
     if frozen_lr and name not in ("transfer_12", "transfer_13"):
         raise ValueError(f"make_recipe: frozen_lr is the rate of the layers a transfer recipe keeps; recipe {name!r} "
                          "trains every layer at the full rate (give per-layer rates to fit's lr_mult instead)")
@@ -347,10 +342,13 @@ def _make_optimizer(model, kind: str, lr: float, momentum: float, weight_decay: 
     raise ValueError(f"optimizer must be 'sgd' or 'adam', got {kind!r}")
 
 
-def save_checkpoint(path, model, opt, step: int, extra: dict, run: dict | None = None) -> None:
+def save_checkpoint(path, model, opt, step: int, extra: dict, run: dict | None = None,
+                    state: dict | None = None) -> None:
     """Writes the model, the optimizer's state and `step`; `extra` (JSON) holds what :func:`fit` needs to go on
-    (the log so far and its running sums), `run` the record of what defines the run (:func:`run_record`)."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    (the log so far and its running sums), `run` the record of what defines the run (:func:`run_record`).
+    `state`: the model's ``state_dict()`` when the caller has just taken it (not copied off the device again)."""
+    state = model.state_dict() if state is None else state
+    tensors = {f"model.{k}": v for k, v in state.items()}
     for i, t in enumerate(opt.state()):
         tensors[f"optim.{i}"] = np.array(t.numpy(), copy=True)
     meta = {"step": str(step), "optimizer_steps": str(opt.steps), "optimizer_param_steps": json.dumps(opt.param_steps),
@@ -508,16 +506,6 @@ def load_checkpoint(path, model, opt, run: dict | None = None) -> tuple[int, dic
     return step, json.loads(meta.get("extra", "{}"))
 
 
-def _positive_float(value, name: str, minimum_exclusive: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"fit: {name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or v < 0 or (minimum_exclusive and v == 0):
-        raise ValueError(f"fit: {name} must be a finite number {'> 0' if minimum_exclusive else '>= 0'}, got {value!r}")
-    return v
-
-
 # The columns of the training log, in this order (then any others, alphabetically).
 LOG_COLUMNS = ("step", "epoch", "train_loss", "train_psnr", "val_psnr", "patches_per_s")
 
@@ -564,9 +552,9 @@ def fit(model: nn.Sequential, train: PatchDataset, *, steps: int | None = None, 
     seed = as_int(seed, "seed", "fit", minimum=0)
     if val_every is not None:
         val_every = as_int(val_every, "val_every", "fit", minimum=1)
-    lr = _positive_float(lr, "lr", minimum_exclusive=True)
-    momentum = _positive_float(momentum, "momentum")
-    weight_decay = _positive_float(weight_decay, "weight_decay")
+    lr = as_float(lr, "lr", "fit", 0.0, exclusive=True)
+    momentum = as_float(momentum, "momentum", "fit", 0.0)
+    weight_decay = as_float(weight_decay, "weight_decay", "fit", 0.0)
     if tuple(train.y.shape[1:]) != tuple(model.output_shape((1,) + tuple(train.x.shape[1:])))[1:]:
         raise ValueError(f"the model maps {train.x.shape[1:]} to "
                          f"{model.output_shape((1,) + tuple(train.x.shape[1:]))[1:]}, but the labels are "
@@ -577,7 +565,7 @@ def fit(model: nn.Sequential, train: PatchDataset, *, steps: int | None = None, 
     if steps is None:
         if epochs is None:
             raise ValueError("give steps or epochs")
-        e = _positive_float(epochs, "epochs", minimum_exclusive=True)
+        e = as_float(epochs, "epochs", "fit", 0.0, exclusive=True)
         steps = max(1, int(round(e * per_epoch)))
     steps = as_int(steps, "steps", "fit", minimum=1)
     device = device or default_device()
@@ -591,7 +579,7 @@ def fit(model: nn.Sequential, train: PatchDataset, *, steps: int | None = None, 
     for n, mult in (lr_mult or {}).items():
         if n not in names:
             raise ValueError(f"lr_mult names an unknown layer {n!r}; layers: {names}")
-        _positive_float(mult, f"lr_mult[{n!r}]")
+        as_float(mult, f"lr_mult[{n!r}]", "fit", 0.0)
     # What this call changes on the model, restored when it returns.
     flags = {n: model[n].trainable for n in names}
     mults = [(p, p.lr_mult) for p in model.parameters()]
@@ -671,12 +659,13 @@ def _fit(model, train, steps, per_epoch, batch_size, optimizer, lr, momentum, we
                                  f"{speed:.0f} patches/s ")
                 sys.stderr.flush()
             if done == steps or (checkpoint is not None and done % checkpoint_every == 0):
-                if not _finite_weights(model):  # never a checkpoint, nor a result, with NaN weights
+                state = model.state_dict()  # one copy (off the device) for the check and the checkpoint
+                if not _finite(state):  # never a checkpoint, nor a result, with NaN weights
                     _diverged(f"step {done} left NaN or infinite weights", lr, progress, checkpoint, saved)
-            if checkpoint is not None and (done % checkpoint_every == 0 or done == steps):
-                save_checkpoint(checkpoint, model, opt, done,
-                                {"history": history, "loss_sum": loss_acc, "loss_count": loss_n}, run)
-                saved = done
+                if checkpoint is not None:
+                    save_checkpoint(checkpoint, model, opt, done,
+                                    {"history": history, "loss_sum": loss_acc, "loss_count": loss_n}, run, state)
+                    saved = done
     except KeyboardInterrupt:
         if progress:
             sys.stderr.write("\n")  # end the progress line: what follows starts on a line of its own
@@ -693,8 +682,8 @@ class TrainingDiverged(ValueError):
     training stops there, and the checkpoint file keeps the last step whose weights were finite."""
 
 
-def _finite_weights(model: nn.Sequential) -> bool:
-    return all(np.isfinite(np.asarray(v)).all() for v in model.state_dict().values())
+def _finite(state: dict) -> bool:
+    return all(np.isfinite(np.asarray(v)).all() for v in state.values())
 
 
 def _diverged(what: str, lr: float, progress: bool, checkpoint, saved: int | None):

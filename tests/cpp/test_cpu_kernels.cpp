@@ -313,7 +313,7 @@ TEST(CpuConv, AnOutputDoesNotDependOnWhereItLies) {
 }
 
 // The tiled products of cpu/gemm.cpp against a double-precision reference, on sizes with partial row and column
-// tiles, A read in place with either stride order, with and without accumulation; the padding columns of C past N
+// tiles, A read in place and B packed with either stride order, with and without accumulation; the padding columns of C past N
 // (poisoned with NaN) must stay untouched. Then the property the convolution's exactness rests on: a column of C
 // is the same bit for bit wherever it lies among the panels, and a row wherever it lies among the row tiles.
 TEST(CpuGemm, TiledProductsMatchADoubleReference) {
@@ -335,7 +335,14 @@ TEST(CpuGemm, TiledProductsMatchADoubleReference) {
               for (int64_t j = N; j < ldc; ++j) c[size_t(i * ldc + j)] = NAN;
             const auto c0 = c;
             std::vector<float> bp(size_t((N + NR - 1) / NR * NR * K));
-            cpu::pack_panels(K, N, b.data(), N, NR, bp.data());
+            if (K % 2 == 1) {  // B packed from its transpose, B^T[N, K] row-major: B(k, n) = bt[n * K + k]
+              std::vector<float> bt(size_t(N * K));
+              for (int64_t k = 0; k < K; ++k)
+                for (int64_t n = 0; n < N; ++n) bt[size_t(n * K + k)] = b[size_t(k * N + n)];
+              cpu::pack_panels(K, N, bt.data(), 1, K, NR, bp.data());
+            } else {
+              cpu::pack_panels(K, N, b.data(), N, 1, NR, bp.data());
+            }
             gemm(M, N, K, a.data(), rsa, csa, bp.data(), c.data(), ldc, accumulate);
             for (int64_t i = 0; i < M; ++i)
               for (int64_t j = 0; j < ldc; ++j) {
@@ -357,7 +364,7 @@ TEST(CpuGemm, TiledProductsMatchADoubleReference) {
       const int64_t M = 11, N = 40, K = 37;
       const auto a = random_vec(size_t(M * K), rng), b = random_vec(size_t(K * N), rng);
       std::vector<float> bp(size_t((N + NR - 1) / NR * NR * K)), c(size_t(M * N));
-      cpu::pack_panels(K, N, b.data(), N, NR, bp.data());
+      cpu::pack_panels(K, N, b.data(), N, 1, NR, bp.data());
       gemm(M, N, K, a.data(), K, 1, bp.data(), c.data(), N, false);
       for (int64_t shift : {1, 5, 8, 13}) {
         const int64_t Ns = N + shift, Ms = M + shift;
@@ -367,7 +374,7 @@ TEST(CpuGemm, TiledProductsMatchADoubleReference) {
         for (int64_t i = 0; i < M; ++i)
           for (int64_t k = 0; k < K; ++k) as[size_t((shift + i) * K + k)] = a[size_t(i * K + k)];
         std::vector<float> bps(size_t((Ns + NR - 1) / NR * NR * K)), cs(size_t(Ms * Ns));
-        cpu::pack_panels(K, Ns, bs.data(), Ns, NR, bps.data());
+        cpu::pack_panels(K, Ns, bs.data(), Ns, 1, NR, bps.data());
         gemm(Ms, Ns, K, as.data(), K, 1, bps.data(), cs.data(), Ns, false);
         for (int64_t i = 0; i < M; ++i)
           for (int64_t j = 0; j < N; ++j)

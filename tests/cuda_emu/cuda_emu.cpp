@@ -1,5 +1,6 @@
 // magmasr's CUDA emulator: the scheduler that runs kernels as fibers, the runtime API on host memory and cuBLAS's
-// SGEMM on the host BLAS. See include/cuda_runtime.h and include/cuda_emu.hpp for what it emulates and why.
+// SGEMM on the CPU convolution's matrix-product kernels. See include/cuda_runtime.h and include/cuda_emu.hpp for
+// what it emulates and why.
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -18,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu/blas.hpp"
+#include "cpu/gemm.hpp"
 #include "cublas_v2.h"
 #include "cuda_runtime.h"
 
@@ -798,11 +799,26 @@ bool gemm_ranges_ok(cublasOperation_t ta, cublasOperation_t tb, int m, int n, in
   return ok(A, span(rows_a, cols_a, lda)) && ok(B, span(rows_b, cols_b, ldb)) && ok(C, span(size_t(m), size_t(n), ldc));
 }
 
+// Column-major C = alpha * op(A) op(B) + beta * C on the CPU convolution's matrix-product kernels: computed as
+// row-major T[m, n] with A read in place and op(B) packed, then C(i, j) = alpha * T(i, j) (+ beta * C(i, j)).
+// beta = 0 ignores C's contents, as BLAS does.
 void host_sgemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha, const float* A, int lda,
                 const float* B, int ldb, float beta, float* C, int ldc) {
-  const char a = ta == CUBLAS_OP_N ? 'N' : 'T', b = tb == CUBLAS_OP_N ? 'N' : 'T';
-  magmasr::cpu::blas_single_threaded();
-  MAGMASR_BLAS_FN(sgemm_)(&a, &b, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc);
+  const int64_t NR = magmasr::cpu::kWideNR;
+  std::vector<float> t(size_t(m) * size_t(n), 0.0f), bp(size_t((n + NR - 1) / NR * NR) * size_t(std::max(k, 1)));
+  if (k > 0) {
+    // op(B)(l, j): B[l + j * ldb] (N: the transpose of row-major S[j][l]) or B[j + l * ldb] (T: row-major [l][j]).
+    magmasr::cpu::pack_panels(k, n, B, tb == CUBLAS_OP_N ? 1 : ldb, tb == CUBLAS_OP_N ? ldb : 1, NR, bp.data());
+    // op(A)(i, l): A[i + l * lda] (N) or A[l + i * lda] (T).
+    const int64_t rsa = ta == CUBLAS_OP_N ? 1 : lda, csa = ta == CUBLAS_OP_N ? lda : 1;
+    magmasr::cpu::gemm_wide(m, n, k, A, rsa, csa, bp.data(), t.data(), n, false);
+  }
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i < m; ++i) {
+      float& c = C[i + size_t(j) * size_t(ldc)];
+      const float v = alpha * t[size_t(i) * size_t(n) + size_t(j)];
+      c = beta == 0.0f ? v : v + beta * c;
+    }
 }
 
 }  // namespace

@@ -12,7 +12,7 @@ References, none of which calls magmasr:
   the formulas documented in ``cpp/include/magmasr/optim_params.hpp``, iterated over several steps.
 
 Tolerances. The library computes in float32 (unit roundoff u = 2**-24 ~ 6e-8) and sums K = Cin * kvol
-products per output with blocked / FMA accumulation (OpenBLAS SGEMM). The error of such a sum grows like
+products per output with FMA accumulation (its own tiled matrix products). The error of such a sum grows like
 sqrt(K) * u * sum|terms| (statistically; K * u is the worst case), so each element is compared with
 ``|y - ref| <= C * sqrt(K) * u * ref_abs`` where ref_abs is the same convolution of |x| and |w| (the size of
 the terms, immune to cancellation). C = 4 covers the worst case (K * u) up to K = 16, where the

@@ -315,8 +315,8 @@ def test_srcnn_example_binary_equals_imagesr_upscale(tmp_path):
                              capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr
         out = read_pnm(dst)
-        # On the CPU, the Python package's pixels exactly, when the example's library links the package's BLAS
-        # (.ci/run builds it with -DMAGMASR_BLAS=SCIPY; another OpenBLAS version may sum in another order).
+        # On the CPU, the Python package's pixels exactly: the same kernels, the same sums in the same order (the
+        # micro-kernels are chosen by the processor, the same one for both builds here).
         if "(x3, cpu)" in run.stdout:
             np.testing.assert_array_equal(out, ImageSR.load(weights).upscale(img))
         else:

@@ -193,11 +193,13 @@ def test_ssim_parameters_are_checked():
     for kw, message in [({"win_size": 0}, r"win_size must be >= 1, got 0"),
                         ({"win_size": 4}, r"win_size must be odd"),
                         ({"win_size": 7.5}, r"win_size must be an integer"),
-                        ({"sigma": 0}, r"sigma must be a positive finite number, got 0"),
-                        ({"sigma": float("nan")}, r"sigma must be a positive finite number"),
-                        ({"k1": -0.01}, r"k1 must be a positive finite number")]:
+                        ({"sigma": 0}, r"ssim: sigma must be a finite number > 0, got 0"),
+                        ({"sigma": float("nan")}, r"sigma must be a finite number > 0, got nan"),
+                        ({"k1": -0.01}, r"k1 must be a finite number > 0, got -0.01")]:
         with pytest.raises(ValueError, match=message):
             metrics.ssim(a, a, **kw)
+    with pytest.raises(TypeError, match=r"ssim: k2 must be a number, got '0.03' \(str\)"):
+        metrics.ssim(a, a, k2="0.03")
 
 
 def test_ssim_window_larger_than_image():

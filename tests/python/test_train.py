@@ -334,7 +334,7 @@ def test_recipes_refuse_pretrained_weights_that_do_not_fit_and_bad_frozen_rates(
     with pytest.raises(ValueError, match=r"conv2.weight is \[32, 64, 1, 1\], this network's is \[32, 64, 5, 5\]"):
         train.make_recipe("transfer_12", pre)  # 9-1-5 weights into the default 9-5-5
     for bad in (-1, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="frozen_lr must be a finite rate multiplier >= 0"):
+        with pytest.raises(ValueError, match="make_recipe: frozen_lr must be a finite number >= 0"):
             train.make_recipe("transfer_12", pre, f1=9, f2=1, f3=5, frozen_lr=bad)
     with pytest.raises(ValueError, match="frozen_lr is the rate of the layers a transfer recipe keeps"):
         train.make_recipe("finetune_all", pre, f1=9, f2=1, f3=5, frozen_lr=0.1)

@@ -38,7 +38,7 @@ bool cuda_compiled();
 /// Throws DeviceError unless `d` can hold tensors in this build on this machine.
 void check_device(const Device& d);
 
-/// Threads used by the CPU kernels (OpenMP and OpenBLAS). 0 or negative: leave the default.
+/// Threads used by the CPU kernels (OpenMP). 0 or negative: leave the default.
 void set_num_threads(int n);
 int get_num_threads();
 

@@ -13,7 +13,7 @@ namespace magmasr {
 enum class PadMode : int { Zeros = 0, Replicate = 1 };
 
 /// Which convolution strategy the CUDA backend uses; the CPU has one
-/// (im2col/vol2col + SGEMM) and ignores it.
+/// (vol2col + its own matrix-product kernels) and ignores it.
 enum class ConvAlgo : int {
   Auto = 0,          // the selector times every strategy below once per shape and keeps the fastest
   Direct = 1,        // direct / implicit-GEMM kernels tiled in shared memory and registers

@@ -546,7 +546,7 @@ void conv_backward_data(const ConvGeom& g, const float* dy, const float* w, floa
         const int64_t q0 = (wave + i) * kBlock, q1 = std::min(total, q0 + kBlock);
         gather_dy(g, dy, q0, q1, dyc.data());
         block_runs(g, q0, q1, slot_runs[size_t(i)]);
-        pack_panels(g.Cout, kBlock, dyc.data(), kBlock, kWideNR, packed.data());
+        pack_panels(g.Cout, kBlock, dyc.data(), kBlock, 1, kWideNR, packed.data());
         // A(k, co) = W[co, k]: the transposed weights, read in place.
         gemm_wide(K, kBlock, g.Cout, w, 1, K, packed.data(), dcol.data() + i * K * kBlock, kBlock, false);
       }
@@ -586,7 +586,7 @@ void conv_backward_weight(const ConvGeom& g, const float* x, const float* dy, fl
       for (int64_t blk = b0; blk < b1; ++blk) {
         const auto [q0, q1] = block_columns(g, x, blk, runs, col.data(), false);
         gather_dy(g, dy, q0, q1, dyc.data());
-        pack_panels_transposed(kBlock, M, dyc.data(), kBlock, kNarrowNR, dyt.data());
+        pack_panels(kBlock, M, dyc.data(), 1, kBlock, kNarrowNR, dyt.data());  // dY^T
         gemm_narrow(K, M, kBlock, col.data(), kBlock, 1, dyt.data(), out, M, blk != b0);
       }
     }

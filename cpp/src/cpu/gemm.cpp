@@ -167,45 +167,42 @@ void gemm_tiles(MicroKernel micro, int64_t M, int64_t N, int64_t K, const float*
   }
 }
 
+// The tiles of MR x NR with the AVX2 micro-kernel `avx2` where the processor runs it, else the portable one.
+template <int MR, int NR>
+void gemm_with(MicroKernel avx2, int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa,
+               const float* bp, float* c, int64_t ldc, bool accumulate) {
+  gemm_tiles<MR, NR>(avx2 && use_avx2() ? avx2 : micro_generic<MR, NR>, M, N, K, a, rsa, csa, bp, c, ldc, accumulate);
+}
+
+#ifdef MAGMASR_GEMM_AVX2
+constexpr MicroKernel kAvx2Wide = micro_avx2_4x24, kAvx2Narrow = micro_avx2_6x16;
+#else
+constexpr MicroKernel kAvx2Wide = nullptr, kAvx2Narrow = nullptr;
+#endif
+
 }  // namespace
 
 void gemm_wide(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, float* c,
                int64_t ldc, bool accumulate) {
-  MicroKernel micro = micro_generic<4, 24>;
-#ifdef MAGMASR_GEMM_AVX2
-  if (use_avx2()) micro = micro_avx2_4x24;
-#endif
-  gemm_tiles<4, 24>(micro, M, N, K, a, rsa, csa, bp, c, ldc, accumulate);
+  gemm_with<4, 24>(kAvx2Wide, M, N, K, a, rsa, csa, bp, c, ldc, accumulate);
 }
 
 void gemm_narrow(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, float* c,
                  int64_t ldc, bool accumulate) {
-  MicroKernel micro = micro_generic<6, 16>;
-#ifdef MAGMASR_GEMM_AVX2
-  if (use_avx2()) micro = micro_avx2_6x16;
-#endif
-  gemm_tiles<6, 16>(micro, M, N, K, a, rsa, csa, bp, c, ldc, accumulate);
+  gemm_with<6, 16>(kAvx2Narrow, M, N, K, a, rsa, csa, bp, c, ldc, accumulate);
 }
 
-void pack_panels(int64_t K, int64_t N, const float* b, int64_t ldb, int64_t NR, float* bp) {
+void pack_panels(int64_t K, int64_t N, const float* b, int64_t rsb, int64_t csb, int64_t NR, float* bp) {
   const int64_t panels = (N + NR - 1) / NR;
   for (int64_t p = 0; p < panels; ++p) {
     const int64_t n0 = p * NR, cols = std::min(NR, N - n0);
     float* dst = bp + p * K * NR;
     for (int64_t k = 0; k < K; ++k, dst += NR) {
-      std::memcpy(dst, b + k * ldb + n0, sizeof(float) * size_t(cols));
-      std::fill(dst + cols, dst + NR, 0.0f);
-    }
-  }
-}
-
-void pack_panels_transposed(int64_t K, int64_t N, const float* s, int64_t lds, int64_t NR, float* bp) {
-  const int64_t panels = (N + NR - 1) / NR;
-  for (int64_t p = 0; p < panels; ++p) {
-    const int64_t n0 = p * NR, cols = std::min(NR, N - n0);
-    float* dst = bp + p * K * NR;
-    for (int64_t k = 0; k < K; ++k, dst += NR) {
-      for (int64_t t = 0; t < cols; ++t) dst[t] = s[(n0 + t) * lds + k];
+      const float* src = b + k * rsb + n0 * csb;
+      if (csb == 1)
+        std::memcpy(dst, src, sizeof(float) * size_t(cols));
+      else
+        for (int64_t t = 0; t < cols; ++t) dst[t] = src[t * csb];
       std::fill(dst + cols, dst + NR, 0.0f);
     }
   }

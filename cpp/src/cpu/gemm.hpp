@@ -5,7 +5,7 @@
 //
 // A(i, k) = a[i * rsa + k * csa]: any strides, so the weights, their transpose and a row-major column matrix are
 // used where they lie. B is packed in panels of NR columns: panel p holds B(k, p * NR + t) at
-// bp[(p * K + k) * NR + t], zeros past column N (pack_panels and pack_panels_transposed write it).
+// bp[(p * K + k) * NR + t], zeros past column N (pack_panels writes it).
 //
 // Every C(i, j) is the same ordered sum, sum over k = 0 .. K-1 in order, in one multiply-add chain, whatever i
 // and j, the tile it falls in or the thread that computes it: a convolution's output does not depend on where
@@ -27,10 +27,9 @@ void gemm_wide(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int
 void gemm_narrow(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, float* c,
                  int64_t ldc, bool accumulate);
 
-/// Packs B[K, N] (row pitch ldb) into panels of NR columns: ceil(N / NR) * K * NR floats at bp.
-void pack_panels(int64_t K, int64_t N, const float* b, int64_t ldb, int64_t NR, float* bp);
-/// Packs the transpose of S[N, K] (row pitch lds), i.e. B(k, n) = S[n, k], into panels of NR columns.
-void pack_panels_transposed(int64_t K, int64_t N, const float* s, int64_t lds, int64_t NR, float* bp);
+/// Packs B[K, N], B(k, n) = b[k * rsb + n * csb] (a row-major matrix: csb = 1; the transpose of one: rsb = 1),
+/// into panels of NR columns: ceil(N / NR) * K * NR floats at bp.
+void pack_panels(int64_t K, int64_t N, const float* b, int64_t rsb, int64_t csb, int64_t NR, float* bp);
 
 /// The micro-kernels in use: "avx2" (AVX2 + FMA, chosen when the processor has them) or "generic" (portable
 /// C++, the same sums without fused multiply-adds). MAGMASR_CPU_KERNELS=generic in the environment forces the

@@ -1,5 +1,5 @@
 // magmasr's CUDA emulator: the part of cuBLAS that the CUDA backend calls, in place of the toolkit's
-// <cublas_v2.h> in a -DMAGMASR_CUDA=EMULATE build. SGEMM runs on the host BLAS that the CPU backend links,
+// <cublas_v2.h> in a -DMAGMASR_CUDA=EMULATE build. SGEMM runs on the CPU backend's matrix-product kernels,
 // column-major as cuBLAS defines it, after the argument checks cuBLAS makes (CUBLAS_STATUS_INVALID_VALUE).
 #pragma once
 
