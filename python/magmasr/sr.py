@@ -6,6 +6,7 @@ MATLAB-compatible bicubic, refined by the network, and recombined with bicubic-u
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -422,6 +423,18 @@ def unreadable(path: str | os.PathLike, error: Exception) -> str:
     return f"{path}: cannot read the image ({text})"
 
 
+@contextlib.contextmanager
+def _read_errors(path: Path):
+    """Any failure of the readers inside becomes a one-line ValueError naming the file (:func:`unreadable`);
+    the ValueErrors that name it already (a stack refused, an unsupported kind) pass as they are."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file to the user
+        if isinstance(e, ValueError) and str(e).startswith(str(path)):
+            raise
+        raise ValueError(unreadable(path, e)) from None
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """The pixels of an image file as stored (uint8, uint16, or for TIFF any integer or float type), gray H x W
     or RGB H x W x 3, as a viewer shows them:
@@ -434,11 +447,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     ValueError naming the file when it cannot be read or holds pixels of another kind."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(33)
-    except OSError as e:
-        raise ValueError(unreadable(path, e)) from None
+    with _read_errors(path), open(path, "rb") as f:
+        head = f.read(33)
     if head[:4] in _TIFF_MAGIC:
         img = _read_tiff(path)
     elif (png16 := _png16_header(head)) is not None:
@@ -455,7 +465,7 @@ def image_info(path: str | os.PathLike) -> tuple[np.dtype, tuple[int, int], int]
     file's header alone (the EXIF orientation applied, an alpha channel dropped). ValueError naming the file
     when it cannot be read or its pixels are not a gray or RGB picture."""
     path = Path(path)
-    try:
+    with _read_errors(path):
         with open(path, "rb") as f:
             head = f.read(33)
         if head[:4] in _TIFF_MAGIC:
@@ -472,10 +482,6 @@ def image_info(path: str | os.PathLike) -> tuple[np.dtype, tuple[int, int], int]
                 if f.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90 degrees
                     w, h = h, w
             shape = (h, w) + (() if channels == 1 else (3,))
-    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file to the user
-        if isinstance(e, ValueError) and str(e).startswith(str(path)):
-            raise
-        raise ValueError(unreadable(path, e)) from None
     channels = 1 if len(shape) == 2 else shape[2] if len(shape) == 3 else 0
     channels = {2: 1, 4: 3}.get(channels, channels)
     if channels not in (1, 3):
@@ -541,21 +547,14 @@ def _pil_kind(path, mode: str) -> tuple[np.dtype, int]:
 def _read_pil(path: Path) -> np.ndarray:
     from PIL import Image, ImageOps
 
-    try:
-        with Image.open(path) as f:
-            dtype, channels = _pil_kind(path, f.mode)
-            f = ImageOps.exif_transpose(f)
-            if f.mode in ("P", "PA", "La"):  # through RGBA / LA: a transparent palette converts without a warning
-                f = f.convert("RGBA" if f.mode != "La" else "LA")
-            if dtype == np.uint8:
-                f = f.convert("L" if channels == 1 else "RGB")  # CMYK etc. by Pillow's own conversion
-            img = np.asarray(f)
-    except ValueError as e:
-        if str(e).startswith(str(path)):
-            raise
-        raise ValueError(unreadable(path, e)) from None
-    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file to the user
-        raise ValueError(unreadable(path, e)) from None
+    with _read_errors(path), Image.open(path) as f:
+        dtype, channels = _pil_kind(path, f.mode)
+        f = ImageOps.exif_transpose(f)
+        if f.mode in ("P", "PA", "La"):  # through RGBA / LA: a transparent palette converts without a warning
+            f = f.convert("RGBA" if f.mode != "La" else "LA")
+        if dtype == np.uint8:
+            f = f.convert("L" if channels == 1 else "RGB")  # CMYK etc. by Pillow's own conversion
+        img = np.asarray(f)
     return img.astype(dtype, copy=False)
 
 
@@ -609,19 +608,13 @@ def _tiff_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, str, int, str]:
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
 
-    try:
+    with _read_errors(path):
         _, dtype, axes, orientation, photometric = _tiff_layout(path)
         if photometric == "SEPARATED" and len(axes) == 3:  # CMYK: Pillow's conversion where it reads the file
             if dtype != np.uint8:
                 raise ValueError(f"{path}: a {dtype} CMYK TIFF is not supported (8-bit CMYK, or RGB)")
             return _read_pil(path)  # which applies the orientation itself
         img = tifffile.imread(path, series=0, level=0)
-    except ValueError as e:
-        if str(e).startswith(str(path)):
-            raise
-        raise ValueError(unreadable(path, e)) from None
-    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file to the user
-        raise ValueError(unreadable(path, e)) from None
     if img.ndim == len(axes):  # drop the series' axes of length 1; planar RGB (samples first): samples last
         kept = [a for a in axes if a in "YXS"]
         img = img.reshape([n for a, n in zip(axes, img.shape) if a in "YXS"])

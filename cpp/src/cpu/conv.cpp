@@ -54,6 +54,9 @@ int max_threads() {
 
 inline int64_t clamp_index(int64_t i, int64_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
 
+// No padding in any dimension: every sample a window reads lies inside the input, whatever the mode.
+inline bool unpadded(const ConvGeom& g) { return g.pD == 0 && g.pH == 0 && g.pW == 0; }
+
 // out[j] = src[j + shift] for j in [j0, j1), where src is an input row of width W: inside the row a plain copy,
 // outside it zero or (replicate) the border sample.
 void copy_padded_row(const float* src, int64_t W, int64_t shift, int64_t j0, int64_t j1, bool replicate, float* out) {
@@ -124,16 +127,15 @@ void vol2col(const ConvGeom& g, const float* x, const std::vector<Run>& runs, in
   const bool replicate = g.mode == PadMode::Replicate;
   // Without padding every sample is inside the input: each run is one copy from x + (its start) + (the tap's
   // offset), with no bounds to check (the training layers, whose runs are short rows of 17-33 samples).
-  const bool unpadded = g.pD == 0 && g.pH == 0 && g.pW == 0;
+  const bool inside = unpadded(g);
   std::vector<int64_t> start;
-  if (unpadded)
+  if (inside)
     for (const Run& run : runs) start.push_back(((run.n * g.Cin * g.D + run.od) * g.H + run.oh) * g.W + run.ow0);
   alignas(64) float row[kBlock];
   for (int64_t r = 0; r < K; ++r) {
     const int64_t ci = r / kvol, kd = (r / (g.kH * g.kW)) % g.kD, kh = (r / g.kW) % g.kH, kw = r % g.kW;
-    const int64_t shift = kw - g.pW;
     float* dst = packed ? row : col + r * kBlock;
-    if (unpadded) {
+    if (inside) {
       const float* tap = x + ((ci * g.D + kd) * g.H + kh) * g.W + kw;
       for (size_t i = 0; i < runs.size(); ++i) {
         const Run& run = runs[i];
@@ -142,6 +144,7 @@ void vol2col(const ConvGeom& g, const float* x, const std::vector<Run>& runs, in
         for (int64_t j = 0; j < run.ow1 - run.ow0; ++j) out[j] = src[j];
       }
     } else {
+      const int64_t shift = kw - g.pW;
       for (const Run& run : runs) {
         int64_t id = run.od + kd - g.pD, ih = run.oh + kh - g.pH;
         float* out = dst + run.c - run.ow0;  // out[ow] for ow in [ow0, ow1)
@@ -443,7 +446,7 @@ constexpr int64_t kShortRow = 48;
 constexpr int64_t kPadCopyLimit = int64_t(64) << 20;
 
 bool worth_padding(const ConvGeom& g) {
-  if (g.pD == 0 && g.pH == 0 && g.pW == 0) return false;
+  if (unpadded(g)) return false;
   const double padded = double(g.N) * double(g.Cin) * double(g.D + 2 * g.pD) * double(g.H + 2 * g.pH) *
                         double(g.W + 2 * g.pW);
   return g.oW() < kShortRow && padded <= double(kPadCopyLimit);
@@ -512,11 +515,10 @@ void conv_forward(const ConvGeom& g, const float* x, const float* w, const float
 // all threads scatter the wave's blocks into dx, split by input channel (disjoint targets, so no races).
 void conv_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx) {
   if (g.Cout == 1) return backward_data_one_output(g, dy, w, dx);
-  const bool unpadded = g.pD == 0 && g.pH == 0 && g.pW == 0;  // either mode: nothing is padded
-  if ((g.mode == PadMode::Zeros || unpadded) && g.Cin > 1 && g.pD < g.kD && g.pH < g.kH && g.pW < g.kW) {
-    // Without replicate padding the adjoint is itself a convolution, of dy padded by k - 1 - p with the weights flipped in
-    // space and transposed (Cin <-> Cout): run as a forward pass, it skips the column matrix of dx and its
-    // scatter-add (col2vol), which cost as much as the product (9-5-5 conv2: 100 -> 69 ms). Not for one input
+  if ((g.mode == PadMode::Zeros || unpadded(g)) && g.Cin > 1 && g.pD < g.kD && g.pH < g.kH && g.pW < g.kW) {
+    // Without replicated borders the adjoint is itself a convolution, of dy padded by k - 1 - p with the weights
+    // flipped in space and transposed (Cin <-> Cout): run as a forward pass, it skips the column matrix of dx and
+    // its scatter-add (col2vol), which cost as much as the product (9-5-5 conv2: 100 -> 69 ms). Not for one input
     // channel, where that forward pass would have one output channel (the slab path, 4x slower here).
     ConvGeom t;
     t.N = g.N, t.Cin = g.Cout, t.Cout = g.Cin;  // (zero padding: dy's border is not replicated)
