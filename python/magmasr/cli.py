@@ -364,16 +364,32 @@ def upscale_video(src: Path, dst: Path, args) -> int:
         except (OSError, RuntimeError) as e:
             raise CliError(f"{dst}: cannot write the video (ffmpeg: {first_line(e)})") from None
         finish(tmp, target)
-    except BaseException:
+    except BaseException as e:
         try:
-            writer.close()
+            interrupted = isinstance(e, KeyboardInterrupt)
+            _stop_ffmpeg(writer, interrupted)
+            _stop_ffmpeg(reader, interrupted)
         except Exception:  # noqa: BLE001 - the original error matters, not the writer's
             pass
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        finally:  # even when a second Ctrl-C cuts the writer's flush short
+            if os.path.exists(tmp):
+                os.remove(tmp)
         raise
     _say(f"{src} {w}x{h} -> {dst} {w * s}x{h * s}, {done} frames" + (" with audio" if has_audio else ""))
     return 0
+
+
+def _stop_ffmpeg(stream, interrupted: bool) -> None:
+    """Ends an imageio-ffmpeg reader or writer early: closed (a writer's ffmpeg then finishes the file, which is
+    about to be removed), or after a Ctrl-C, with the interrupt passed into it, on which imageio-ffmpeg kills its
+    ffmpeg at once instead of waiting for it."""
+    if not interrupted:
+        stream.close()
+        return
+    try:
+        stream.throw(KeyboardInterrupt)
+    except (KeyboardInterrupt, StopIteration):
+        pass
 
 
 def _frame_count(meta: dict) -> int:
@@ -445,8 +461,8 @@ _status_open = False  # a progress line is on stderr without its newline
 def _status(text: str) -> None:
     """Rewrites the progress line of stderr (no newline: the next one replaces it)."""
     global _status_open
+    _status_open = True  # first: a Ctrl-C that lands just after the print must still end the line
     print(f"\r{text}\033[K" if sys.stderr.isatty() else f"\r{text}", end="", file=sys.stderr, flush=True)
-    _status_open = True
 
 
 def _end_status() -> None:
