@@ -23,6 +23,7 @@ import numpy as np
 
 from . import image as im
 from ._files import finish, temp_beside
+from ._signals import Terminated, sigterm_raises
 from .sr import (IMAGE_SUFFIXES, ImageSR, default_device, evaluate_image_sr, image_info, list_images, read_image,
                  read_unit_image, shipped_models, shipped_weights, first_line, to_unit_range)
 
@@ -1396,11 +1397,13 @@ def main(argv: list[str] | None = None) -> int:
 
             if not magmasr.cuda_available():
                 raise CliError("--device cuda: no usable CUDA GPU (use --device cpu)")
-        return args.fn(args)
-    except KeyboardInterrupt:  # Ctrl-C: each command has removed what it had half-written
+        with sigterm_raises():  # SIGTERM (kill, a scheduler, timeout) cleans up as Ctrl-C does
+            return args.fn(args)
+    except KeyboardInterrupt as e:  # Ctrl-C: each command has removed what it had half-written
         _end_status()
-        print("magmasr: interrupted", file=sys.stderr)
-        return 130
+        terminated = isinstance(e, Terminated)
+        print(f"magmasr: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except CliError as e:
         _end_status()
         print(f"magmasr: error: {e}", file=sys.stderr)

@@ -12,6 +12,7 @@ as if it had not stopped.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -33,6 +34,7 @@ from . import models, nn, optim, weights
 from ._checks import as_float, as_int
 from ._core import from_numpy
 from ._files import write_text_atomic
+from ._signals import Terminated, deferred_interrupts  # noqa: F401 - Terminated is part of the API
 from ._core.ops import mse_loss, mse_loss_backward
 from .sr import default_device, ground_truth_y, list_images, read_unit_image
 
@@ -533,7 +535,9 @@ def fit(model: nn.Sequential, train: PatchDataset, *, steps: int | None = None, 
     seed, optimizer and its settings, schedule, trainable layers, rate multipliers, steps): resuming with any
     of them different is a ValueError naming each; `steps` may change only with a constant rate (the run is
     extended exactly), and a checkpoint past `steps` is refused. A checkpoint from before this record is
-    accepted with a warning.
+    accepted with a warning. With a checkpoint (in the main thread), a Ctrl-C or SIGTERM lets the step under
+    way finish, saves it to the checkpoint and then raises KeyboardInterrupt (SIGTERM: its subclass
+    ``magmasr.train.Terminated``), so that nothing done is lost; a second one stops at once.
 
     log: a .csv or .json file, one row per validation: step, epoch, train_loss (the mean loss of the steps since
     the previous row), train_psnr, val_psnr (with `val`), patches_per_s (of this process), in this order.
@@ -619,60 +623,64 @@ def _fit(model, train, steps, per_epoch, batch_size, optimizer, lr, momentum, we
     t0, seen = time.perf_counter(), 0
     val_psnr = history[-1].get("val_psnr") if history else None
     saved = start if checkpoint is not None and start > 0 else None  # the step of the last good checkpoint
+    line = _ProgressLine(progress)
+    # With a checkpoint, a Ctrl-C or SIGTERM ends the step under way and saves it before stopping.
+    guard = contextlib.nullcontext() if checkpoint is None else deferred_interrupts(
+        lambda: line.say(f"stopping after this step, to save it in {checkpoint} (Ctrl-C again to stop at once)"))
     try:
-        for step in range(start, steps):
-            epoch, pos = divmod(step, per_epoch)
-            order = np.random.default_rng([seed, epoch]).permutation(len(train))
-            idx = np.sort(order[pos * batch_size:(pos + 1) * batch_size])
-            xb, yb = augment(train.x[idx], train.y[idx], np.random.default_rng([seed, epoch, pos, 1]))
-            if lr_schedule == "cosine":
-                opt.lr = lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
-            x = from_numpy(xb).to(device)
-            t = from_numpy(yb).to(device)
-            out = model(x, training=True)
-            loss = mse_loss(out, t)
-            if not math.isfinite(loss):  # the weights have blown up: stop before they are saved anywhere
-                _diverged(f"the loss of step {step + 1} is {loss}", lr, progress, checkpoint, saved)
-            model.backward(mse_loss_backward(out, t))
-            opt.step()
-            loss_acc += loss
-            loss_n += 1
-            seen += len(idx)
-            done = step + 1
-            if done % val_every == 0 or done == steps:
-                row = {"step": done, "epoch": done / per_epoch, "train_loss": loss_acc / loss_n,
-                       "train_psnr": psnr_from_mse(loss_acc / loss_n)}
-                if val is not None:
-                    val_psnr = evaluate_patches(model, val, device)
-                    row["val_psnr"] = val_psnr
-                row["patches_per_s"] = seen / max(time.perf_counter() - t0, 1e-9)
-                history.append(row)
-                loss_acc, loss_n = 0.0, 0
-                if callback:
-                    callback(row)
-                if log:
-                    _write_log(log, history)
-            if progress and (done % 10 == 0 or done == steps):
-                speed = seen / max(time.perf_counter() - t0, 1e-9)
-                v = f" val {val_psnr:.2f} dB" if val_psnr is not None else ""
-                sys.stderr.write(f"\rstep {done}/{steps} loss {loss:.3e} ({psnr_from_mse(loss):.2f} dB){v} "
-                                 f"{speed:.0f} patches/s ")
-                sys.stderr.flush()
-            if done == steps or (checkpoint is not None and done % checkpoint_every == 0):
-                state = model.state_dict()  # one copy (off the device) for the check and the checkpoint
-                if not _finite(state):  # never a checkpoint, nor a result, with NaN weights
-                    _diverged(f"step {done} left NaN or infinite weights", lr, progress, checkpoint, saved)
-                if checkpoint is not None:
-                    save_checkpoint(checkpoint, model, opt, done,
-                                    {"history": history, "loss_sum": loss_acc, "loss_count": loss_n}, run, state)
-                    saved = done
-    except KeyboardInterrupt:
-        if progress:
-            sys.stderr.write("\n")  # end the progress line: what follows starts on a line of its own
-            sys.stderr.flush()
-        raise
-    if progress:
-        sys.stderr.write("\n")
+        with guard as pending:
+            for step in range(start, steps):
+                epoch, pos = divmod(step, per_epoch)
+                order = np.random.default_rng([seed, epoch]).permutation(len(train))
+                idx = np.sort(order[pos * batch_size:(pos + 1) * batch_size])
+                xb, yb = augment(train.x[idx], train.y[idx], np.random.default_rng([seed, epoch, pos, 1]))
+                if lr_schedule == "cosine":
+                    opt.lr = lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
+                x = from_numpy(xb).to(device)
+                t = from_numpy(yb).to(device)
+                out = model(x, training=True)
+                loss = mse_loss(out, t)
+                if not math.isfinite(loss):  # the weights have blown up: stop before they are saved anywhere
+                    _diverged(f"the loss of step {step + 1} is {loss}", lr, line, checkpoint, saved)
+                model.backward(mse_loss_backward(out, t))
+                opt.step()
+                loss_acc += loss
+                loss_n += 1
+                seen += len(idx)
+                done = step + 1
+                if done % val_every == 0 or done == steps:
+                    row = {"step": done, "epoch": done / per_epoch, "train_loss": loss_acc / loss_n,
+                           "train_psnr": psnr_from_mse(loss_acc / loss_n)}
+                    if val is not None:
+                        val_psnr = evaluate_patches(model, val, device)
+                        row["val_psnr"] = val_psnr
+                    row["patches_per_s"] = seen / max(time.perf_counter() - t0, 1e-9)
+                    history.append(row)
+                    loss_acc, loss_n = 0.0, 0
+                    if callback:
+                        callback(row)
+                    if log:
+                        _write_log(log, history)
+                if progress and (done % 10 == 0 or done == steps):
+                    speed = seen / max(time.perf_counter() - t0, 1e-9)
+                    v = f" val {val_psnr:.2f} dB" if val_psnr is not None else ""
+                    line.update(f"step {done}/{steps} loss {loss:.3e} ({psnr_from_mse(loss):.2f} dB){v} "
+                                f"{speed:.0f} patches/s ")
+                stop = bool(pending) and done < steps  # read once: a signal from here on waits for the next step
+                if done == steps or (checkpoint is not None and (done % checkpoint_every == 0 or stop)):
+                    state = model.state_dict()  # one copy (off the device) for the check and the checkpoint
+                    if not _finite(state):  # never a checkpoint, nor a result, with NaN weights
+                        _diverged(f"step {done} left NaN or infinite weights", lr, line, checkpoint, saved)
+                    if checkpoint is not None:
+                        save_checkpoint(checkpoint, model, opt, done,
+                                        {"history": history, "loss_sum": loss_acc, "loss_count": loss_n}, run, state)
+                        saved = done
+                if stop:
+                    line.say(f"stopped after step {done}/{steps}; {checkpoint} keeps it, and the same call (or "
+                             "command) resumes from there")
+                    pending.raise_if_any()
+    finally:
+        line.end()  # what follows starts on a line of its own
     last = history[-1]["train_loss"] if history else float("nan")
     return FitResult(steps, last, val_psnr, history)
 
@@ -686,9 +694,34 @@ def _finite(state: dict) -> bool:
     return all(np.isfinite(np.asarray(v)).all() for v in state.values())
 
 
-def _diverged(what: str, lr: float, progress: bool, checkpoint, saved: int | None):
-    if progress:
-        sys.stderr.write("\n")  # end the progress line
+class _ProgressLine:
+    """fit's progress line on stderr (when `on`): rewritten in place, and ended before any other message."""
+
+    def __init__(self, on: bool) -> None:
+        self.on, self.open = on, False
+
+    def update(self, text: str) -> None:
+        if self.on:
+            self.open = True  # first: an interrupt just after the write must still end the line
+            sys.stderr.write("\r" + text)
+            sys.stderr.flush()
+
+    def say(self, text: str) -> None:
+        """`text` on a line of its own."""
+        if self.on:
+            self.end()
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.on and self.open:
+            self.open = False
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _diverged(what: str, lr: float, line: _ProgressLine, checkpoint, saved: int | None):
+    line.end()
     kept = "" if checkpoint is None else (f"; {checkpoint} keeps step {saved}" if saved is not None
                                           else f"; no checkpoint was written to {checkpoint}")
     raise TrainingDiverged(f"training diverged: {what} (the learning rate {lr:g} is probably too high){kept}")

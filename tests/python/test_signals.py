@@ -51,15 +51,15 @@ def read_until(proc: subprocess.Popen, text: str, timeout: float = 120.0) -> str
     return buf.decode(errors="replace")
 
 
-def ctrl_c(proc: subprocess.Popen, seen: str) -> tuple[int, str]:
-    """Sends SIGINT to the process group, as a terminal's Ctrl-C; the exit status and all of stderr."""
-    os.killpg(proc.pid, signal.SIGINT)
+def send(proc: subprocess.Popen, seen: str, signum: int = signal.SIGINT) -> tuple[int, str]:
+    """Sends `signum` to the process group (SIGINT: as a terminal's Ctrl-C); the exit status and all of stderr."""
+    os.killpg(proc.pid, signum)
     try:
         _, rest = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        pytest.fail("the command did not end within 120 s of Ctrl-C")
+        pytest.fail(f"the command did not end within 120 s of signal {signum}")
     return proc.returncode, seen + rest.decode(errors="replace")
 
 
@@ -79,13 +79,22 @@ def processes_naming(folder: Path) -> list[str]:
     return found
 
 
-def assert_interrupted(code: int, err: str) -> None:
-    assert code == 130, err[-2000:]
-    assert err.splitlines()[-1] == "magmasr: interrupted", err[-2000:]
+SIGNALS = {"ctrl-c": (signal.SIGINT, 130, "magmasr: interrupted"),
+           "sigterm": (signal.SIGTERM, 143, "magmasr: terminated")}
+
+
+def assert_stopped(code: int, err: str, how: str) -> None:
+    _, status, last = SIGNALS[how]
+    assert code == status, err[-2000:]
+    assert err.splitlines()[-1] == last, err[-2000:]
     assert "Traceback" not in err, err[-2000:]
 
 
-def test_ctrl_c_in_training_keeps_a_checkpoint_the_same_command_finishes_from(tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_a_stopped_training_saves_its_last_step_and_the_same_command_finishes(tmp_path, how):
+    """Stopped half way (no periodic checkpoint due: one every 1,000 steps of 400), the run finishes the step under
+    way, saves it to the checkpoint and ends; the same command then resumes from it and ends on the weights of an
+    uninterrupted run, bit for bit."""
     from skimage import data
 
     from magmasr.sr import ImageSR
@@ -96,17 +105,21 @@ def test_ctrl_c_in_training_keeps_a_checkpoint_the_same_command_finishes_from(tm
     iio.imwrite(folder / "cam.png", data.camera()[:100, :100])
     out, ck = tmp_path / "m.safetensors", tmp_path / "ck.safetensors"
     steps = 400
-    # A checkpoint every step, so that the signal may land while one is being written.
     args = ["train", folder, "--arch", "9-1-5", "--scale", "3", "--steps", steps, "--batch", "8", "--seed", "5",
-            "--device", "cpu", "--checkpoint", ck, "--checkpoint-every", "1", "-o", out]
+            "--device", "cpu", "--checkpoint", ck, "--checkpoint-every", "1000", "-o", out]
     proc = start(*args, cwd=tmp_path)
-    code, err = ctrl_c(proc, read_until(proc, f"step 20/{steps}"))
-    assert_interrupted(code, err)
+    code, err = send(proc, read_until(proc, f"step 20/{steps}"), SIGNALS[how][0])
+    assert_stopped(code, err, how)
+    lines = err.splitlines()
+    assert f"stopping after this step, to save it in {ck} (Ctrl-C again to stop at once)" in lines
+    cut = int(read_checkpoint(ck)[1]["step"])
+    assert lines[-2] == f"stopped after step {cut}/{steps}; {ck} keeps it, and the same call (or command) resumes " \
+                        "from there"
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.safetensors", "pics"]  # no temporary file
-    cut = int(read_checkpoint(ck)[1]["step"])
-    assert 19 <= cut < steps, cut  # step 20's progress is written before its checkpoint
-    # The same command resumes from the checkpoint; the result is the uninterrupted run's, bit for bit.
+    assert 20 <= cut < steps, cut  # step 20 or the one under way when the signal came
+    if how == "sigterm":
+        return  # the resume is the same for both
     assert cli.main([str(a) for a in args]) == 0
     whole = tmp_path / "whole.safetensors"
     assert cli.main([str(a) for a in args[:-4] + ["-o", whole]]) == 0
@@ -116,8 +129,9 @@ def test_ctrl_c_in_training_keeps_a_checkpoint_the_same_command_finishes_from(tm
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 @pytest.mark.parametrize("model", ["3dsrnet", "bicubic"])
-def test_ctrl_c_in_a_video_upscale_leaves_nothing_behind(tmp_path, model):
+def test_a_stopped_video_upscale_leaves_nothing_behind(tmp_path, model, how):
     imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
     from magmasr.video import VideoSR
 
@@ -134,13 +148,41 @@ def test_ctrl_c_in_a_video_upscale_leaves_nothing_behind(tmp_path, model):
     before = sorted(tmp_path.iterdir())
     out = tmp_path / "clip_x2.mp4"
     proc = start("upscale", src, "--model", model, *extra, "--scale", "2", "--device", "cpu", "-o", out, cwd=tmp_path)
-    code, err = ctrl_c(proc, read_until(proc, "/1000 frames"))  # 40 s at 25 frames/s
-    assert_interrupted(code, err)
+    code, err = send(proc, read_until(proc, "/1000 frames"), SIGNALS[how][0])  # 40 s at 25 frames/s
+    assert_stopped(code, err, how)
     assert sorted(tmp_path.iterdir()) == before  # no output, no temporary file
     deadline = time.monotonic() + 10  # an ffmpeg that was killed may take a moment to be reaped
     while processes_naming(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_naming(tmp_path) == []
+
+
+def test_deferred_interrupts_note_the_first_signal_and_raise_the_second():
+    from magmasr._signals import Terminated, deferred_interrupts, sigterm_raises
+
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    for first, second, exc in ((signal.SIGINT, signal.SIGINT, KeyboardInterrupt),
+                               (signal.SIGTERM, signal.SIGINT, KeyboardInterrupt),
+                               (signal.SIGINT, signal.SIGTERM, Terminated)):
+        with deferred_interrupts() as pending:
+            assert not pending
+            pending.raise_if_any()  # nothing yet
+            os.kill(os.getpid(), first)
+            time.sleep(0.01)  # the handler runs between two bytecodes of this thread
+            assert pending.signum == first
+            with pytest.raises(exc) as caught:
+                os.kill(os.getpid(), second)
+                time.sleep(1)  # interrupted long before it ends
+            assert type(caught.value) is exc
+        with pytest.raises(Terminated if first == signal.SIGTERM else KeyboardInterrupt) as caught:
+            pending.raise_if_any()
+        assert isinstance(caught.value, KeyboardInterrupt)
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    with sigterm_raises():
+        with pytest.raises(Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGTERM) == handlers[1]
 
 
 @pytest.mark.parametrize("failure", ["ctrl-c", "error, then ctrl-c while ffmpeg finishes"])
