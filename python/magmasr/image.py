@@ -71,14 +71,22 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------------
 
 def round_half_away(x: np.ndarray) -> np.ndarray:
-    """Round half away from zero, as MATLAB's ``round`` (NumPy's ``np.round`` rounds half to even)."""
+    """Round half away from zero, as MATLAB's ``round`` (NumPy's ``np.round`` rounds half to even), exactly:
+    the fraction ``x - trunc(x)`` is exact in floating point, so a value just below a half (0.49999999999999994)
+    rounds down, where ``floor(|x| + 0.5)`` would round the sum up to 1."""
     x = np.asarray(x)
-    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+    t = np.trunc(x)
+    return t + np.where(np.abs(x - t) >= 0.5, np.sign(x), 0.0)
 
 
 def _saturate_uint8(x: np.ndarray) -> np.ndarray:
-    """MATLAB's conversion of a double array to uint8: round half away from zero, then saturate."""
-    return np.clip(round_half_away(x), 0, 255).astype(np.uint8)
+    """MATLAB's conversion of a double array to uint8: round half away from zero, then saturate. Clamped first,
+    so only non-negative values are rounded: floor, plus one where the (exact) fraction is at least a half."""
+    y = np.clip(x, 0.0, 255.0)
+    t = np.floor(y)
+    y -= t
+    t += y >= 0.5
+    return t.astype(np.uint8)
 
 
 def _check_image(img: np.ndarray, name: str = "img") -> np.ndarray:
@@ -239,12 +247,16 @@ def resize_along_axis(
     The weighted sums are computed in float64. In ``uint8_mode`` the result is rounded half away from
     zero and saturated to uint8 (MATLAB's ``imresizemex`` on uint8 data); otherwise it is float64.
     """
-    x = np.moveaxis(np.asarray(img), axis, 0)
+    x = np.asarray(img)
+    if axis != 0:  # the resampled axis first and contiguous: each tap gathers whole rows
+        x = np.ascontiguousarray(np.moveaxis(x, axis, 0))
     out_len, p = weights.shape
     acc = np.zeros((out_len,) + x.shape[1:], dtype=np.float64)
+    term = np.empty_like(acc)
     bshape = (out_len,) + (1,) * (x.ndim - 1)
-    for j in range(p):
-        acc += weights[:, j].reshape(bshape) * x[indices[:, j]].astype(np.float64, copy=False)
+    for j in range(p):  # each product rounded, then added in tap order (the C++ and CUDA kernels do the same)
+        np.multiply(weights[:, j].reshape(bshape), x[indices[:, j]], out=term)
+        acc += term
     if uint8_mode:
         acc = _saturate_uint8(acc)
     return np.moveaxis(acc, 0, axis)

@@ -335,6 +335,21 @@ def test_to_uint8_rounds_half_away_from_zero():
     np.testing.assert_array_equal(image.round_half_away(np.array([-2.5, -0.5, 0.5, 1.5, 2.5])), [-3, -1, 1, 2, 3])
 
 
+def test_rounding_is_exact_half_away_from_zero_next_to_every_half():
+    """round_half_away and the uint8 conversion against exact decimal rounding (ROUND_HALF_UP on the exact value
+    of each double), on halves and the doubles on either side of them, where ``floor(|x| + 0.5)`` goes wrong
+    (0.49999999999999994 + 0.5 rounds to 1.0), and on random values."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    rng = np.random.default_rng()
+    halves = np.arange(-300, 300) + 0.5
+    x = np.concatenate([halves, np.nextafter(halves, -np.inf), np.nextafter(halves, np.inf),
+                        rng.uniform(-300, 300, 2000), [0.0, -0.0, 0.49999999999999994, 2.0**52 + 1, -(2.0**53)]])
+    exact = np.array([float(Decimal(v).quantize(Decimal(1), rounding=ROUND_HALF_UP)) for v in x])
+    np.testing.assert_array_equal(image.round_half_away(x), exact)
+    np.testing.assert_array_equal(image._saturate_uint8(x), np.clip(exact, 0, 255).astype(np.uint8))
+
+
 def _bump(shape, center, sigma, height):
     yy, xx = np.mgrid[:shape[0], :shape[1]]
     return height * np.exp(-((yy - center[0]) ** 2 + (xx - center[1]) ** 2) / (2 * sigma**2))
