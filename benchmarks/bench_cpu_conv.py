@@ -1,12 +1,18 @@
 """CPU convolution speed on the layer shapes our models train with: forward, backward-data and backward-weight
-of each layer separately, median of `--repeat` runs after a warm-up, and the GFLOP/s they reach; side by side
-with PyTorch's CPU convolutions (oneDNN) in the same run when PyTorch is importable (`--no-torch` to skip).
+of each layer separately, median of `--repeat` runs after a warm-up, and the GFLOP/s they reach; then the forward
+pass of SRCNN 9-5-5's layers on a whole 512x512 picture ('same' padding: what `magmasr upscale` runs on a CPU);
+side by side with PyTorch's CPU convolutions (oneDNN) in the same run when PyTorch is importable (`--no-torch`
+to skip). Zero padding on both sides (PyTorch's convolutions have no replicated borders; ours cost the same).
 
     python benchmarks/bench_cpu_conv.py [--repeat 20] [--out docs/results/cpu_conv] [--no-torch]
 
 Writes OUT.json and OUT.md (machine, thread count, date and command in the first line). The thread count is
 OpenMP's (set OMP_NUM_THREADS before running; PyTorch is given the same count). Each direction is timed for
-magmasr, then for PyTorch, right after each other. Nothing else should run on the machine meanwhile.
+magmasr, then for PyTorch, right after each other; magmasr's forward pass twice, run by run in turn: with its
+default strategy (the products read the input in place, 'taps') and with a packed column matrix ('columns', the
+strategy before 2026-12-07), which give the same bits. OMP_WAIT_POLICY is PASSIVE unless set: two OpenMP
+runtimes in one process (ours and PyTorch's) whose idle threads spin would slow each other's next calls.
+Nothing else should run on the machine meanwhile.
 """
 from __future__ import annotations
 
@@ -20,11 +26,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before either OpenMP runtime starts
 
-from magmasr._core import from_numpy
-from magmasr._core import ops
-from magmasr._files import write_text_atomic
+import numpy as np  # noqa: E402
+
+from magmasr import _core  # noqa: E402
+from magmasr._core import from_numpy  # noqa: E402
+from magmasr._core import ops  # noqa: E402
+from magmasr._files import write_text_atomic  # noqa: E402
 
 # name: (N, Cin, Cout, kernel (kD, kH, kW), input spatial (D, H, W)), all 'valid' as in training on patches.
 SHAPES = {
@@ -34,6 +43,12 @@ SHAPES = {
     "SRCNN 9-5-5 conv2 (5x5)": (128, 64, 32, (1, 5, 5), (1, 25, 25)),
     "SRCNN 9-5-5 conv3": (128, 32, 1, (1, 5, 5), (1, 21, 21)),
     "3DSRnet conv2 (same)": (16, 32, 32, (3, 3, 3), (5, 64, 64)),
+}
+# Whole-picture inference, forward only, 'same' padding: name: (N, Cin, Cout, kernel, input spatial).
+INFERENCE = {
+    "SRCNN 9-5-5 conv1, picture": (1, 1, 64, (1, 9, 9), (1, 512, 512)),
+    "SRCNN 9-5-5 conv2, picture": (1, 64, 32, (1, 5, 5), (1, 512, 512)),
+    "SRCNN 9-5-5 conv3, picture": (1, 32, 1, (1, 5, 5), (1, 512, 512)),
 }
 
 
@@ -53,6 +68,31 @@ def median_ms(fns: list, repeat: int) -> list[float]:
     return out
 
 
+def median_ms_in_turn(fns: list, repeat: int) -> list[float]:
+    """Median milliseconds of each function, the functions run in turn (one run of each, `repeat` times), after
+    a warm-up of each: for variants of one library, whose timings should see the same machine state."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, t in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+    return [1e3 * float(np.median(t)) for t in times]
+
+
+def with_strategy(which: str, fn):
+    """`fn` run with magmasr's CPU forward strategy `which`, the default ('auto') restored after it."""
+    def call():
+        _core._cpu_conv_forward_strategy(which)
+        try:
+            return fn()
+        finally:
+            _core._cpu_conv_forward_strategy("auto")
+    return call
+
+
 def torch_directions(torch, xs, ws, k3, pad, x_np, w_np, dy_np) -> list:
     """PyTorch's forward, backward-data and backward-weight of the same problem (fp32, no autograd graph)."""
     F = torch.nn.functional
@@ -70,13 +110,16 @@ def torch_directions(torch, xs, ws, k3, pad, x_np, w_np, dy_np) -> list:
             run(lambda: grad_w(x, ws, dy, padding=pad))]
 
 
-def bench_shape(n, cin, cout, k, s, repeat: int, rng, torch=None) -> dict:
+def bench_shape(n, cin, cout, k, s, repeat: int, rng, torch=None, same: bool = False) -> dict:
+    """All three directions, or with `same` (a whole picture, padded to keep its size) the forward pass only."""
     three_d = k[0] > 1 or s[0] > 1
     xs = (n, cin) + (s if three_d else s[1:])
     ws = (cout, cin) + (k if three_d else k[1:])
     fwd, bwd_data, bwd_weight = ((ops.conv3d, ops.conv3d_backward_data, ops.conv3d_backward_weight) if three_d
                                  else (ops.conv2d, ops.conv2d_backward_data, ops.conv2d_backward_weight))
     pad = (1, 1, 1) if three_d else 0  # 3DSRnet's conv2 is 'same'; the SRCNN layers train 'valid'
+    if same:
+        pad = tuple(d // 2 for d in k) if three_d else (k[1] // 2, k[2] // 2)
     x_np = rng.standard_normal(xs, dtype=np.float32)
     w_np = rng.standard_normal(ws, dtype=np.float32) * 0.01
     x, w = from_numpy(x_np), from_numpy(w_np)
@@ -88,9 +131,15 @@ def bench_shape(n, cin, cout, k, s, repeat: int, rng, torch=None) -> dict:
     row = {"N": n, "Cin": cin, "Cout": cout, "kernel": list(k), "input": list(s), "gflop": flops / 1e9}
     ours = [lambda: fwd(x, w, b, padding=pad), lambda: bwd_data(dy, w, xs, padding=pad),
             lambda: bwd_weight(x, dy, ws, padding=pad)]
-    theirs = torch_directions(torch, xs, ws, three_d, 1 if three_d else 0, x_np, w_np, dy_np) if torch else []
-    for d, name in enumerate(DIRECTIONS):
-        ms = median_ms([ours[d]] + theirs[d:d + 1], repeat)
+    theirs = torch_directions(torch, xs, ws, three_d, pad, x_np, w_np, dy_np) if torch else []
+    if hasattr(_core, "_cpu_conv_forward_strategy") and cout > 1:
+        row["forward_ms"], row["forward_columns_ms"] = median_ms_in_turn(
+            [ours[0], with_strategy("columns", ours[0])], repeat)
+    for d, name in enumerate(DIRECTIONS[:1] if same else DIRECTIONS):
+        if f"{name}_ms" in row:  # the forward pass, timed above beside the column strategy
+            ms = [row[f"{name}_ms"]] + (median_ms(theirs[d:d + 1], repeat) if torch else [])
+        else:
+            ms = median_ms([ours[d]] + theirs[d:d + 1], repeat)
         row[f"{name}_ms"] = ms[0]
         row[f"{name}_gflops"] = flops / ms[0] / 1e6
         if torch:
@@ -138,15 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     threads = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count()))
     torch = None if args.no_torch else import_torch(int(threads))
-    machine = f"{cpu_name()}, {os.cpu_count()} CPUs, {threads} OpenMP threads"
+    machine = (f"{cpu_name()}, {os.cpu_count()} CPUs, {threads} OpenMP threads "
+               f"(OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']})")
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     rows = {}
-    for name, shape in SHAPES.items():
-        rows[name] = bench_shape(*shape, args.repeat, rng, torch)
+    for name, shape, same in [(n, s, False) for n, s in SHAPES.items()] + [(n, s, True) for n, s in INFERENCE.items()]:
+        rows[name] = bench_shape(*shape, args.repeat, rng, torch, same=same)
         r = rows[name]
-        print(f"{name:26s} " + "  ".join(
+        print(f"{name:28s} " + "  ".join(
             f"{d} {r[f'{d}_ms']:8.2f} ms" + (f" (torch {r[f'{d}_torch_ms']:.2f})" if torch else "")
-            for d in DIRECTIONS), file=sys.stderr)
+            for d in DIRECTIONS if f"{d}_ms" in r), file=sys.stderr)
     doc = {"date": datetime.date.today().isoformat(), "machine": machine, "command": command,
            "torch": torch.__version__ if torch else None, "rows": rows}
     out = Path(args.out)
@@ -156,13 +206,20 @@ def main(argv: list[str] | None = None) -> int:
     if torch:
         lines += ["Each cell: magmasr ms (GFLOP/s) / PyTorch ms; the ratio is PyTorch's time over ours (above 1: "
                   "magmasr is faster).", ""]
-    lines += ["| layer | N, Cin -> Cout, kernel, input | forward ms (GFLOP/s) | backward-data ms (GFLOP/s) "
+    lines += ["The forward column in brackets: the same pass with the column-matrix strategy (`columns`), timed run "
+              "by run in turn with the default; one output channel has a path of its own (no such column).", ""]
+    lines += ["| layer | N, Cin -> Cout, kernel, input | forward ms (GFLOP/s) [columns ms] | backward-data ms (GFLOP/s) "
               "| backward-weight ms (GFLOP/s) |", "|---|---|---|---|---|"]
     for name, r in rows.items():
         shape = f"{r['N']}, {r['Cin']} -> {r['Cout']}, {'x'.join(map(str, r['kernel']))}, {'x'.join(map(str, r['input']))}"
         cells = []
         for d in DIRECTIONS:
+            if f"{d}_ms" not in r:  # a whole picture: the forward pass only
+                cells.append("")
+                continue
             cell = f"{r[f'{d}_ms']:.2f} ({r[f'{d}_gflops']:.1f})"
+            if d == "forward" and "forward_columns_ms" in r:
+                cell += f" [{r['forward_columns_ms']:.2f}]"
             if torch:
                 cell += f" / {r[f'{d}_torch_ms']:.2f}: {r[f'{d}_torch_ms'] / r[f'{d}_ms']:.2f}x"
             cells.append(cell)

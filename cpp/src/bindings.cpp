@@ -434,6 +434,16 @@ PYBIND11_MODULE(_core, m) {
   m.def("cuda_device_count", &cuda_device_count);
   m.def("set_num_threads", &set_num_threads, py::arg("n"), "Threads for the CPU kernels (OpenMP).");
   m.def("get_num_threads", &get_num_threads);
+  m.def(
+      "_cpu_conv_forward_strategy",
+      [](const std::string& which) {
+        MAGMASR_REQUIRE(cpu::set_conv_forward_strategy(which), ValueError,
+                        "the CPU forward strategy is 'auto', 'taps' or 'columns', got '", which, "'");
+      },
+      py::arg("which"),
+      "For benchmarks and tests: the CPU convolution's forward strategy for several output channels ('taps': the "
+      "products read the padded input in place; 'columns': a packed column matrix per block; 'auto': taps unless "
+      "the kernel is 1x1). Every strategy gives the same bits; not thread-safe against running convolutions.");
 
   // ---------------------------------------------------------------------------------------- Device
   py::class_<Device>(m, "Device")

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <iterator>
 #include <random>
 #include <string>
@@ -92,6 +93,8 @@ std::vector<ConvGeom> geometries() {
     gs.push_back(geom(1, 2, 2, 1, 3, 4, 1, 5, 5, 0, 3, 3, m));      // kernel larger than the input
     gs.push_back(geom(1, 2, 3, 1, 4, 5, 1, 3, 3, 0, 3, 2, m));      // padding >= kernel: not a plain adjoint conv
     gs.push_back(geom(1, 3, 5, 1, 4, 300, 1, 3, 3, 0, 1, 2, m));    // rows longer than a block: padded in place
+    // 64 outputs x 302 columns: the taps path cuts the 40 rows into slab tasks of 13 (the last one short).
+    gs.push_back(geom(1, 2, 64, 1, 40, 300, 1, 3, 3, 0, 1, 1, m));
   }
   gs.push_back(geom(1, 64, 4, 1, 9, 10, 1, 3, 3, 0, 1, 1, PadMode::Zeros));  // 64 channels
   // One output channel takes the direct (slab) path: 3-D, and a slab budget of 256 Ki floats that holds only
@@ -119,12 +122,22 @@ struct UseKernels {
   ~UseKernels() { cpu::set_gemm_kernels(saved); }
 };
 
+// The forward strategies of cpu/conv.cpp for several output channels: tests run each, then the default again.
+const char* const kForwardStrategies[] = {"taps", "columns"};
+
+struct UseForward {
+  explicit UseForward(const std::string& which) { EXPECT_TRUE(cpu::set_conv_forward_strategy(which)) << which; }
+  ~UseForward() { cpu::set_conv_forward_strategy("auto"); }
+};
+
 }  // namespace
 
 TEST(CpuConv, ForwardMatchesDirectConvolution) {
-  for (const std::string& kernels : kernel_sets()) {
-    SCOPED_TRACE("kernels " + kernels);
+  for (const std::string& kernels : kernel_sets())
+  for (const std::string strategy : kForwardStrategies) {
+    SCOPED_TRACE("kernels " + kernels + ", forward " + strategy);
     const UseKernels use(kernels);
+    const UseForward forward(strategy);
     std::mt19937 rng(1234);
     for (const ConvGeom& g : geometries()) {
       auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
@@ -137,6 +150,31 @@ TEST(CpuConv, ForwardMatchesDirectConvolution) {
       std::vector<float> yr(size_t(g.y_numel()), NAN);
       cpu::conv_forward(g, x.data(), w.data(), b.data(), yr.data(), true);
       for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(yr[i], y[i] > 0 ? y[i] : 0.0f) << g.str();
+    }
+  }
+}
+
+// The two forward strategies compute every output as the same ordered sum: the same bits, on every geometry (1x1,
+// 3-D, padded or not, slab tasks cut short), with or without ReLU.
+TEST(CpuConv, ForwardStrategiesGiveTheSameBits) {
+  for (const std::string& kernels : kernel_sets()) {
+    SCOPED_TRACE("kernels " + kernels);
+    const UseKernels use(kernels);
+    std::mt19937 rng(std::random_device{}());
+    for (const ConvGeom& g : geometries()) {
+      auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+      auto b = random_vec(size_t(g.Cout), rng);
+      for (bool relu : {false, true}) {
+        std::vector<std::vector<float>> ys;
+        for (const std::string strategy : kForwardStrategies) {
+          const UseForward forward(strategy);
+          ys.emplace_back(size_t(g.y_numel()), NAN);
+          cpu::conv_forward(g, x.data(), w.data(), b.data(), ys.back().data(), relu);
+        }
+        int64_t differ = 0;
+        for (size_t i = 0; i < ys[0].size(); ++i) differ += std::memcmp(&ys[0][i], &ys[1][i], sizeof(float)) != 0;
+        EXPECT_EQ(differ, 0) << g.str() << (relu ? " with ReLU" : "");
+      }
     }
   }
 }
@@ -279,9 +317,11 @@ TEST(CpuConv, ResultsDoNotDependOnTheThreadCount) {
 // crop of the convolution, bit for bit (what tiled inference rests on). Multi-channel layers of SRCNN and 3DSRnet
 // with valid padding, each crop at offsets that put its outputs at other places in their 256-column blocks.
 TEST(CpuConv, AnOutputDoesNotDependOnWhereItLies) {
-  for (const std::string& kernels : kernel_sets()) {
-    SCOPED_TRACE("kernels " + kernels);
+  for (const std::string& kernels : kernel_sets())
+  for (const std::string strategy : kForwardStrategies) {
+    SCOPED_TRACE("kernels " + kernels + ", forward " + strategy);
     const UseKernels use(kernels);
+    const UseForward forward(strategy);
     std::mt19937 rng(std::random_device{}());
     struct Case {
       int64_t cin, cout, kd, k, d;

@@ -1,30 +1,40 @@
 // CPU convolution: the reference for the CUDA kernels, and the fallback where there is no GPU.
 //
-// Strategy: vol2col + a matrix product on cache-sized blocks. The output positions of the whole batch form one
-// flat range q = n * P + p (P = oD * oH * oW), cut into blocks of exactly kBlock columns. Each OpenMP thread takes
-// whole blocks and, for each, builds the block's column matrix col[K, kBlock] (K = Cin * kD * kH * kW) in its own
-// buffer, in the layout the product reads, and multiplies it at once with the register-tiled kernels of
-// cpu/gemm.cpp. (An earlier version built a 32 MiB column matrix for many blocks first and then multiplied:
-// every element went through main memory twice, and a training step ran at a third of the speed.) 2-D
-// convolutions are the D = kD = 1 case.
+// Forward, several output channels, kernel larger than 1x1 ("taps", forward_taps below): the output rows of one
+// image and depth are cut into slab tasks of R rows; each task copies the input rows they read, padded, into a
+// slab (all channels, row pitch Wp = oW + kW - 1), and the matrix product C[Cout, L] = W[Cout, K] * B runs on the
+// slab in place: B(k, n) = slab[off[k] + n] with off[k] the offset of tap k = (ci, kd, kh, kw), over the flat
+// length L = (R - 1) * Wp + oW (the kW - 1 columns between rows are computed and dropped). No column matrix: each
+// input sample is copied (R + kH - 1) / R times instead of kvol times. Bias and ReLU on the way to y.
+//
+// Otherwise ("columns": 1x1 kernels, backward-data with replicated borders, backward-weight): vol2col + a matrix
+// product on cache-sized blocks. The output positions of the whole batch form one flat range q = n * P + p
+// (P = oD * oH * oW), cut into blocks of exactly kBlock columns. Each OpenMP thread takes whole blocks and, for
+// each, builds the block's column matrix col[K, kBlock] (K = Cin * kD * kH * kW) in its own buffer, in the
+// layout the product reads, and multiplies it at once with the register-tiled kernels of cpu/gemm.cpp. (An
+// earlier version built a 32 MiB column matrix for many blocks first and then multiplied: every element went
+// through main memory twice, and a training step ran at a third of the speed.) 2-D convolutions are the
+// D = kD = 1 case.
 //   forward:          tmp[Cout, kBlock] = W[Cout, K] * col      then y[n, co, p] = tmp + b (and ReLU)
 //   backward-data:    dcol[K, kBlock] = W^T * dY[Cout, kBlock]  then col2vol accumulates into dx
 //   backward-weight:  dW^T[K, Cout] += col * dY^T,              db[co] = sum of dy[n, co, :]
-// Determinism: each output of a product is one ordered sum over k (gemm.hpp), so a pixel's value does not depend
-// on its place in its block or on the block: tiled inference is bit-identical to whole-image inference
-// (CpuConv.AnOutputDoesNotDependOnWhereItLies). (With OpenBLAS's SGEMM it was not: its AVX2 kernels sum the first
+// Determinism: each output of a product is one ordered sum over k (gemm.hpp), the same in both forward
+// strategies, so a pixel's value does not depend on its place in its block or task, nor on the strategy: tiled
+// inference is bit-identical to whole-image inference (CpuConv.AnOutputDoesNotDependOnWhereItLies,
+// CpuConv.ForwardStrategiesGiveTheSameBits). (With OpenBLAS's SGEMM it was not: its AVX2 kernels sum the first
 // and last 8 columns of a product in another order, and the forward pass had to pad every block with zero
 // columns.) Backward-weight sums fixed groups of blocks into partial gradients and adds the partials in group
 // order, so its result does not depend on the number of threads either.
-// Speed (docs/results/cpu_conv.md, 2 cores of an AMD EPYC, AVX2): SRCNN 9-5-5's mapping layer in training,
-// forward / backward-data / backward-weight 51 / 62 / 57 ms against 75 / 86 / 75 with OpenBLAS's SGEMM the same
-// hour, and 39 / 64 / 58 for PyTorch 2.15 (oneDNN); 3DSRnet's 3x3x3 layer 166 / 183 / 174 ms (PyTorch 157 / 172 /
-// 319). Backward-data, when no border is replicated, runs as the forward convolution of dy with the flipped,
-// transposed weights, and short padded rows are padded by a copy first (the two paths below the public
-// functions).
+// Speed (docs/results/cpu_conv.md, 2 cores of an AMD EPYC, 2026-12-07, each strategy timed run by run in turn):
+// SRCNN 9-5-5's mapping layer in training, forward 49.4 ms with columns -> 33.6 with taps (PyTorch 2.15's oneDNN
+// 28.5), backward-data 44.4 (a forward convolution with taps: see below; PyTorch 41.0), backward-weight 42.4
+// (PyTorch 34.0); 3DSRnet's 3x3x3 layer forward 143 -> 112 ms (PyTorch 113). Backward-data, when no border is
+// replicated, runs as the forward convolution of dy with the flipped, transposed weights, and short padded rows
+// are padded by a copy first (the two paths below the public functions).
 // Padding: Zeros skips samples outside the input; Replicate clamps the index into the input, and col2vol
 // adds the gradient of those samples to the clamped border sample (the exact adjoint).
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -251,12 +261,13 @@ struct SlabGeom {
   int64_t slab_floats(const ConvGeom& g) const { return g.Cin * g.kD * rows * Wp; }
 };
 
-SlabGeom slab_geom(const ConvGeom& g) {
-  constexpr int64_t kSlabBudgetFloats = int64_t(256) << 10;  // 1 MiB of slab, in L2
+constexpr int64_t kSlabBudgetFloats = int64_t(256) << 10;  // 1 MiB of slab, in L2
+
+SlabGeom slab_geom(const ConvGeom& g, int64_t budget_floats = kSlabBudgetFloats) {
   SlabGeom s;
   s.Wp = g.oW() + g.kW - 1;
   const int64_t per_row = g.Cin * g.kD * s.Wp;
-  s.R = std::clamp<int64_t>(kSlabBudgetFloats / std::max<int64_t>(per_row, 1) - (g.kH - 1), 1, g.oH());
+  s.R = std::clamp<int64_t>(budget_floats / std::max<int64_t>(per_row, 1) - (g.kH - 1), 1, g.oH());
   s.rows = s.R + g.kH - 1;
   s.blocks_per_depth = (g.oH() + s.R - 1) / s.R;
   return s;
@@ -339,6 +350,53 @@ void forward_one_output(const ConvGeom& g, const float* x, const float* w, const
         for (int64_t ow = 0; ow < oW; ++ow) {
           const float v = acc[size_t(i * s.Wp + ow)] + bias;
           dst[ow] = relu ? (v <= 0.0f ? 0.0f : v) : v;
+        }
+      }
+    }
+  }
+}
+
+// Forward of a multi-channel layer without a column matrix: per slab task (R output rows of one image and depth;
+// the slab holds the input rows they read, padded), C[Cout, L] = W * B over the flat length L = (R - 1) * Wp + oW,
+// with B read in place from the slab at the taps' offsets (gemm_wide_taps: the columns between two rows are
+// computed and dropped, as in forward_one_output); then bias and ReLU on the way to y. The same ordered sums as
+// the column-matrix path: an output's value does not depend on which path computed it.
+constexpr int64_t kTapsSlabBudgetFloats = int64_t(1) << 20;  // 4 MiB
+constexpr int64_t kTapsOutBudgetFloats = int64_t(256) << 10;  // 1 MiB: a task's products stay in L2
+
+SlabGeom taps_geom(const ConvGeom& g) {
+  SlabGeom s = slab_geom(g, kTapsSlabBudgetFloats);
+  // Few input channels make a tall slab (SRCNN's first layer: 1 channel); bound the rows by the products too.
+  s.R = std::clamp<int64_t>(kTapsOutBudgetFloats / (g.Cout * s.Wp), 1, s.R);
+  s.rows = s.R + g.kH - 1;
+  s.blocks_per_depth = (g.oH() + s.R - 1) / s.R;
+  return s;
+}
+
+void forward_taps(const ConvGeom& g, const float* x, const float* w, const float* b, float* y, bool relu) {
+  const SlabGeom s = taps_geom(g);
+  const int64_t K = g.Cin * g.kernel_volume(), M = g.Cout, oH = g.oH(), oW = g.oW();
+  const int64_t pitch = ((s.R - 1) * s.Wp + oW + kWideNR - 1) / kWideNR * kWideNR;
+  std::vector<int64_t> offset(static_cast<size_t>(K));
+  for (int64_t r = 0; r < K; ++r) offset[size_t(r)] = tap_offset(g, s, r);
+#pragma omp parallel
+  {
+    // The last panel of a row reads up to 23 floats past the slab (columns that are dropped).
+    std::vector<float> slab(size_t(s.slab_floats(g) + kWideNR)), out(size_t(M * pitch));
+#pragma omp for schedule(static)
+    for (int64_t ti = 0; ti < s.tasks(g); ++ti) {
+      const SlabTask t = slab_task(g, s, ti);
+      build_slab(g, s, x, t, slab.data());
+      gemm_wide_taps(M, flat_length(g, s, t), K, w, K, 1, slab.data(), offset.data(), out.data(), pitch);
+      for (int64_t co = 0; co < M; ++co) {
+        const float bias = b ? b[co] : 0.0f;
+        for (int64_t i = 0; i < t.R; ++i) {
+          const float* src = out.data() + co * pitch + i * s.Wp;
+          float* dst = y + (((t.n * M + co) * g.oD() + t.od) * oH + t.oh0 + i) * oW;
+          for (int64_t ow = 0; ow < oW; ++ow) {
+            const float v = src[ow] + bias;
+            dst[ow] = relu ? (v <= 0.0f ? 0.0f : v) : v;
+          }
         }
       }
     }
@@ -445,6 +503,20 @@ void bias_gradient(const ConvGeom& g, const float* dy, float* db) {
 constexpr int64_t kShortRow = 48;
 constexpr int64_t kPadCopyLimit = int64_t(64) << 20;
 
+enum class Forward { Auto, Taps, Columns };
+std::atomic<Forward> forward_strategy{Forward::Auto};
+
+// Taps read the input in place where a column matrix would copy each input sample kvol times: 1.1-1.5x faster on
+// our layers (docs/results/cpu_conv.md). A 1x1 kernel's column matrix is the input itself, a plain copy, and the
+// column path is as fast there.
+bool use_taps(const ConvGeom& g) {
+  switch (forward_strategy.load(std::memory_order_relaxed)) {
+    case Forward::Taps: return true;
+    case Forward::Columns: return false;
+    default: return g.kernel_volume() > 1;
+  }
+}
+
 bool worth_padding(const ConvGeom& g) {
   if (unpadded(g)) return false;
   const double padded = double(g.N) * double(g.Cin) * double(g.D + 2 * g.pD) * double(g.H + 2 * g.pH) *
@@ -477,8 +549,17 @@ ConvGeom padded_copy(const ConvGeom& g, const float* x, std::vector<float>& xp) 
 
 }  // namespace
 
+bool set_conv_forward_strategy(const std::string& which) {
+  if (which == "auto") forward_strategy = Forward::Auto;
+  else if (which == "taps") forward_strategy = Forward::Taps;
+  else if (which == "columns") forward_strategy = Forward::Columns;
+  else return false;
+  return true;
+}
+
 void conv_forward(const ConvGeom& g, const float* x, const float* w, const float* b, float* y, bool relu) {
   if (g.Cout == 1) return forward_one_output(g, x, w, b, y, relu);
+  if (use_taps(g)) return forward_taps(g, x, w, b, y, relu);
   if (worth_padding(g)) {
     std::vector<float> xp;
     const ConvGeom u = padded_copy(g, x, xp);

@@ -11,6 +11,8 @@
 // panel, MR broadcasts of A and MR * NR / 8 fused multiply-adds.
 //   wide   (4 x 24): 12 accumulators, 3 loads + 4 broadcasts per 12 FMAs (forward and backward-data)
 //   narrow (6 x 16): 12 accumulators, 2 loads + 6 broadcasts per 12 FMAs (backward-weight: C is taps x channels)
+//   wide, taps (4 x 24): the wide kernel with B's row k read in place at base + off[k] (the convolution's input,
+//                        no packing; one more load, the offset, per k)
 // With 16 vector registers both leave room for the B vectors and one broadcast. The AVX2 kernels are chosen at
 // run time when the processor has AVX2 and FMA; elsewhere (or with MAGMASR_CPU_KERNELS=generic) portable C++
 // loops compute the same ordered sums.
@@ -30,16 +32,22 @@
 namespace magmasr::cpu {
 namespace {
 
-// A micro-kernel: C[MR, NR] (pitch ldc) = or += sum over k of A(i, k) * bp[k * NR + t].
-using MicroKernel = void (*)(int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, float* c,
-                             int64_t ldc, bool accumulate);
+// A micro-kernel: C[MR, NR] (pitch ldc) = or += sum over k of A(i, k) * B(k, t), where B's row k is
+// bp + k * NR (a packed panel) or, with tap offsets `off`, bp + off[k] (a window of the input, read in place).
+using MicroKernel = void (*)(int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, const int64_t* off,
+                             float* c, int64_t ldc, bool accumulate);
 
-template <int MR, int NR>
-void micro_generic(int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, float* c, int64_t ldc,
-                   bool accumulate) {
+template <int NR, bool kTaps>
+inline const float* b_row(const float* bp, const int64_t* off, int64_t k) {
+  return kTaps ? bp + off[k] : bp + k * NR;
+}
+
+template <int MR, int NR, bool kTaps>
+void micro_generic(int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, const int64_t* off, float* c,
+                   int64_t ldc, bool accumulate) {
   float acc[MR][NR] = {};
   for (int64_t k = 0; k < K; ++k) {
-    const float* b = bp + k * NR;
+    const float* b = b_row<NR, kTaps>(bp, off, k);
     for (int i = 0; i < MR; ++i) {
       const float ai = a[i * rsa + k * csa];
       for (int t = 0; t < NR; ++t) acc[i][t] += ai * b[t];
@@ -73,13 +81,15 @@ MAGMASR_AVX2 inline void store_row(float* c, __m256 v, bool accumulate) {
     a##i += csa;                                           \
   }
 
-MAGMASR_AVX2 void micro_avx2_4x24(int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, float* c,
-                                  int64_t ldc, bool accumulate) {
+template <bool kTaps>
+MAGMASR_AVX2 void micro_avx2_4x24(int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp,
+                                  const int64_t* off, float* c, int64_t ldc, bool accumulate) {
   const float *a0 = a, *a1 = a + rsa, *a2 = a + 2 * rsa, *a3 = a + 3 * rsa;
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
   __m256 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
-  for (int64_t k = 0; k < K; ++k, bp += 24) {
-    const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8), b2 = _mm256_loadu_ps(bp + 16);
+  for (int64_t k = 0; k < K; ++k) {
+    const float* b = b_row<24, kTaps>(bp, off, k);
+    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), b2 = _mm256_loadu_ps(b + 16);
     MAGMASR_ROW3(0)
     MAGMASR_ROW3(1)
     MAGMASR_ROW3(2)
@@ -90,8 +100,8 @@ MAGMASR_AVX2 void micro_avx2_4x24(int64_t K, const float* a, int64_t rsa, int64_
     for (int v = 0; v < 3; ++v) store_row(c + i * ldc + 8 * v, rows[i][v], accumulate);
 }
 
-MAGMASR_AVX2 void micro_avx2_6x16(int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, float* c,
-                                  int64_t ldc, bool accumulate) {
+MAGMASR_AVX2 void micro_avx2_6x16(int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp,
+                                  const int64_t* /*off*/, float* c, int64_t ldc, bool accumulate) {
   const float *a0 = a, *a1 = a + rsa, *a2 = a + 2 * rsa, *a3 = a + 3 * rsa, *a4 = a + 4 * rsa, *a5 = a + 5 * rsa;
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
@@ -133,9 +143,10 @@ bool use_avx2() { return avx2_selected().load(std::memory_order_relaxed); }
 
 // C = A * B over tiles of MR x NR. A partial last row tile reads its rows from a zero-padded copy of them (the
 // kernel always reads MR rows), and partial tiles are computed into a local tile whose valid part is copied.
+// B: packed panels at bp (off null), or with tap offsets `off`, panel p's row k at bp + p * NR + off[k].
 template <int MR, int NR>
 void gemm_tiles(MicroKernel micro, int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa,
-                const float* bp, float* c, int64_t ldc, bool accumulate) {
+                const float* bp, const int64_t* off, float* c, int64_t ldc, bool accumulate) {
   if (M <= 0 || N <= 0) return;
   const int64_t panels = (N + NR - 1) / NR, full_rows = M / MR * MR;
   std::vector<float> tail;  // the last rows of A, zero-padded to MR rows, row-major
@@ -151,14 +162,15 @@ void gemm_tiles(MicroKernel micro, int64_t M, int64_t N, int64_t K, const float*
     const float* ai = full ? a + i0 * rsa : tail.data();
     const int64_t rs = full ? rsa : K, cs = full ? csa : 1;
     float* ci = c + i0 * ldc + n0;
-    if (full && cols == NR) return micro(K, ai, rs, cs, bp + p * K * NR, ci, ldc, accumulate);
-    micro(K, ai, rs, cs, bp + p * K * NR, tile, NR, false);
+    const float* panel = off ? bp + p * NR : bp + p * K * NR;
+    if (full && cols == NR) return micro(K, ai, rs, cs, panel, off, ci, ldc, accumulate);
+    micro(K, ai, rs, cs, panel, off, tile, NR, false);
     for (int64_t i = 0; i < rows; ++i)
       for (int64_t t = 0; t < cols; ++t) ci[i * ldc + t] = accumulate ? ci[i * ldc + t] + tile[i * NR + t] : tile[i * NR + t];
   };
   // With few panels (a gradient's channels), a tile row of A is used for all of them while it is in cache;
-  // otherwise a panel of B stays in cache for all the rows of A.
-  if (panels * K * NR <= (int64_t(64) << 10)) {
+  // otherwise a panel of B stays in cache for all the rows of A (read in place: its window of the input).
+  if (!off && panels * K * NR <= (int64_t(64) << 10)) {
     for (int64_t i0 = 0; i0 < M; i0 += MR)
       for (int64_t p = 0; p < panels; ++p) run_tile(i0, p);
   } else {
@@ -168,28 +180,35 @@ void gemm_tiles(MicroKernel micro, int64_t M, int64_t N, int64_t K, const float*
 }
 
 // The tiles of MR x NR with the AVX2 micro-kernel `avx2` where the processor runs it, else the portable one.
-template <int MR, int NR>
+template <int MR, int NR, bool kTaps = false>
 void gemm_with(MicroKernel avx2, int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa,
-               const float* bp, float* c, int64_t ldc, bool accumulate) {
-  gemm_tiles<MR, NR>(avx2 && use_avx2() ? avx2 : micro_generic<MR, NR>, M, N, K, a, rsa, csa, bp, c, ldc, accumulate);
+               const float* bp, const int64_t* off, float* c, int64_t ldc, bool accumulate) {
+  gemm_tiles<MR, NR>(avx2 && use_avx2() ? avx2 : micro_generic<MR, NR, kTaps>, M, N, K, a, rsa, csa, bp, off, c, ldc,
+                     accumulate);
 }
 
 #ifdef MAGMASR_GEMM_AVX2
-constexpr MicroKernel kAvx2Wide = micro_avx2_4x24, kAvx2Narrow = micro_avx2_6x16;
+constexpr MicroKernel kAvx2Wide = micro_avx2_4x24<false>, kAvx2WideTaps = micro_avx2_4x24<true>,
+                      kAvx2Narrow = micro_avx2_6x16;
 #else
-constexpr MicroKernel kAvx2Wide = nullptr, kAvx2Narrow = nullptr;
+constexpr MicroKernel kAvx2Wide = nullptr, kAvx2WideTaps = nullptr, kAvx2Narrow = nullptr;
 #endif
 
 }  // namespace
 
 void gemm_wide(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, float* c,
                int64_t ldc, bool accumulate) {
-  gemm_with<4, 24>(kAvx2Wide, M, N, K, a, rsa, csa, bp, c, ldc, accumulate);
+  gemm_with<4, 24>(kAvx2Wide, M, N, K, a, rsa, csa, bp, nullptr, c, ldc, accumulate);
+}
+
+void gemm_wide_taps(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa, const float* base,
+                    const int64_t* off, float* c, int64_t ldc) {
+  gemm_with<4, 24, true>(kAvx2WideTaps, M, N, K, a, rsa, csa, base, off, c, ldc, false);
 }
 
 void gemm_narrow(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, float* c,
                  int64_t ldc, bool accumulate) {
-  gemm_with<6, 16>(kAvx2Narrow, M, N, K, a, rsa, csa, bp, c, ldc, accumulate);
+  gemm_with<6, 16>(kAvx2Narrow, M, N, K, a, rsa, csa, bp, nullptr, c, ldc, accumulate);
 }
 
 void pack_panels(int64_t K, int64_t N, const float* b, int64_t rsb, int64_t csb, int64_t NR, float* bp) {

@@ -27,6 +27,12 @@ void gemm_wide(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int
 void gemm_narrow(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, float* c,
                  int64_t ldc, bool accumulate);
 
+/// gemm_wide (C = A * B, no accumulation) with B read where it lies instead of packed: B(k, n) = base[off[k] + n],
+/// as the column matrix of a convolution is a window of its (padded) input, tap k at offset off[k] and output
+/// column n one float further per column. Reads base[off[k] .. off[k] + ceil(N / 24) * 24 - 1]. The same sums.
+void gemm_wide_taps(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa, const float* base,
+                    const int64_t* off, float* c, int64_t ldc);
+
 /// Packs B[K, N], B(k, n) = b[k * rsb + n * csb] (a row-major matrix: csb = 1; the transpose of one: rsb = 1),
 /// into panels of NR columns: ceil(N / NR) * K * NR floats at bp.
 void pack_panels(int64_t K, int64_t N, const float* b, int64_t rsb, int64_t csb, int64_t NR, float* bp);
