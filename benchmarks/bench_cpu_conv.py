@@ -8,9 +8,9 @@ to skip). Zero padding on both sides (PyTorch's convolutions have no replicated 
 
 Writes OUT.json and OUT.md (machine, thread count, date and command in the first line). The thread count is
 OpenMP's (set OMP_NUM_THREADS before running; PyTorch is given the same count). Each direction is timed for
-magmasr, then for PyTorch, right after each other; magmasr's forward pass twice, run by run in turn: with its
-default strategy (the products read the input in place, 'taps') and with a packed column matrix ('columns', the
-strategy before 2026-12-07), which give the same bits. OMP_WAIT_POLICY is PASSIVE unless set: two OpenMP
+magmasr, then for PyTorch, right after each other; magmasr's forward and backward-weight passes twice, run by
+run in turn: with the default strategy (the products read the input in place, 'taps') and with a column matrix
+('columns', the only strategy before 2026-12-07). OMP_WAIT_POLICY is PASSIVE unless set: two OpenMP
 runtimes in one process (ours and PyTorch's) whose idle threads spin would slow each other's next calls.
 Nothing else should run on the machine meanwhile.
 """
@@ -85,11 +85,11 @@ def median_ms_in_turn(fns: list, repeat: int) -> list[float]:
 def with_strategy(which: str, fn):
     """`fn` run with magmasr's CPU forward strategy `which`, the default ('auto') restored after it."""
     def call():
-        _core._cpu_conv_forward_strategy(which)
+        _core._cpu_conv_strategy(which)
         try:
             return fn()
         finally:
-            _core._cpu_conv_forward_strategy("auto")
+            _core._cpu_conv_strategy("auto")
     return call
 
 
@@ -132,11 +132,13 @@ def bench_shape(n, cin, cout, k, s, repeat: int, rng, torch=None, same: bool = F
     ours = [lambda: fwd(x, w, b, padding=pad), lambda: bwd_data(dy, w, xs, padding=pad),
             lambda: bwd_weight(x, dy, ws, padding=pad)]
     theirs = torch_directions(torch, xs, ws, three_d, pad, x_np, w_np, dy_np) if torch else []
-    if hasattr(_core, "_cpu_conv_forward_strategy") and cout > 1:
-        row["forward_ms"], row["forward_columns_ms"] = median_ms_in_turn(
-            [ours[0], with_strategy("columns", ours[0])], repeat)
+    if hasattr(_core, "_cpu_conv_strategy") and cout > 1:  # the directions with two strategies
+        for d in (0,) if same else (0, 2):
+            name = DIRECTIONS[d]
+            row[f"{name}_ms"], row[f"{name}_columns_ms"] = median_ms_in_turn(
+                [ours[d], with_strategy("columns", ours[d])], repeat)
     for d, name in enumerate(DIRECTIONS[:1] if same else DIRECTIONS):
-        if f"{name}_ms" in row:  # the forward pass, timed above beside the column strategy
+        if f"{name}_ms" in row:  # timed above beside the column strategy
             ms = [row[f"{name}_ms"]] + (median_ms(theirs[d:d + 1], repeat) if torch else [])
         else:
             ms = median_ms([ours[d]] + theirs[d:d + 1], repeat)
@@ -206,10 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     if torch:
         lines += ["Each cell: magmasr ms (GFLOP/s) / PyTorch ms; the ratio is PyTorch's time over ours (above 1: "
                   "magmasr is faster).", ""]
-    lines += ["The forward column in brackets: the same pass with the column-matrix strategy (`columns`), timed run "
-              "by run in turn with the default; one output channel has a path of its own (no such column).", ""]
+    lines += ["In brackets: the same forward or backward-weight pass with the column-matrix strategy (`columns`, the "
+              "only one before 2026-12-07), timed run by run in turn with the default; one output channel has a path "
+              "of its own.", ""]
     lines += ["| layer | N, Cin -> Cout, kernel, input | forward ms (GFLOP/s) [columns ms] | backward-data ms (GFLOP/s) "
-              "| backward-weight ms (GFLOP/s) |", "|---|---|---|---|---|"]
+              "| backward-weight ms (GFLOP/s) [columns ms] |", "|---|---|---|---|---|"]
     for name, r in rows.items():
         shape = f"{r['N']}, {r['Cin']} -> {r['Cout']}, {'x'.join(map(str, r['kernel']))}, {'x'.join(map(str, r['input']))}"
         cells = []
@@ -218,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append("")
                 continue
             cell = f"{r[f'{d}_ms']:.2f} ({r[f'{d}_gflops']:.1f})"
-            if d == "forward" and "forward_columns_ms" in r:
-                cell += f" [{r['forward_columns_ms']:.2f}]"
+            if f"{d}_columns_ms" in r:
+                cell += f" [{r[f'{d}_columns_ms']:.2f}]"
             if torch:
                 cell += f" / {r[f'{d}_torch_ms']:.2f}: {r[f'{d}_torch_ms'] / r[f'{d}_ms']:.2f}x"
             cells.append(cell)

@@ -19,17 +19,17 @@
 
 namespace magmasr {
 
-// ConvAlgo (geometry.hpp) picks the CUDA convolution strategy; the CPU picks its own (cpu/conv.cpp), and every
-// CPU strategy gives the same bits.
+// ConvAlgo (geometry.hpp) picks the CUDA convolution strategy; the CPU picks its own (cpu/conv.cpp).
 
 namespace cpu {
 
 // y = conv(x, w) + b, then max(y, 0) if relu. b may be null.
 void conv_forward(const ConvGeom& g, const float* x, const float* w, const float* b, float* y, bool relu);
-// The forward strategy for layers of several output channels: "taps" (the products read the padded input in
-// place), "columns" (a packed column matrix per block) or "auto" (taps unless the kernel is 1x1). For tests,
-// which check that both give the same bits; false for another name. Not thread-safe against running convolutions.
-bool set_conv_forward_strategy(const std::string& which);
+// The strategy of forward and backward-weight for layers of several output channels: "taps" (the products read
+// the padded input in place), "columns" (a column matrix per block) or "auto" (taps unless the kernel is 1x1 or
+// the rows are extremely wide). Both forward strategies give the same bits; backward-weight sums in other groups.
+// For tests and benchmarks; false for another name. Not thread-safe against running convolutions.
+bool set_conv_strategy(const std::string& which);
 // dx = d(loss)/dx given dy (overwrites dx).
 void conv_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx);
 // dw = d(loss)/dw, db = d(loss)/db (overwrite; db may be null).

@@ -435,15 +435,16 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_num_threads", &set_num_threads, py::arg("n"), "Threads for the CPU kernels (OpenMP).");
   m.def("get_num_threads", &get_num_threads);
   m.def(
-      "_cpu_conv_forward_strategy",
+      "_cpu_conv_strategy",
       [](const std::string& which) {
-        MAGMASR_REQUIRE(cpu::set_conv_forward_strategy(which), ValueError,
-                        "the CPU forward strategy is 'auto', 'taps' or 'columns', got '", which, "'");
+        MAGMASR_REQUIRE(cpu::set_conv_strategy(which), ValueError,
+                        "the CPU convolution strategy is 'auto', 'taps' or 'columns', got '", which, "'");
       },
       py::arg("which"),
-      "For benchmarks and tests: the CPU convolution's forward strategy for several output channels ('taps': the "
-      "products read the padded input in place; 'columns': a packed column matrix per block; 'auto': taps unless "
-      "the kernel is 1x1). Every strategy gives the same bits; not thread-safe against running convolutions.");
+      "For benchmarks and tests: the strategy of the CPU convolution's forward and backward-weight passes for several "
+      "output channels ('taps': the products read the padded input in place; 'columns': a column matrix per block; "
+      "'auto': taps unless the kernel is 1x1). The forward strategies give the same bits; not thread-safe against "
+      "running convolutions.");
 
   // ---------------------------------------------------------------------------------------- Device
   py::class_<Device>(m, "Device")

@@ -122,22 +122,23 @@ struct UseKernels {
   ~UseKernels() { cpu::set_gemm_kernels(saved); }
 };
 
-// The forward strategies of cpu/conv.cpp for several output channels: tests run each, then the default again.
-const char* const kForwardStrategies[] = {"taps", "columns"};
+// The strategies of cpu/conv.cpp (forward and backward-weight, several output channels): tests run each, then the
+// default again.
+const char* const kStrategies[] = {"taps", "columns"};
 
-struct UseForward {
-  explicit UseForward(const std::string& which) { EXPECT_TRUE(cpu::set_conv_forward_strategy(which)) << which; }
-  ~UseForward() { cpu::set_conv_forward_strategy("auto"); }
+struct UseStrategy {
+  explicit UseStrategy(const std::string& which) { EXPECT_TRUE(cpu::set_conv_strategy(which)) << which; }
+  ~UseStrategy() { cpu::set_conv_strategy("auto"); }
 };
 
 }  // namespace
 
 TEST(CpuConv, ForwardMatchesDirectConvolution) {
   for (const std::string& kernels : kernel_sets())
-  for (const std::string strategy : kForwardStrategies) {
+  for (const std::string strategy : kStrategies) {
     SCOPED_TRACE("kernels " + kernels + ", forward " + strategy);
     const UseKernels use(kernels);
-    const UseForward forward(strategy);
+    const UseStrategy use_strategy(strategy);
     std::mt19937 rng(1234);
     for (const ConvGeom& g : geometries()) {
       auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
@@ -166,8 +167,8 @@ TEST(CpuConv, ForwardStrategiesGiveTheSameBits) {
       auto b = random_vec(size_t(g.Cout), rng);
       for (bool relu : {false, true}) {
         std::vector<std::vector<float>> ys;
-        for (const std::string strategy : kForwardStrategies) {
-          const UseForward forward(strategy);
+        for (const std::string strategy : kStrategies) {
+          const UseStrategy use_strategy(strategy);
           ys.emplace_back(size_t(g.y_numel()), NAN);
           cpu::conv_forward(g, x.data(), w.data(), b.data(), ys.back().data(), relu);
         }
@@ -225,9 +226,11 @@ TEST(CpuConv, BackwardDataIsTheAdjointOfForward) {
 }
 
 TEST(CpuConv, BackwardWeightMatchesFiniteDifferences) {
-  for (const std::string& kernels : kernel_sets()) {
-    SCOPED_TRACE("kernels " + kernels);
+  for (const std::string& kernels : kernel_sets())
+  for (const std::string strategy : kStrategies) {
+    SCOPED_TRACE("kernels " + kernels + ", strategy " + strategy);
     const UseKernels use(kernels);
+    const UseStrategy use_strategy(strategy);
     std::mt19937 rng(7);
     for (const ConvGeom& g : geometries()) {
       auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
@@ -260,9 +263,11 @@ TEST(CpuConv, BackwardWeightMatchesFiniteDifferences) {
 }
 
 TEST(CpuConv, ChunkBoundariesAcrossTheBatch) {
-  for (const std::string& kernels : kernel_sets()) {
-    SCOPED_TRACE("kernels " + kernels);
+  for (const std::string& kernels : kernel_sets())
+  for (const std::string strategy : kStrategies) {
+    SCOPED_TRACE("kernels " + kernels + ", strategy " + strategy);
     const UseKernels use(kernels);
+    const UseStrategy use_strategy(strategy);
     // 3 images of 48x48 = 6912 columns: 256-column blocks straddle the images, the last block is partial, and
     // backward-weight sums 27 blocks in groups of 8. Forward and backward-weight must not notice.
     std::mt19937 rng(5);
@@ -287,7 +292,9 @@ TEST(CpuConv, ResultsDoNotDependOnTheThreadCount) {
 #ifdef _OPENMP
   std::mt19937 rng(11);
   const int saved = omp_get_max_threads();
-  for (int64_t cout : {1, 8}) {
+  for (int64_t cout : {1, 8})
+  for (const std::string strategy : kStrategies) {
+    const UseStrategy use_strategy(strategy);
     const ConvGeom g = geom(37, 8, cout, 1, 20, 23, 1, 5, 5, 0, 2, 2, PadMode::Replicate);
     auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
     auto dy = random_vec(size_t(g.y_numel()), rng), b = random_vec(size_t(g.Cout), rng);
@@ -302,9 +309,9 @@ TEST(CpuConv, ResultsDoNotDependOnTheThreadCount) {
     }
     omp_set_num_threads(saved);
     for (size_t i = 1; i < ys.size(); ++i) {
-      EXPECT_EQ(ys[i], ys[0]) << "Cout " << cout;
+      EXPECT_EQ(ys[i], ys[0]) << "Cout " << cout << ", " << strategy;
       EXPECT_EQ(dxs[i], dxs[0]) << "Cout " << cout;
-      EXPECT_EQ(dws[i], dws[0]) << "Cout " << cout;
+      EXPECT_EQ(dws[i], dws[0]) << "Cout " << cout << ", " << strategy;
       EXPECT_EQ(dbs[i], dbs[0]) << "Cout " << cout;
     }
   }
@@ -318,10 +325,10 @@ TEST(CpuConv, ResultsDoNotDependOnTheThreadCount) {
 // with valid padding, each crop at offsets that put its outputs at other places in their 256-column blocks.
 TEST(CpuConv, AnOutputDoesNotDependOnWhereItLies) {
   for (const std::string& kernels : kernel_sets())
-  for (const std::string strategy : kForwardStrategies) {
+  for (const std::string strategy : kStrategies) {
     SCOPED_TRACE("kernels " + kernels + ", forward " + strategy);
     const UseKernels use(kernels);
-    const UseForward forward(strategy);
+    const UseStrategy use_strategy(strategy);
     std::mt19937 rng(std::random_device{}());
     struct Case {
       int64_t cin, cout, kd, k, d;

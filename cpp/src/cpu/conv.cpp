@@ -7,7 +7,10 @@
 // length L = (R - 1) * Wp + oW (the kW - 1 columns between rows are computed and dropped). No column matrix: each
 // input sample is copied (R + kH - 1) / R times instead of kvol times. Bias and ReLU on the way to y.
 //
-// Otherwise ("columns": 1x1 kernels, backward-data with replicated borders, backward-weight): vol2col + a matrix
+// Backward-weight runs on the same slab tasks (backward_weight_taps): dW^T += T * dY^T with the tap rows T read in
+// place from the slab.
+//
+// Otherwise ("columns": 1x1 kernels, backward-data with replicated borders): vol2col + a matrix
 // product on cache-sized blocks. The output positions of the whole batch form one flat range q = n * P + p
 // (P = oD * oH * oW), cut into blocks of exactly kBlock columns. Each OpenMP thread takes whole blocks and, for
 // each, builds the block's column matrix col[K, kBlock] (K = Cin * kD * kH * kW) in its own buffer, in the
@@ -26,9 +29,10 @@
 // columns.) Backward-weight sums fixed groups of blocks into partial gradients and adds the partials in group
 // order, so its result does not depend on the number of threads either.
 // Speed (docs/results/cpu_conv.md, 2 cores of an AMD EPYC, 2026-12-07, each strategy timed run by run in turn):
-// SRCNN 9-5-5's mapping layer in training, forward 49.4 ms with columns -> 33.6 with taps (PyTorch 2.15's oneDNN
-// 28.5), backward-data 44.4 (a forward convolution with taps: see below; PyTorch 41.0), backward-weight 42.4
-// (PyTorch 34.0); 3DSRnet's 3x3x3 layer forward 143 -> 112 ms (PyTorch 113). Backward-data, when no border is
+// SRCNN 9-5-5's mapping layer in training, forward 49.1 ms with columns -> 42.1 with taps, backward-weight 51.2
+// -> 44.0 (PyTorch 2.15's oneDNN 28.7 / 34.9), backward-data 46.9 (a forward convolution with taps: see below;
+// PyTorch 51.9); 3DSRnet's 3x3x3 layer forward 141.9 -> 118.4 ms, backward-weight 121.7 -> 102.1 (PyTorch 117.4 /
+// 119.8). Backward-data, when no border is
 // replicated, runs as the forward convolution of dy with the flipped, transposed weights, and short padded rows
 // are padded by a copy first (the two paths below the public functions).
 // Padding: Zeros skips samples outside the input; Replicate clamps the index into the input, and col2vol
@@ -403,6 +407,54 @@ void forward_taps(const ConvGeom& g, const float* x, const float* w, const float
   }
 }
 
+// dy of task t for every output channel: channel co's rows at dyp + co * R * Wp with row stride Wp, zeros in the
+// columns ow >= oW and in the rows past the task's.
+void gather_dy_channels(const ConvGeom& g, const SlabGeom& s, const float* dy, const SlabTask& t, float* dyp) {
+  const int64_t oH = g.oH(), oW = g.oW(), plane = s.R * s.Wp;
+  std::fill(dyp, dyp + g.Cout * plane, 0.0f);
+  for (int64_t co = 0; co < g.Cout; ++co)
+    for (int64_t i = 0; i < t.R; ++i)
+      std::memcpy(dyp + co * plane + i * s.Wp, dy + (((t.n * g.Cout + co) * g.oD() + t.od) * oH + t.oh0 + i) * oW,
+                  sizeof(float) * oW);
+}
+
+// Backward-weight of a multi-channel layer on the slab tasks of forward_taps: dW^T[K, Cout] += T * dY^T over the
+// task's flat length, T's row k (tap k) read in place from the slab at its offset (gemm_narrow_taps) and dY^T
+// packed from the task's dy rows (zeros in the columns between rows: the columns forward_taps drops add nothing
+// here). Tasks are summed in fixed groups and the partials added in group order, so the result does not depend
+// on the number of threads.
+void backward_weight_taps(const ConvGeom& g, const float* x, const float* dy, float* dw) {
+  const SlabGeom s = taps_geom(g);
+  const int64_t K = g.Cin * g.kernel_volume(), M = g.Cout, tasks = s.tasks(g);
+  const int64_t longest = (s.R - 1) * s.Wp + g.oW();
+  const Groups groups(tasks, 1);
+  std::vector<int64_t> offset(static_cast<size_t>(K));
+  for (int64_t r = 0; r < K; ++r) offset[size_t(r)] = tap_offset(g, s, r);
+  std::vector<float> partial(size_t(groups.count * K * M)), dwt(groups.count > 1 ? size_t(K * M) : 0);
+#pragma omp parallel
+  {
+    std::vector<float> slab(size_t(s.slab_floats(g))), dyp(size_t(M * s.R * s.Wp));
+    std::vector<float> dyt(size_t((M + kNarrowNR - 1) / kNarrowNR * kNarrowNR * longest));
+#pragma omp for schedule(static)
+    for (int64_t grp = 0; grp < groups.count; ++grp) {
+      float* out = partial.data() + grp * K * M;
+      const int64_t t0 = grp * groups.per_group, t1 = std::min(tasks, t0 + groups.per_group);
+      for (int64_t ti = t0; ti < t1; ++ti) {
+        const SlabTask t = slab_task(g, s, ti);
+        build_slab(g, s, x, t, slab.data());
+        gather_dy_channels(g, s, dy, t, dyp.data());
+        const int64_t L = flat_length(g, s, t);
+        pack_panels(L, M, dyp.data(), 1, s.R * s.Wp, kNarrowNR, dyt.data());  // dY^T[q, co]
+        gemm_narrow_taps(K, M, L, slab.data(), offset.data(), dyt.data(), out, M, ti != t0);
+      }
+    }
+    if (groups.count > 1) sum_partials(partial, groups.count, K * M, dwt.data());
+  }
+  const float* t = groups.count > 1 ? dwt.data() : partial.data();
+  for (int64_t co = 0; co < M; ++co)
+    for (int64_t k = 0; k < K; ++k) dw[co * K + k] = t[k * M + co];
+}
+
 // dy of task t laid out with row stride Wp, zeros in the columns ow >= oW.
 void gather_dy_rows(const ConvGeom& g, const SlabGeom& s, const float* dy, const SlabTask& t, float* dyp) {
   const int64_t oH = g.oH(), oW = g.oW();
@@ -503,17 +555,22 @@ void bias_gradient(const ConvGeom& g, const float* dy, float* db) {
 constexpr int64_t kShortRow = 48;
 constexpr int64_t kPadCopyLimit = int64_t(64) << 20;
 
-enum class Forward { Auto, Taps, Columns };
-std::atomic<Forward> forward_strategy{Forward::Auto};
+enum class Strategy { Auto, Taps, Columns };
+std::atomic<Strategy> strategy{Strategy::Auto};
 
-// Taps read the input in place where a column matrix would copy each input sample kvol times: 1.1-1.5x faster on
-// our layers (docs/results/cpu_conv.md). A 1x1 kernel's column matrix is the input itself, a plain copy, and the
-// column path is as fast there.
+// Taps read the input in place where a column matrix would copy each input sample kvol times: forward 1.1-1.5x
+// faster on our layers (docs/results/cpu_conv.md), backward-weight likewise. A 1x1 kernel's column matrix is the input itself, a plain copy, and the
+// column path is as fast there. A slab holds at least kH input rows of every channel, so for extremely wide rows
+// (over 64 Mi floats of slab per thread) the column path, whose buffers do not grow with the rows, is kept.
+constexpr double kMaxTapsSlabFloats = double(int64_t(64) << 20);
+
 bool use_taps(const ConvGeom& g) {
-  switch (forward_strategy.load(std::memory_order_relaxed)) {
-    case Forward::Taps: return true;
-    case Forward::Columns: return false;
-    default: return g.kernel_volume() > 1;
+  switch (strategy.load(std::memory_order_relaxed)) {
+    case Strategy::Taps: return true;
+    case Strategy::Columns: return false;
+    default:
+      return g.kernel_volume() > 1 &&
+             double(g.Cin) * double(g.kD) * double(g.kH) * double(g.oW() + g.kW - 1) <= kMaxTapsSlabFloats;
   }
 }
 
@@ -549,10 +606,10 @@ ConvGeom padded_copy(const ConvGeom& g, const float* x, std::vector<float>& xp) 
 
 }  // namespace
 
-bool set_conv_forward_strategy(const std::string& which) {
-  if (which == "auto") forward_strategy = Forward::Auto;
-  else if (which == "taps") forward_strategy = Forward::Taps;
-  else if (which == "columns") forward_strategy = Forward::Columns;
+bool set_conv_strategy(const std::string& which) {
+  if (which == "auto") strategy = Strategy::Auto;
+  else if (which == "taps") strategy = Strategy::Taps;
+  else if (which == "columns") strategy = Strategy::Columns;
   else return false;
   return true;
 }
@@ -646,6 +703,11 @@ void conv_backward_data(const ConvGeom& g, const float* dy, const float* w, floa
 void conv_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db) {
   if (g.Cout == 1) {
     backward_weight_one_output(g, x, dy, dw);
+    if (db) bias_gradient(g, dy, db);
+    return;
+  }
+  if (use_taps(g)) {
+    backward_weight_taps(g, x, dy, dw);
     if (db) bias_gradient(g, dy, db);
     return;
   }

@@ -32,10 +32,15 @@
 namespace magmasr::cpu {
 namespace {
 
-// A micro-kernel: C[MR, NR] (pitch ldc) = or += sum over k of A(i, k) * B(k, t), where B's row k is
-// bp + k * NR (a packed panel) or, with tap offsets `off`, bp + off[k] (a window of the input, read in place).
-using MicroKernel = void (*)(int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, const int64_t* off,
-                             float* c, int64_t ldc, bool accumulate);
+// A micro-kernel: C[MR, NR] (pitch ldc) = or += sum over k of A(i, k) * B(k, t). A's row i starts at a + i * rsa,
+// or with row offsets `aoff` at a + aoff[i] (the taps of a convolution's input, read in place), and steps by csa;
+// B's row k is bp + k * NR (a packed panel) or, with tap offsets `off`, bp + off[k] (likewise).
+using MicroKernel = void (*)(int64_t K, const float* a, int64_t rsa, int64_t csa, const int64_t* aoff, const float* bp,
+                             const int64_t* off, float* c, int64_t ldc, bool accumulate);
+
+inline const float* a_row(const float* a, int64_t rsa, const int64_t* aoff, int i) {
+  return aoff ? a + aoff[i] : a + i * rsa;
+}
 
 template <int NR, bool kTaps>
 inline const float* b_row(const float* bp, const int64_t* off, int64_t k) {
@@ -43,13 +48,15 @@ inline const float* b_row(const float* bp, const int64_t* off, int64_t k) {
 }
 
 template <int MR, int NR, bool kTaps>
-void micro_generic(int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, const int64_t* off, float* c,
-                   int64_t ldc, bool accumulate) {
+void micro_generic(int64_t K, const float* a, int64_t rsa, int64_t csa, const int64_t* aoff, const float* bp,
+                   const int64_t* off, float* c, int64_t ldc, bool accumulate) {
+  const float* rows[MR];
+  for (int i = 0; i < MR; ++i) rows[i] = a_row(a, rsa, aoff, i);
   float acc[MR][NR] = {};
   for (int64_t k = 0; k < K; ++k) {
     const float* b = b_row<NR, kTaps>(bp, off, k);
     for (int i = 0; i < MR; ++i) {
-      const float ai = a[i * rsa + k * csa];
+      const float ai = rows[i][k * csa];
       for (int t = 0; t < NR; ++t) acc[i][t] += ai * b[t];
     }
   }
@@ -82,9 +89,10 @@ MAGMASR_AVX2 inline void store_row(float* c, __m256 v, bool accumulate) {
   }
 
 template <bool kTaps>
-MAGMASR_AVX2 void micro_avx2_4x24(int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp,
-                                  const int64_t* off, float* c, int64_t ldc, bool accumulate) {
-  const float *a0 = a, *a1 = a + rsa, *a2 = a + 2 * rsa, *a3 = a + 3 * rsa;
+MAGMASR_AVX2 void micro_avx2_4x24(int64_t K, const float* a, int64_t rsa, int64_t csa, const int64_t* aoff,
+                                  const float* bp, const int64_t* off, float* c, int64_t ldc, bool accumulate) {
+  const float *a0 = a_row(a, rsa, aoff, 0), *a1 = a_row(a, rsa, aoff, 1), *a2 = a_row(a, rsa, aoff, 2),
+              *a3 = a_row(a, rsa, aoff, 3);
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
   __m256 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
   for (int64_t k = 0; k < K; ++k) {
@@ -100,9 +108,10 @@ MAGMASR_AVX2 void micro_avx2_4x24(int64_t K, const float* a, int64_t rsa, int64_
     for (int v = 0; v < 3; ++v) store_row(c + i * ldc + 8 * v, rows[i][v], accumulate);
 }
 
-MAGMASR_AVX2 void micro_avx2_6x16(int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp,
-                                  const int64_t* /*off*/, float* c, int64_t ldc, bool accumulate) {
-  const float *a0 = a, *a1 = a + rsa, *a2 = a + 2 * rsa, *a3 = a + 3 * rsa, *a4 = a + 4 * rsa, *a5 = a + 5 * rsa;
+MAGMASR_AVX2 void micro_avx2_6x16(int64_t K, const float* a, int64_t rsa, int64_t csa, const int64_t* aoff,
+                                  const float* bp, const int64_t* /*off*/, float* c, int64_t ldc, bool accumulate) {
+  const float *a0 = a_row(a, rsa, aoff, 0), *a1 = a_row(a, rsa, aoff, 1), *a2 = a_row(a, rsa, aoff, 2),
+              *a3 = a_row(a, rsa, aoff, 3), *a4 = a_row(a, rsa, aoff, 4), *a5 = a_row(a, rsa, aoff, 5);
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (int64_t k = 0; k < K; ++k, bp += 16) {
@@ -143,28 +152,32 @@ bool use_avx2() { return avx2_selected().load(std::memory_order_relaxed); }
 
 // C = A * B over tiles of MR x NR. A partial last row tile reads its rows from a zero-padded copy of them (the
 // kernel always reads MR rows), and partial tiles are computed into a local tile whose valid part is copied.
-// B: packed panels at bp (off null), or with tap offsets `off`, panel p's row k at bp + p * NR + off[k].
+// A: row i at a + i * rsa, or with row offsets `aoff` at a + aoff[i]. B: packed panels at bp (off null), or with
+// tap offsets `off`, panel p's row k at bp + p * NR + off[k].
 template <int MR, int NR>
 void gemm_tiles(MicroKernel micro, int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa,
-                const float* bp, const int64_t* off, float* c, int64_t ldc, bool accumulate) {
+                const int64_t* aoff, const float* bp, const int64_t* off, float* c, int64_t ldc, bool accumulate) {
   if (M <= 0 || N <= 0) return;
   const int64_t panels = (N + NR - 1) / NR, full_rows = M / MR * MR;
   std::vector<float> tail;  // the last rows of A, zero-padded to MR rows, row-major
   if (full_rows < M) {
     tail.assign(size_t(MR * K), 0.0f);
-    for (int64_t i = full_rows; i < M; ++i)
-      for (int64_t k = 0; k < K; ++k) tail[size_t((i - full_rows) * K + k)] = a[i * rsa + k * csa];
+    for (int64_t i = full_rows; i < M; ++i) {
+      const float* row = aoff ? a + aoff[i] : a + i * rsa;
+      for (int64_t k = 0; k < K; ++k) tail[size_t((i - full_rows) * K + k)] = row[k * csa];
+    }
   }
   alignas(32) float tile[MR * NR];
   auto run_tile = [&](int64_t i0, int64_t p) {
     const int64_t n0 = p * NR, rows = std::min<int64_t>(MR, M - i0), cols = std::min<int64_t>(NR, N - n0);
     const bool full = rows == MR;
-    const float* ai = full ? a + i0 * rsa : tail.data();
+    const float* ai = !full ? tail.data() : aoff ? a : a + i0 * rsa;
     const int64_t rs = full ? rsa : K, cs = full ? csa : 1;
+    const int64_t* ao = full && aoff ? aoff + i0 : nullptr;
     float* ci = c + i0 * ldc + n0;
     const float* panel = off ? bp + p * NR : bp + p * K * NR;
-    if (full && cols == NR) return micro(K, ai, rs, cs, panel, off, ci, ldc, accumulate);
-    micro(K, ai, rs, cs, panel, off, tile, NR, false);
+    if (full && cols == NR) return micro(K, ai, rs, cs, ao, panel, off, ci, ldc, accumulate);
+    micro(K, ai, rs, cs, ao, panel, off, tile, NR, false);
     for (int64_t i = 0; i < rows; ++i)
       for (int64_t t = 0; t < cols; ++t) ci[i * ldc + t] = accumulate ? ci[i * ldc + t] + tile[i * NR + t] : tile[i * NR + t];
   };
@@ -182,9 +195,9 @@ void gemm_tiles(MicroKernel micro, int64_t M, int64_t N, int64_t K, const float*
 // The tiles of MR x NR with the AVX2 micro-kernel `avx2` where the processor runs it, else the portable one.
 template <int MR, int NR, bool kTaps = false>
 void gemm_with(MicroKernel avx2, int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa,
-               const float* bp, const int64_t* off, float* c, int64_t ldc, bool accumulate) {
-  gemm_tiles<MR, NR>(avx2 && use_avx2() ? avx2 : micro_generic<MR, NR, kTaps>, M, N, K, a, rsa, csa, bp, off, c, ldc,
-                     accumulate);
+               const int64_t* aoff, const float* bp, const int64_t* off, float* c, int64_t ldc, bool accumulate) {
+  gemm_tiles<MR, NR>(avx2 && use_avx2() ? avx2 : micro_generic<MR, NR, kTaps>, M, N, K, a, rsa, csa, aoff, bp, off, c,
+                     ldc, accumulate);
 }
 
 #ifdef MAGMASR_GEMM_AVX2
@@ -198,17 +211,22 @@ constexpr MicroKernel kAvx2Wide = nullptr, kAvx2WideTaps = nullptr, kAvx2Narrow 
 
 void gemm_wide(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, float* c,
                int64_t ldc, bool accumulate) {
-  gemm_with<4, 24>(kAvx2Wide, M, N, K, a, rsa, csa, bp, nullptr, c, ldc, accumulate);
+  gemm_with<4, 24>(kAvx2Wide, M, N, K, a, rsa, csa, nullptr, bp, nullptr, c, ldc, accumulate);
 }
 
 void gemm_wide_taps(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa, const float* base,
                     const int64_t* off, float* c, int64_t ldc) {
-  gemm_with<4, 24, true>(kAvx2WideTaps, M, N, K, a, rsa, csa, base, off, c, ldc, false);
+  gemm_with<4, 24, true>(kAvx2WideTaps, M, N, K, a, rsa, csa, nullptr, base, off, c, ldc, false);
 }
 
 void gemm_narrow(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa, const float* bp, float* c,
                  int64_t ldc, bool accumulate) {
-  gemm_with<6, 16>(kAvx2Narrow, M, N, K, a, rsa, csa, bp, nullptr, c, ldc, accumulate);
+  gemm_with<6, 16>(kAvx2Narrow, M, N, K, a, rsa, csa, nullptr, bp, nullptr, c, ldc, accumulate);
+}
+
+void gemm_narrow_taps(int64_t M, int64_t N, int64_t K, const float* base, const int64_t* aoff, const float* bp,
+                      float* c, int64_t ldc, bool accumulate) {
+  gemm_with<6, 16>(kAvx2Narrow, M, N, K, base, 0, 1, aoff, bp, nullptr, c, ldc, accumulate);
 }
 
 void pack_panels(int64_t K, int64_t N, const float* b, int64_t rsb, int64_t csb, int64_t NR, float* bp) {
