@@ -79,3 +79,26 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20240611)
+
+
+@pytest.fixture
+def make_clip():
+    """A function that writes a synthetic test clip with ffmpeg (skips the test without imageio-ffmpeg):
+    ``make_clip(path, size="48x32", rate=10, seconds=1, audio=False)``, ffmpeg's test pattern, in H.264 4:2:0
+    (with a 440 Hz tone in AAC when `audio`), or lossless FFV1 for a ``.mkv`` path."""
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    import subprocess
+
+    def make(path, size: str = "48x32", rate: int = 10, seconds: float = 1, audio: bool = False) -> Path:
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+               f"testsrc=size={size}:rate={rate}"]
+        if audio:
+            cmd += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050"]
+        cmd += ["-t", str(seconds)]
+        cmd += ["-c:v", "ffv1"] if str(path).endswith(".mkv") else ["-c:v", "libx264", "-pix_fmt", "yuv420p"]
+        if audio:
+            cmd += ["-c:a", "aac", "-shortest"]
+        subprocess.run(cmd + [str(path)], check=True)
+        return Path(path)
+
+    return make

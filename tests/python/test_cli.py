@@ -578,17 +578,12 @@ def test_a_picture_too_big_for_memory_goes_to_tiff_or_is_refused(tmp_path, capsy
     assert set(tmp_path.iterdir()) == before  # no partial output, no temporary file
 
 
-def test_video_is_streamed_with_its_audio(tmp_path):
-    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
-    import subprocess
+def test_video_is_streamed_with_its_audio(tmp_path, make_clip):
+    import imageio_ffmpeg
 
     from magmasr.video import VideoSR
 
-    src = tmp_path / "clip.mp4"
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-                    "testsrc=size=48x32:rate=10", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050",
-                    "-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(src)],
-                   check=True)
+    src = make_clip(tmp_path / "clip.mp4", audio=True)
     weights = tmp_path / "v.safetensors"
     VideoSR.tdsrnet(2, filters=4).save(weights)
     out = tmp_path / "clip_x2.mp4"
@@ -665,20 +660,18 @@ def test_video_of_odd_output_size_and_bad_video_files(tmp_path, capsys):
         assert set(tmp_path.iterdir()) == before
 
 
-def test_video_without_model_uses_the_shipped_3dsrnet(tmp_path, capsys):
+def test_video_without_model_uses_the_shipped_3dsrnet(tmp_path, capsys, make_clip):
     """Without --model a video at a scale where a 3DSRnet ships goes through it (and the result is the
     streaming pipeline's); at a scale without one, through SRCNN frame by frame, saying so."""
-    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
-    import subprocess
+    import imageio_ffmpeg
 
     from magmasr.video import VideoSR
 
     scales = [k for k in (2, 3, 4) if cli.shipped_weights("3dsrnet", k)]
     if not scales:
         pytest.skip("no 3DSRnet ships in this checkout")
-    src = tmp_path / "clip.mkv"  # lossless, so that the frames read back are those written
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-                    "testsrc=size=40x24:rate=5", "-t", "1.2", "-c:v", "ffv1", str(src)], check=True)
+    # Lossless (FFV1), so that the frames read back are those written.
+    src = make_clip(tmp_path / "clip.mkv", size="40x24", rate=5, seconds=1.2)
     assert run("upscale", src, "--scale", str(scales[0]), "--device", "cpu") == 0
     assert f"magmasr upscale: 3dsrnet x{scales[0]}" in capsys.readouterr().err
     out = tmp_path / f"clip_x{scales[0]}.mkv"
@@ -696,17 +689,14 @@ def test_video_without_model_uses_the_shipped_3dsrnet(tmp_path, capsys):
         assert f"no 3DSRnet x{missing[0]} ships" in err and f"magmasr upscale: srcnn x{missing[0]}" in err
 
 
-def test_video_with_arch_poster_uses_the_posters_3dsrnet(tmp_path, capsys):
+def test_video_with_arch_poster_uses_the_posters_3dsrnet(tmp_path, capsys, make_clip):
     """--arch poster sends a video through the shipped 3DSRnet of the poster: the frames written are those of
     its streaming pipeline, and further from those of the published 3DSRnet."""
-    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
-    import subprocess
+    import imageio_ffmpeg
 
     from magmasr.video import VideoSR
 
-    src = tmp_path / "clip.mkv"
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-                    "testsrc=size=40x24:rate=5", "-t", "1.2", "-c:v", "ffv1", str(src)], check=True)
+    src = make_clip(tmp_path / "clip.mkv", size="40x24", rate=5, seconds=1.2)
     assert run("upscale", src, "--scale", "4", "--arch", "poster", "--device", "cpu") == 0
     assert "magmasr upscale: 3dsrnet x4" in capsys.readouterr().err
     frames = [np.frombuffer(f, np.uint8).reshape(24, 40, 3) for f in list(imageio_ffmpeg.read_frames(str(src)))[1:]]

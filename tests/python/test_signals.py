@@ -131,15 +131,10 @@ def test_a_stopped_training_saves_its_last_step_and_the_same_command_finishes(tm
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 @pytest.mark.parametrize("model", ["3dsrnet", "bicubic"])
-def test_a_stopped_video_upscale_leaves_nothing_behind(tmp_path, model, how):
-    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+def test_a_stopped_video_upscale_leaves_nothing_behind(tmp_path, make_clip, model, how):
     from magmasr.video import VideoSR
 
-    src = tmp_path / "clip.mp4"
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-                    "testsrc=size=64x48:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050",
-                    "-t", "40", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(src)],
-                   check=True)
+    src = make_clip(tmp_path / "clip.mp4", size="64x48", rate=25, seconds=40, audio=True)
     extra = []
     if model == "3dsrnet":
         weights = tmp_path / "v.safetensors"
@@ -186,16 +181,15 @@ def test_deferred_interrupts_note_the_first_signal_and_raise_the_second():
 
 
 @pytest.mark.parametrize("failure", ["ctrl-c", "error, then ctrl-c while ffmpeg finishes"])
-def test_an_interrupted_video_stops_ffmpeg_and_removes_the_partial_file(tmp_path, monkeypatch, capsys, failure):
+def test_an_interrupted_video_stops_ffmpeg_and_removes_the_partial_file(tmp_path, make_clip, monkeypatch, capsys,
+                                                                       failure):
     """In-process, with the writer replaced by one that records how it was ended: after a Ctrl-C it gets the
     interrupt (imageio-ffmpeg then kills its ffmpeg instead of waiting for it to finish a file that is about to
     be deleted); after another failure it is closed, and a Ctrl-C while it finishes still removes the partial
     file. The reader's ffmpeg is stopped too, although this process lives on."""
-    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
-    src = tmp_path / "clip.mp4"
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-                    "testsrc=size=32x24:rate=25", "-t", "20", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(src)],
-                   check=True)
+    import imageio_ffmpeg
+
+    src = make_clip(tmp_path / "clip.mp4", size="32x24", rate=25, seconds=20)
     ended = []
 
     def write_frames(path, *a, **k):
