@@ -49,8 +49,6 @@ image in 0..255 units; values a little outside [0, 1], as a network outputs, are
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import image as _image
@@ -96,9 +94,7 @@ def prepare(
     is_float = a.dtype != np.uint8
     if data_range is None:
         data_range = 1.0 if is_float else 255.0
-    data_range = float(data_range)
-    if not (data_range > 0 and math.isfinite(data_range)):
-        raise ValueError(f"{fn}: data_range must be positive and finite, got {data_range}")
+    data_range = as_float(data_range, "data_range", fn, 0.0, exclusive=True)  # a string is a TypeError
 
     quantized = is_float and round_uint8
     if quantized:

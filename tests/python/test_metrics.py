@@ -146,6 +146,18 @@ def test_ssim_brute_force_window():
 # Errors
 # ---------------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("fn", [metrics.psnr, metrics.ssim])
+def test_data_range_must_be_a_positive_finite_number(fn):
+    a = np.zeros((16, 16), dtype=np.uint8)
+    for bad in (0, -1.0, np.inf, np.nan):
+        with pytest.raises(ValueError, match=rf"{fn.__name__}: data_range must be a finite number > 0"):
+            fn(a, a, data_range=bad)
+    for bad in ("255", b"1", [255]):
+        with pytest.raises(TypeError, match="data_range must be a number"):
+            fn(a, a, data_range=bad)
+    assert fn(a, a, data_range=np.float32(255)) == fn(a, a)
+
+
 @pytest.mark.parametrize("fn", [metrics.psnr, metrics.ssim, metrics.mse, metrics.mae])
 def test_errors(fn):
     a = np.zeros((16, 16), dtype=np.uint8)
