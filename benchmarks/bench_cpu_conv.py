@@ -189,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     threads = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count()))
     torch = None if args.no_torch else import_torch(int(threads))
+    kernels = _core._cpu_kernels() if hasattr(_core, "_cpu_kernels") else "?"
     machine = (f"{cpu_name()}, {os.cpu_count()} CPUs, {threads} OpenMP threads "
-               f"(OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']})")
+               f"(OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}), magmasr's {kernels} kernels")
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     rows = {}
     for name, shape, same in [(n, s, False) for n, s in SHAPES.items()] + [(n, s, True) for n, s in INFERENCE.items()]:

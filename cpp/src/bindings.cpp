@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backend.hpp"
+#include "cpu/gemm.hpp"
 #include "dlpack.hpp"
 #include "magmasr/magmasr.hpp"
 
@@ -434,6 +435,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("cuda_device_count", &cuda_device_count);
   m.def("set_num_threads", &set_num_threads, py::arg("n"), "Threads for the CPU kernels (OpenMP).");
   m.def("get_num_threads", &get_num_threads);
+  m.def("_cpu_kernels", &cpu::gemm_kernels,
+        "The CPU matrix-product kernels in use: 'avx512', 'avx2' or 'generic' (MAGMASR_CPU_KERNELS caps the choice).");
   m.def(
       "_cpu_conv_strategy",
       [](const std::string& which) {

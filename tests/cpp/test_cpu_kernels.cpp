@@ -3,6 +3,7 @@
 // the rest.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <iterator>
@@ -97,6 +98,8 @@ std::vector<ConvGeom> geometries() {
     gs.push_back(geom(1, 2, 64, 1, 40, 300, 1, 3, 3, 0, 1, 1, m));
   }
   gs.push_back(geom(1, 64, 4, 1, 9, 10, 1, 3, 3, 0, 1, 1, PadMode::Zeros));  // 64 channels
+  // K = 288 taps (the AVX-512 kernel's 8 x 48 tiles), 12 outputs (a short last row tile), rows of 100 + 2.
+  gs.push_back(geom(2, 32, 12, 1, 30, 100, 1, 3, 3, 0, 1, 1, PadMode::Replicate));
   // One output channel takes the direct (slab) path: 3-D, and a slab budget of 256 Ki floats that holds only
   // 36 of the 100 output rows of 16 channels x 380 columns, so three row blocks overlap in their input rows.
   for (PadMode m : {PadMode::Zeros, PadMode::Replicate}) {
@@ -106,12 +109,13 @@ std::vector<ConvGeom> geometries() {
   return gs;
 }
 
-// The micro-kernel sets of cpu/gemm.cpp this processor runs: "generic" always, "avx2" where it has AVX2 and FMA.
-// The convolution tests run with each; UseKernels restores the selection on leaving.
+// The micro-kernel sets of cpu/gemm.cpp this processor runs: "generic" always, "avx2" where it has AVX2 and FMA,
+// "avx512" where it has AVX-512F too. The convolution tests run with each; UseKernels restores the selection.
 std::vector<std::string> kernel_sets() {
   const std::string saved = cpu::gemm_kernels();
   std::vector<std::string> sets{"generic"};
-  if (cpu::set_gemm_kernels("avx2")) sets.push_back("avx2");
+  for (const char* isa : {"avx2", "avx512"})
+    if (cpu::set_gemm_kernels(isa)) sets.push_back(isa);
   cpu::set_gemm_kernels(saved);
   return sets;
 }
@@ -180,6 +184,26 @@ TEST(CpuConv, ForwardStrategiesGiveTheSameBits) {
   }
 }
 
+// The AVX2 and AVX-512 kernels compute each output as the same chain of fused multiply-adds: the same bits.
+TEST(CpuConv, Avx2AndAvx512KernelsGiveTheSameBits) {
+  const auto sets = kernel_sets();
+  if (std::find(sets.begin(), sets.end(), "avx512") == sets.end()) GTEST_SKIP() << "no AVX-512 on this processor";
+  std::mt19937 rng(std::random_device{}());
+  for (const ConvGeom& g : geometries()) {
+    auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+    auto b = random_vec(size_t(g.Cout), rng);
+    std::vector<std::vector<float>> ys;
+    for (const char* isa : {"avx2", "avx512"}) {
+      const UseKernels use(isa);
+      ys.emplace_back(size_t(g.y_numel()), NAN);
+      cpu::conv_forward(g, x.data(), w.data(), b.data(), ys.back().data(), true);
+    }
+    int64_t differ = 0;
+    for (size_t i = 0; i < ys[0].size(); ++i) differ += std::memcmp(&ys[0][i], &ys[1][i], sizeof(float)) != 0;
+    EXPECT_EQ(differ, 0) << g.str();
+  }
+}
+
 // A NaN in the input makes NaN exactly the outputs whose window holds it, and the fused ReLU keeps them NaN
 // (as PyTorch's relu does: max(NaN, 0) must not turn a broken input into a plausible zero).
 TEST(CpuConv, FusedReluPropagatesNaN) {
@@ -226,39 +250,39 @@ TEST(CpuConv, BackwardDataIsTheAdjointOfForward) {
 }
 
 TEST(CpuConv, BackwardWeightMatchesFiniteDifferences) {
-  for (const std::string& kernels : kernel_sets())
-  for (const std::string strategy : kStrategies) {
-    SCOPED_TRACE("kernels " + kernels + ", strategy " + strategy);
-    const UseKernels use(kernels);
-    const UseStrategy use_strategy(strategy);
-    std::mt19937 rng(7);
-    for (const ConvGeom& g : geometries()) {
-      auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
-      auto b = random_vec(size_t(g.Cout), rng), r = random_vec(size_t(g.y_numel()), rng);
-      std::vector<float> dw(size_t(g.w_numel()), NAN), db(size_t(g.Cout), NAN);
-      cpu::conv_backward_weight(g, x.data(), r.data(), dw.data(), db.data());
-      // L(w, b) = <direct_conv(x; w, b), r> is linear in w and b: central differences in double are exact
-      // up to rounding, so compare a few coordinates of each.
-      auto loss = [&](const std::vector<float>& ww, const std::vector<float>& bb) {
-        auto y = direct_conv(g, x, ww, &bb);
-        double s = 0;
-        for (size_t i = 0; i < y.size(); ++i) s += y[i] * r[i];
-        return s;
-      };
-      std::uniform_int_distribution<size_t> pick_w(0, w.size() - 1), pick_b(0, b.size() - 1);
-      for (int t = 0; t < 4; ++t) {
-        const size_t i = pick_w(rng);
-        auto wp = w, wm = w;
-        wp[i] += 0.5f, wm[i] -= 0.5f;
-        const double fd = loss(wp, b) - loss(wm, b);
-        EXPECT_NEAR(dw[i], fd, 1e-4 * (std::abs(fd) + 1.0)) << g.str() << " weight " << i;
-        const size_t j = pick_b(rng);
-        auto bp = b, bm = b;
-        bp[j] += 0.5f, bm[j] -= 0.5f;
-        const double fdb = loss(w, bp) - loss(w, bm);
-        EXPECT_NEAR(db[j], fdb, 1e-4 * (std::abs(fdb) + 1.0)) << g.str() << " bias " << j;
-      }
+  std::mt19937 rng(7);
+  for (const ConvGeom& g : geometries()) {
+    auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+    auto b = random_vec(size_t(g.Cout), rng), r = random_vec(size_t(g.y_numel()), rng);
+    // L(w, b) = <direct_conv(x; w, b), r> is linear in w and b: central differences in double are exact up to
+    // rounding. A few coordinates of each, computed once and compared with every kernel set and strategy.
+    auto loss = [&](const std::vector<float>& ww, const std::vector<float>& bb) {
+      auto y = direct_conv(g, x, ww, &bb);
+      double s = 0;
+      for (size_t i = 0; i < y.size(); ++i) s += y[i] * r[i];
+      return s;
+    };
+    std::uniform_int_distribution<size_t> pick_w(0, w.size() - 1), pick_b(0, b.size() - 1);
+    std::vector<std::pair<size_t, double>> fd_w, fd_b;
+    for (int t = 0; t < 4; ++t) {
+      const size_t i = pick_w(rng), j = pick_b(rng);
+      auto wp = w, wm = w;
+      wp[i] += 0.5f, wm[i] -= 0.5f;
+      fd_w.emplace_back(i, loss(wp, b) - loss(wm, b));
+      auto bp = b, bm = b;
+      bp[j] += 0.5f, bm[j] -= 0.5f;
+      fd_b.emplace_back(j, loss(w, bp) - loss(w, bm));
     }
+    for (const std::string& kernels : kernel_sets())
+      for (const std::string strategy : kStrategies) {
+        SCOPED_TRACE("kernels " + kernels + ", strategy " + strategy);
+        const UseKernels use(kernels);
+        const UseStrategy use_strategy(strategy);
+        std::vector<float> dw(size_t(g.w_numel()), NAN), db(size_t(g.Cout), NAN);
+        cpu::conv_backward_weight(g, x.data(), r.data(), dw.data(), db.data());
+        for (const auto& [i, fd] : fd_w) EXPECT_NEAR(dw[i], fd, 1e-4 * (std::abs(fd) + 1.0)) << g.str() << " weight " << i;
+        for (const auto& [j, fd] : fd_b) EXPECT_NEAR(db[j], fd, 1e-4 * (std::abs(fd) + 1.0)) << g.str() << " bias " << j;
+      }
   }
 }
 

@@ -28,11 +28,11 @@
 // and last 8 columns of a product in another order, and the forward pass had to pad every block with zero
 // columns.) Backward-weight sums fixed groups of blocks into partial gradients and adds the partials in group
 // order, so its result does not depend on the number of threads either.
-// Speed (docs/results/cpu_conv.md, 2 cores of an AMD EPYC, 2026-12-07, each strategy timed run by run in turn):
-// SRCNN 9-5-5's mapping layer in training, forward 49.1 ms with columns -> 42.1 with taps, backward-weight 51.2
-// -> 44.0 (PyTorch 2.15's oneDNN 28.7 / 34.9), backward-data 46.9 (a forward convolution with taps: see below;
-// PyTorch 51.9); 3DSRnet's 3x3x3 layer forward 141.9 -> 118.4 ms, backward-weight 121.7 -> 102.1 (PyTorch 117.4 /
-// 119.8). Backward-data, when no border is
+// Speed (docs/results/cpu_conv.md, 2 cores of an AMD EPYC, AVX-512 kernels, 2026-12-07, each strategy timed run
+// by run in turn): SRCNN 9-5-5's mapping layer in training, forward 41.1 ms with columns -> 31.7 with taps,
+// backward-weight 43.0 -> 35.7 (PyTorch 2.15's oneDNN 28.4 / 33.9), backward-data 45.8 (a forward convolution with
+// taps: see below; PyTorch 41.9); 3DSRnet's 3x3x3 layer forward 147.8 -> 106.1 ms, backward-weight 124.1 -> 102.6
+// (PyTorch 119.1 / 119.9). Backward-data, when no border is
 // replicated, runs as the forward convolution of dy with the flipped, transposed weights, and short padded rows
 // are padded by a copy first (the two paths below the public functions).
 // Padding: Zeros skips samples outside the input; Replicate clamps the index into the input, and col2vol
@@ -385,8 +385,8 @@ void forward_taps(const ConvGeom& g, const float* x, const float* w, const float
   for (int64_t r = 0; r < K; ++r) offset[size_t(r)] = tap_offset(g, s, r);
 #pragma omp parallel
   {
-    // The last panel of a row reads up to 23 floats past the slab (columns that are dropped).
-    std::vector<float> slab(size_t(s.slab_floats(g) + kWideNR)), out(size_t(M * pitch));
+    // The last panel of a row reads past the slab (columns that are dropped).
+    std::vector<float> slab(size_t(s.slab_floats(g) + kTapsReadPast)), out(size_t(M * pitch));
 #pragma omp for schedule(static)
     for (int64_t ti = 0; ti < s.tasks(g); ++ti) {
       const SlabTask t = slab_task(g, s, ti);

@@ -12,7 +12,8 @@
 //   wide   (4 x 24): 12 accumulators, 3 loads + 4 broadcasts per 12 FMAs (forward and backward-data)
 //   narrow (6 x 16): 12 accumulators, 2 loads + 6 broadcasts per 12 FMAs (backward-weight: C is taps x channels)
 //   wide, taps (4 x 24): the wide kernel with B's row k read in place at base + off[k] (the convolution's input,
-//                        no packing; one more load, the offset, per k)
+//                        no packing; one more load, the offset, per k); with AVX-512 and K >= 256, 8 x 48 of
+//                        16-wide vectors (below)
 // With 16 vector registers both leave room for the B vectors and one broadcast. The AVX2 kernels are chosen at
 // run time when the processor has AVX2 and FMA; elsewhere (or with MAGMASR_CPU_KERNELS=generic) portable C++
 // loops compute the same ordered sums.
@@ -127,28 +128,81 @@ MAGMASR_AVX2 void micro_avx2_6x16(int64_t K, const float* a, int64_t rsa, int64_
   for (int i = 0; i < 6; ++i)
     for (int v = 0; v < 2; ++v) store_row(c + i * ldc + 8 * v, rows[i][v], accumulate);
 }
+// 8 x 48 with AVX-512 (taps only): 16-wide vectors, 24 accumulators in the 32 registers; per k, 3 loads of B (48
+// columns) and 8 broadcasts for 24 fused multiply-adds. Each lane is the same multiply-add chain as in the AVX2
+// kernels, so the bits are theirs. 1.05-1.11x faster than 4 x 24 on Zen 4 (which splits each 512-bit operation in
+// two) on layers of K >= 256 taps, slower on SRCNN's first layer (K = 81): used from K = kZmmMinTaps.
+#define MAGMASR_AVX512 __attribute__((target("avx512f,avx2,fma")))
+constexpr int64_t kZmmMinTaps = 256;
+#define MAGMASR_ZROW3(i)                                   \
+  {                                                        \
+    const __m512 s = _mm512_set1_ps(*a##i);                \
+    c##i##0 = _mm512_fmadd_ps(s, b0, c##i##0);             \
+    c##i##1 = _mm512_fmadd_ps(s, b1, c##i##1);             \
+    c##i##2 = _mm512_fmadd_ps(s, b2, c##i##2);             \
+    a##i += csa;                                           \
+  }
+template <bool kTaps>
+MAGMASR_AVX512 void micro_avx512_8x48(int64_t K, const float* a, int64_t rsa, int64_t csa, const int64_t* aoff,
+                                      const float* bp, const int64_t* off, float* c, int64_t ldc, bool accumulate) {
+  const float *a0 = a_row(a, rsa, aoff, 0), *a1 = a_row(a, rsa, aoff, 1), *a2 = a_row(a, rsa, aoff, 2),
+              *a3 = a_row(a, rsa, aoff, 3), *a4 = a_row(a, rsa, aoff, 4), *a5 = a_row(a, rsa, aoff, 5),
+              *a6 = a_row(a, rsa, aoff, 6), *a7 = a_row(a, rsa, aoff, 7);
+  __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
+  __m512 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
+  __m512 c40 = c00, c41 = c00, c42 = c00, c50 = c00, c51 = c00, c52 = c00;
+  __m512 c60 = c00, c61 = c00, c62 = c00, c70 = c00, c71 = c00, c72 = c00;
+  for (int64_t k = 0; k < K; ++k) {
+    const float* b = b_row<48, kTaps>(bp, off, k);
+    const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32);
+    MAGMASR_ZROW3(0)
+    MAGMASR_ZROW3(1)
+    MAGMASR_ZROW3(2)
+    MAGMASR_ZROW3(3)
+    MAGMASR_ZROW3(4)
+    MAGMASR_ZROW3(5)
+    MAGMASR_ZROW3(6)
+    MAGMASR_ZROW3(7)
+  }
+  const __m512 rows[8][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32},
+                             {c40, c41, c42}, {c50, c51, c52}, {c60, c61, c62}, {c70, c71, c72}};
+  for (int i = 0; i < 8; ++i)
+    for (int v = 0; v < 3; ++v) {
+      float* ci = c + i * ldc + 16 * v;
+      _mm512_storeu_ps(ci, accumulate ? _mm512_add_ps(_mm512_loadu_ps(ci), rows[i][v]) : rows[i][v]);
+    }
+}
+#undef MAGMASR_ZROW3
 #undef MAGMASR_ROW3
 #undef MAGMASR_ROW2
 #endif
 
-bool cpu_has_avx2() {
+// The kernel sets, in order: each one's processor has the features of the ones before it.
+enum class Isa { Generic, Avx2, Avx512 };
+
+Isa cpu_best() {
 #ifdef MAGMASR_GEMM_AVX2
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return Isa::Generic;
+  return __builtin_cpu_supports("avx512f") ? Isa::Avx512 : Isa::Avx2;
 #else
-  return false;
+  return Isa::Generic;
 #endif
 }
 
-std::atomic<bool>& avx2_selected() {
-  static std::atomic<bool> yes([] {
+std::atomic<Isa>& isa_selected() {
+  static std::atomic<Isa> isa([] {
     const char* env = std::getenv("MAGMASR_CPU_KERNELS");
-    return !(env && std::strcmp(env, "generic") == 0) && cpu_has_avx2();
+    const Isa best = cpu_best();
+    if (env && std::strcmp(env, "generic") == 0) return Isa::Generic;
+    if (env && std::strcmp(env, "avx2") == 0) return std::min(best, Isa::Avx2);
+    return best;
   }());
-  return yes;
+  return isa;
 }
 
-bool use_avx2() { return avx2_selected().load(std::memory_order_relaxed); }
+bool use_avx2() { return isa_selected().load(std::memory_order_relaxed) >= Isa::Avx2; }
+bool use_avx512() { return isa_selected().load(std::memory_order_relaxed) == Isa::Avx512; }
 
 // C = A * B over tiles of MR x NR. A partial last row tile reads its rows from a zero-padded copy of them (the
 // kernel always reads MR rows), and partial tiles are computed into a local tile whose valid part is copied.
@@ -216,6 +270,10 @@ void gemm_wide(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int
 
 void gemm_wide_taps(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa, const float* base,
                     const int64_t* off, float* c, int64_t ldc) {
+#ifdef MAGMASR_GEMM_AVX2
+  if (K >= kZmmMinTaps && use_avx512())
+    return gemm_tiles<8, 48>(micro_avx512_8x48<true>, M, N, K, a, rsa, csa, nullptr, base, off, c, ldc, false);
+#endif
   gemm_with<4, 24, true>(kAvx2WideTaps, M, N, K, a, rsa, csa, nullptr, base, off, c, ldc, false);
 }
 
@@ -245,17 +303,18 @@ void pack_panels(int64_t K, int64_t N, const float* b, int64_t rsb, int64_t csb,
   }
 }
 
-std::string gemm_kernels() { return use_avx2() ? "avx2" : "generic"; }
+std::string gemm_kernels() { return use_avx512() ? "avx512" : use_avx2() ? "avx2" : "generic"; }
 
 bool set_gemm_kernels(const std::string& which) {
-  if (which == "generic") {
-    avx2_selected() = false;
-  } else if (which == "avx2" || which == "auto") {
-    if (which == "avx2" && !cpu_has_avx2()) return false;
-    avx2_selected() = cpu_has_avx2();
-  } else {
-    return false;
-  }
+  const Isa best = cpu_best();
+  Isa want;
+  if (which == "generic") want = Isa::Generic;
+  else if (which == "avx2") want = Isa::Avx2;
+  else if (which == "avx512") want = Isa::Avx512;
+  else if (which == "auto") want = best;
+  else return false;
+  if (want > best) return false;
+  isa_selected() = want;
   return true;
 }
 

@@ -29,7 +29,9 @@ void gemm_narrow(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, i
 
 /// gemm_wide (C = A * B, no accumulation) with B read where it lies instead of packed: B(k, n) = base[off[k] + n],
 /// as the column matrix of a convolution is a window of its (padded) input, tap k at offset off[k] and output
-/// column n one float further per column. Reads base[off[k] .. off[k] + ceil(N / 24) * 24 - 1]. The same sums.
+/// column n one float further per column. Reads base[off[k] .. off[k] + N - 1 + kTapsReadPast] (whole panels of
+/// 24, or of 48 with the AVX-512 kernel). The same sums.
+constexpr int64_t kTapsReadPast = 48;
 void gemm_wide_taps(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa, const float* base,
                     const int64_t* off, float* c, int64_t ldc);
 
@@ -42,13 +44,13 @@ void gemm_narrow_taps(int64_t M, int64_t N, int64_t K, const float* base, const 
 /// into panels of NR columns: ceil(N / NR) * K * NR floats at bp.
 void pack_panels(int64_t K, int64_t N, const float* b, int64_t rsb, int64_t csb, int64_t NR, float* bp);
 
-/// The micro-kernels in use: "avx2" (AVX2 + FMA, chosen when the processor has them) or "generic" (portable
-/// C++, the same sums without fused multiply-adds). MAGMASR_CPU_KERNELS=generic in the environment forces the
-/// portable ones.
+/// The micro-kernels in use: "avx512" (the AVX2 ones, and for gemm_wide_taps of K >= 256 an 8 x 48 kernel of
+/// 16-wide vectors: the same bits), "avx2" (AVX2 + FMA) or "generic" (portable C++, the same sums without fused
+/// multiply-adds), the best the processor runs by default. MAGMASR_CPU_KERNELS=avx2 or =generic in the
+/// environment caps the choice.
 std::string gemm_kernels();
-/// Selects the micro-kernels ("avx2", "generic", or "auto": the processor's best); false (and no change) when
-/// "avx2" is asked for on a processor without it. For tests, which run both; not thread-safe against running
-/// products.
+/// Selects the micro-kernels ("avx512", "avx2", "generic", or "auto": the processor's best); false (and no change)
+/// for a set the processor cannot run. For tests, which run each; not thread-safe against running products.
 bool set_gemm_kernels(const std::string& which);
 
 }  // namespace magmasr::cpu
