@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -366,12 +367,11 @@ def upscale_video(src: Path, dst: Path, args) -> int:
             raise CliError(f"{dst}: cannot write the video (ffmpeg: {first_line(e)})") from None
         finish(tmp, target)
     except BaseException as e:
+        interrupted = isinstance(e, KeyboardInterrupt)
         try:
-            interrupted = isinstance(e, KeyboardInterrupt)
-            _stop_ffmpeg(writer, interrupted)
-            _stop_ffmpeg(reader, interrupted)
-        except Exception:  # noqa: BLE001 - the original error matters, not the writer's
-            pass
+            for stream in (writer, reader):
+                with contextlib.suppress(Exception):  # the original error matters, not ffmpeg's
+                    _stop_ffmpeg(stream, interrupted)
         finally:  # even when a second Ctrl-C cuts the writer's flush short
             if os.path.exists(tmp):
                 os.remove(tmp)
