@@ -536,13 +536,22 @@ void bias_gradient(const ConvGeom& g, const float* dy, float* db) {
     db[0] = static_cast<float>(s);
     return;
   }
+  // Per channel, 8 running sums (sample p of each image goes to lane p % 8), added in lane order at the end: a
+  // fixed order that depends on the sizes only, and 8 independent chains that vectorise (one chain of dependent
+  // double additions was a fifth of SRCNN's first-layer backward-weight).
+  constexpr int kLanes = 8;
 #pragma omp parallel for schedule(static)
   for (int64_t co = 0; co < g.Cout; ++co) {
-    double s = 0.0;
+    double lane[kLanes] = {};
     for (int64_t n = 0; n < g.N; ++n) {
       const float* src = dy + (n * g.Cout + co) * P;
-      for (int64_t p = 0; p < P; ++p) s += src[p];
+      int64_t p = 0;
+      for (; p + kLanes <= P; p += kLanes)
+        for (int l = 0; l < kLanes; ++l) lane[l] += src[p + l];
+      for (int l = 0; p + l < P; ++l) lane[l] += src[p + l];
     }
+    double s = 0.0;
+    for (double v : lane) s += v;
     db[co] = static_cast<float>(s);
   }
 }
