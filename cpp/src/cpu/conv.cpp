@@ -40,6 +40,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -111,6 +112,20 @@ void sum_partials(const std::vector<float>& partial, int64_t groups, int64_t n, 
     for (int64_t grp = 1; grp < groups; ++grp) v += partial[size_t(grp * n + e)];
     out[e] = v;
   }
+}
+
+// dW[co, k] = the sum, in group order, of the groups' partial dW^T[k, co] (K x M each, one after the other).
+void transpose_partials(const std::vector<float>& partial, const Groups& groups, int64_t K, int64_t M, float* dw) {
+  std::vector<float> sum;
+  const float* t = partial.data();
+  if (groups.count > 1) {
+    sum.resize(size_t(K * M));
+#pragma omp parallel
+    sum_partials(partial, groups.count, K * M, sum.data());
+    t = sum.data();
+  }
+  for (int64_t co = 0; co < M; ++co)
+    for (int64_t k = 0; k < K; ++k) dw[co * K + k] = t[k * M + co];
 }
 
 // A block's columns [q0, q1) as runs along W: output row (n, od, oh), columns ow0..ow1-1, at block offset c.
@@ -267,11 +282,14 @@ struct SlabGeom {
 
 constexpr int64_t kSlabBudgetFloats = int64_t(256) << 10;  // 1 MiB of slab, in L2
 
-SlabGeom slab_geom(const ConvGeom& g, int64_t budget_floats = kSlabBudgetFloats) {
+// At most max_R output rows per task (and at least one).
+SlabGeom slab_geom(const ConvGeom& g, int64_t budget_floats = kSlabBudgetFloats,
+                   int64_t max_R = std::numeric_limits<int64_t>::max()) {
   SlabGeom s;
   s.Wp = g.oW() + g.kW - 1;
   const int64_t per_row = g.Cin * g.kD * s.Wp;
-  s.R = std::clamp<int64_t>(budget_floats / std::max<int64_t>(per_row, 1) - (g.kH - 1), 1, g.oH());
+  s.R = std::clamp<int64_t>(budget_floats / std::max<int64_t>(per_row, 1) - (g.kH - 1), 1,
+                            std::max<int64_t>(1, std::min(g.oH(), max_R)));
   s.rows = s.R + g.kH - 1;
   s.blocks_per_depth = (g.oH() + s.R - 1) / s.R;
   return s;
@@ -326,18 +344,34 @@ void scatter_slab(const ConvGeom& g, const SlabGeom& s, const float* dslab, cons
 // The flat length over which a block's taps are applied: R - 1 full rows of Wp and the oW columns of the last.
 int64_t flat_length(const ConvGeom& g, const SlabGeom& s, const SlabTask& t) { return (t.R - 1) * s.Wp + g.oW(); }
 
-// Offset in the slab of tap r = (ci, kd, kh, kw).
-int64_t tap_offset(const ConvGeom& g, const SlabGeom& s, int64_t r) {
-  const int64_t kvol = g.kernel_volume(), ci = r / kvol, kd = (r / (g.kH * g.kW)) % g.kD, kh = (r / g.kW) % g.kH,
-                kw = r % g.kW;
-  return ((ci * g.kD + kd) * s.rows + kh) * s.Wp + kw;
+// Offsets in the slab of the first n taps r = (ci, kd, kh, kw), in order.
+std::vector<int64_t> tap_offsets(const ConvGeom& g, const SlabGeom& s, int64_t n) {
+  std::vector<int64_t> offset(static_cast<size_t>(n));
+  const int64_t kvol = g.kernel_volume();
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t ci = r / kvol, kd = (r / (g.kH * g.kW)) % g.kD, kh = (r / g.kW) % g.kH, kw = r % g.kW;
+    offset[size_t(r)] = ((ci * g.kD + kd) * s.rows + kh) * s.Wp + kw;
+  }
+  return offset;
+}
+
+// y's rows of task t for output channel co: src (rows of stride Wp) + bias, then ReLU if asked.
+void store_task_rows(const ConvGeom& g, const SlabGeom& s, const SlabTask& t, int64_t co, const float* src,
+                     float bias, bool relu, float* y) {
+  const int64_t oH = g.oH(), oW = g.oW();
+  for (int64_t i = 0; i < t.R; ++i) {
+    float* dst = y + (((t.n * g.Cout + co) * g.oD() + t.od) * oH + t.oh0 + i) * oW;
+    for (int64_t ow = 0; ow < oW; ++ow) {
+      const float v = src[i * s.Wp + ow] + bias;
+      dst[ow] = relu ? (v <= 0.0f ? 0.0f : v) : v;
+    }
+  }
 }
 
 void forward_one_output(const ConvGeom& g, const float* x, const float* w, const float* b, float* y, bool relu) {
   const SlabGeom s = slab_geom(g);
-  const int64_t K = g.Cin * g.kernel_volume(), oH = g.oH(), oW = g.oW();
-  std::vector<int64_t> offset(static_cast<size_t>(K));
-  for (int64_t r = 0; r < K; ++r) offset[size_t(r)] = tap_offset(g, s, r);
+  const int64_t K = g.Cin * g.kernel_volume();
+  const std::vector<int64_t> offset = tap_offsets(g, s, K);
   const float bias = b ? b[0] : 0.0f;
 #pragma omp parallel
   {
@@ -349,13 +383,7 @@ void forward_one_output(const ConvGeom& g, const float* x, const float* w, const
       const int64_t L = flat_length(g, s, t);
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t r = 0; r < K; ++r) axpy(L, w[r], slab.data() + offset[size_t(r)], acc.data());
-      for (int64_t i = 0; i < t.R; ++i) {
-        float* dst = y + ((t.n * g.oD() + t.od) * oH + t.oh0 + i) * oW;
-        for (int64_t ow = 0; ow < oW; ++ow) {
-          const float v = acc[size_t(i * s.Wp + ow)] + bias;
-          dst[ow] = relu ? (v <= 0.0f ? 0.0f : v) : v;
-        }
-      }
+      store_task_rows(g, s, t, 0, acc.data(), bias, relu, y);
     }
   }
 }
@@ -369,20 +397,15 @@ constexpr int64_t kTapsSlabBudgetFloats = int64_t(1) << 20;  // 4 MiB
 constexpr int64_t kTapsOutBudgetFloats = int64_t(256) << 10;  // 1 MiB: a task's products stay in L2
 
 SlabGeom taps_geom(const ConvGeom& g) {
-  SlabGeom s = slab_geom(g, kTapsSlabBudgetFloats);
   // Few input channels make a tall slab (SRCNN's first layer: 1 channel); bound the rows by the products too.
-  s.R = std::clamp<int64_t>(kTapsOutBudgetFloats / (g.Cout * s.Wp), 1, s.R);
-  s.rows = s.R + g.kH - 1;
-  s.blocks_per_depth = (g.oH() + s.R - 1) / s.R;
-  return s;
+  return slab_geom(g, kTapsSlabBudgetFloats, kTapsOutBudgetFloats / (g.Cout * (g.oW() + g.kW - 1)));
 }
 
 void forward_taps(const ConvGeom& g, const float* x, const float* w, const float* b, float* y, bool relu) {
   const SlabGeom s = taps_geom(g);
-  const int64_t K = g.Cin * g.kernel_volume(), M = g.Cout, oH = g.oH(), oW = g.oW();
-  const int64_t pitch = ((s.R - 1) * s.Wp + oW + kWideNR - 1) / kWideNR * kWideNR;
-  std::vector<int64_t> offset(static_cast<size_t>(K));
-  for (int64_t r = 0; r < K; ++r) offset[size_t(r)] = tap_offset(g, s, r);
+  const int64_t K = g.Cin * g.kernel_volume(), M = g.Cout;
+  const int64_t pitch = ((s.R - 1) * s.Wp + g.oW() + kWideNR - 1) / kWideNR * kWideNR;
+  const std::vector<int64_t> offset = tap_offsets(g, s, K);
 #pragma omp parallel
   {
     // The last panel of a row reads past the slab (columns that are dropped).
@@ -392,17 +415,7 @@ void forward_taps(const ConvGeom& g, const float* x, const float* w, const float
       const SlabTask t = slab_task(g, s, ti);
       build_slab(g, s, x, t, slab.data());
       gemm_wide_taps(M, flat_length(g, s, t), K, w, K, 1, slab.data(), offset.data(), out.data(), pitch);
-      for (int64_t co = 0; co < M; ++co) {
-        const float bias = b ? b[co] : 0.0f;
-        for (int64_t i = 0; i < t.R; ++i) {
-          const float* src = out.data() + co * pitch + i * s.Wp;
-          float* dst = y + (((t.n * M + co) * g.oD() + t.od) * oH + t.oh0 + i) * oW;
-          for (int64_t ow = 0; ow < oW; ++ow) {
-            const float v = src[ow] + bias;
-            dst[ow] = relu ? (v <= 0.0f ? 0.0f : v) : v;
-          }
-        }
-      }
+      for (int64_t co = 0; co < M; ++co) store_task_rows(g, s, t, co, out.data() + co * pitch, b ? b[co] : 0.0f, relu, y);
     }
   }
 }
@@ -428,9 +441,8 @@ void backward_weight_taps(const ConvGeom& g, const float* x, const float* dy, fl
   const int64_t K = g.Cin * g.kernel_volume(), M = g.Cout, tasks = s.tasks(g);
   const int64_t longest = (s.R - 1) * s.Wp + g.oW();
   const Groups groups(tasks, 1);
-  std::vector<int64_t> offset(static_cast<size_t>(K));
-  for (int64_t r = 0; r < K; ++r) offset[size_t(r)] = tap_offset(g, s, r);
-  std::vector<float> partial(size_t(groups.count * K * M)), dwt(groups.count > 1 ? size_t(K * M) : 0);
+  const std::vector<int64_t> offset = tap_offsets(g, s, K);
+  std::vector<float> partial(size_t(groups.count * K * M));
 #pragma omp parallel
   {
     std::vector<float> slab(size_t(s.slab_floats(g))), dyp(size_t(M * s.R * s.Wp));
@@ -448,19 +460,8 @@ void backward_weight_taps(const ConvGeom& g, const float* x, const float* dy, fl
         gemm_narrow_taps(K, M, L, slab.data(), offset.data(), dyt.data(), out, M, ti != t0);
       }
     }
-    if (groups.count > 1) sum_partials(partial, groups.count, K * M, dwt.data());
   }
-  const float* t = groups.count > 1 ? dwt.data() : partial.data();
-  for (int64_t co = 0; co < M; ++co)
-    for (int64_t k = 0; k < K; ++k) dw[co * K + k] = t[k * M + co];
-}
-
-// dy of task t laid out with row stride Wp, zeros in the columns ow >= oW.
-void gather_dy_rows(const ConvGeom& g, const SlabGeom& s, const float* dy, const SlabTask& t, float* dyp) {
-  const int64_t oH = g.oH(), oW = g.oW();
-  std::fill(dyp, dyp + s.R * s.Wp, 0.0f);
-  for (int64_t i = 0; i < t.R; ++i)
-    std::memcpy(dyp + i * s.Wp, dy + ((t.n * g.oD() + t.od) * oH + t.oh0 + i) * oW, sizeof(float) * oW);
+  transpose_partials(partial, groups, K, M, dw);
 }
 
 // dW[r] = sum over tasks of <dy rows, tap r's slab rows>: fixed groups of tasks sum into partials that are added
@@ -469,8 +470,7 @@ void backward_weight_one_output(const ConvGeom& g, const float* x, const float* 
   const SlabGeom s = slab_geom(g);
   const int64_t K = g.Cin * g.kernel_volume(), tasks = s.tasks(g);
   const Groups groups(tasks, 1);
-  std::vector<int64_t> offset(static_cast<size_t>(K));
-  for (int64_t r = 0; r < K; ++r) offset[size_t(r)] = tap_offset(g, s, r);
+  const std::vector<int64_t> offset = tap_offsets(g, s, K);
   std::vector<float> partial(size_t(groups.count * K), 0.0f);
 #pragma omp parallel
   {
@@ -481,7 +481,7 @@ void backward_weight_one_output(const ConvGeom& g, const float* x, const float* 
       for (int64_t ti = grp * groups.per_group; ti < std::min(tasks, (grp + 1) * groups.per_group); ++ti) {
         const SlabTask t = slab_task(g, s, ti);
         build_slab(g, s, x, t, slab.data());
-        gather_dy_rows(g, s, dy, t, dyp.data());
+        gather_dy_channels(g, s, dy, t, dyp.data());
         const int64_t L = flat_length(g, s, t);
         for (int64_t r = 0; r < K; ++r) out[r] += dot(L, dyp.data(), slab.data() + offset[size_t(r)]);
       }
@@ -496,8 +496,7 @@ void backward_weight_one_output(const ConvGeom& g, const float* x, const float* 
 void backward_data_one_output(const ConvGeom& g, const float* dy, const float* w, float* dx) {
   const SlabGeom s = slab_geom(g);
   const int64_t kvol = g.kernel_volume(), per_image = g.oD() * s.blocks_per_depth;
-  std::vector<int64_t> offset(static_cast<size_t>(kvol));  // of the taps of one input channel
-  for (int64_t kr = 0; kr < kvol; ++kr) offset[size_t(kr)] = tap_offset(g, s, kr);
+  const std::vector<int64_t> offset = tap_offsets(g, s, kvol);  // of the taps of one input channel
   std::fill(dx, dx + g.x_numel(), 0.0f);
 #pragma omp parallel
   {
@@ -507,7 +506,7 @@ void backward_data_one_output(const ConvGeom& g, const float* dy, const float* w
       const int64_t n = nc / g.Cin, ci = nc % g.Cin;
       for (int64_t ti = n * per_image; ti < (n + 1) * per_image; ++ti) {
         const SlabTask t = slab_task(g, s, ti);
-        gather_dy_rows(g, s, dy, t, dyp.data());
+        gather_dy_channels(g, s, dy, t, dyp.data());
         std::fill(dslab.begin(), dslab.end(), 0.0f);
         const int64_t L = flat_length(g, s, t);
         for (int64_t kr = 0; kr < kvol; ++kr)
@@ -613,6 +612,37 @@ ConvGeom padded_copy(const ConvGeom& g, const float* x, std::vector<float>& xp) 
   return u;
 }
 
+// Backward-weight from column matrices: dW^T[K, Cout] += col * dY^T per block, blocks summed in fixed groups and
+// the partials added in group order.
+void backward_weight_columns(const ConvGeom& g, const float* x, const float* dy, float* dw) {
+  if (worth_padding(g)) {
+    std::vector<float> xp;
+    const ConvGeom u = padded_copy(g, x, xp);
+    return backward_weight_columns(u, xp.data(), dy, dw);
+  }
+  const int64_t K = g.Cin * g.kernel_volume(), M = g.Cout, blocks = num_blocks(g);
+  const Groups groups(blocks, 8);
+  std::vector<float> partial(size_t(groups.count * M * K));
+#pragma omp parallel
+  {
+    std::vector<float> col(size_t(K * kBlock)), dyc(size_t(M * kBlock));
+    std::vector<float> dyt(size_t((M + kNarrowNR - 1) / kNarrowNR * kNarrowNR * kBlock));
+    std::vector<Run> runs;
+#pragma omp for schedule(static)
+    for (int64_t grp = 0; grp < groups.count; ++grp) {
+      float* out = partial.data() + grp * M * K;
+      const int64_t b0 = grp * groups.per_group, b1 = std::min(blocks, b0 + groups.per_group);
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        const auto [q0, q1] = block_columns(g, x, blk, runs, col.data(), false);
+        gather_dy(g, dy, q0, q1, dyc.data());
+        pack_panels(kBlock, M, dyc.data(), 1, kBlock, kNarrowNR, dyt.data());  // dY^T
+        gemm_narrow(K, M, kBlock, col.data(), kBlock, 1, dyt.data(), out, M, blk != b0);
+      }
+    }
+  }
+  transpose_partials(partial, groups, K, M, dw);
+}
+
 }  // namespace
 
 bool set_conv_strategy(const std::string& which) {
@@ -710,45 +740,12 @@ void conv_backward_data(const ConvGeom& g, const float* dy, const float* w, floa
 // dW^T[K, Cout]; the partials are then added in group order, so the result is the same whatever the number of
 // threads, and transposed into dw.
 void conv_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db) {
-  if (g.Cout == 1) {
+  if (g.Cout == 1)
     backward_weight_one_output(g, x, dy, dw);
-    if (db) bias_gradient(g, dy, db);
-    return;
-  }
-  if (use_taps(g)) {
+  else if (use_taps(g))
     backward_weight_taps(g, x, dy, dw);
-    if (db) bias_gradient(g, dy, db);
-    return;
-  }
-  if (worth_padding(g)) {
-    std::vector<float> xp;
-    const ConvGeom u = padded_copy(g, x, xp);
-    return conv_backward_weight(u, xp.data(), dy, dw, db);
-  }
-  const int64_t K = g.Cin * g.kernel_volume(), M = g.Cout, blocks = num_blocks(g);
-  const Groups groups(blocks, 8);
-  std::vector<float> partial(size_t(groups.count * M * K)), dwt(groups.count > 1 ? size_t(M * K) : 0);
-#pragma omp parallel
-  {
-    std::vector<float> col(size_t(K * kBlock)), dyc(size_t(M * kBlock));
-    std::vector<float> dyt(size_t((M + kNarrowNR - 1) / kNarrowNR * kNarrowNR * kBlock));
-    std::vector<Run> runs;
-#pragma omp for schedule(static)
-    for (int64_t grp = 0; grp < groups.count; ++grp) {
-      float* out = partial.data() + grp * M * K;
-      const int64_t b0 = grp * groups.per_group, b1 = std::min(blocks, b0 + groups.per_group);
-      for (int64_t blk = b0; blk < b1; ++blk) {
-        const auto [q0, q1] = block_columns(g, x, blk, runs, col.data(), false);
-        gather_dy(g, dy, q0, q1, dyc.data());
-        pack_panels(kBlock, M, dyc.data(), 1, kBlock, kNarrowNR, dyt.data());  // dY^T
-        gemm_narrow(K, M, kBlock, col.data(), kBlock, 1, dyt.data(), out, M, blk != b0);
-      }
-    }
-    if (groups.count > 1) sum_partials(partial, groups.count, M * K, dwt.data());
-  }
-  const float* t = groups.count > 1 ? dwt.data() : partial.data();
-  for (int64_t co = 0; co < M; ++co)
-    for (int64_t k = 0; k < K; ++k) dw[co * K + k] = t[k * M + co];
+  else
+    backward_weight_columns(g, x, dy, dw);
   if (db) bias_gradient(g, dy, db);
 }
 
