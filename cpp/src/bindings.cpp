@@ -16,6 +16,7 @@
 
 #include "backend.hpp"
 #include "cpu/gemm.hpp"
+#include "cpu/image.hpp"
 #include "dlpack.hpp"
 #include "magmasr/magmasr.hpp"
 
@@ -283,6 +284,89 @@ HostTable host_table(const py::object& weights, const py::object& indices) {
   return t;
 }
 
+// ---- Host image steps of magmasr.image on NumPy arrays (cpu/image.hpp), private to the package
+
+// Calls f with x's data as a typed pointer: uint8, float32 or float64, C-contiguous (the caller makes it so).
+template <class F>
+auto with_image_data(const py::array& x, const char* what, F&& f) {
+  if (!(x.flags() & py::array::c_style))
+    throw ValueError(std::string(what) + ": expected a C-contiguous array");
+  if (py::isinstance<py::array_t<uint8_t>>(x)) return f(static_cast<const uint8_t*>(x.data()));
+  if (py::isinstance<py::array_t<float>>(x)) return f(static_cast<const float*>(x.data()));
+  if (py::isinstance<py::array_t<double>>(x)) return f(static_cast<const double*>(x.data()));
+  throw TypeError(std::string(what) + ": expected uint8, float32 or float64 data, got dtype " +
+                  std::string(py::str(x.dtype())));
+}
+
+std::vector<py::ssize_t> array_shape(const py::array& x) { return {x.shape(), x.shape() + x.ndim()}; }
+
+py::array host_resample(const py::array& x, int axis, const py::object& weights, const py::object& indices,
+                        bool uint8_mode) {
+  const int nd = int(x.ndim());
+  if (nd < 1) throw ValueError("_resample_host: expected an array of rank >= 1");
+  if (axis < -nd || axis >= nd)
+    throw ValueError("_resample_host: axis " + std::to_string(axis) + " is out of range for rank " +
+                     std::to_string(nd));
+  if (axis < 0) axis += nd;
+  const HostTable t = host_table(weights, indices);
+  const int64_t in_len = x.shape(axis);
+  for (int32_t i : t.indices)
+    if (i >= in_len)
+      throw ValueError("_resample_host: index " + std::to_string(i) + " is out of range for an axis of length " +
+                       std::to_string(in_len));
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < axis; ++d) outer *= x.shape(d);
+  for (int d = axis + 1; d < nd; ++d) inner *= x.shape(d);
+  std::vector<py::ssize_t> shape = array_shape(x);
+  shape[size_t(axis)] = t.out_len;
+  auto run = [&](auto* y) {
+    return with_image_data(x, "_resample_host", [&](const auto* src) {
+      py::gil_scoped_release rel;
+      cpu::resample_host(outer, in_len, inner, t.out_len, t.taps, t.weights.data(), t.indices.data(), src, y);
+      return 0;
+    });
+  };
+  if (uint8_mode) {
+    py::array_t<uint8_t> y(shape);
+    run(y.mutable_data());
+    return std::move(y);
+  }
+  py::array_t<double> y(shape);
+  run(y.mutable_data());
+  return std::move(y);
+}
+
+py::array host_colour(const py::array& x, const py::object& matrix, const py::object& offset, bool clip01) {
+  if (x.ndim() < 1 || x.shape(x.ndim() - 1) != 3)
+    throw ValueError("_colour_transform: expected an array [..., 3], got rank " + std::to_string(x.ndim()));
+  auto m = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(matrix);
+  auto off = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(offset);
+  if (!m || !off || m.ndim() != 2 || m.shape(1) != 3 || off.ndim() != 1 || off.shape(0) != m.shape(0))
+    throw ValueError("_colour_transform: expected a [rows, 3] matrix and a [rows] offset");
+  const int64_t rows = m.shape(0), n = x.size() / 3;
+  std::vector<py::ssize_t> shape = array_shape(x);
+  shape.back() = rows;
+  py::array_t<double> y(shape);
+  double* out = y.mutable_data();
+  with_image_data(x, "_colour_transform", [&](const auto* src) {
+    py::gil_scoped_release rel;
+    cpu::colour_transform(src, n, m.data(), off.data(), rows, clip01, out);
+    return 0;
+  });
+  return std::move(y);
+}
+
+py::array host_to_uint8(const py::array& x, double factor) {
+  py::array_t<uint8_t> y(array_shape(x));
+  uint8_t* out = y.mutable_data();
+  with_image_data(x, "_scale_to_uint8", [&](const auto* src) {
+    py::gil_scoped_release rel;
+    cpu::scale_to_uint8(src, int64_t(x.size()), factor, out);
+    return 0;
+  });
+  return std::move(y);
+}
+
 // ---- DLPack export
 struct ExportCtx {
   Tensor tensor;
@@ -448,6 +532,18 @@ PYBIND11_MODULE(_core, m) {
       "output channels ('taps': the products read the padded input in place; 'columns': a column matrix per block; "
       "'auto': taps unless the kernel is 1x1). The forward strategies give the same bits; not thread-safe against "
       "running convolutions.");
+
+  m.def("_resample_host", &host_resample, py::arg("x"), py::arg("axis"), py::arg("weights"), py::arg("indices"),
+        py::arg("uint8_mode") = false,
+        "magmasr.image.resize_along_axis on a C-contiguous uint8, float32 or float64 array: float64 sums (uint8 in "
+        "uint8 mode), the NumPy reference's bits.");
+  m.def("_colour_transform", &host_colour, py::arg("x"), py::arg("matrix"), py::arg("offset"),
+        py::arg("clip01") = false,
+        "x @ matrix.T + offset over the last axis (3 channels) of a C-contiguous uint8, float32 or float64 array, "
+        "each sum left to right, float64 out; clip01 clamps to [0, 1] (magmasr.image._colour_transform).");
+  m.def("_scale_to_uint8", &host_to_uint8, py::arg("x"), py::arg("factor") = 255.0,
+        "MATLAB's uint8 conversion of x * factor (magmasr.image._saturate_uint8), for a C-contiguous uint8, "
+        "float32 or float64 array.");
 
   // ---------------------------------------------------------------------------------------- Device
   py::class_<Device>(m, "Device")

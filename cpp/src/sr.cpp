@@ -11,6 +11,7 @@
 #include <memory>
 #include <utility>
 
+#include "cpu/image.hpp"
 #include "magmasr/error.hpp"
 #include "magmasr/ops.hpp"
 #include "magmasr/safetensors.hpp"
@@ -49,27 +50,19 @@ Inverse ycc_inverse() {
 }
 
 // Output samples [o0, o1) of one axis of MATLAB's imresize, on a planar double image [planes, rows, cols] whose
-// first row (axis 0) or column (axis 1) is input sample `in0` (magmasr.image.resize_along_axis: acc = 0, then
-// acc += w[t] * x[idx[t]] for each tap in order, the same sums whatever the region).
+// first row (axis 0) or column (axis 1) is input sample `in0`: the table's rows o0..o1, shifted to the block,
+// through the kernel of magmasr.image.resize_along_axis (the same sums whatever the region).
 std::vector<double> resample(const std::vector<double>& x, int64_t planes, int64_t rows, int64_t cols, int axis,
                              const ops::HostResampleTable& t, int64_t o0, int64_t o1, int64_t in0) {
-  const int64_t out_rows = axis == 0 ? o1 - o0 : rows, out_cols = axis == 1 ? o1 - o0 : cols;
-  std::vector<double> y(size_t(planes * out_rows * out_cols));
-  for (int64_t p = 0; p < planes; ++p) {
-    const double* src = x.data() + p * rows * cols;
-    double* dst = y.data() + p * out_rows * out_cols;
-    for (int64_t r = 0; r < out_rows; ++r)
-      for (int64_t c = 0; c < out_cols; ++c) {
-        const int64_t o = (axis == 0 ? r : c) + o0;
-        double acc = 0.0;
-        for (int64_t k = 0; k < t.taps; ++k) {
-          const int64_t i = t.indices[size_t(o * t.taps + k)] - in0;
-          const double v = axis == 0 ? src[i * cols + c] : src[r * cols + i];
-          acc += t.weights[size_t(o * t.taps + k)] * v;
-        }
-        dst[r * out_cols + c] = acc;
-      }
-  }
+  std::vector<int32_t> idx(t.indices.begin() + o0 * t.taps, t.indices.begin() + o1 * t.taps);
+  for (int32_t& i : idx) i -= int32_t(in0);
+  const double* w = t.weights.data() + o0 * t.taps;
+  const int64_t n = o1 - o0;
+  std::vector<double> y(size_t(planes * (axis == 0 ? n * cols : rows * n)));
+  if (axis == 0)  // [planes, rows, cols] along rows
+    cpu::resample_host(planes, rows, cols, n, t.taps, w, idx.data(), x.data(), y.data());
+  else  // [planes * rows, cols, 1] along columns
+    cpu::resample_host(planes * rows, cols, int64_t(1), n, t.taps, w, idx.data(), x.data(), y.data());
   return y;
 }
 
@@ -84,11 +77,7 @@ std::pair<int64_t, int64_t> input_range(const ops::HostResampleTable& t, int64_t
 }
 
 // magmasr.image.to_uint8 of a value already clipped to [0, 1]: x 255, rounded half away from zero (NaN: 0).
-uint8_t to_uint8(double v) {
-  if (!(v > 0.0)) return 0;
-  const double r = std::floor(v * 255.0 + 0.5);
-  return static_cast<uint8_t>(std::min(r, 255.0));
-}
+uint8_t to_uint8(double v) { return cpu::saturate_uint8(v * 255.0); }
 
 double clip01(double v) { return v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v; }  // NaN passes, as np.clip
 

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from . import _core
 from ._checks import as_int
 
 if TYPE_CHECKING:
@@ -79,14 +80,37 @@ def round_half_away(x: np.ndarray) -> np.ndarray:
     return t + np.where(np.abs(x - t) >= 0.5, np.sign(x), 0.0)
 
 
-def _saturate_uint8(x: np.ndarray) -> np.ndarray:
+def _saturate_uint8_numpy(x: np.ndarray) -> np.ndarray:
     """MATLAB's conversion of a double array to uint8: round half away from zero, then saturate. Clamped first,
-    so only non-negative values are rounded: floor, plus one where the (exact) fraction is at least a half."""
+    so only non-negative values are rounded: floor, plus one where the (exact) fraction is at least a half.
+    The NumPy reference of the compiled kernel (magmasr._core._scale_to_uint8) that _saturate_uint8 runs."""
     y = np.clip(x, 0.0, 255.0)
     t = np.floor(y)
     y -= t
     t += y >= 0.5
     return t.astype(np.uint8)
+
+
+#: dtypes the compiled host kernels (cpp/src/cpu/image.hpp) read directly; float16 is widened to float64 first
+#: (exactly); any other float (longdouble) takes the NumPy reference, whose products are rounded differently.
+_HOST_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _host_array(x: np.ndarray) -> np.ndarray | None:
+    """`x` as a C-contiguous array the compiled kernels take (the same values), or None when they cannot."""
+    if x.dtype == np.float16:
+        return x.astype(np.float64)
+    return np.ascontiguousarray(x) if x.dtype in _HOST_DTYPES else None
+
+
+def _saturate_uint8(x: np.ndarray, factor: float = 1.0) -> np.ndarray:
+    """MATLAB's uint8 conversion of ``x * factor`` (each product rounded to double first): the bits of
+    ``_saturate_uint8_numpy(x.astype(np.float64) * factor)``, in one multi-threaded pass."""
+    x = np.asarray(x)
+    h = _host_array(x)
+    if h is None:
+        return _saturate_uint8_numpy(x.astype(np.float64) * factor)
+    return _core._scale_to_uint8(h, float(factor))
 
 
 def _check_image(img: np.ndarray, name: str = "img") -> np.ndarray:
@@ -119,7 +143,7 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.uint8:
         return img
     if np.issubdtype(img.dtype, np.floating):
-        return _saturate_uint8(img.astype(np.float64) * 255.0)
+        return _saturate_uint8(img, 255.0)
     raise ValueError(f"to_uint8: expected uint8 or floating-point data, got {img.dtype}")
 
 
@@ -246,7 +270,21 @@ def resize_along_axis(
 
     The weighted sums are computed in float64. In ``uint8_mode`` the result is rounded half away from
     zero and saturated to uint8 (MATLAB's ``imresizemex`` on uint8 data); otherwise it is float64.
+    Computed by a compiled multi-threaded kernel, bit for bit the NumPy formulas of
+    ``_resize_along_axis_numpy`` (each product rounded, then added in tap order).
     """
+    x = np.asarray(img)
+    h = _host_array(x)
+    if h is None or x.ndim == 0:
+        return _resize_along_axis_numpy(x, axis, weights, indices, uint8_mode)
+    return _core._resample_host(h, axis, weights, indices, bool(uint8_mode))
+
+
+def _resize_along_axis_numpy(
+    img: np.ndarray, axis: int, weights: np.ndarray, indices: np.ndarray, uint8_mode: bool = False
+) -> np.ndarray:
+    """resize_along_axis in NumPy: the reference the compiled kernel is tested against, and the path for
+    dtypes it does not read (longdouble)."""
     x = np.asarray(img)
     if axis != 0:  # the resampled axis first and contiguous: each tap gathers whole rows
         x = np.ascontiguousarray(np.moveaxis(x, axis, 0))
@@ -258,7 +296,7 @@ def resize_along_axis(
         np.multiply(weights[:, j].reshape(bshape), x[indices[:, j]], out=term)
         acc += term
     if uint8_mode:
-        acc = _saturate_uint8(acc)
+        acc = _saturate_uint8_numpy(acc)
     return np.moveaxis(acc, 0, axis)
 
 
@@ -546,11 +584,23 @@ def _check_rgb(img: np.ndarray, fn: str) -> np.ndarray:
     return img
 
 
-def _colour_transform(x: np.ndarray, m: np.ndarray, offset: np.ndarray, rows=range(3)) -> np.ndarray:
-    """``x @ m.T + offset`` over the last axis (3 channels; output channels `rows`), as element-wise products
-    and sums in a fixed order: each pixel's result depends on that pixel only, not on the array's size or
-    layout (a BLAS matrix product may round differently from one block to the next), so a picture converted
-    tile by tile is the picture converted whole, bit for bit."""
+def _colour_transform(img: np.ndarray, m: np.ndarray, offset: np.ndarray, rows=range(3),
+                      clip01: bool = False) -> np.ndarray:
+    """``img @ m.T + offset`` over the last axis (3 channels; output channels `rows`) in float64, each pixel's
+    sum written out left to right (``_colour_transform_numpy``), by a compiled kernel; with `clip01` clamped to
+    [0, 1] as np.clip. Each pixel's result depends on that pixel only, not on the array's size or layout (a BLAS
+    matrix product may round differently from one block to the next), so a picture converted tile by tile is the
+    picture converted whole, bit for bit."""
+    rows = list(rows)
+    img = np.asarray(img)
+    h = _host_array(img)
+    if h is None:
+        h = img.astype(np.float64)  # what the NumPy formulas would compute on
+    return _core._colour_transform(h, m[rows], offset[rows], bool(clip01))
+
+
+def _colour_transform_numpy(x: np.ndarray, m: np.ndarray, offset: np.ndarray, rows=range(3)) -> np.ndarray:
+    """The NumPy reference of _colour_transform (without clipping), on float64 `x`."""
     return np.stack([x[..., 0] * m[i, 0] + x[..., 1] * m[i, 1] + x[..., 2] * m[i, 2] + offset[i] for i in rows],
                     axis=-1)
 
@@ -562,11 +612,10 @@ def rgb2ycbcr(img: np.ndarray) -> np.ndarray:
     float in ([0, 1]): ``(T @ rgb + offset) / 255``, float out (Y in [16/255, 235/255]).
     """
     img = _check_rgb(img, "rgb2ycbcr")
-    x = img.astype(np.float64)
     t = YCBCR_MATRIX / 255.0
     if img.dtype == np.uint8:
-        return _saturate_uint8(_colour_transform(x, t, YCBCR_OFFSET))
-    out = _colour_transform(x, t, YCBCR_OFFSET / 255.0)
+        return _saturate_uint8(_colour_transform(img, t, YCBCR_OFFSET))
+    out = _colour_transform(img, t, YCBCR_OFFSET / 255.0)
     return out.astype(img.dtype, copy=False)
 
 
@@ -577,12 +626,11 @@ def ycbcr2rgb(img: np.ndarray) -> np.ndarray:
     float in: ``255 * Tinv @ ycbcr - Tinv @ offset``, clipped to [0, 1] as MATLAB does, float out.
     """
     img = _check_rgb(img, "ycbcr2rgb")
-    x = img.astype(np.float64)
     tinv, toff = _YCBCR_INVERSE
     t = 255.0 * tinv
     if img.dtype == np.uint8:
-        return _saturate_uint8(_colour_transform(x, t, -255.0 * toff))
-    out = np.clip(_colour_transform(x, t, -toff), 0.0, 1.0)
+        return _saturate_uint8(_colour_transform(img, t, -255.0 * toff))
+    out = _colour_transform(img, t, -toff, clip01=True)
     return out.astype(img.dtype, copy=False)
 
 
@@ -615,10 +663,9 @@ _YCBCR_INVERSE = _ycbcr_inverse()
 def rgb2y(img: np.ndarray) -> np.ndarray:
     """The Y channel of MATLAB ``rgb2ycbcr`` (uint8 rounded for uint8 input, float for float input)."""
     img = _check_rgb(img, "rgb2y")
-    x = img.astype(np.float64)
     if img.dtype == np.uint8:
-        return _saturate_uint8(_colour_transform(x, YCBCR_MATRIX / 255.0, YCBCR_OFFSET, rows=(0,))[..., 0])
-    y = _colour_transform(x, YCBCR_MATRIX / 255.0, YCBCR_OFFSET / 255.0, rows=(0,))[..., 0]
+        return _saturate_uint8(_colour_transform(img, YCBCR_MATRIX / 255.0, YCBCR_OFFSET, rows=(0,))[..., 0])
+    y = _colour_transform(img, YCBCR_MATRIX / 255.0, YCBCR_OFFSET / 255.0, rows=(0,))[..., 0]
     return y.astype(img.dtype, copy=False)
 
 

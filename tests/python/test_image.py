@@ -126,6 +126,103 @@ def test_resize_along_axis_is_a_matrix_product():
 
 
 # ---------------------------------------------------------------------------------------------------
+# The compiled host kernels (cpp/src/cpu/image.hpp) against the NumPy formulas, bit for bit
+# ---------------------------------------------------------------------------------------------------
+
+def _random_image(rng, shape, dtype):
+    if dtype == np.uint8:
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return (rng.random(shape) * 1.4 - 0.2).astype(dtype)  # some values outside [0, 1]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float16, np.float32, np.float64])
+def test_compiled_resize_is_the_numpy_formula_bit_for_bit(dtype):
+    """resize_along_axis (the compiled kernel) against _resize_along_axis_numpy on every axis of arrays of rank 1
+    to 4, MATLAB's tables (upscaling by non-dyadic factors makes exact x.5 ties in uint8 mode) and random ones
+    (negative weights, repeated indices), contiguous and strided input, both modes."""
+    rng = np.random.default_rng()
+    for shape in [(37,), (23, 17), (19, 21, 3), (4, 11, 9, 2)]:
+        x = _random_image(rng, shape, dtype)
+        for axis in range(len(shape)):
+            n = shape[axis]
+            tables = [image.contributions(n, int(np.ceil(n * s)), s) for s in (2.7, 3.0, 0.45)]
+            m = int(rng.integers(1, 2 * n + 2))
+            tables.append((rng.uniform(-0.5, 1.5, (m, 5)), rng.integers(0, n, (m, 5))))
+            for w, idx in tables:
+                for uint8_mode in (False, True):
+                    src = x * 255 if uint8_mode and dtype != np.uint8 else x
+                    got = image.resize_along_axis(src, axis, w, idx, uint8_mode)
+                    ref = image._resize_along_axis_numpy(src, axis, w, idx, uint8_mode)
+                    assert got.dtype == ref.dtype and got.shape == ref.shape
+                    np.testing.assert_array_equal(got, ref)
+        view = x[..., ::2] if x.ndim > 1 else x[::3]
+        w, idx = image.contributions(view.shape[0], 2 * view.shape[0], 2.0)
+        np.testing.assert_array_equal(image.resize_along_axis(view, 0, w, idx),
+                                      image._resize_along_axis_numpy(view, 0, w, idx))
+
+
+def test_compiled_resize_rejects_what_it_cannot_read():
+    from magmasr import _core
+
+    x = np.zeros((5, 4))
+    w, idx = image.contributions(5, 10, 2.0)
+    with pytest.raises(TypeError, match="uint8, float32 or float64"):
+        _core._resample_host(x.astype(np.int16), 0, w, idx)
+    with pytest.raises(ValueError, match="out of range for an axis of length 4"):
+        _core._resample_host(x, 1, w, idx)
+    with pytest.raises(ValueError, match="axis 2 is out of range"):
+        _core._resample_host(x, 2, w, idx)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core._resample_host(x[:, ::2], 0, w, idx)
+    # longdouble products are rounded from extended precision: the NumPy path, its own bits
+    xl = np.random.default_rng(0).random((5, 4)).astype(np.longdouble)
+    np.testing.assert_array_equal(image.resize_along_axis(xl, 0, w, idx),
+                                  image._resize_along_axis_numpy(xl, 0, w, idx))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float16, np.float32, np.float64])
+def test_compiled_colour_transforms_are_the_numpy_formulas_bit_for_bit(dtype):
+    rng = np.random.default_rng()
+    img = _random_image(rng, (29, 31, 3), dtype)
+    x = img.astype(np.float64)
+    t = image.YCBCR_MATRIX / 255.0
+    tinv, toff = image._YCBCR_INVERSE
+    ref = image._colour_transform_numpy(x, t, image.YCBCR_OFFSET / 255.0)
+    got = image.rgb2ycbcr(img)
+    if dtype == np.uint8:
+        np.testing.assert_array_equal(got, image._saturate_uint8_numpy(image._colour_transform_numpy(
+            x, t, image.YCBCR_OFFSET)))
+        np.testing.assert_array_equal(image.ycbcr2rgb(img), image._saturate_uint8_numpy(
+            image._colour_transform_numpy(x, 255.0 * tinv, -255.0 * toff)))
+    else:
+        np.testing.assert_array_equal(got, ref.astype(dtype))
+        np.testing.assert_array_equal(image.rgb2y(img), ref[..., 0].astype(dtype))
+        back = np.clip(image._colour_transform_numpy(x, 255.0 * tinv, -toff), 0.0, 1.0)
+        np.testing.assert_array_equal(image.ycbcr2rgb(img), back.astype(dtype))
+        np.testing.assert_array_equal(image.ycbcr2rgb(img[::2, 1::3]), back[::2, 1::3].astype(dtype))
+    # NaN and infinities go through the sums and the clip as NumPy's do
+    odd = np.array([[[np.nan, 0.2, 0.3], [np.inf, 0.0, 0.0], [-np.inf, 1.0, 1.0]]])
+    np.testing.assert_array_equal(image.ycbcr2rgb(odd),
+                                  np.clip(image._colour_transform_numpy(odd, 255.0 * tinv, -toff), 0.0, 1.0))
+
+
+def test_compiled_uint8_conversion_is_the_numpy_formula():
+    """to_uint8 / _saturate_uint8 (compiled) against _saturate_uint8_numpy on values next to every half, outside
+    0..255, infinities and NaN (0, as NumPy's cast gives on x86), for float32 and float64 input."""
+    rng = np.random.default_rng()
+    halves = np.arange(-3, 258) + 0.5
+    v = np.concatenate([halves, np.nextafter(halves, -np.inf), np.nextafter(halves, np.inf),
+                        rng.uniform(-10, 270, 5000), [np.inf, -np.inf, 0.0, -0.0, 1e300]])
+    np.testing.assert_array_equal(image._saturate_uint8(v), image._saturate_uint8_numpy(v))
+    assert image._saturate_uint8(np.array([np.nan]))[0] == 0
+    for dtype in (np.float32, np.float64):
+        f = (rng.random((17, 13, 3)) * 1.2 - 0.1).astype(dtype)
+        f[0, 0, 0], f[1, 1, 1] = 0.5 / 255, 254.5 / 255
+        np.testing.assert_array_equal(image.to_uint8(f), image._saturate_uint8_numpy(f.astype(np.float64) * 255.0))
+        np.testing.assert_array_equal(image.to_uint8(f.T), image._saturate_uint8_numpy(f.T.astype(np.float64) * 255))
+
+
+# ---------------------------------------------------------------------------------------------------
 # imresize properties
 # ---------------------------------------------------------------------------------------------------
 

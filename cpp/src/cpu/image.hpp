@@ -1,0 +1,39 @@
+// Host image steps in double precision: the arithmetic of magmasr.image (imresize, rgb2ycbcr / ycbcr2rgb,
+// im2uint8) for NumPy arrays and for SrcnnModel, bit for bit the package's NumPy reference formulas (each
+// product and each sum rounded, in the same order: cpu/resize.cpp is compiled without fused multiply-adds),
+// multi-threaded. Instantiated for In = uint8_t, float and double (each converts to double exactly).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+namespace magmasr::cpu {
+
+/// MATLAB's double -> uint8 (magmasr.image._saturate_uint8): clamped to [0, 255], then rounded half away from
+/// zero from the exact fraction (floor(v + 0.5) would round 0.49999999999999994 up). NaN gives 0.
+inline uint8_t saturate_uint8(double v) {
+  const double c = v > 0.0 ? (v < 255.0 ? v : 255.0) : 0.0;
+  const double f = std::floor(c);
+  return static_cast<uint8_t>(f + (c - f >= 0.5 ? 1.0 : 0.0));
+}
+
+/// One pass of imresize along the middle axis of x [outer, in_len, inner] (C order) into y [outer, out_len,
+/// inner]: the sums of resample_axis (backend.hpp) on In samples, kept as double (Out = double), or in MATLAB's
+/// uint8 mode (Out = uint8_t: saturate_uint8 of each sum). Indices must lie in [0, in_len).
+template <class In, class Out>
+void resample_host(int64_t outer, int64_t in_len, int64_t inner, int64_t out_len, int64_t taps, const double* weights,
+                   const int32_t* indices, const In* x, Out* y);
+
+/// y[p, k] = x[p, 0] * m[k, 0] + x[p, 1] * m[k, 1] + x[p, 2] * m[k, 2] + offset[k], summed left to right, for
+/// n pixels of 3 interleaved channels and `rows` output channels (m row-major [rows, 3]); with clip01 each
+/// result is clamped to [0, 1] (NaN stays NaN, as np.clip). x and y must not alias.
+template <class In>
+void colour_transform(const In* x, int64_t n, const double* m, const double* offset, int64_t rows, bool clip01,
+                      double* y);
+
+/// y[i] = saturate_uint8(double(x[i]) * factor) (im2uint8 with factor 255).
+template <class In>
+void scale_to_uint8(const In* x, int64_t n, double factor, uint8_t* y);
+
+}  // namespace magmasr::cpu
