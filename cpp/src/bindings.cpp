@@ -11,7 +11,9 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend.hpp"
@@ -286,16 +288,21 @@ HostTable host_table(const py::object& weights, const py::object& indices) {
 
 // ---- Host image steps of magmasr.image on NumPy arrays (cpu/image.hpp), private to the package
 
-// Calls f with x's data as a typed pointer: uint8, float32 or float64, C-contiguous (the caller makes it so).
+// Calls f with `data` (x's, or a pointer into it) typed as x's dtype: uint8, float32 or float64.
 template <class F>
-auto with_image_data(const py::array& x, const char* what, F&& f) {
-  if (!(x.flags() & py::array::c_style))
-    throw ValueError(std::string(what) + ": expected a C-contiguous array");
-  if (py::isinstance<py::array_t<uint8_t>>(x)) return f(static_cast<const uint8_t*>(x.data()));
-  if (py::isinstance<py::array_t<float>>(x)) return f(static_cast<const float*>(x.data()));
-  if (py::isinstance<py::array_t<double>>(x)) return f(static_cast<const double*>(x.data()));
+auto with_image_type(const py::array& x, const char* what, const void* data, F&& f) {
+  if (py::isinstance<py::array_t<uint8_t>>(x)) return f(static_cast<const uint8_t*>(data));
+  if (py::isinstance<py::array_t<float>>(x)) return f(static_cast<const float*>(data));
+  if (py::isinstance<py::array_t<double>>(x)) return f(static_cast<const double*>(data));
   throw TypeError(std::string(what) + ": expected uint8, float32 or float64 data, got dtype " +
                   std::string(py::str(x.dtype())));
+}
+
+// The same with x's data, which must be C-contiguous.
+template <class F>
+auto with_image_data(const py::array& x, const char* what, F&& f) {
+  if (!(x.flags() & py::array::c_style)) throw ValueError(std::string(what) + ": expected a C-contiguous array");
+  return with_image_type(x, what, x.data(), std::forward<F>(f));
 }
 
 std::vector<py::ssize_t> array_shape(const py::array& x) { return {x.shape(), x.shape() + x.ndim()}; }
@@ -336,23 +343,41 @@ py::array host_resample(const py::array& x, int axis, const py::object& weights,
   return std::move(y);
 }
 
-py::array host_colour(const py::array& x, const py::object& matrix, const py::object& offset, bool clip01) {
-  if (x.ndim() < 1 || x.shape(x.ndim() - 1) != 3)
-    throw ValueError("_colour_transform: expected an array [..., 3], got rank " + std::to_string(x.ndim()));
+py::array host_colour(const py::array& x, const py::object& matrix, const py::object& offset, bool clip01,
+                      const std::optional<double>& uint8_factor) {
+  const auto nd = x.ndim();
+  if (nd < 1 || x.shape(nd - 1) != 3)
+    throw ValueError("_colour_transform: expected an array [..., 3], got rank " + std::to_string(nd));
   auto m = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(matrix);
   auto off = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(offset);
   if (!m || !off || m.ndim() != 2 || m.shape(1) != 3 || off.ndim() != 1 || off.shape(0) != m.shape(0))
     throw ValueError("_colour_transform: expected a [rows, 3] matrix and a [rows] offset");
-  const int64_t rows = m.shape(0), n = x.size() / 3;
+  // A grid of pixels: rows x cols with any strides for an H x W x 3 array whose channels are adjacent,
+  // 1 x (size / 3) for a C-contiguous array of any rank.
+  const py::ssize_t item = x.itemsize();
+  int64_t rows = 1, cols = x.size() / 3, row_stride = 0, col_stride = 3;
+  if (nd == 3 && x.strides(2) == item && x.strides(0) % item == 0 && x.strides(1) % item == 0) {
+    rows = x.shape(0), cols = x.shape(1), row_stride = x.strides(0) / item, col_stride = x.strides(1) / item;
+  } else if (!(x.flags() & py::array::c_style)) {
+    throw ValueError("_colour_transform: expected an H x W x 3 array with adjacent channels, or a C-contiguous one");
+  }
   std::vector<py::ssize_t> shape = array_shape(x);
-  shape.back() = rows;
+  shape.back() = m.shape(0);
+  auto run = [&](auto* out) {
+    with_image_type(x, "_colour_transform", x.data(), [&](const auto* src) {
+      py::gil_scoped_release rel;
+      cpu::colour_transform(src, rows, cols, row_stride, col_stride, m.data(), off.data(), m.shape(0), clip01,
+                            uint8_factor.value_or(1.0), out);
+      return 0;
+    });
+  };
+  if (uint8_factor) {
+    py::array_t<uint8_t> y(shape);
+    run(y.mutable_data());
+    return std::move(y);
+  }
   py::array_t<double> y(shape);
-  double* out = y.mutable_data();
-  with_image_data(x, "_colour_transform", [&](const auto* src) {
-    py::gil_scoped_release rel;
-    cpu::colour_transform(src, n, m.data(), off.data(), rows, clip01, out);
-    return 0;
-  });
+  run(y.mutable_data());
   return std::move(y);
 }
 
@@ -538,9 +563,10 @@ PYBIND11_MODULE(_core, m) {
         "magmasr.image.resize_along_axis on a C-contiguous uint8, float32 or float64 array: float64 sums (uint8 in "
         "uint8 mode), the NumPy reference's bits.");
   m.def("_colour_transform", &host_colour, py::arg("x"), py::arg("matrix"), py::arg("offset"),
-        py::arg("clip01") = false,
-        "x @ matrix.T + offset over the last axis (3 channels) of a C-contiguous uint8, float32 or float64 array, "
-        "each sum left to right, float64 out; clip01 clamps to [0, 1] (magmasr.image._colour_transform).");
+        py::arg("clip01") = false, py::arg("uint8_factor") = py::none(),
+        "x @ matrix.T + offset over the last axis (3 channels) of a uint8, float32 or float64 array (H x W x 3 with "
+        "adjacent channels, or C-contiguous), each sum left to right, float64 out; clip01 clamps to [0, 1]; with "
+        "uint8_factor, MATLAB's uint8 conversion of each result times it (magmasr.image._colour_transform).");
   m.def("_scale_to_uint8", &host_to_uint8, py::arg("x"), py::arg("factor") = 255.0,
         "MATLAB's uint8 conversion of x * factor (magmasr.image._saturate_uint8), for a C-contiguous uint8, "
         "float32 or float64 array.");

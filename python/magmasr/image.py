@@ -99,7 +99,7 @@ _HOST_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float64))
 def _host_array(x: np.ndarray) -> np.ndarray | None:
     """`x` as a C-contiguous array the compiled kernels take (the same values), or None when they cannot."""
     if x.dtype == np.float16:
-        return x.astype(np.float64)
+        return np.ascontiguousarray(x, dtype=np.float64)
     return np.ascontiguousarray(x) if x.dtype in _HOST_DTYPES else None
 
 
@@ -584,19 +584,23 @@ def _check_rgb(img: np.ndarray, fn: str) -> np.ndarray:
     return img
 
 
-def _colour_transform(img: np.ndarray, m: np.ndarray, offset: np.ndarray, rows=range(3),
-                      clip01: bool = False) -> np.ndarray:
+def _colour_transform(img: np.ndarray, m: np.ndarray, offset: np.ndarray, rows=range(3), clip01: bool = False,
+                      uint8_factor: float | None = None) -> np.ndarray:
     """``img @ m.T + offset`` over the last axis (3 channels; output channels `rows`) in float64, each pixel's
-    sum written out left to right (``_colour_transform_numpy``), by a compiled kernel; with `clip01` clamped to
-    [0, 1] as np.clip. Each pixel's result depends on that pixel only, not on the array's size or layout (a BLAS
-    matrix product may round differently from one block to the next), so a picture converted tile by tile is the
-    picture converted whole, bit for bit."""
+    sum written out left to right (``_colour_transform_numpy``), by a compiled kernel that reads H x W x 3 views
+    in place; with `clip01` clamped to [0, 1] as np.clip; with `uint8_factor`, MATLAB's uint8 conversion of each
+    result times it (``_saturate_uint8``), in the same pass. Each pixel's result depends on that pixel only, not
+    on the array's size or layout (a BLAS matrix product may round differently from one block to the next), so a
+    picture converted tile by tile is the picture converted whole, bit for bit."""
     rows = list(rows)
     img = np.asarray(img)
-    h = _host_array(img)
-    if h is None:
-        h = img.astype(np.float64)  # what the NumPy formulas would compute on
-    return _core._colour_transform(h, m[rows], offset[rows], bool(clip01))
+    if img.dtype not in _HOST_DTYPES:
+        img = img.astype(np.float64)  # what the NumPy formulas compute on
+    k = img.itemsize
+    if not (img.ndim == 3 and img.strides[2] == k and img.strides[0] % k == 0 and img.strides[1] % k == 0):
+        img = np.ascontiguousarray(img)
+    return _core._colour_transform(img, m[rows], offset[rows], bool(clip01),
+                                   None if uint8_factor is None else float(uint8_factor))
 
 
 def _colour_transform_numpy(x: np.ndarray, m: np.ndarray, offset: np.ndarray, rows=range(3)) -> np.ndarray:
@@ -632,6 +636,16 @@ def ycbcr2rgb(img: np.ndarray) -> np.ndarray:
         return _saturate_uint8(_colour_transform(img, t, -255.0 * toff))
     out = _colour_transform(img, t, -toff, clip01=True)
     return out.astype(img.dtype, copy=False)
+
+
+def _ycbcr2rgb_uint8(img: np.ndarray) -> np.ndarray:
+    """``to_uint8(ycbcr2rgb(img))`` for a float YCbCr picture, bit for bit, in one pass over it for float64 (no
+    float RGB picture in between)."""
+    img = _check_rgb(img, "ycbcr2rgb")
+    if img.dtype != np.float64:  # ycbcr2rgb rounds its result to img's dtype before the conversion
+        return to_uint8(ycbcr2rgb(img))
+    tinv, toff = _YCBCR_INVERSE
+    return _colour_transform(img, 255.0 * tinv, -toff, clip01=True, uint8_factor=255.0)
 
 
 def _inverse3(m: np.ndarray) -> np.ndarray:

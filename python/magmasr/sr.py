@@ -350,14 +350,14 @@ class ImageSR(SRModel):
                 up = plan(e0, min(r1 + halo, h), f0, min(c1 + halo, w))
                 y = self._network(up if up.ndim == 2 else up[:, :, 0], algo)[r - e0:r1 - e0, c - f0:c1 - f0]
                 if up.ndim == 2:
-                    out = y
+                    out = np.clip(y, 0.0, 1.0)
                 else:
                     ycc = up[r - e0:r1 - e0, c - f0:c1 - f0]
                     ycc[:, :, 0] = y
-                    out = im.ycbcr2rgb(ycc)
-                out = np.clip(out, 0.0, 1.0)
+                    # ycbcr2rgb clips to [0, 1]; for uint8 in the same pass as the conversion
+                    out = im._ycbcr2rgb_uint8(ycc) if img.dtype == np.uint8 else im.ycbcr2rgb(ycc)
                 if img.dtype == np.uint8:
-                    out = im.to_uint8(out)
+                    out = im.to_uint8(out)  # (a uint8 block is returned as it is)
                 elif img.dtype == np.uint16:
                     out = np.round(out.astype(np.float64) * 65535.0).astype(np.uint16)
                 else:

@@ -172,7 +172,7 @@ class VideoSR(SRModel):
             if up.ndim == 2:
                 return im.to_uint8(np.clip(up + self.residual(np.stack(win), tile, algo), 0.0, 1.0))
             up[:, :, 0] += self.residual(np.stack(win), tile, algo)
-            return im.to_uint8(np.clip(im.ycbcr2rgb(np.clip(up, 0.0, 1.0)), 0.0, 1.0))
+            return im._ycbcr2rgb_uint8(np.clip(up, 0.0, 1.0, out=up))
 
         for n, frame in enumerate(frames):
             a = np.asarray(frame)

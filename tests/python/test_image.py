@@ -180,6 +180,13 @@ def test_compiled_resize_rejects_what_it_cannot_read():
                                   image._resize_along_axis_numpy(xl, 0, w, idx))
 
 
+def back_of(v: np.ndarray) -> np.ndarray:
+    """ycbcr2rgb of a float picture by the NumPy formulas, in v's dtype."""
+    tinv, toff = image._YCBCR_INVERSE
+    out = np.clip(image._colour_transform_numpy(v.astype(np.float64), 255.0 * tinv, -toff), 0.0, 1.0)
+    return out.astype(v.dtype)
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.float16, np.float32, np.float64])
 def test_compiled_colour_transforms_are_the_numpy_formulas_bit_for_bit(dtype):
     rng = np.random.default_rng()
@@ -200,6 +207,9 @@ def test_compiled_colour_transforms_are_the_numpy_formulas_bit_for_bit(dtype):
         back = np.clip(image._colour_transform_numpy(x, 255.0 * tinv, -toff), 0.0, 1.0)
         np.testing.assert_array_equal(image.ycbcr2rgb(img), back.astype(dtype))
         np.testing.assert_array_equal(image.ycbcr2rgb(img[::2, 1::3]), back[::2, 1::3].astype(dtype))
+    if dtype != np.uint8:  # the one-pass uint8 result, on whole pictures and on views (strides read in place)
+        for v in (img, img[::2, 1::3], img[::-1, ::-2], np.swapaxes(img, 0, 1)):
+            np.testing.assert_array_equal(image._ycbcr2rgb_uint8(v), image.to_uint8(back_of(v)))
     # NaN and infinities go through the sums and the clip as NumPy's do
     odd = np.array([[[np.nan, 0.2, 0.3], [np.inf, 0.0, 0.0], [-np.inf, 1.0, 1.0]]])
     np.testing.assert_array_equal(image.ycbcr2rgb(odd),

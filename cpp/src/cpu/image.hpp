@@ -25,12 +25,14 @@ template <class In, class Out>
 void resample_host(int64_t outer, int64_t in_len, int64_t inner, int64_t out_len, int64_t taps, const double* weights,
                    const int32_t* indices, const In* x, Out* y);
 
-/// y[p, k] = x[p, 0] * m[k, 0] + x[p, 1] * m[k, 1] + x[p, 2] * m[k, 2] + offset[k], summed left to right, for
-/// n pixels of 3 interleaved channels and `rows` output channels (m row-major [rows, 3]); with clip01 each
-/// result is clamped to [0, 1] (NaN stays NaN, as np.clip). x and y must not alias.
-template <class In>
-void colour_transform(const In* x, int64_t n, const double* m, const double* offset, int64_t rows, bool clip01,
-                      double* y);
+/// For the pixels (i, j) of a rows x cols grid, the 3 channels of each at x + i * row_stride + j * col_stride
+/// (strides in elements, channels adjacent): v[k] = x0 * m[k, 0] + x1 * m[k, 1] + x2 * m[k, 2] + offset[k],
+/// summed left to right, for k < k_out (m row-major [k_out, 3]); with clip01 clamped to [0, 1] (NaN stays NaN,
+/// as np.clip). y [rows, cols, k_out] (C order) gets v (Out = double) or saturate_uint8(v * factor) (Out =
+/// uint8_t). x and y must not alias.
+template <class In, class Out>
+void colour_transform(const In* x, int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride,
+                      const double* m, const double* offset, int64_t k_out, bool clip01, double factor, Out* y);
 
 /// y[i] = saturate_uint8(double(x[i]) * factor) (im2uint8 with factor 255).
 template <class In>

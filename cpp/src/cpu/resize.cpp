@@ -80,18 +80,24 @@ void resample_host(int64_t outer, int64_t in_len, int64_t inner, int64_t out_len
   resample(outer, in_len, inner, out_len, taps, weights, indices, x, y, std::is_same_v<Out, uint8_t>);
 }
 
-template <class In>
-void colour_transform(const In* x, int64_t n, const double* m, const double* offset, int64_t rows, bool clip01,
-                      double* y) {
-#pragma omp parallel for schedule(static) if (n * rows >= kParallelMin)
-  for (int64_t p = 0; p < n; ++p) {
-    const double r = double(x[3 * p]), g = double(x[3 * p + 1]), b = double(x[3 * p + 2]);
-    for (int64_t k = 0; k < rows; ++k) {
-      const double v = r * m[3 * k] + g * m[3 * k + 1] + b * m[3 * k + 2] + offset[k];
-      // NumPy's clip: a NaN stays NaN.
-      y[p * rows + k] = clip01 ? (v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v) : v;
+template <class In, class Out>
+void colour_transform(const In* x, int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride,
+                      const double* m, const double* offset, int64_t k_out, bool clip01, double factor, Out* y) {
+#pragma omp parallel for schedule(static) if (rows * cols * k_out >= kParallelMin)
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      const In* px = x + i * row_stride + j * col_stride;
+      const double r = double(px[0]), g = double(px[1]), b = double(px[2]);
+      Out* out = y + (i * cols + j) * k_out;
+      for (int64_t k = 0; k < k_out; ++k) {
+        double v = r * m[3 * k] + g * m[3 * k + 1] + b * m[3 * k + 2] + offset[k];
+        if (clip01) v = v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v;  // np.clip: a NaN stays NaN
+        if constexpr (std::is_same_v<Out, uint8_t>)
+          out[k] = saturate_uint8(v * factor);
+        else
+          out[k] = v;
+      }
     }
-  }
 }
 
 template <class In>
@@ -106,7 +112,10 @@ void scale_to_uint8(const In* x, int64_t n, double factor, uint8_t* y) {
 #define MAGMASR_HOST_IMAGE(In)                                                                                   \
   MAGMASR_RESAMPLE_HOST(In, double)                                                                              \
   MAGMASR_RESAMPLE_HOST(In, uint8_t)                                                                             \
-  template void colour_transform<In>(const In*, int64_t, const double*, const double*, int64_t, bool, double*); \
+  template void colour_transform<In, double>(const In*, int64_t, int64_t, int64_t, int64_t, const double*,      \
+                                             const double*, int64_t, bool, double, double*);                   \
+  template void colour_transform<In, uint8_t>(const In*, int64_t, int64_t, int64_t, int64_t, const double*,     \
+                                              const double*, int64_t, bool, double, uint8_t*);                 \
   template void scale_to_uint8<In>(const In*, int64_t, double, uint8_t*);
 MAGMASR_HOST_IMAGE(uint8_t)
 MAGMASR_HOST_IMAGE(float)
