@@ -1267,8 +1267,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(q, model_default="srcnn", model_help=None):
-        q.add_argument("--scale", type=int, choices=(2, 3, 4), default=3)
-        q.add_argument("--model", default=model_default, choices=("srcnn", "3dsrnet", "bicubic"), help=model_help)
+        q.add_argument("--scale", type=int, choices=(2, 3, 4), default=3, help="upscaling factor (default 3)")
+        q.add_argument("--model", default=model_default, choices=("srcnn", "3dsrnet", "bicubic"),
+                       help=model_help or f"{model_default} (default), or another of the choices")
         q.add_argument("--weights", help="a magmasr weight file (.safetensors) instead of the shipped one")
         q.add_argument("--arch", default=None,
                        help="which shipped model: an SRCNN preset (9-5-5, the default; 9-1-5 where it ships) or a "
@@ -1298,22 +1299,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="PSNR / SSIM / MAE / MSE table on a folder of ground-truth images; with "
                                     "--model 3dsrnet, PSNR on a folder of frames or of sequence folders")
-    e.add_argument("dataset")
+    e.add_argument("dataset", help="a folder of ground-truth (high-resolution) images; with --model 3dsrnet a "
+                                   "folder of frames or of sequence folders")
     common(e)
     e.add_argument("--srcnn-mat", help="evaluate the original authors' SRCNN model (.mat) instead")
     e.set_defaults(fn=cmd_eval)
 
     def training(q):
-        q.add_argument("--scale", type=int, choices=(2, 3, 4), default=3)
+        q.add_argument("--scale", type=int, choices=(2, 3, 4), default=3, help="upscaling factor (default 3)")
         q.add_argument("-o", "--output", required=True, help="the trained model (.safetensors)")
         q.add_argument("--overwrite", action="store_true", help="replace an existing model file")
-        q.add_argument("--steps", type=int, default=10000)
-        q.add_argument("--batch", type=int, default=128)
-        q.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-        q.add_argument("--lr", type=_finite, default=1e-3)
-        q.add_argument("--lr-schedule", choices=("constant", "cosine"), default="cosine")
-        q.add_argument("--val-fraction", type=_finite, default=0.05)
-        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--steps", type=int, default=10000, help="optimizer steps (default %(default)s)")
+        q.add_argument("--batch", type=int, default=128,
+                       help="sub-images (SRCNN) or clips (3DSRnet) per step (default %(default)s)")
+        q.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                       help="adam (default), or sgd: the SRCNN paper's, with --momentum")
+        q.add_argument("--lr", type=_finite, default=1e-3, help="learning rate (default %(default)s)")
+        q.add_argument("--lr-schedule", choices=("constant", "cosine"), default="cosine",
+                       help="cosine (default): the rate decays to 0 over --steps; constant")
+        q.add_argument("--val-fraction", type=_finite, default=0.05,
+                       help="share of the sub-images (SRCNN) or clips (3DSRnet) kept aside for the validation "
+                            "PSNR, 0 for none (default %(default)s)")
+        q.add_argument("--seed", type=int, default=0,
+                       help="seed of the new layers' weights, the validation split, sampling and augmentation "
+                            "(default %(default)s): the same command gives the same model")
         q.add_argument("--checkpoint", help="checkpoint file, written every --checkpoint-every steps and at the end; "
                                             "the same command resumes from it exactly (a checkpoint of another run "
                                             "is refused)")
@@ -1324,23 +1333,26 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--layer-lr", action="append", type=_layer_lr, default=[], metavar="LAYER=LR",
                        help="a layer's own learning rate, e.g. conv3=1e-5 (the SRCNN paper's last layer); repeatable")
         q.add_argument("--log", help="CSV or JSON training log")
-        q.add_argument("--device", default=None)
+        q.add_argument("--device", default=None, help="cpu or cuda (default: cuda when a GPU is usable)")
         q.add_argument("--downscales", type=_factors, default=(1.0,), metavar="F,F,...",
                        help="SRCNN: scale augmentation, each picture also used shrunk by these factors in (0, 1], "
                             "e.g. 1,0.9,0.8,0.7,0.6 (default 1: as it is)")
 
     def clips(q):
-        q.add_argument("--patch", type=int, default=32, help="3DSRnet: LR patch size of a training clip")
+        q.add_argument("--patch", type=int, default=32,
+                       help="3DSRnet: LR patch size of a training clip (default %(default)s)")
         q.add_argument("--clips-per-image", type=int, default=32,
-                       help="3DSRnet: synthetic clips per training image (0: only the --video frames)")
-        q.add_argument("--max-shift", type=_finite, default=3.0, help="3DSRnet: synthetic motion, HR pixels per frame")
+                       help="3DSRnet: synthetic clips per training image (0: only the --video frames; default "
+                            "%(default)s)")
+        q.add_argument("--max-shift", type=_finite, default=3.0,
+                       help="3DSRnet: synthetic motion, HR pixels per frame (default %(default)s)")
         q.add_argument("--video", action="append", help="3DSRnet: a folder of HR frames to cut clips from "
                                                         "(repeatable)")
 
     t = sub.add_parser("train", help="train SRCNN on a folder of images (SRCNN protocol sub-images), or "
                                      "3DSRnet on clips (synthetic camera motion over them, plus --video folders)")
     t.add_argument("data", help="a folder of training images")
-    t.add_argument("--model", choices=("srcnn", "3dsrnet"), default="srcnn")
+    t.add_argument("--model", choices=("srcnn", "3dsrnet"), default="srcnn", help="srcnn (default) or 3dsrnet")
     t.add_argument("--arch", default=None, help="SRCNN preset (default 9-5-5); 3DSRnet: published (default) or "
                                                "poster (our poster's: 32 filters, conv4-5 unpadded, sub-pixel head)")
     t.add_argument("--nonlinear", action="store_true", help="SRCNN with the added non-linear layer")
@@ -1366,7 +1378,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("data", help="a folder of pictures")
     f.add_argument("--recipe", choices=("finetune_all", "transfer_12", "transfer_13"), default="finetune_all",
                    help="SRCNN recipes (a 3DSRnet is fine-tuned whole)")
-    f.add_argument("--frozen-lr", type=_finite, default=0.0, help="rate multiplier of the kept layers (0: frozen)")
+    f.add_argument("--frozen-lr", type=_finite, default=0.0, help="rate multiplier of the layers a transfer recipe keeps (0: frozen; default 0)")
     training(f)
     clips(f)
     f.set_defaults(fn=cmd_finetune)
@@ -1376,11 +1388,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(fn=cmd_models)
 
     b = sub.add_parser("bench", help="time SRCNN inference")
-    b.add_argument("--arch", default="9-5-5")
-    b.add_argument("--size", type=_size, default=(540, 960), metavar="HxW", help="picture size, e.g. 1080x1920")
-    b.add_argument("--device", default=None)
-    b.add_argument("--warmup", type=int, default=3)
-    b.add_argument("--repeat", type=int, default=10)
+    b.add_argument("--arch", default="9-5-5", help="SRCNN preset: 9-1-5, 9-3-5 or 9-5-5 (default)")
+    b.add_argument("--size", type=_size, default=(540, 960), metavar="HxW",
+                   help="picture size, e.g. 1080x1920 (default 540x960)")
+    b.add_argument("--device", default=None, help="cpu or cuda (default: cuda when a GPU is usable)")
+    b.add_argument("--warmup", type=int, default=3, help="untimed runs first (default %(default)s)")
+    b.add_argument("--repeat", type=int, default=10, help="timed runs; the median is printed (default %(default)s)")
     b.set_defaults(fn=cmd_bench)
     return p
 

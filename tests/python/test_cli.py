@@ -1535,3 +1535,22 @@ def test_eval_3dsrnet_checks_every_folder_before_the_table(tmp_path, capsys):
     assert run(*args) == 2
     out, err = capsys.readouterr()
     assert out == "" and "004.png: an RGB frame, but the first frame 001.png is gray" in err
+
+
+def test_every_option_of_every_command_says_what_it_is():
+    """`magmasr COMMAND --help` explains each argument (an option added without a help text shows only its
+    name), and states the default of each numeric option that has one."""
+    import argparse
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, cmd in sub.choices.items():
+        for action in cmd._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            label = f"magmasr {name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help, f"{label} has no help text"
+            if action.type in (int, cli._finite) and action.default is not None and not action.choices:
+                text = action.help % {"default": action.default} if "%(default)" in action.help else action.help
+                shown = {f"default {action.default}", f"default {action.default:g}"}
+                assert any(d in text for d in shown), f"{label}: the help does not give the default"
