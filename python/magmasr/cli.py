@@ -25,6 +25,7 @@ import numpy as np
 from . import image as im
 from ._files import finish, temp_beside
 from ._signals import Terminated, sigterm_raises
+from ._status import STDERR as STATUS_LINE
 from .sr import (IMAGE_SUFFIXES, ImageSR, default_device, evaluate_image_sr, image_info, list_images, read_image,
                  read_unit_image, shipped_models, shipped_weights, first_line, to_unit_range)
 
@@ -456,28 +457,8 @@ def upscale_sequence(src: Path, out_dir: Path, args) -> int:
     return 0
 
 
-_status_open = False  # a progress line is on stderr without its newline
-
-
-def _status(text: str) -> None:
-    """Rewrites the progress line of stderr (no newline: the next one replaces it)."""
-    global _status_open
-    _status_open = True  # first: a Ctrl-C that lands just after the print must still end the line
-    print(f"\r{text}\033[K" if sys.stderr.isatty() else f"\r{text}", end="", file=sys.stderr, flush=True)
-
-
-def _end_status() -> None:
-    """Ends the progress line, if one is open, so that what follows starts on a line of its own."""
-    global _status_open
-    if _status_open:
-        print(file=sys.stderr, flush=True)
-        _status_open = False
-
-
-def _say(text: str) -> None:
-    """A message on stderr, on a line of its own (after the progress line, if one is open)."""
-    _end_status()
-    print(text, file=sys.stderr)
+# The progress line of stderr (shared with fit) and messages on lines of their own after it.
+_status, _end_status, _say = STATUS_LINE.update, STATUS_LINE.end, STATUS_LINE.say
 
 
 def _progress(done: int, total: int, t0: float, what: str = "frames") -> None:

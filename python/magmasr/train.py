@@ -20,7 +20,6 @@ import io
 import json
 import math
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import image as im
-from . import models, nn, optim, weights
+from . import _status, models, nn, optim, weights
 from ._checks import as_float, as_int
 from ._core import from_numpy
 from ._files import write_text_atomic
@@ -623,7 +622,7 @@ def _fit(model, train, steps, per_epoch, batch_size, optimizer, lr, momentum, we
     t0, seen = time.perf_counter(), 0
     val_psnr = history[-1].get("val_psnr") if history else None
     saved = start if checkpoint is not None and start > 0 else None  # the step of the last good checkpoint
-    line = _ProgressLine(progress)
+    line = _status.STDERR if progress else _status.QUIET
     # With a checkpoint, a Ctrl-C or SIGTERM ends the step under way and saves it before stopping.
     guard = contextlib.nullcontext() if checkpoint is None else deferred_interrupts(
         lambda: line.say(f"stopping after this step, to save it in {checkpoint} (Ctrl-C again to stop at once)"))
@@ -665,7 +664,7 @@ def _fit(model, train, steps, per_epoch, batch_size, optimizer, lr, momentum, we
                     speed = seen / max(time.perf_counter() - t0, 1e-9)
                     v = f" val {val_psnr:.2f} dB" if val_psnr is not None else ""
                     line.update(f"step {done}/{steps} loss {loss:.3e} ({psnr_from_mse(loss):.2f} dB){v} "
-                                f"{speed:.0f} patches/s ")
+                                f"{speed:.0f} patches/s")
                 stop = bool(pending) and done < steps  # read once: a signal from here on waits for the next step
                 if done == steps or (checkpoint is not None and (done % checkpoint_every == 0 or stop)):
                     state = model.state_dict()  # one copy (off the device) for the check and the checkpoint
@@ -694,33 +693,7 @@ def _finite(state: dict) -> bool:
     return all(np.isfinite(np.asarray(v)).all() for v in state.values())
 
 
-class _ProgressLine:
-    """fit's progress line on stderr (when `on`): rewritten in place, and ended before any other message."""
-
-    def __init__(self, on: bool) -> None:
-        self.on, self.open = on, False
-
-    def update(self, text: str) -> None:
-        if self.on:
-            self.open = True  # first: an interrupt just after the write must still end the line
-            sys.stderr.write("\r" + text)
-            sys.stderr.flush()
-
-    def say(self, text: str) -> None:
-        """`text` on a line of its own."""
-        if self.on:
-            self.end()
-            sys.stderr.write(text + "\n")
-            sys.stderr.flush()
-
-    def end(self) -> None:
-        if self.on and self.open:
-            self.open = False
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-def _diverged(what: str, lr: float, line: _ProgressLine, checkpoint, saved: int | None):
+def _diverged(what: str, lr: float, line: _status.StatusLine, checkpoint, saved: int | None):
     line.end()
     kept = "" if checkpoint is None else (f"; {checkpoint} keeps step {saved}" if saved is not None
                                           else f"; no checkpoint was written to {checkpoint}")

@@ -1,6 +1,8 @@
 """The magmasr command line, run in-process through magmasr.cli.main."""
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -1391,6 +1393,32 @@ def test_progress_lines_end_before_other_messages(tmp_path, capsys):
     lines = capsys.readouterr().err.split("\n")
     assert any("4/4 frames" in line for line in lines)  # the total, from the duration and the frame rate
     assert not any("frames/s" in line and "->" in line for line in lines)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_the_progress_line_is_rewritten_in_place(monkeypatch, tty):
+    """On a terminal each update erases what a longer previous one left at the end of the line (fit's
+    "(19.82 dB)" becomes "(9.50 dB)"); on a file no escape codes. fit's progress line is the command line's: a
+    message of either after it starts on a line of its own."""
+    from magmasr import _status
+
+    err = _Terminal() if tty else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    line = _status.STDERR
+    line.update("step 10/20 (19.82 dB)")
+    line.update("step 20/20 (9.50 dB)")
+    cli._say("saved")
+    line.end()  # nothing open: nothing written
+    erase = "\033[K" if tty else ""
+    assert err.getvalue() == f"\rstep 10/20 (19.82 dB){erase}\rstep 20/20 (9.50 dB){erase}\nsaved\n"
+    _status.QUIET.update("hidden")
+    _status.QUIET.say("hidden")
+    assert "hidden" not in err.getvalue()
 
 
 def test_jpeg_output_is_high_quality(tmp_path):
