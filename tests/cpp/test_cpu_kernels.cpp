@@ -357,7 +357,8 @@ TEST(CpuConv, AnOutputDoesNotDependOnWhereItLies) {
     struct Case {
       int64_t cin, cout, kd, k, d;
     };
-    for (const Case c : {Case{1, 64, 1, 9, 1}, Case{64, 32, 1, 5, 1}, Case{64, 32, 1, 1, 1}, Case{32, 32, 3, 3, 5}}) {
+    for (const Case c : {Case{1, 64, 1, 9, 1}, Case{64, 32, 1, 5, 1}, Case{64, 32, 1, 1, 1}, Case{32, 32, 3, 3, 5},
+                         Case{32, 1, 1, 5, 1}, Case{4, 1, 3, 3, 5}}) {  // and the one-output-channel path
       const ConvGeom g = geom(1, c.cin, c.cout, c.d, 41, 67, c.kd, c.k, c.k, 0, 0, 0, PadMode::Zeros);
       const auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
       std::vector<float> y(size_t(g.y_numel()));

@@ -250,8 +250,12 @@ void gather_dy(const ConvGeom& g, const float* dy, int64_t q0, int64_t q1, float
 // one long contiguous multiply-add per tap (the columns ow >= oW of acc are computed and dropped). Each
 // output is the same ordered sum whatever the block, so tiled inference stays bit-identical.
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
-#define MAGMASR_VECTOR_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+// Each function so marked is compiled three times (AVX-512, AVX2 + FMA, SSE2) and the first the processor runs is
+// picked when the library loads. The x86-64 levels are dispatched on the processor's features; "arch=haswell" and
+// "arch=skylake-avx512" (until 2026-12-07) were dispatched on its exact model, so every AMD processor and every
+// Intel one after Skylake ran the SSE2 version.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && !defined(__SANITIZE_ADDRESS__)
+#define MAGMASR_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define MAGMASR_VECTOR_CLONES
 #endif
@@ -259,6 +263,50 @@ void gather_dy(const ConvGeom& g, const float* dy, int64_t q0, int64_t q1, float
 // y[i] += a * x[i] for i < n.
 MAGMASR_VECTOR_CLONES void axpy(int64_t n, float a, const float* __restrict x, float* __restrict y) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+// out[i] = the sum over taps r = 0 .. K-1, in order, of w[r] * slab[offset[r] + i], for i < n: the same
+// multiply-adds as K calls of axpy on a zeroed out (so the same bits), but with 64 consecutive outputs at a time
+// held in registers across a group of kTapGroup taps (the running sums go back to out, exactly, between groups),
+// instead of a pass over the whole of out per tap, which moved three floats through the cache per multiply-add
+// (SRCNN's reconstruction layer ran at 17 GFLOP/s a core). A group's slab rows (a few input channels) stay in
+// L1 while the 64 outputs are summed, and in L2 over the chunks; all the taps at once made each chunk read ~50 KB
+// of rows from all over a 1 MiB slab, and ran 2.3 times slower than the axpy passes.
+typedef float Vec8 __attribute__((vector_size(32)));
+typedef float Vec8Unaligned __attribute__((vector_size(32), aligned(4), may_alias));  // a view of 8 floats
+#define MAGMASR_LOAD8(p) (*reinterpret_cast<const Vec8Unaligned*>(p))
+
+constexpr int64_t kTapGroup = 128;
+
+MAGMASR_VECTOR_CLONES void accumulate_taps(int64_t n, int64_t K, const float* __restrict w,
+                                           const int64_t* __restrict offset, const float* __restrict slab,
+                                           float* __restrict out) {
+  constexpr int kVecs = 8, kChunk = 8 * kVecs;
+  for (int64_t r0 = 0; r0 < K; r0 += kTapGroup) {
+    const int64_t r1 = std::min(K, r0 + kTapGroup);
+    int64_t i0 = 0;
+    for (; i0 + kChunk <= n; i0 += kChunk) {
+      Vec8 acc[kVecs] = {};
+      if (r0 > 0) std::memcpy(acc, out + i0, sizeof acc);
+      for (int64_t r = r0; r < r1; ++r) {
+        const float a = w[r];
+        const float* src = slab + offset[r] + i0;
+        for (int v = 0; v < kVecs; ++v) acc[v] += a * MAGMASR_LOAD8(src + 8 * v);
+      }
+      std::memcpy(out + i0, acc, sizeof acc);
+    }
+    for (; i0 + 8 <= n; i0 += 8) {
+      Vec8 acc = {};
+      if (r0 > 0) std::memcpy(&acc, out + i0, sizeof acc);
+      for (int64_t r = r0; r < r1; ++r) acc += w[r] * MAGMASR_LOAD8(slab + offset[r] + i0);
+      std::memcpy(out + i0, &acc, sizeof acc);
+    }
+    for (; i0 < n; ++i0) {
+      float acc = r0 > 0 ? out[i0] : 0.0f;
+      for (int64_t r = r0; r < r1; ++r) acc += w[r] * slab[offset[r] + i0];
+      out[i0] = acc;
+    }
+  }
 }
 
 // sum of a[i] * b[i] for i < n, in 16 interleaved partial sums added in a fixed order (vectorisable and
@@ -380,9 +428,7 @@ void forward_one_output(const ConvGeom& g, const float* x, const float* w, const
     for (int64_t ti = 0; ti < s.tasks(g); ++ti) {
       const SlabTask t = slab_task(g, s, ti);
       build_slab(g, s, x, t, slab.data());
-      const int64_t L = flat_length(g, s, t);
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t r = 0; r < K; ++r) axpy(L, w[r], slab.data() + offset[size_t(r)], acc.data());
+      accumulate_taps(flat_length(g, s, t), K, w, offset.data(), slab.data(), acc.data());
       store_task_rows(g, s, t, 0, acc.data(), bias, relu, y);
     }
   }
