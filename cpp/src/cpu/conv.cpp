@@ -29,10 +29,10 @@
 // columns.) Backward-weight sums fixed groups of blocks into partial gradients and adds the partials in group
 // order, so its result does not depend on the number of threads either.
 // Speed (docs/results/cpu_conv.md, 2 cores of an AMD EPYC, AVX-512 kernels, 2026-12-07, each strategy timed run
-// by run in turn): SRCNN 9-5-5's mapping layer in training, forward 41.1 ms with columns -> 31.7 with taps,
-// backward-weight 43.0 -> 35.7 (PyTorch 2.15's oneDNN 28.4 / 33.9), backward-data 45.8 (a forward convolution with
-// taps: see below; PyTorch 41.9); 3DSRnet's 3x3x3 layer forward 147.8 -> 106.1 ms, backward-weight 124.1 -> 102.6
-// (PyTorch 119.1 / 119.9). Backward-data, when no border is
+// by run in turn): SRCNN 9-5-5's mapping layer in training, forward 39.5 ms with columns -> 32.1 with taps,
+// backward-weight 44.9 -> 38.6 (PyTorch 2.15's oneDNN 29.3 / 34.6), backward-data 45.9 (a forward convolution with
+// taps: see below; PyTorch 43.8); 3DSRnet's 3x3x3 layer forward 172.9 -> 108.1 ms, backward-weight 131.0 -> 103.0
+// (PyTorch 121.6 / 114.7). Backward-data, when no border is
 // replicated, runs as the forward convolution of dy with the flipped, transposed weights, and short padded rows
 // are padded by a copy first (the two paths below the public functions).
 // Padding: Zeros skips samples outside the input; Replicate clamps the index into the input, and col2vol
