@@ -618,7 +618,7 @@ def rgb2ycbcr(img: np.ndarray) -> np.ndarray:
     img = _check_rgb(img, "rgb2ycbcr")
     t = YCBCR_MATRIX / 255.0
     if img.dtype == np.uint8:
-        return _saturate_uint8(_colour_transform(img, t, YCBCR_OFFSET))
+        return _colour_transform(img, t, YCBCR_OFFSET, uint8_factor=1.0)
     out = _colour_transform(img, t, YCBCR_OFFSET / 255.0)
     return out.astype(img.dtype, copy=False)
 
@@ -633,7 +633,7 @@ def ycbcr2rgb(img: np.ndarray) -> np.ndarray:
     tinv, toff = _YCBCR_INVERSE
     t = 255.0 * tinv
     if img.dtype == np.uint8:
-        return _saturate_uint8(_colour_transform(img, t, -255.0 * toff))
+        return _colour_transform(img, t, -255.0 * toff, uint8_factor=1.0)
     out = _colour_transform(img, t, -toff, clip01=True)
     return out.astype(img.dtype, copy=False)
 
@@ -678,7 +678,7 @@ def rgb2y(img: np.ndarray) -> np.ndarray:
     """The Y channel of MATLAB ``rgb2ycbcr`` (uint8 rounded for uint8 input, float for float input)."""
     img = _check_rgb(img, "rgb2y")
     if img.dtype == np.uint8:
-        return _saturate_uint8(_colour_transform(img, YCBCR_MATRIX / 255.0, YCBCR_OFFSET, rows=(0,))[..., 0])
+        return _colour_transform(img, YCBCR_MATRIX / 255.0, YCBCR_OFFSET, rows=(0,), uint8_factor=1.0)[..., 0]
     y = _colour_transform(img, YCBCR_MATRIX / 255.0, YCBCR_OFFSET / 255.0, rows=(0,))[..., 0]
     return y.astype(img.dtype, copy=False)
 
