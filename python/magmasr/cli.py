@@ -107,8 +107,23 @@ def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool, staged: "St
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         raise CliError(f"{path}: unsupported output format (use one of {', '.join(IMAGE_SUFFIXES)})")
+    if suffix in TIFF_SUFFIXES and img.ndim == 3 and img.shape[2] in (2, 4):  # the alpha marked as such
+        import tifffile
+
+        write_atomically(path, lambda tmp: tifffile.imwrite(tmp, img, **_tiff_kind(img.shape)), staged)
+        return
     options = dict(quality=JPEG_QUALITY, subsampling=0) if suffix in (".jpg", ".jpeg") else {}
     write_atomically(path, lambda tmp: iio.imwrite(tmp, img, extension=suffix, **options), staged)
+
+
+def _tiff_kind(shape: tuple) -> dict:
+    """tifffile's photometric interpretation for a gray or RGB picture of `shape`, and for one with an alpha
+    channel (H x W x 2 or 4) the extra sample marked as unassociated alpha, as viewers expect."""
+    channels = shape[2] if len(shape) == 3 else 1
+    kind = dict(photometric="rgb" if channels in (3, 4) else "minisblack")
+    if channels in (2, 4):
+        kind["extrasamples"] = ["unassalpha"]
+    return kind
 
 
 def _os_reason(e: OSError) -> str:
@@ -598,25 +613,44 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 
 def _pixel_kind(dtype: np.dtype, channels: int) -> str:
     depth = {np.dtype(np.uint8): "8-bit", np.dtype(np.uint16): "16-bit"}.get(np.dtype(dtype), str(np.dtype(dtype)))
-    return f"{depth} {'gray' if channels == 1 else 'RGB'}"
+    return f"{depth} {'gray' if channels in (1, 2) else 'RGB'}{' + alpha' if channels in (2, 4) else ''}"
 
 
-def _stored_pixels(src: Path) -> tuple[np.dtype, tuple[int, int], int]:
-    """The pixel type, height x width and channels (1 or 3) that read_image will give for `src`, from the
-    file's header alone (:func:`magmasr.sr.image_info`); CliError for an unreadable file or pixels that are
-    not a gray or RGB picture."""
+def _stored_pixels(src: Path, keep_alpha: bool = False) -> tuple[np.dtype, tuple[int, int], int]:
+    """The pixel type, height x width and channels (1 or 3; with `keep_alpha` 2 or 4 for a picture with an
+    alpha channel) that read_image will give for `src`, from the file's header alone
+    (:func:`magmasr.sr.image_info`); CliError for an unreadable file or pixels that are not a gray or RGB
+    picture."""
     try:
-        return image_info(src)
+        return image_info(src, keep_alpha)
     except ValueError as e:
         raise CliError(str(e)) from None
 
 
+NO_ALPHA_SUFFIXES = (".jpg", ".jpeg", ".bmp")  # formats without an alpha channel (Pillow's BMP writer has none)
+
+
+def _alpha_dropped(img: np.ndarray, dst: Path) -> tuple[np.ndarray, str]:
+    """(the picture to upscale, a note for the final message): an alpha channel is kept for 8-bit and 16-bit
+    pictures written to a format that holds one, else dropped, and the note says so."""
+    if not (img.ndim == 3 and img.shape[2] in (2, 4)):
+        return img, ""
+    if dst.suffix.lower() in NO_ALPHA_SUFFIXES:
+        why = f"a {dst.suffix.lower()} file has none"
+    elif img.dtype not in (np.uint8, np.uint16):
+        why = f"kept for 8-bit and 16-bit pictures only, this is {img.dtype}"
+    else:
+        return img, ""
+    return (img[:, :, 0] if img.shape[2] == 2 else img[:, :, :3]), f" (alpha channel dropped: {why})"
+
+
 def _image_output(src: Path, default_stem: Path, output: str | None, overwrite: bool) -> Path:
     """Where the upscaled `src` goes, checked before any work: the input is readable with supported pixels
-    (8-bit, 16-bit or float; gray or RGB, an alpha channel dropped), the output format can hold them (PNG:
+    (8-bit, 16-bit or float; gray or RGB, with or without alpha), the output format can hold them (PNG:
     8-bit and 16-bit gray; JPEG, BMP: 8-bit; TIFF: all) and the output does not exist without --overwrite.
-    Without -o the name is `default_stem` + .png, or + .tif where PNG cannot hold the pixels."""
-    dtype, _, channels = _stored_pixels(src)
+    Without -o the name is `default_stem` + .png, or + .tif where PNG cannot hold the pixels (an alpha channel
+    is kept: 16-bit with alpha is a .tif; JPEG and BMP outputs drop it, and the final message says so)."""
+    dtype, _, channels = _stored_pixels(src, keep_alpha=True)
     if dtype == np.bool_ or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
         raise CliError(f"{src}: unsupported pixel type {dtype} (integer or floating-point pictures)")
     png_ok = dtype == np.uint8 or (dtype == np.uint16 and channels == 1)
@@ -658,9 +692,10 @@ def _upscale_file(model, src: Path, dst: Path, args, staged: Staged | None = Non
     the upscaled picture never has to fit in memory (a gigapixel scan at x4). Other formats need the whole
     picture in memory; one that would not fit is refused before any work, with the advice to write a TIFF."""
     try:
-        img = read_image(src)
+        img = read_image(src, keep_alpha=True)
     except ValueError as e:
         raise CliError(str(e)) from None
+    img, note = _alpha_dropped(img, dst)
     s = args.scale
     if img.dtype == np.uint8 or (img.dtype == np.uint16 and model is not None):
         work, back = img, (lambda block: block)  # the network's pipeline takes them as they are
@@ -700,7 +735,7 @@ def _upscale_file(model, src: Path, dst: Path, args, staged: Staged | None = Non
         for (r, c), b in blocks:
             out[r:r + b.shape[0], c:c + b.shape[1]] = b
         atomic_write_image(dst, out, args.overwrite, staged)
-    _say(f"{src} {img.shape[1]}x{img.shape[0]} -> {dst} {shape[1]}x{shape[0]}")
+    _say(f"{src} {img.shape[1]}x{img.shape[0]} -> {dst} {shape[1]}x{shape[0]}{note}")
 
 
 def atomic_write_tiff_stream(path: Path, blocks, shape: tuple, dtype, overwrite: bool,
@@ -729,7 +764,7 @@ def atomic_write_tiff_stream(path: Path, blocks, shape: tuple, dtype, overwrite:
                 band = None
 
     write_atomically(path, lambda tmp: tifffile.imwrite(
-        tmp, data=rows(), shape=tuple(shape), dtype=dtype, photometric="rgb" if len(shape) == 3 else "minisblack",
+        tmp, data=rows(), shape=tuple(shape), dtype=dtype, **_tiff_kind(tuple(shape)),
         rowsperstrip=max(1, (1 << 20) // row_bytes), bigtiff=h * row_bytes > 2**32 - 2**25), staged)
 
 

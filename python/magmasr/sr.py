@@ -297,10 +297,10 @@ class ImageSR(SRModel):
 
     def upscale(self, img: np.ndarray, scale: int | None = None, tile: int | None = None,
                 progress=None, algo: str | None = None) -> np.ndarray:
-        """Upscales a gray (H x W) or RGB (H x W x 3) picture, uint8, uint16 or float in [0, 1]; returns the
-        same dtype.
+        """Upscales a gray (H x W) or RGB (H x W x 3) picture, or either with an alpha channel last (H x W x 2 or
+        4), uint8, uint16 or float in [0, 1]; returns the same dtype and channels.
 
-        Y goes through the network, CbCr through bicubic (MATLAB-compatible) interpolation. With `tile`, the
+        Y goes through the network, CbCr and the alpha channel through bicubic (MATLAB-compatible) interpolation. With `tile`, the
         whole pipeline runs on tile x tile output pixels at a time (see :meth:`upscale_tiles`): memory beyond the
         input and the output stays bounded, and the result is bit for bit that of the whole picture (on a GPU:
         of the whole picture with ``algo='direct'``; see :meth:`upscale_tiles`). ``progress(done, total)`` is
@@ -333,12 +333,27 @@ class ImageSR(SRModel):
         direct kernels by float rounding). The CPU has one strategy and ignores `algo`."""
         img, scale = self._check_picture(img, scale)
         peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(img.dtype)
+        alpha = None
+        if img.ndim == 3 and img.shape[2] in (2, 4):  # the alpha channel: bicubic, as CbCr
+            img, alpha = img[:, :, :-1], img[:, :, -1]
+            img = img[:, :, 0] if img.shape[2] == 1 else img
 
-        def prepare(block: np.ndarray) -> np.ndarray:  # pixel by pixel: commutes with cropping
-            f = block.astype(np.float64) / peak if peak else block.astype(np.float64)
+        def unit(block: np.ndarray) -> np.ndarray:  # pixel by pixel: commutes with cropping
+            return block.astype(np.float64) / peak if peak else block.astype(np.float64)
+
+        def prepare(block: np.ndarray) -> np.ndarray:
+            f = unit(block)
             return im.rgb2ycbcr(f) if f.ndim == 3 else f
 
+        def stored(x: np.ndarray) -> np.ndarray:  # [0, 1] (clipped before) -> the picture's pixel type
+            if img.dtype == np.uint8:
+                return im.to_uint8(x)  # (a uint8 block is returned as it is)
+            if img.dtype == np.uint16:
+                return np.round(x.astype(np.float64) * 65535.0).astype(np.uint16)
+            return x.astype(img.dtype)
+
         plan = im.imresize_region(img, scale, prepare=prepare)
+        alpha_plan = None if alpha is None else im.imresize_region(alpha, scale, prepare=unit)
         h, w = plan.out_shape
         t = max(h, w) if tile is None else as_int(tile, "tile", "upscale", minimum=1)
         halo, total, done = self.receptive_radius, -(-h // t) * -(-w // t), 0
@@ -356,12 +371,10 @@ class ImageSR(SRModel):
                     ycc[:, :, 0] = y
                     # ycbcr2rgb clips to [0, 1]; for uint8 in the same pass as the conversion
                     out = im._ycbcr2rgb_uint8(ycc) if img.dtype == np.uint8 else im.ycbcr2rgb(ycc)
-                if img.dtype == np.uint8:
-                    out = im.to_uint8(out)  # (a uint8 block is returned as it is)
-                elif img.dtype == np.uint16:
-                    out = np.round(out.astype(np.float64) * 65535.0).astype(np.uint16)
-                else:
-                    out = out.astype(img.dtype)
+                out = stored(out)
+                if alpha_plan is not None:
+                    a = stored(np.clip(alpha_plan(r, r1, c, c1), 0.0, 1.0))
+                    out = np.concatenate([out if out.ndim == 3 else out[:, :, None], a[:, :, None]], axis=2)
                 done += 1
                 if progress is not None:
                     progress(done, total)
@@ -372,8 +385,9 @@ class ImageSR(SRModel):
         scale = self.scale if scale is None else as_int(scale, "scale", "upscale", minimum=1)
         if img.ndim == 3 and img.shape[2] == 1:
             img = img[:, :, 0]
-        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3) or 0 in img.shape:
-            raise ValueError(f"expected a gray H x W or an RGB H x W x 3 image, got shape {img.shape}")
+        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (2, 3, 4)) or 0 in img.shape:
+            raise ValueError(f"expected a gray H x W or an RGB H x W x 3 image (or either with an alpha channel, "
+                             f"H x W x 2 or 4), got shape {img.shape}")
         if img.dtype not in (np.uint8, np.uint16) and not np.issubdtype(img.dtype, np.floating):
             raise TypeError(f"expected a uint8, uint16 or float image, got dtype {img.dtype}")
         return img, scale
@@ -435,11 +449,13 @@ def _read_errors(path: Path):
         raise ValueError(unreadable(path, e)) from None
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, keep_alpha: bool = False) -> np.ndarray:
     """The pixels of an image file as stored (uint8, uint16, or for TIFF any integer or float type), gray H x W
     or RGB H x W x 3, as a viewer shows them:
 
-    - an alpha channel is dropped; a 1-bit picture is 8-bit gray (0 / 255); a palette picture is RGB;
+    - an alpha channel is dropped, or with `keep_alpha` kept as the last channel (gray + alpha H x W x 2, RGB +
+      alpha H x W x 4; a palette or 8-bit picture with a transparent colour gets the alpha it stands for);
+    - a 1-bit picture is 8-bit gray (0 / 255); a palette picture is RGB;
     - CMYK, YCbCr, LAB and HSV pictures (a CMYK JPEG from a print workflow) are converted to RGB by Pillow;
     - the EXIF orientation of a JPEG (a phone held upright) or the Orientation tag of a TIFF is applied;
     - a TIFF gives its first picture (a stack of pages in one series, a z-stack, is refused);
@@ -454,16 +470,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     elif (png16 := _png16_header(head)) is not None:
         img = _read_png16(path, png16)
     else:
-        img = _read_pil(path)
-    if img.ndim == 3 and img.shape[2] in (2, 4):  # gray + alpha, RGB + alpha
+        img = _read_pil(path, keep_alpha)
+    if img.ndim == 3 and img.shape[2] in (2, 4) and not keep_alpha:  # gray + alpha, RGB + alpha
         img = img[:, :, 0] if img.shape[2] == 2 else img[:, :, :3]
     return img
 
 
-def image_info(path: str | os.PathLike) -> tuple[np.dtype, tuple[int, int], int]:
-    """The pixel type, height x width and channels (1 or 3) that :func:`read_image` gives for `path`, from the
-    file's header alone (the EXIF orientation applied, an alpha channel dropped). ValueError naming the file
-    when it cannot be read or its pixels are not a gray or RGB picture."""
+def image_info(path: str | os.PathLike, keep_alpha: bool = False) -> tuple[np.dtype, tuple[int, int], int]:
+    """The pixel type, height x width and channels (1 or 3; with `keep_alpha`, 2 or 4 for a picture with an alpha
+    channel) that :func:`read_image` gives for `path`, from the file's header alone (the EXIF orientation
+    applied). ValueError naming the file when it cannot be read or its pixels are not a gray or RGB picture."""
     path = Path(path)
     with _read_errors(path):
         with open(path, "rb") as f:
@@ -478,13 +494,15 @@ def image_info(path: str | os.PathLike) -> tuple[np.dtype, tuple[int, int], int]
 
             with Image.open(path) as f:
                 dtype, channels = _pil_kind(path, f.mode)
+                channels += int(keep_alpha and _pil_alpha(f, dtype))
                 w, h = f.size
                 if f.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90 degrees
                     w, h = h, w
-            shape = (h, w) + (() if channels == 1 else (3,))
+            shape = (h, w) + (() if channels == 1 else (channels,))
     channels = 1 if len(shape) == 2 else shape[2] if len(shape) == 3 else 0
-    channels = {2: 1, 4: 3}.get(channels, channels)
-    if channels not in (1, 3):
+    if not keep_alpha:
+        channels = {2: 1, 4: 3}.get(channels, channels)
+    if channels not in (1, 2, 3, 4) or (not keep_alpha and channels in (2, 4)):
         raise ValueError(f"{path}: expected a gray or RGB picture, got pixels of shape {shape}")
     return dtype, shape[:2], channels
 
@@ -544,16 +562,24 @@ def _pil_kind(path, mode: str) -> tuple[np.dtype, int]:
                      "palette")
 
 
-def _read_pil(path: Path) -> np.ndarray:
+def _pil_alpha(f, dtype: np.dtype) -> bool:
+    """Whether a picture Pillow opened has an alpha channel, or a transparent colour (a palette, gray or RGB
+    picture's tRNS) that stands for one; only 8-bit pictures have one here."""
+    return dtype == np.uint8 and (f.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (
+        f.mode in ("P", "L", "RGB") and "transparency" in f.info))
+
+
+def _read_pil(path: Path, keep_alpha: bool = False) -> np.ndarray:
     from PIL import Image, ImageOps
 
     with _read_errors(path), Image.open(path) as f:
         dtype, channels = _pil_kind(path, f.mode)
+        alpha = keep_alpha and _pil_alpha(f, dtype)
         f = ImageOps.exif_transpose(f)
         if f.mode in ("P", "PA", "La"):  # through RGBA / LA: a transparent palette converts without a warning
             f = f.convert("RGBA" if f.mode != "La" else "LA")
-        if dtype == np.uint8:
-            f = f.convert("L" if channels == 1 else "RGB")  # CMYK etc. by Pillow's own conversion
+        if dtype == np.uint8:  # CMYK etc. by Pillow's own conversion
+            f = f.convert(("LA" if channels == 1 else "RGBA") if alpha else ("L" if channels == 1 else "RGB"))
         img = np.asarray(f)
     return img.astype(dtype, copy=False)
 

@@ -1016,7 +1016,7 @@ def _write_png16(path, pixels: np.ndarray, interlace: bool = False) -> None:
 @pytest.mark.parametrize("channels,interlace", [(3, False), (4, False), (2, False), (3, True)])
 def test_16_bit_png_is_read_at_full_depth_and_stays_16_bit(tmp_path, channels, interlace):
     """Pillow reads 16-bit colour PNGs as 8-bit; magmasr keeps the 16 bits (RGB, RGBA, gray + alpha; the five
-    filters and Adam7) and writes the upscaled picture as a 16-bit TIFF."""
+    filters and Adam7) and writes the upscaled picture as a 16-bit TIFF, its alpha channel too."""
     from magmasr.sr import image_info, read_image
 
     rng = np.random.default_rng(3)
@@ -1027,10 +1027,12 @@ def test_16_bit_png_is_read_at_full_depth_and_stays_16_bit(tmp_path, channels, i
     expected = px[..., :3] if channels >= 3 else px[..., 0]
     np.testing.assert_array_equal(read_image(src), expected)
     assert image_info(src) == (np.dtype(np.uint16), (13, 11), 3 if channels >= 3 else 1)
+    np.testing.assert_array_equal(read_image(src, keep_alpha=True), px)
+    assert image_info(src, keep_alpha=True) == (np.dtype(np.uint16), (13, 11), channels)
     assert run("upscale", src, "--model", "bicubic", "--scale", "2", "--device", "cpu") == 0
-    out = iio.imread(tmp_path / ("deep_x2.tif" if channels >= 3 else "deep_x2.png"))
-    assert out.dtype == np.uint16
-    np.testing.assert_array_equal(out, np.round(np.clip(im.imresize(expected / 65535.0, 2), 0, 1) * 65535))
+    out = iio.imread(tmp_path / "deep_x2.tif")  # 16-bit colour or alpha: PNG (Pillow) cannot hold it
+    assert out.dtype == np.uint16 and out.shape == (26, 22, channels)
+    np.testing.assert_array_equal(out, np.round(np.clip(im.imresize(px / 65535.0, 2), 0, 1) * 65535))
 
 
 def test_cmyk_jpeg_is_converted_to_rgb_everywhere(tmp_path):
@@ -1582,3 +1584,53 @@ def test_every_option_of_every_command_says_what_it_is():
                 text = action.help % {"default": action.default} if "%(default)" in action.help else action.help
                 shown = {f"default {action.default}", f"default {action.default:g}"}
                 assert any(d in text for d in shown), f"{label}: the help does not give the default"
+
+
+@pytest.mark.parametrize("colour", ["gray", "rgb", "palette"])
+def test_an_alpha_channel_is_kept(tmp_path, capsys, colour):
+    """A picture with transparency (gray + alpha, RGBA, a palette with a transparent entry) comes out with its
+    alpha channel: the colour is what the same picture without alpha gives (bit for bit), the alpha MATLAB's
+    bicubic upscale of the alpha (as CbCr, in floating point, rounded once). PNG and TIFF keep it (TIFF marks it
+    as unassociated alpha, whole or streamed tile by tile); JPEG drops it and says so."""
+    import tifffile
+    from PIL import Image
+
+    from magmasr.sr import read_image
+
+    rng = np.random.default_rng()
+    h, w = 23, 31
+    yy, xx = np.mgrid[:h, :w]
+    alpha = np.clip(255 * (xx / w) + rng.normal(0, 20, (h, w)), 0, 255).astype(np.uint8)
+    src = tmp_path / "sprite.png"
+    if colour == "palette":
+        p = Image.fromarray(rng.integers(0, 4, (h, w), dtype=np.uint8), "P")
+        p.putpalette([0, 0, 0, 250, 20, 30, 20, 240, 60, 40, 50, 230])
+        p.save(src, transparency=0)
+    else:
+        px = rng.integers(0, 256, (h, w, 1 if colour == "gray" else 3), dtype=np.uint8)
+        Image.fromarray(np.concatenate([px, alpha[:, :, None]], axis=2)).save(src)
+    stored = read_image(src, keep_alpha=True)
+    assert stored.shape == (h, w, 2 if colour == "gray" else 4)
+    plain = tmp_path / "plain.png"
+    iio.imwrite(plain, stored[:, :, 0] if colour == "gray" else stored[:, :, :3])
+    assert run("upscale", plain, "--scale", "2", "--device", "cpu") == 0
+    assert run("upscale", src, "--scale", "2", "--device", "cpu") == 0
+    out, ref = iio.imread(tmp_path / "sprite_x2.png"), iio.imread(tmp_path / "plain_x2.png")
+    assert out.shape == (2 * h, 2 * w, stored.shape[2]) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, :, :-1], ref.reshape(2 * h, 2 * w, -1))
+    a = stored[:, :, -1]
+    np.testing.assert_array_equal(out[:, :, -1], im.to_uint8(np.clip(im.imresize(a / 255.0, 2), 0.0, 1.0)))
+    if colour == "palette":  # the transparent entry's pixels stay transparent inside large areas of it
+        assert a.min() == 0 and a.max() == 255
+    # TIFF, whole and streamed tile by tile: the same pixels, the alpha marked as such
+    for extra in ([], ["--tile", "16"]):
+        dst = tmp_path / f"sprite{len(extra)}.tif"
+        assert run("upscale", src, "--scale", "2", "--device", "cpu", "-o", dst, *extra) == 0
+        with tifffile.TiffFile(dst) as t:
+            assert [int(e) for e in t.pages[0].extrasamples] == [2]  # unassociated alpha
+            np.testing.assert_array_equal(t.asarray(), out)
+    capsys.readouterr()
+    assert run("upscale", src, "--scale", "2", "--device", "cpu", "-o", tmp_path / "flat.jpg") == 0
+    assert "alpha channel dropped: a .jpg file has none" in capsys.readouterr().err
+    assert iio.imread(tmp_path / "flat.jpg").shape[:2] == (2 * h, 2 * w)
+    assert iio.imread(tmp_path / "flat.jpg").ndim == (2 if colour == "gray" else 3)

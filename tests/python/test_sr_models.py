@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from magmasr import image as im
 from magmasr import models
 from magmasr.sr import ImageSR, evaluate_image_sr
 
@@ -229,7 +230,7 @@ def test_upscale_dtypes_shapes_and_save_load(tmp_path):
     g = model.upscale(gray, scale=3)
     assert g.shape == (27, 33) and g.dtype == np.float32 and 0 <= g.min() and g.max() <= 1
     with pytest.raises(ValueError, match="RGB"):
-        model.upscale(rng.random((4, 4, 2)))
+        model.upscale(rng.random((4, 4, 5)))
     with pytest.raises(TypeError, match="dtype"):
         model.upscale(np.zeros((4, 4), dtype=np.int32))
     with pytest.raises(ValueError, match="image"):
@@ -239,6 +240,28 @@ def test_upscale_dtypes_shapes_and_save_load(tmp_path):
     back = ImageSR.load(path)
     assert back.scale == 2 and back.arch == model.arch and back.metadata["recipe"] == "test"
     np.testing.assert_array_equal(back.upscale(rgb), out)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_upscale_keeps_an_alpha_channel(dtype):
+    """Gray + alpha and RGBA pictures: the colour channels are the picture's without alpha bit for bit, the
+    alpha MATLAB's bicubic upscale of it in floating point, clipped and stored in the picture's type; tiles
+    give the whole picture's bits."""
+    rng = np.random.default_rng()
+    model = ImageSR.pretrained(2, "9-1-5", device="cpu")
+    peak = {np.uint8: 255, np.uint16: 65535}.get(dtype)
+    for channels in (2, 4):
+        raw = rng.random((19, 23, channels))
+        img = (np.round(raw * peak) if peak else raw).astype(dtype)
+        out = model.upscale(img)
+        assert out.shape == (38, 46, channels) and out.dtype == dtype
+        colour = img[:, :, 0] if channels == 2 else img[:, :, :3]
+        np.testing.assert_array_equal(out[:, :, :-1].reshape(model.upscale(colour).shape), model.upscale(colour))
+        a = np.clip(im.imresize(img[:, :, -1].astype(np.float64) / (peak or 1), 2), 0.0, 1.0)
+        expected = im.to_uint8(a) if dtype == np.uint8 else (
+            np.round(a * 65535.0).astype(np.uint16) if dtype == np.uint16 else a.astype(dtype))
+        np.testing.assert_array_equal(out[:, :, -1], expected)
+        np.testing.assert_array_equal(model.upscale(img, tile=13), out)
 
 
 def test_load_refuses_other_models_and_damaged_metadata_naming_the_file(tmp_path):

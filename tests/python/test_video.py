@@ -189,17 +189,21 @@ def test_tiled_residual_is_identical_to_the_whole_window(variant):
     """Tiles of LR pixels with a halo of the receptive radius (6 for both: six 3x3 layers in space, the poster's
     edge padding included) give the whole window's residual exactly, at the frame's edges too; a halo one
     pixel short does not (so the test can tell)."""
+    from magmasr.sr import tiled
+
     rng = np.random.default_rng()
     build = VideoSR.tdsrnet if variant == "published" else VideoSR.tdsrnet_poster
     window = rng.random((5, 19, 26))
-    model, whole = _responsive(lambda seed: build(2, filters=4, seed=seed), rng, window)
-    assert model.receptive_radius == 6
+    for _ in range(20):  # a small random network may not use the outermost pixels of its receptive field
+        model, whole = _responsive(lambda seed: build(2, filters=4, seed=seed), rng, window)
+        assert model.receptive_radius == 6
+        short = tiled(lambda b: model.residual(b), window.astype(np.float32), 8, model.receptive_radius - 1, 2)
+        if np.abs(short - whole).max() > 1e-6:
+            break
+    else:
+        pytest.fail("for 20 random networks in a row, a halo one pixel short made no difference")
     for tile in (5, 8, 13, 26):
         np.testing.assert_array_equal(model.residual(window, tile=tile), whole)
-    from magmasr.sr import tiled
-
-    short = tiled(lambda b: model.residual(b), window.astype(np.float32), 8, model.receptive_radius - 1, 2)
-    assert np.abs(short - whole).max() > 1e-6
     gray = [rng.integers(0, 256, (19, 26), dtype=np.uint8) for _ in range(3)]
     for a, b in zip(model.upscale_stream(iter(gray), tile=7), model.upscale_stream(iter(gray))):
         np.testing.assert_array_equal(a, b)
