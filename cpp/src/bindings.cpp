@@ -307,6 +307,19 @@ auto with_image_data(const py::array& x, const char* what, F&& f) {
 
 std::vector<py::ssize_t> array_shape(const py::array& x) { return {x.shape(), x.shape() + x.ndim()}; }
 
+// A new uint8 (as_uint8) or float64 array of `shape`, filled by fill(a typed pointer to its data).
+template <class F>
+py::array filled_array(const std::vector<py::ssize_t>& shape, bool as_uint8, F&& fill) {
+  if (as_uint8) {
+    py::array_t<uint8_t> y(shape);
+    fill(y.mutable_data());
+    return std::move(y);
+  }
+  py::array_t<double> y(shape);
+  fill(y.mutable_data());
+  return std::move(y);
+}
+
 py::array host_resample(const py::array& x, int axis, const py::object& weights, const py::object& indices,
                         bool uint8_mode) {
   const int nd = int(x.ndim());
@@ -333,14 +346,7 @@ py::array host_resample(const py::array& x, int axis, const py::object& weights,
       return 0;
     });
   };
-  if (uint8_mode) {
-    py::array_t<uint8_t> y(shape);
-    run(y.mutable_data());
-    return std::move(y);
-  }
-  py::array_t<double> y(shape);
-  run(y.mutable_data());
-  return std::move(y);
+  return filled_array(shape, uint8_mode, run);
 }
 
 py::array host_colour(const py::array& x, const py::object& matrix, const py::object& offset, bool clip01,
@@ -371,14 +377,7 @@ py::array host_colour(const py::array& x, const py::object& matrix, const py::ob
       return 0;
     });
   };
-  if (uint8_factor) {
-    py::array_t<uint8_t> y(shape);
-    run(y.mutable_data());
-    return std::move(y);
-  }
-  py::array_t<double> y(shape);
-  run(y.mutable_data());
-  return std::move(y);
+  return filled_array(shape, uint8_factor.has_value(), run);
 }
 
 py::array host_to_uint8(const py::array& x, double factor) {

@@ -26,8 +26,9 @@ from . import image as im
 from ._files import finish, temp_beside
 from ._signals import Terminated, sigterm_raises
 from ._status import STDERR as STATUS_LINE
-from .sr import (IMAGE_SUFFIXES, ImageSR, default_device, evaluate_image_sr, image_info, list_images, read_image,
-                 read_unit_image, shipped_models, shipped_weights, first_line, to_unit_range)
+from .sr import (IMAGE_SUFFIXES, ImageSR, default_device, evaluate_image_sr, image_icc_profile, image_info,
+                 list_images, read_image, read_unit_image, shipped_models, shipped_weights, first_line,
+                 to_unit_range)
 
 
 class CliError(Exception):
@@ -97,7 +98,10 @@ def _inference_setup(model, args):
 JPEG_QUALITY = 95  # and no chroma subsampling: Pillow's defaults (75, 4:2:0) blur what was just upscaled
 
 
-def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool, staged: "Staged | None" = None) -> None:
+def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool, staged: "Staged | None" = None,
+                       icc: bytes | None = None) -> None:
+    """`img` to `path` (its format by the suffix), atomically; `icc`: an ICC colour profile to embed (PNG, JPEG,
+    TIFF; BMP has no place for one)."""
     import imageio.v3 as iio
 
     if path.exists() and not overwrite:
@@ -107,23 +111,38 @@ def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool, staged: "St
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         raise CliError(f"{path}: unsupported output format (use one of {', '.join(IMAGE_SUFFIXES)})")
-    if suffix in TIFF_SUFFIXES and img.ndim == 3 and img.shape[2] in (2, 4):  # the alpha marked as such
+    if suffix in TIFF_SUFFIXES:
         import tifffile
 
-        write_atomically(path, lambda tmp: tifffile.imwrite(tmp, img, **_tiff_kind(img.shape)), staged)
+        write_atomically(path, lambda tmp: tifffile.imwrite(tmp, img, **_tiff_kind(img.shape, icc)), staged)
         return
     options = dict(quality=JPEG_QUALITY, subsampling=0) if suffix in (".jpg", ".jpeg") else {}
+    if icc and suffix != ".bmp":
+        options["icc_profile"] = icc
     write_atomically(path, lambda tmp: iio.imwrite(tmp, img, extension=suffix, **options), staged)
 
 
-def _tiff_kind(shape: tuple) -> dict:
-    """tifffile's photometric interpretation for a gray or RGB picture of `shape`, and for one with an alpha
-    channel (H x W x 2 or 4) the extra sample marked as unassociated alpha, as viewers expect."""
+def _tiff_kind(shape: tuple, icc: bytes | None = None) -> dict:
+    """tifffile's photometric interpretation for a gray or RGB picture of `shape`, for one with an alpha channel
+    (H x W x 2 or 4) the extra sample marked as unassociated alpha, as viewers expect, and the ICC profile."""
     channels = shape[2] if len(shape) == 3 else 1
     kind = dict(photometric="rgb" if channels in (3, 4) else "minisblack")
     if channels in (2, 4):
         kind["extrasamples"] = ["unassalpha"]
+    if icc:
+        kind["iccprofile"] = icc
     return kind
+
+
+def _icc_for(src: Path, channels: int) -> bytes | None:
+    """The ICC profile of `src` if it describes the colours written out (an RGB profile for RGB, a gray one for
+    gray pictures); None otherwise: a CMYK picture is converted to RGB, and its CMYK profile would be wrong."""
+    try:
+        icc = image_icc_profile(src)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    space = icc[16:20] if icc and len(icc) >= 128 else None  # the header's data colour space
+    return icc if space == (b"GRAY" if channels in (1, 2) else b"RGB ") else None
 
 
 def _os_reason(e: OSError) -> str:
@@ -728,18 +747,19 @@ def _upscale_file(model, src: Path, dst: Path, args, staged: Staged | None = Non
     else:
         progress = _tile_progress(tile) if tile is not None else None
         blocks = (((r, c), back(b)) for (r, c), b in model.upscale_tiles(work, s, tile, progress))
+    icc = _icc_for(src, 1 if img.ndim == 2 else img.shape[2])  # the colours keep their meaning
     if tiff and tile is not None:
-        atomic_write_tiff_stream(dst, blocks, shape, img.dtype, args.overwrite, staged)
+        atomic_write_tiff_stream(dst, blocks, shape, img.dtype, args.overwrite, staged, icc)
     else:
         out = np.empty(shape, img.dtype)
         for (r, c), b in blocks:
             out[r:r + b.shape[0], c:c + b.shape[1]] = b
-        atomic_write_image(dst, out, args.overwrite, staged)
+        atomic_write_image(dst, out, args.overwrite, staged, icc)
     _say(f"{src} {img.shape[1]}x{img.shape[0]} -> {dst} {shape[1]}x{shape[0]}{note}")
 
 
 def atomic_write_tiff_stream(path: Path, blocks, shape: tuple, dtype, overwrite: bool,
-                             staged: Staged | None = None) -> None:
+                             staged: Staged | None = None, icc: bytes | None = None) -> None:
     """Writes a picture that arrives as row-major blocks ``((row, col), block)`` to a TIFF, holding only one
     band of blocks: each band's rows go to the file as soon as its last block is in. Strips of about 1 MiB,
     BigTIFF beyond 4 GiB; written to a temporary file renamed into place, removed on failure."""
@@ -764,7 +784,7 @@ def atomic_write_tiff_stream(path: Path, blocks, shape: tuple, dtype, overwrite:
                 band = None
 
     write_atomically(path, lambda tmp: tifffile.imwrite(
-        tmp, data=rows(), shape=tuple(shape), dtype=dtype, **_tiff_kind(tuple(shape)),
+        tmp, data=rows(), shape=tuple(shape), dtype=dtype, **_tiff_kind(tuple(shape), icc),
         rowsperstrip=max(1, (1 << 20) // row_bytes), bigtiff=h * row_bytes > 2**32 - 2**25), staged)
 
 

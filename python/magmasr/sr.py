@@ -476,6 +476,27 @@ def read_image(path: str | os.PathLike, keep_alpha: bool = False) -> np.ndarray:
     return img
 
 
+def image_icc_profile(path: str | os.PathLike) -> bytes | None:
+    """The ICC colour profile embedded in an image file (PNG iCCP, JPEG APP2, TIFF tag 34675), or None: what a
+    colour-managed viewer needs to show the pixels as meant (a phone's Display P3 photo looks dull as sRGB).
+    ValueError naming the file when it cannot be read."""
+    path = Path(path)
+    with _read_errors(path):
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head in _TIFF_MAGIC:
+            import tifffile
+
+            with tifffile.TiffFile(path) as t:
+                page = t.series[0].pages[0] if t.series and t.series[0].pages else t.pages[0]
+                tag = page.tags.get(34675)
+                return bytes(tag.value) if tag is not None and tag.value else None
+        from PIL import Image
+
+        with Image.open(path) as f:
+            return f.info.get("icc_profile") or None
+
+
 def image_info(path: str | os.PathLike, keep_alpha: bool = False) -> tuple[np.dtype, tuple[int, int], int]:
     """The pixel type, height x width and channels (1 or 3; with `keep_alpha`, 2 or 4 for a picture with an alpha
     channel) that :func:`read_image` gives for `path`, from the file's header alone (the EXIF orientation

@@ -1634,3 +1634,40 @@ def test_an_alpha_channel_is_kept(tmp_path, capsys, colour):
     assert "alpha channel dropped: a .jpg file has none" in capsys.readouterr().err
     assert iio.imread(tmp_path / "flat.jpg").shape[:2] == (2 * h, 2 * w)
     assert iio.imread(tmp_path / "flat.jpg").ndim == (2 if colour == "gray" else 3)
+
+
+def test_the_colour_profile_goes_with_the_pixels(tmp_path, capsys):
+    """An embedded ICC profile (a phone's Display P3, a scanner's Adobe RGB: without it a viewer takes the
+    pixels for sRGB and shows other colours) is written into PNG, JPEG and TIFF outputs, whole or streamed tile
+    by tile, byte for byte; a profile of another colour space than the output's (a CMYK JPEG's, converted to RGB)
+    is not carried over."""
+    import tifffile
+    from PIL import Image, ImageCms
+
+    from magmasr.sr import image_icc_profile
+
+    rgb_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    rgb_icc = rgb_icc[:48] + b"magm" + rgb_icc[52:]  # another device model field: not Pillow's default sRGB
+    gray_icc = rgb_icc[:16] + b"GRAY" + rgb_icc[20:]
+    cmyk_icc = rgb_icc[:16] + b"CMYK" + rgb_icc[20:]
+    rng = np.random.default_rng()
+    rgb = rng.integers(0, 256, (17, 21, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "p.png", icc_profile=rgb_icc)
+    Image.fromarray(rgb).save(tmp_path / "p.jpg", icc_profile=rgb_icc, quality=95)
+    tifffile.imwrite(tmp_path / "p.tif", rgb, photometric="rgb", iccprofile=rgb_icc)
+    Image.fromarray(rgb[:, :, 0]).save(tmp_path / "g.png", icc_profile=gray_icc)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "c.jpg", icc_profile=cmyk_icc)
+    for name in ("p.png", "p.jpg", "p.tif"):
+        assert image_icc_profile(tmp_path / name) == rgb_icc
+    quick = ["--scale", "2", "--device", "cpu"]
+    for src, dst, extra in [("p.png", "a.png", []), ("p.jpg", "a.jpg", []), ("p.tif", "a.tif", []),
+                            ("p.png", "t.tif", ["--tile", "16"]), ("g.png", "g2.png", []), ("g.png", "g2.tif", []),
+                            ("p.png", "a.bmp", [])]:
+        assert run("upscale", tmp_path / src, "-o", tmp_path / dst, *quick, *extra) == 0
+        want = None if dst.endswith(".bmp") else gray_icc if src.startswith("g") else rgb_icc
+        assert image_icc_profile(tmp_path / dst) == want, (src, dst, extra)
+    np.testing.assert_array_equal(iio.imread(tmp_path / "t.tif"), iio.imread(tmp_path / "a.png"))
+    assert image_icc_profile(tmp_path / "c.jpg") == cmyk_icc
+    assert run("upscale", tmp_path / "c.jpg", "-o", tmp_path / "c2.png", *quick) == 0
+    assert image_icc_profile(tmp_path / "c2.png") is None
+    assert iio.imread(tmp_path / "c2.png").shape == (34, 42, 3)
