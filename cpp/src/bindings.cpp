@@ -992,8 +992,8 @@ The table is a ResampleTable on x's device, or weights (float [out_len, taps], u
          int64_t scale, const py::object& device, int64_t tile) {
         // The C++ SrcnnModel (magmasr/sr.hpp), for the tests that compare it with magmasr.sr.ImageSR.
         const std::string p = as_path(path);
-        if (pixels.ndim() != 2 && !(pixels.ndim() == 3 && (pixels.shape(2) == 1 || pixels.shape(2) == 3)))
-          throw ValueError("_srcnn_upscale: expected an H x W or H x W x 3 uint8 picture");
+        if (pixels.ndim() != 2 && !(pixels.ndim() == 3 && pixels.shape(2) >= 1 && pixels.shape(2) <= 4))
+          throw ValueError("_srcnn_upscale: expected an H x W or H x W x C (C = 1 to 4) uint8 picture");
         Picture in(pixels.shape(0), pixels.shape(1), pixels.ndim() == 3 ? pixels.shape(2) : 1);
         std::memcpy(in.pixels.data(), pixels.data(), in.pixels.size());
         const Device d = as_device(device);

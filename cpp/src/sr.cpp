@@ -318,8 +318,8 @@ Picture SrcnnModel::upscale(const Picture& in, int64_t scale, int64_t tile) cons
   const int64_t s = scale == 0 ? scale_ : scale;
   const int64_t h = in.height, w = in.width, ch = in.channels;
   MAGMASR_REQUIRE(h >= 1 && w >= 1, ValueError, "SrcnnModel::upscale: an empty picture (", h, " x ", w, ")");
-  MAGMASR_REQUIRE(ch == 1 || ch == 3, ValueError, "SrcnnModel::upscale: expected 1 (gray) or 3 (RGB) channels, got ",
-                  ch);
+  MAGMASR_REQUIRE(ch >= 1 && ch <= 4, ValueError,
+                  "SrcnnModel::upscale: expected 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels, got ", ch);
   const int64_t samples = detail::checked_mul(detail::checked_mul(h, w, "SrcnnModel::upscale: height * width"), ch,
                                               "SrcnnModel::upscale: height * width * channels");
   MAGMASR_REQUIRE(int64_t(in.pixels.size()) == samples, ValueError, "SrcnnModel::upscale: a ", h, " x ", w, " x ",
@@ -327,19 +327,21 @@ Picture SrcnnModel::upscale(const Picture& in, int64_t scale, int64_t tile) cons
   MAGMASR_REQUIRE(s >= 1 && s <= 16, ValueError, "SrcnnModel::upscale: scale ", s, " is not in 1..16");
   MAGMASR_REQUIRE(tile >= 0, ValueError, "SrcnnModel::upscale: tile must be >= 0 (0: the whole picture), got ", tile);
 
-  // Planar double channels / 255: gray, or Y, Cb, Cr (magmasr.image.rgb2ycbcr on floats).
-  const int64_t n = h * w;
+  // Planar double channels / 255: gray, or Y, Cb, Cr (magmasr.image.rgb2ycbcr on floats), then the alpha
+  // channel if there is one (upscaled bicubically as CbCr, as magmasr.sr.ImageSR.upscale_tiles does).
+  const int64_t n = h * w, colours = ch >= 3 ? 3 : 1;
   std::vector<double> planes(size_t(ch * n));
   for (int64_t i = 0; i < n; ++i) {
-    if (ch == 1) {
-      planes[size_t(i)] = double(in.pixels[size_t(i)]) / 255.0;
-      continue;
+    const uint8_t* px = in.pixels.data() + ch * i;
+    if (colours == 1) {
+      planes[size_t(i)] = double(px[0]) / 255.0;
+    } else {
+      const double r = double(px[0]) / 255.0, g = double(px[1]) / 255.0, b = double(px[2]) / 255.0;
+      for (int k = 0; k < 3; ++k)
+        planes[size_t(k * n + i)] =
+            r * (kYcc[k][0] / 255.0) + g * (kYcc[k][1] / 255.0) + b * (kYcc[k][2] / 255.0) + kYccOffset[k] / 255.0;
     }
-    const double r = double(in.pixels[size_t(3 * i)]) / 255.0, g = double(in.pixels[size_t(3 * i + 1)]) / 255.0,
-                 b = double(in.pixels[size_t(3 * i + 2)]) / 255.0;
-    for (int k = 0; k < 3; ++k)
-      planes[size_t(k * n + i)] =
-          r * (kYcc[k][0] / 255.0) + g * (kYcc[k][1] / 255.0) + b * (kYcc[k][2] / 255.0) + kYccOffset[k] / 255.0;
+    if (ch > colours) planes[size_t(colours * n + i)] = double(px[colours]) / 255.0;
   }
   const int64_t H = h * s, W = w * s;
   const ops::HostResampleTable rows = ops::bicubic_contributions(h, H, double(s)),
@@ -371,18 +373,20 @@ Picture SrcnnModel::upscale(const Picture& in, int64_t scale, int64_t tile) cons
       const std::vector<float> y = refine(std::vector<double>(block.begin(), block.begin() + bn), bh, bw);
       for (int64_t i = r; i < r1; ++i)
         for (int64_t j = c; j < c1; ++j) {
-          const int64_t b = (i - e0) * bw + (j - f0), o = i * W + j;
+          const int64_t b = (i - e0) * bw + (j - f0);
+          uint8_t* px = out.pixels.data() + ch * (i * W + j);
           const double yy = double(y[size_t(b)]);
-          if (ch == 1) {
-            out.pixels[size_t(o)] = to_uint8(clip01(yy));
-            continue;
+          if (colours == 1) {
+            px[0] = to_uint8(clip01(yy));
+          } else {
+            const double cb = block[size_t(bn + b)], cr = block[size_t(2 * bn + b)];
+            for (int k = 0; k < 3; ++k) {
+              const double v = yy * (255.0 * inv.m[k][0]) + cb * (255.0 * inv.m[k][1]) +
+                               cr * (255.0 * inv.m[k][2]) + -inv.offset[k];
+              px[k] = to_uint8(clip01(v));
+            }
           }
-          const double cb = block[size_t(bn + b)], cr = block[size_t(2 * bn + b)];
-          for (int k = 0; k < 3; ++k) {
-            const double v = yy * (255.0 * inv.m[k][0]) + cb * (255.0 * inv.m[k][1]) + cr * (255.0 * inv.m[k][2]) +
-                             -inv.offset[k];
-            out.pixels[size_t(3 * o + k)] = to_uint8(clip01(v));
-          }
+          if (ch > colours) px[colours] = to_uint8(clip01(block[size_t(colours * bn + b)]));
         }
     }
   return out;

@@ -158,7 +158,8 @@ TEST(SrcnnModel, BadInputIsAValueErrorThatSaysWhy) {
     return std::string("no error");
   };
   EXPECT_NE(message(Picture(0, 5, 1), 0).find("empty picture"), std::string::npos);
-  EXPECT_NE(message(Picture(3, 5, 2), 0).find("expected 1 (gray) or 3 (RGB) channels, got 2"), std::string::npos);
+  EXPECT_NE(message(Picture(3, 5, 5), 0).find("expected 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels, got 5"),
+            std::string::npos);
   Picture short_of_pixels(3, 5, 3);
   short_of_pixels.pixels.pop_back();
   EXPECT_NE(message(short_of_pixels, 0).find("has 45 samples, got 44"), std::string::npos);

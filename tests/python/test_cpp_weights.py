@@ -235,8 +235,8 @@ def test_cpp_pipeline_equals_imagesr_upscale():
 @pytest.mark.parametrize("name", ["srcnn_x2", "srcnn_x3", "srcnn_x4", "srcnn_915_x3"])
 def test_cpp_srcnn_model_is_imagesr_upscale_bit_for_bit(name):
     """magmasr::SrcnnModel (the C++ library's whole pipeline: colour, bicubic and clipping in double, the
-    network in float32) gives the Python package's pictures exactly, gray and RGB, at the model's scale and
-    another one."""
+    network in float32) gives the Python package's pictures exactly, gray and RGB, with and without an alpha
+    channel, at the model's scale and another one."""
     weights = SHIPPED / f"{name}.safetensors"
     if not weights.exists():
         pytest.skip(f"{weights.name} does not ship")
@@ -248,6 +248,8 @@ def test_cpp_srcnn_model_is_imagesr_upscale_bit_for_bit(name):
     pictures = [gray_picture(int(rng.integers(20, 60)), int(rng.integers(20, 60))),
                 np.ascontiguousarray(data.astronaut()[r0:r0 + h, c0:c0 + w]),
                 rng.integers(0, 256, (int(rng.integers(1, 12)), int(rng.integers(1, 12)), 3), dtype=np.uint8)]
+    pictures += [rng.integers(0, 256, (int(rng.integers(1, 30)), int(rng.integers(1, 30)), c), dtype=np.uint8)
+                 for c in (2, 4)]  # gray + alpha, RGBA
     for img in pictures:
         for scale in (0, 2, 1):
             got = _core._srcnn_upscale(weights, img, scale)
@@ -255,16 +257,17 @@ def test_cpp_srcnn_model_is_imagesr_upscale_bit_for_bit(name):
             assert got.shape == want.shape and got.dtype == np.uint8
             np.testing.assert_array_equal(got, want, err_msg=f"{img.shape} x{scale or model.scale}")
     # In tiles (bounded memory): the same pixels.
-    img = pictures[1]
-    want = model.upscale(img)
-    for tile in (7, 16, int(rng.integers(20, 200))):
-        np.testing.assert_array_equal(_core._srcnn_upscale(weights, img, tile=tile), want, err_msg=f"tile {tile}")
+    for img in (pictures[1], np.dstack([pictures[1], rng.integers(0, 256, pictures[1].shape[:2], dtype=np.uint8)])):
+        want = model.upscale(img)
+        for tile in (7, 16, int(rng.integers(20, 200))):
+            np.testing.assert_array_equal(_core._srcnn_upscale(weights, img, tile=tile), want,
+                                          err_msg=f"tile {tile}, {img.shape}")
 
 
 def test_cpp_srcnn_model_refuses_bad_input(tmp_path):
     weights = SHIPPED / "srcnn_x3.safetensors"
-    with pytest.raises(ValueError, match="expected 1 \\(gray\\) or 3 \\(RGB\\) channels, got 2|H x W x 3"):
-        _core._srcnn_upscale(weights, np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ValueError, match="H x W x C \\(C = 1 to 4\\)"):
+        _core._srcnn_upscale(weights, np.zeros((4, 4, 5), np.uint8))
     with pytest.raises(ValueError, match="scale 17 is not in 1..16"):
         _core._srcnn_upscale(weights, np.zeros((4, 4), np.uint8), 17)
     with pytest.raises(ValueError, match="tile must be >= 0"):

@@ -3,11 +3,12 @@
 //
 //   pixels / 255 (double); RGB -> YCbCr (MATLAB rgb2ycbcr, BT.601 studio range); MATLAB-compatible bicubic
 //   upscaling of every channel (rows first, in double); Y through the network (float32, 'same' output with
-//   replicate borders); YCbCr -> RGB; clipped to [0, 1]; x 255 rounded half away from zero.
+//   replicate borders); YCbCr -> RGB; clipped to [0, 1]; x 255 rounded half away from zero. An alpha channel
+//   (gray + alpha, RGBA) is upscaled bicubically as CbCr and kept.
 //
 //   auto model = magmasr::SrcnnModel::load(weights_dir + "/srcnn_x3.safetensors");
 //   model.to(magmasr::Device::cuda(0));                  // optional: the network on a GPU
-//   magmasr::Picture hr = model.upscale(lr);             // lr: H x W x 1 or 3, 8-bit, interleaved
+//   magmasr::Picture hr = model.upscale(lr);             // lr: H x W x 1 to 4, 8-bit, interleaved
 #pragma once
 
 #include <cstdint>
@@ -21,7 +22,8 @@
 
 namespace magmasr {
 
-/// An 8-bit picture: `height` rows of `width` pixels of `channels` (1: gray, 3: RGB) interleaved samples.
+/// An 8-bit picture: `height` rows of `width` pixels of `channels` (1: gray, 2: gray + alpha, 3: RGB, 4: RGBA)
+/// interleaved samples.
 struct Picture {
   int64_t height = 0, width = 0, channels = 1;
   std::vector<uint8_t> pixels;  // row-major, height * width * channels
@@ -74,7 +76,7 @@ class SrcnnModel {
   /// The upscaled picture (height * scale x width * scale, the input's channels); `scale` 0 is the model's
   /// own. With `tile`, the pipeline runs on tile x tile output pixels at a time, each from the input it needs
   /// plus a halo of the network's receptive radius: the memory of one tile instead of the whole upscaled
-  /// picture's, and the same picture bit for bit. ValueError for an empty picture, channels other than 1 or 3,
+  /// picture's, and the same picture bit for bit. ValueError for an empty picture, channels other than 1 to 4,
   /// a pixel count that does not match (or whose product overflows), a scale outside 1..16 or a negative tile.
   Picture upscale(const Picture& in, int64_t scale = 0, int64_t tile = 0) const;
 
