@@ -117,6 +117,8 @@ def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool, staged: "St
         write_atomically(path, lambda tmp: tifffile.imwrite(tmp, img, **_tiff_kind(img.shape, icc)), staged)
         return
     options = dict(quality=JPEG_QUALITY, subsampling=0) if suffix in (".jpg", ".jpeg") else {}
+    if suffix == ".webp":  # lossy like JPEG, at the same quality (Pillow's default, 80, blurs fine detail)
+        options = dict(quality=JPEG_QUALITY)
     if icc and suffix != ".bmp":
         options["icc_profile"] = icc
     write_atomically(path, lambda tmp: iio.imwrite(tmp, img, extension=suffix, **options), staged)
@@ -666,7 +668,7 @@ def _alpha_dropped(img: np.ndarray, dst: Path) -> tuple[np.ndarray, str]:
 def _image_output(src: Path, default_stem: Path, output: str | None, overwrite: bool) -> Path:
     """Where the upscaled `src` goes, checked before any work: the input is readable with supported pixels
     (8-bit, 16-bit or float; gray or RGB, with or without alpha), the output format can hold them (PNG:
-    8-bit and 16-bit gray; JPEG, BMP: 8-bit; TIFF: all) and the output does not exist without --overwrite.
+    8-bit and 16-bit gray; JPEG, BMP, WebP: 8-bit; TIFF: all) and the output does not exist without --overwrite.
     Without -o the name is `default_stem` + .png, or + .tif where PNG cannot hold the pixels (an alpha channel
     is kept: 16-bit with alpha is a .tif; JPEG and BMP outputs drop it, and the final message says so)."""
     dtype, _, channels = _stored_pixels(src, keep_alpha=True)

@@ -19,7 +19,7 @@ from . import metrics, models, weights
 from ._checks import as_int
 from ._core import cuda_available, from_numpy
 
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 
 # The weights magmasr trained and ships: ``{kind}_x{scale}.safetensors``, kind one of "srcnn" (SRCNN 9-5-5),
 # "srcnn_915" / "srcnn_935" (the other presets), "3dsrnet" (the published 3DSRnet), "3dsrnet_poster".
@@ -595,6 +595,9 @@ def _read_pil(path: Path, keep_alpha: bool = False) -> np.ndarray:
 
     with _read_errors(path), Image.open(path) as f:
         dtype, channels = _pil_kind(path, f.mode)
+        if getattr(f, "n_frames", 1) > 1:
+            raise ValueError(f"{path}: an animation of {f.n_frames} frames; magmasr upscales one picture, or a video "
+                             "(save the frames as pictures, or the animation as a video)")
         alpha = keep_alpha and _pil_alpha(f, dtype)
         f = ImageOps.exif_transpose(f)
         if f.mode in ("P", "PA", "La"):  # through RGBA / LA: a transparent palette converts without a warning

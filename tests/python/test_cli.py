@@ -1671,3 +1671,34 @@ def test_the_colour_profile_goes_with_the_pixels(tmp_path, capsys):
     assert run("upscale", tmp_path / "c.jpg", "-o", tmp_path / "c2.png", *quick) == 0
     assert image_icc_profile(tmp_path / "c2.png") is None
     assert iio.imread(tmp_path / "c2.png").shape == (34, 42, 3)
+
+
+def test_webp_in_and_out(tmp_path, capsys):
+    """WebP pictures are read (with their alpha channel) and written (lossy, quality 95, alpha kept); an animated
+    one is refused with a one-line error, as a multi-page TIFF is; 16-bit pixels cannot go into a WebP."""
+    from PIL import Image
+
+    rng = np.random.default_rng()
+    yy, xx = np.mgrid[:24, :32]
+    smooth = np.stack([128 + 100 * np.sin(xx / 5.0), 128 + 100 * np.cos(yy / 4.0), 128 + 0 * xx], axis=2)
+    rgba = np.dstack([smooth.astype(np.uint8), (xx * 8).astype(np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "s.webp", lossless=True, exact=True)  # RGB kept where alpha is 0
+    quick = ["--scale", "2", "--device", "cpu"]
+    assert run("upscale", tmp_path / "s.webp", *quick) == 0  # default output: a PNG, exact
+    out = iio.imread(tmp_path / "s_x2.png")
+    assert out.shape == (48, 64, 4)
+    iio.imwrite(tmp_path / "s.png", rgba)
+    assert run("upscale", tmp_path / "s.png", "-o", tmp_path / "ref.png", *quick) == 0
+    np.testing.assert_array_equal(out, iio.imread(tmp_path / "ref.png"))  # the same pixels as from a PNG
+    assert run("upscale", tmp_path / "s.png", "-o", tmp_path / "o.webp", *quick) == 0
+    back = np.asarray(Image.open(tmp_path / "o.webp"))
+    assert back.shape == (48, 64, 4)
+    assert np.abs(back.astype(int) - out.astype(int)).mean() < 3  # lossy, but close at quality 95
+    frames = [Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)) for _ in range(3)]
+    frames[0].save(tmp_path / "anim.webp", save_all=True, append_images=frames[1:], lossless=True)
+    capsys.readouterr()
+    assert run("upscale", tmp_path / "anim.webp", *quick) == 2
+    assert "an animation of 3 frames" in capsys.readouterr().err
+    iio.imwrite(tmp_path / "deep.tif", rng.integers(0, 65536, (6, 7), dtype=np.uint16))
+    assert run("upscale", tmp_path / "deep.tif", "-o", tmp_path / "deep.webp", "--model", "bicubic", *quick) == 2
+    assert "cannot hold the 16-bit gray" in capsys.readouterr().err
