@@ -595,7 +595,9 @@ def _read_pil(path: Path, keep_alpha: bool = False) -> np.ndarray:
 
     with _read_errors(path), Image.open(path) as f:
         dtype, channels = _pil_kind(path, f.mode)
-        if getattr(f, "n_frames", 1) > 1:
+        # An animation (not a multi-picture JPEG, a camera's MPO with its preview or depth map: its first
+        # picture is the photo, as viewers show it).
+        if f.format in ("WEBP", "PNG", "GIF") and getattr(f, "n_frames", 1) > 1:
             raise ValueError(f"{path}: an animation of {f.n_frames} frames; magmasr upscales one picture, or a video "
                              "(save the frames as pictures, or the animation as a video)")
         alpha = keep_alpha and _pil_alpha(f, dtype)

@@ -1675,7 +1675,8 @@ def test_the_colour_profile_goes_with_the_pixels(tmp_path, capsys):
 
 def test_webp_in_and_out(tmp_path, capsys):
     """WebP pictures are read (with their alpha channel) and written (lossy, quality 95, alpha kept); an animated
-    one is refused with a one-line error, as a multi-page TIFF is; 16-bit pixels cannot go into a WebP."""
+    WebP or PNG is refused with a one-line error, as a multi-page TIFF is, but a multi-picture JPEG is its photo;
+    16-bit pixels cannot go into a WebP."""
     from PIL import Image
 
     rng = np.random.default_rng()
@@ -1699,6 +1700,14 @@ def test_webp_in_and_out(tmp_path, capsys):
     capsys.readouterr()
     assert run("upscale", tmp_path / "anim.webp", *quick) == 2
     assert "an animation of 3 frames" in capsys.readouterr().err
+    frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:])  # APNG: the same
+    assert run("upscale", tmp_path / "anim.png", *quick) == 2
+    assert "an animation of 3 frames" in capsys.readouterr().err
+    # A camera's multi-picture JPEG (MPO: the photo, then a preview or a depth map) is its first picture.
+    frames[0].save(tmp_path / "mpo.jpg", format="MPO", save_all=True, append_images=frames[1:], quality=95)
+    from magmasr.sr import read_image
+
+    np.testing.assert_array_equal(read_image(tmp_path / "mpo.jpg"), np.asarray(Image.open(tmp_path / "mpo.jpg")))
     iio.imwrite(tmp_path / "deep.tif", rng.integers(0, 65536, (6, 7), dtype=np.uint16))
     assert run("upscale", tmp_path / "deep.tif", "-o", tmp_path / "deep.webp", "--model", "bicubic", *quick) == 2
     assert "cannot hold the 16-bit gray" in capsys.readouterr().err
