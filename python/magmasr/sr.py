@@ -515,6 +515,7 @@ def image_info(path: str | os.PathLike, keep_alpha: bool = False) -> tuple[np.dt
 
             with Image.open(path) as f:
                 dtype, channels = _pil_kind(path, f.mode)
+                _refuse_animation(path, f)
                 channels += int(keep_alpha and _pil_alpha(f, dtype))
                 w, h = f.size
                 if f.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90 degrees
@@ -590,16 +591,20 @@ def _pil_alpha(f, dtype: np.dtype) -> bool:
         f.mode in ("P", "L", "RGB") and "transparency" in f.info))
 
 
+def _refuse_animation(path: Path, f) -> None:
+    """ValueError for an animation (WebP, APNG); not for a multi-picture JPEG (a camera's MPO with its preview
+    or depth map), whose first picture is the photo, as viewers show it."""
+    if f.format in ("WEBP", "PNG", "GIF") and getattr(f, "n_frames", 1) > 1:
+        raise ValueError(f"{path}: an animation of {f.n_frames} frames; magmasr upscales one picture, or a video "
+                         "(save the frames as pictures, or the animation as a video)")
+
+
 def _read_pil(path: Path, keep_alpha: bool = False) -> np.ndarray:
     from PIL import Image, ImageOps
 
     with _read_errors(path), Image.open(path) as f:
         dtype, channels = _pil_kind(path, f.mode)
-        # An animation (not a multi-picture JPEG, a camera's MPO with its preview or depth map: its first
-        # picture is the photo, as viewers show it).
-        if f.format in ("WEBP", "PNG", "GIF") and getattr(f, "n_frames", 1) > 1:
-            raise ValueError(f"{path}: an animation of {f.n_frames} frames; magmasr upscales one picture, or a video "
-                             "(save the frames as pictures, or the animation as a video)")
+        _refuse_animation(path, f)
         alpha = keep_alpha and _pil_alpha(f, dtype)
         f = ImageOps.exif_transpose(f)
         if f.mode in ("P", "PA", "La"):  # through RGBA / LA: a transparent palette converts without a warning

@@ -1700,6 +1700,12 @@ def test_webp_in_and_out(tmp_path, capsys):
     capsys.readouterr()
     assert run("upscale", tmp_path / "anim.webp", *quick) == 2
     assert "an animation of 3 frames" in capsys.readouterr().err
+    pics = tmp_path / "pics"  # in a folder: refused from its header, before any picture is computed
+    pics.mkdir()
+    iio.imwrite(pics / "a.png", rgba)
+    frames[0].save(pics / "b.webp", save_all=True, append_images=frames[1:], lossless=True)
+    assert run("upscale", pics, "-o", tmp_path / "pics_up", *quick) == 2
+    assert "an animation of 3 frames" in capsys.readouterr().err and not (tmp_path / "pics_up").exists()
     frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:])  # APNG: the same
     assert run("upscale", tmp_path / "anim.png", *quick) == 2
     assert "an animation of 3 frames" in capsys.readouterr().err
