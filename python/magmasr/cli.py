@@ -99,9 +99,9 @@ JPEG_QUALITY = 95  # and no chroma subsampling: Pillow's defaults (75, 4:2:0) bl
 
 
 def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool, staged: "Staged | None" = None,
-                       icc: bytes | None = None) -> None:
+                       icc: bytes | None = None, exif: bytes | None = None) -> None:
     """`img` to `path` (its format by the suffix), atomically; `icc`: an ICC colour profile to embed (PNG, JPEG,
-    TIFF; BMP has no place for one)."""
+    WebP, TIFF; BMP has no place for one); `exif`: EXIF metadata to embed (PNG, JPEG, WebP)."""
     import imageio.v3 as iio
 
     if path.exists() and not overwrite:
@@ -121,6 +121,8 @@ def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool, staged: "St
         options = dict(quality=JPEG_QUALITY)
     if icc and suffix != ".bmp":
         options["icc_profile"] = icc
+    if exif and suffix != ".bmp":
+        options["exif"] = exif
     write_atomically(path, lambda tmp: iio.imwrite(tmp, img, extension=suffix, **options), staged)
 
 
@@ -134,6 +136,33 @@ def _tiff_kind(shape: tuple, icc: bytes | None = None) -> dict:
     if icc:
         kind["iccprofile"] = icc
     return kind
+
+
+def _exif_for(src: Path, height: int, width: int) -> bytes | None:
+    """The EXIF metadata of `src` (camera, lens, exposure, date, GPS: what a photo library sorts and shows by)
+    for the upscaled picture: the orientation set to 1 (the pixels were turned upright when read), the pixel
+    dimensions of the EXIF block set to the new size, the thumbnail left out (it would show the old picture).
+    None for a file without EXIF, or one Pillow does not read it from (TIFF: the TIFF writer keeps none)."""
+    from PIL import Image
+
+    if src.suffix.lower() in TIFF_SUFFIXES:
+        return None
+    try:
+        with Image.open(src) as f:
+            exif = f.getexif()
+            if not exif:
+                return None
+            sub = {tag: exif.get_ifd(tag) for tag in (0x8769, 0x8825)}  # the Exif and GPS blocks, loaded
+    except Exception:  # noqa: BLE001 - metadata Pillow cannot parse: the pixels matter, not it
+        return None
+    if 0x0112 in exif:
+        exif[0x0112] = 1
+    if 0xA002 in sub[0x8769]:
+        sub[0x8769][0xA002], sub[0x8769][0xA003] = int(width), int(height)
+    try:
+        return exif.tobytes()
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _icc_for(src: Path, channels: int) -> bytes | None:
@@ -756,7 +785,7 @@ def _upscale_file(model, src: Path, dst: Path, args, staged: Staged | None = Non
         out = np.empty(shape, img.dtype)
         for (r, c), b in blocks:
             out[r:r + b.shape[0], c:c + b.shape[1]] = b
-        atomic_write_image(dst, out, args.overwrite, staged, icc)
+        atomic_write_image(dst, out, args.overwrite, staged, icc, _exif_for(src, *shape[:2]))
     _say(f"{src} {img.shape[1]}x{img.shape[0]} -> {dst} {shape[1]}x{shape[0]}{note}")
 
 

@@ -1717,3 +1717,32 @@ def test_webp_in_and_out(tmp_path, capsys):
     iio.imwrite(tmp_path / "deep.tif", rng.integers(0, 65536, (6, 7), dtype=np.uint16))
     assert run("upscale", tmp_path / "deep.tif", "-o", tmp_path / "deep.webp", "--model", "bicubic", *quick) == 2
     assert "cannot hold the 16-bit gray" in capsys.readouterr().err
+
+
+def test_a_photos_exif_goes_with_it(tmp_path):
+    """The EXIF metadata of a photo (camera, date, GPS) goes into PNG, JPEG and WebP outputs, with the
+    orientation reset to 1 (the pixels were turned upright when read) and the pixel dimensions set to the new
+    size; a picture without EXIF gets none."""
+    from PIL import Image
+
+    rng = np.random.default_rng()
+    stored = rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)  # as the sensor wrote it: 20 wide, 12 high
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x0112] = "Canon", "EOS R5", 6  # 6: turn 90 degrees clockwise to view
+    block = exif.get_ifd(0x8769)
+    block[0x9003], block[0xA002], block[0xA003] = "2026:01:02 03:04:05", 20, 12
+    exif.get_ifd(0x8825).update({1: "N", 2: (48.0, 51.0, 29.0)})
+    Image.fromarray(stored).save(tmp_path / "photo.jpg", exif=exif.tobytes(), quality=95)
+    for out in ("a.jpg", "a.png", "a.webp"):
+        assert run("upscale", tmp_path / "photo.jpg", "-o", tmp_path / out, "--scale", "2", "--device", "cpu") == 0
+        with Image.open(tmp_path / out) as f:
+            assert f.size == (24, 40)  # upright: 12 wide, 20 high, x2
+            got = f.getexif()
+            assert (got[0x010F], got[0x0110], got[0x0112]) == ("Canon", "EOS R5", 1), out
+            b = got.get_ifd(0x8769)
+            assert (b[0x9003], b[0xA002], b[0xA003]) == ("2026:01:02 03:04:05", 24, 40), out
+            assert got.get_ifd(0x8825)[1] == "N", out
+    Image.fromarray(stored).save(tmp_path / "plain.jpg", quality=95)
+    assert run("upscale", tmp_path / "plain.jpg", "--scale", "2", "--device", "cpu") == 0
+    with Image.open(tmp_path / "plain_x2.png") as f:
+        assert not f.getexif()
