@@ -99,9 +99,11 @@ JPEG_QUALITY = 95  # and no chroma subsampling: Pillow's defaults (75, 4:2:0) bl
 
 
 def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool, staged: "Staged | None" = None,
-                       icc: bytes | None = None, exif: bytes | None = None) -> None:
+                       icc: bytes | None = None, exif: bytes | None = None,
+                       resolution: "Resolution | None" = None) -> None:
     """`img` to `path` (its format by the suffix), atomically; `icc`: an ICC colour profile to embed (PNG, JPEG,
-    WebP, TIFF; BMP has no place for one); `exif`: EXIF metadata to embed (PNG, JPEG, WebP)."""
+    WebP, TIFF; BMP has no place for one); `exif`: EXIF metadata to embed (PNG, JPEG, WebP); `resolution`: the
+    physical pixel density to record (TIFF in its own unit; PNG, JPEG, BMP in dots per inch)."""
     import imageio.v3 as iio
 
     if path.exists() and not overwrite:
@@ -114,7 +116,8 @@ def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool, staged: "St
     if suffix in TIFF_SUFFIXES:
         import tifffile
 
-        write_atomically(path, lambda tmp: tifffile.imwrite(tmp, img, **_tiff_kind(img.shape, icc)), staged)
+        write_atomically(path, lambda tmp: tifffile.imwrite(tmp, img, **_tiff_kind(img.shape, icc, resolution)),
+                         staged)
         return
     options = dict(quality=JPEG_QUALITY, subsampling=0) if suffix in (".jpg", ".jpeg") else {}
     if suffix == ".webp":  # lossy like JPEG, at the same quality (Pillow's default, 80, blurs fine detail)
@@ -123,19 +126,71 @@ def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool, staged: "St
         options["icc_profile"] = icc
     if exif and suffix != ".bmp":
         options["exif"] = exif
+    if resolution is not None and resolution.dpi is not None and suffix in (".png", ".jpg", ".jpeg", ".bmp"):
+        options["dpi"] = resolution.dpi
     write_atomically(path, lambda tmp: iio.imwrite(tmp, img, extension=suffix, **options), staged)
 
 
-def _tiff_kind(shape: tuple, icc: bytes | None = None) -> dict:
+def _tiff_kind(shape: tuple, icc: bytes | None = None, resolution: "Resolution | None" = None) -> dict:
     """tifffile's photometric interpretation for a gray or RGB picture of `shape`, for one with an alpha channel
-    (H x W x 2 or 4) the extra sample marked as unassociated alpha, as viewers expect, and the ICC profile."""
+    (H x W x 2 or 4) the extra sample marked as unassociated alpha, as viewers expect, the ICC profile and the
+    resolution."""
     channels = shape[2] if len(shape) == 3 else 1
     kind = dict(photometric="rgb" if channels in (3, 4) else "minisblack")
     if channels in (2, 4):
         kind["extrasamples"] = ["unassalpha"]
     if icc:
         kind["iccprofile"] = icc
+    if resolution is not None:
+        kind["resolution"], kind["resolutionunit"] = (resolution.x, resolution.y), resolution.unit
     return kind
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolution:
+    """Pixels per unit across (x) and down (y); unit as TIFF's ResolutionUnit: 1 none (an aspect ratio only),
+    2 inch, 3 centimetre."""
+
+    x: float
+    y: float
+    unit: int
+
+    @property
+    def dpi(self) -> tuple[float, float] | None:
+        """Dots per inch, or None without a physical unit."""
+        factor = {2: 1.0, 3: 2.54}.get(self.unit)
+        return None if factor is None else (self.x * factor, self.y * factor)
+
+
+def _resolution_for(src: Path, scale: int) -> Resolution | None:
+    """The physical pixel density `src` records (a scanner's dots per inch, a microscope's or a slide scanner's
+    pixels per centimetre), times `scale`: each upscaled pixel covers 1/scale of an input pixel, so the picture
+    keeps its size on paper and its calibration for measurements. None when the file records none."""
+    from PIL import Image
+
+    try:
+        if src.suffix.lower() in TIFF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(src) as t:
+                page = t.series[0].pages[0] if t.series and t.series[0].pages else t.pages[0]
+                if "XResolution" not in page.tags or "YResolution" not in page.tags:
+                    return None
+                (x, y), unit = page.resolution, int(page.resolutionunit)
+                turned = "Orientation" in page.tags and int(page.tags["Orientation"].value) in (5, 6, 7, 8)
+        else:
+            with Image.open(src) as f:
+                if "dpi" not in f.info:
+                    return None
+                (x, y), unit = f.info["dpi"], 2
+                turned = f.getexif().get(0x0112) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 - metadata that cannot be read: the pixels matter, not it
+        return None
+    if not (x > 0 and y > 0 and np.isfinite(x) and np.isfinite(y)):
+        return None
+    if turned:  # the pixels were turned by 90 degrees when read
+        x, y = y, x
+    return Resolution(float(x) * scale, float(y) * scale, unit if unit in (1, 2, 3) else 1)
 
 
 def _exif_for(src: Path, height: int, width: int) -> bytes | None:
@@ -780,17 +835,20 @@ def _upscale_file(model, src: Path, dst: Path, args, staged: Staged | None = Non
         blocks = (((r, c), back(b)) for (r, c), b in model.upscale_tiles(work, s, tile, progress))
     icc = _icc_for(src, 1 if img.ndim == 2 else img.shape[2])  # the colours keep their meaning
     if tiff and tile is not None:
-        atomic_write_tiff_stream(dst, blocks, shape, img.dtype, args.overwrite, staged, icc)
+        atomic_write_tiff_stream(dst, blocks, shape, img.dtype, args.overwrite, staged, icc,
+                                 _resolution_for(src, s))
     else:
         out = np.empty(shape, img.dtype)
         for (r, c), b in blocks:
             out[r:r + b.shape[0], c:c + b.shape[1]] = b
-        atomic_write_image(dst, out, args.overwrite, staged, icc, _exif_for(src, *shape[:2]))
+        atomic_write_image(dst, out, args.overwrite, staged, icc, _exif_for(src, *shape[:2]),
+                           _resolution_for(src, s))
     _say(f"{src} {img.shape[1]}x{img.shape[0]} -> {dst} {shape[1]}x{shape[0]}{note}")
 
 
 def atomic_write_tiff_stream(path: Path, blocks, shape: tuple, dtype, overwrite: bool,
-                             staged: Staged | None = None, icc: bytes | None = None) -> None:
+                             staged: Staged | None = None, icc: bytes | None = None,
+                             resolution: Resolution | None = None) -> None:
     """Writes a picture that arrives as row-major blocks ``((row, col), block)`` to a TIFF, holding only one
     band of blocks: each band's rows go to the file as soon as its last block is in. Strips of about 1 MiB,
     BigTIFF beyond 4 GiB; written to a temporary file renamed into place, removed on failure."""
@@ -815,7 +873,7 @@ def atomic_write_tiff_stream(path: Path, blocks, shape: tuple, dtype, overwrite:
                 band = None
 
     write_atomically(path, lambda tmp: tifffile.imwrite(
-        tmp, data=rows(), shape=tuple(shape), dtype=dtype, **_tiff_kind(tuple(shape), icc),
+        tmp, data=rows(), shape=tuple(shape), dtype=dtype, **_tiff_kind(tuple(shape), icc, resolution),
         rowsperstrip=max(1, (1 << 20) // row_bytes), bigtiff=h * row_bytes > 2**32 - 2**25), staged)
 
 

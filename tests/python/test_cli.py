@@ -1746,3 +1746,33 @@ def test_a_photos_exif_goes_with_it(tmp_path):
     assert run("upscale", tmp_path / "plain.jpg", "--scale", "2", "--device", "cpu") == 0
     with Image.open(tmp_path / "plain_x2.png") as f:
         assert not f.getexif()
+
+
+def test_the_physical_pixel_size_scales_with_the_picture(tmp_path):
+    """A recorded resolution (a slide scanner's 40,000 pixels per cm, i.e. 0.25 um pixels; a scanner's 300 dpi)
+    is multiplied by the scale, so the picture keeps its physical size and its calibration: TIFF in its own
+    unit (whole or streamed tile by tile), PNG and JPEG in dots per inch; a picture without one records none."""
+    import tifffile
+    from PIL import Image
+
+    rng = np.random.default_rng()
+    slide = rng.integers(0, 65536, (20, 24), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "slide.tif", slide, resolution=(40000.0, 20000.0), resolutionunit="CENTIMETER")
+    quick = ["--scale", "3", "--device", "cpu"]
+    for out, extra in (("a.tif", []), ("b.tif", ["--tile", "16"])):
+        assert run("upscale", tmp_path / "slide.tif", "-o", tmp_path / out, *quick, *extra) == 0
+        with tifffile.TiffFile(tmp_path / out) as t:
+            assert t.pages[0].resolution == pytest.approx((120000.0, 60000.0)), out
+            assert int(t.pages[0].resolutionunit) == 3, out
+    rgb = rng.integers(0, 256, (10, 14, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "scan.png", dpi=(300, 300))
+    Image.fromarray(rgb).save(tmp_path / "scan.jpg", dpi=(72, 96), quality=95)
+    for src, out, dpi in (("scan.png", "s.png", (900, 900)), ("scan.jpg", "s.jpg", (216, 288)),
+                          ("slide.tif", "s2.png", (120000 * 2.54, 60000 * 2.54))):
+        assert run("upscale", tmp_path / src, "-o", tmp_path / out, *quick) == 0
+        with Image.open(tmp_path / out) as f:
+            assert f.info["dpi"] == pytest.approx(dpi, rel=1e-3), (src, out)
+    Image.fromarray(rgb).save(tmp_path / "none.png")
+    assert run("upscale", tmp_path / "none.png", "-o", tmp_path / "n.tif", *quick) == 0
+    with tifffile.TiffFile(tmp_path / "n.tif") as t:
+        assert "XResolution" not in t.pages[0].tags or t.pages[0].resolution == (1.0, 1.0)
