@@ -207,13 +207,13 @@ def _exif_for(src: Path, height: int, width: int) -> bytes | None:
             exif = f.getexif()
             if not exif:
                 return None
-            sub = {tag: exif.get_ifd(tag) for tag in (0x8769, 0x8825)}  # the Exif and GPS blocks, loaded
+            block = exif.get_ifd(0x8769) if 0x8769 in exif else {}  # the Exif block (tobytes keeps it, and GPS)
     except Exception:  # noqa: BLE001 - metadata Pillow cannot parse: the pixels matter, not it
         return None
     if 0x0112 in exif:
         exif[0x0112] = 1
-    if 0xA002 in sub[0x8769]:
-        sub[0x8769][0xA002], sub[0x8769][0xA003] = int(width), int(height)
+    if 0xA002 in block:
+        block[0xA002], block[0xA003] = int(width), int(height)
     try:
         return exif.tobytes()
     except Exception:  # noqa: BLE001
