@@ -300,11 +300,11 @@ class ImageSR(SRModel):
         """Upscales a gray (H x W) or RGB (H x W x 3) picture, or either with an alpha channel last (H x W x 2 or
         4), uint8, uint16 or float in [0, 1]; returns the same dtype and channels.
 
-        Y goes through the network, CbCr and the alpha channel through bicubic (MATLAB-compatible) interpolation. With `tile`, the
-        whole pipeline runs on tile x tile output pixels at a time (see :meth:`upscale_tiles`): memory beyond the
-        input and the output stays bounded, and the result is bit for bit that of the whole picture (on a GPU:
-        of the whole picture with ``algo='direct'``; see :meth:`upscale_tiles`). ``progress(done, total)`` is
-        called after each tile."""
+        Y goes through the network, CbCr and the alpha channel through bicubic (MATLAB-compatible) interpolation.
+        With `tile`, the whole pipeline runs on tile x tile output pixels at a time (see :meth:`upscale_tiles`):
+        memory beyond the input and the output stays bounded, and the result is bit for bit that of the whole
+        picture (on a GPU: of the whole picture with ``algo='direct'``; see :meth:`upscale_tiles`).
+        ``progress(done, total)`` is called after each tile."""
         img, scale = self._check_picture(img, scale)
         out = np.empty((img.shape[0] * scale, img.shape[1] * scale) + img.shape[2:], img.dtype)
         for (r, c), block in self.upscale_tiles(img, scale, tile, progress, algo):
@@ -467,6 +467,7 @@ def read_image(path: str | os.PathLike, keep_alpha: bool = False) -> np.ndarray:
         head = f.read(33)
     if head[:4] in _TIFF_MAGIC:
         img = _read_tiff(path)
+        keep_alpha = keep_alpha and _tiff_alpha(path)
     elif (png16 := _png16_header(head)) is not None:
         img = _read_png16(path, png16)
     else:
@@ -507,6 +508,7 @@ def image_info(path: str | os.PathLike, keep_alpha: bool = False) -> tuple[np.dt
             head = f.read(33)
         if head[:4] in _TIFF_MAGIC:
             shape, dtype = _tiff_layout(path)[:2]
+            keep_alpha = keep_alpha and _tiff_alpha(path)
         elif (ihdr := _png16_header(head)) is not None:
             w, h, _, colour = ihdr
             shape, dtype = (h, w) + ((), (), (3,), (), (2,), (), (4,))[colour], np.dtype(np.uint16)
@@ -660,6 +662,16 @@ def _tiff_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, str, int, str]:
     if channels == 4 and photometric == "SEPARATED":
         channels = 3  # CMYK: converted to RGB
     return (h, w) + ((channels,) if "S" in picture else ()), dtype, axes, orientation, photometric
+
+
+def _tiff_alpha(path: Path) -> bool:
+    """Whether the extra sample of a TIFF's first picture is unassociated alpha (what magmasr writes and keeps);
+    an unspecified extra sample (RGBX padding) or premultiplied alpha is dropped, as before alpha was kept."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as t:
+        page = t.series[0].pages[0] if t.series and t.series[0].pages else t.pages[0]
+        return tuple(int(e) for e in (page.extrasamples or ())) == (2,)
 
 
 def _read_tiff(path: Path) -> np.ndarray:

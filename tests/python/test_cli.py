@@ -1776,3 +1776,21 @@ def test_the_physical_pixel_size_scales_with_the_picture(tmp_path):
     assert run("upscale", tmp_path / "none.png", "-o", tmp_path / "n.tif", *quick) == 0
     with tifffile.TiffFile(tmp_path / "n.tif") as t:
         assert "XResolution" not in t.pages[0].tags or t.pages[0].resolution == (1.0, 1.0)
+
+
+def test_a_tiff_extra_sample_is_kept_only_when_it_is_unassociated_alpha(tmp_path):
+    """A TIFF's fourth sample is kept as alpha when it is marked unassociated alpha (what PNG's alpha is and what
+    magmasr writes); padding (an unspecified extra sample) and premultiplied alpha are dropped, as before."""
+    import tifffile
+
+    from magmasr.sr import image_info, read_image
+
+    rgba = np.random.default_rng().integers(0, 256, (9, 10, 4), dtype=np.uint8)
+    for kind, kept in (("unassalpha", True), ("assocalpha", False), ("unspecified", False)):
+        path = tmp_path / f"{kind}.tif"
+        tifffile.imwrite(path, rgba, photometric="rgb", extrasamples=[kind])
+        want = rgba if kept else rgba[:, :, :3]
+        np.testing.assert_array_equal(read_image(path, keep_alpha=True), want)
+        assert image_info(path, keep_alpha=True)[2] == want.shape[2], kind
+        assert run("upscale", path, "--scale", "2", "--model", "bicubic", "--device", "cpu") == 0
+        assert iio.imread(tmp_path / f"{kind}_x2.png").shape == (18, 20, want.shape[2]), kind
