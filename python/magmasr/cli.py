@@ -26,8 +26,8 @@ from . import image as im
 from ._files import finish, temp_beside
 from ._signals import Terminated, sigterm_raises
 from ._status import STDERR as STATUS_LINE
-from .sr import (IMAGE_SUFFIXES, ImageSR, default_device, evaluate_image_sr, image_icc_profile, image_info,
-                 list_images, read_image, read_unit_image, shipped_models, shipped_weights, first_line,
+from .sr import (IMAGE_SUFFIXES, READ_SUFFIXES, ImageSR, default_device, evaluate_image_sr, image_icc_profile,
+                 image_info, list_images, read_image, read_unit_image, shipped_models, shipped_weights, first_line,
                  to_unit_range)
 
 
@@ -639,8 +639,8 @@ def cmd_upscale(args) -> int:
         out = Path(args.output) if args.output and into is None else folder / f"{src.stem}_x{args.scale}{src.suffix}"
         _not_the_input(src, out)
         return upscale_video(src, out, args)
-    if src.suffix.lower() not in IMAGE_SUFFIXES:
-        raise CliError(f"{src}: unsupported format (images: {', '.join(IMAGE_SUFFIXES)})")
+    if src.suffix.lower() not in READ_SUFFIXES:
+        raise CliError(f"{src}: unsupported format (images: {', '.join(READ_SUFFIXES)})")
     out = _image_output(src, folder / f"{src.stem}_x{args.scale}", None if into else args.output, args.overwrite)
     check_writable(out)
     _upscale_file(model, src, out, args)
@@ -927,7 +927,7 @@ def _eval_video(args) -> int:
         raise CliError(f"{root}: no such folder (a folder of frames, or of sequence folders)")
 
     def has_frames(d: Path) -> bool:
-        return any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in d.iterdir())
+        return any(p.suffix.lower() in READ_SUFFIXES and p.is_file() for p in d.iterdir())
 
     seqs = [root] if has_frames(root) else sorted(d for d in root.iterdir() if d.is_dir() and has_frames(d))
     if not seqs:

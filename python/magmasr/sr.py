@@ -19,7 +19,9 @@ from . import metrics, models, weights
 from ._checks import as_int
 from ._core import cuda_available, from_numpy
 
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")  # read and written
+#: Pictures read: those, and GIF (a palette of 256 colours: read, but an upscaled picture is not written as one).
+READ_SUFFIXES = IMAGE_SUFFIXES + (".gif",)
 
 # The weights magmasr trained and ships: ``{kind}_x{scale}.safetensors``, kind one of "srcnn" (SRCNN 9-5-5),
 # "srcnn_915" / "srcnn_935" (the other presets), "3dsrnet" (the published 3DSRnet), "3dsrnet_poster".
@@ -412,9 +414,9 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in READ_SUFFIXES and p.is_file())
     if not files:
-        raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise FileNotFoundError(f"{folder}: no images ({', '.join(READ_SUFFIXES)})")
     return files
 
 

@@ -1794,3 +1794,35 @@ def test_a_tiff_extra_sample_is_kept_only_when_it_is_unassociated_alpha(tmp_path
         assert image_info(path, keep_alpha=True)[2] == want.shape[2], kind
         assert run("upscale", path, "--scale", "2", "--model", "bicubic", "--device", "cpu") == 0
         assert iio.imread(tmp_path / f"{kind}_x2.png").shape == (18, 20, want.shape[2]), kind
+
+
+def test_a_gif_is_read_but_not_written(tmp_path, capsys):
+    """A still GIF (a palette, maybe a transparent entry) is read as RGB or RGBA and written as a PNG (a GIF's 256
+    colours would undo the upscale), also from a folder; an animated GIF is refused; -o x.gif is an error."""
+    from PIL import Image
+
+    rng = np.random.default_rng()
+    idx = np.repeat(np.repeat(rng.integers(0, 4, (6, 8), dtype=np.uint8), 3, axis=0), 3, axis=1)
+    p = Image.fromarray(idx, "P")
+    p.putpalette([0, 0, 0, 250, 20, 30, 20, 240, 60, 40, 50, 230])
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    p.save(pics / "logo.gif", transparency=0)
+    quick = ["--scale", "2", "--device", "cpu"]
+    assert run("upscale", pics / "logo.gif", *quick) == 0
+    out = iio.imread(pics / "logo_x2.png")
+    assert out.shape == (36, 48, 4)
+    rgba = np.asarray(Image.open(pics / "logo.gif").convert("RGBA"))
+    iio.imwrite(tmp_path / "same.png", rgba)
+    assert run("upscale", tmp_path / "same.png", "-o", tmp_path / "same_x2.png", *quick) == 0
+    np.testing.assert_array_equal(out, iio.imread(tmp_path / "same_x2.png"))
+    (pics / "logo_x2.png").unlink()
+    assert run("upscale", pics, "-o", tmp_path / "up", *quick) == 0
+    assert (tmp_path / "up" / "logo.png").exists()
+    capsys.readouterr()
+    assert run("upscale", pics / "logo.gif", "-o", tmp_path / "x.gif", *quick) == 2
+    assert "unsupported output format" in capsys.readouterr().err
+    frames = [Image.fromarray(rng.integers(0, 4, (6, 8), dtype=np.uint8), "P") for _ in range(2)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert run("upscale", tmp_path / "anim.gif", *quick) == 2
+    assert "an animation of 2 frames" in capsys.readouterr().err
