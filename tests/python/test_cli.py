@@ -1638,7 +1638,7 @@ def test_an_alpha_channel_is_kept(tmp_path, capsys, colour):
 
 def test_the_colour_profile_goes_with_the_pixels(tmp_path, capsys):
     """An embedded ICC profile (a phone's Display P3, a scanner's Adobe RGB: without it a viewer takes the
-    pixels for sRGB and shows other colours) is written into PNG, JPEG and TIFF outputs, whole or streamed tile
+    pixels for sRGB and shows other colours) is written into PNG, JPEG, WebP and TIFF outputs, whole or streamed tile
     by tile, byte for byte; a profile of another colour space than the output's (a CMYK JPEG's, converted to RGB)
     is not carried over."""
     import tifffile
@@ -1662,7 +1662,7 @@ def test_the_colour_profile_goes_with_the_pixels(tmp_path, capsys):
     quick = ["--scale", "2", "--device", "cpu"]
     for src, dst, extra in [("p.png", "a.png", []), ("p.jpg", "a.jpg", []), ("p.tif", "a.tif", []),
                             ("p.png", "t.tif", ["--tile", "16"]), ("g.png", "g2.png", []), ("g.png", "g2.tif", []),
-                            ("p.png", "a.bmp", [])]:
+                            ("p.png", "a.bmp", []), ("p.png", "a.webp", [])]:
         assert run("upscale", tmp_path / src, "-o", tmp_path / dst, *quick, *extra) == 0
         want = None if dst.endswith(".bmp") else gray_icc if src.startswith("g") else rgb_icc
         assert image_icc_profile(tmp_path / dst) == want, (src, dst, extra)
