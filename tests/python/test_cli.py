@@ -1638,9 +1638,9 @@ def test_an_alpha_channel_is_kept(tmp_path, capsys, colour):
 
 def test_the_colour_profile_goes_with_the_pixels(tmp_path, capsys):
     """An embedded ICC profile (a phone's Display P3, a scanner's Adobe RGB: without it a viewer takes the
-    pixels for sRGB and shows other colours) is written into PNG, JPEG, WebP and TIFF outputs, whole or streamed tile
-    by tile, byte for byte; a profile of another colour space than the output's (a CMYK JPEG's, converted to RGB)
-    is not carried over."""
+    pixels for sRGB and shows other colours) is written into PNG, JPEG, WebP and TIFF outputs, whole or streamed
+    tile by tile, byte for byte; a profile of another colour space than the output's (a CMYK JPEG's, converted
+    to RGB) is not carried over."""
     import tifffile
     from PIL import Image, ImageCms
 
