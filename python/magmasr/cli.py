@@ -100,10 +100,11 @@ JPEG_QUALITY = 95  # and no chroma subsampling: Pillow's defaults (75, 4:2:0) bl
 
 def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool, staged: "Staged | None" = None,
                        icc: bytes | None = None, exif: bytes | None = None,
-                       resolution: "Resolution | None" = None) -> None:
+                       resolution: "Resolution | None" = None, quality: int = JPEG_QUALITY) -> None:
     """`img` to `path` (its format by the suffix), atomically; `icc`: an ICC colour profile to embed (PNG, JPEG,
     WebP, TIFF; BMP has no place for one); `exif`: EXIF metadata to embed (PNG, JPEG, WebP); `resolution`: the
-    physical pixel density to record (TIFF in its own unit; PNG, JPEG, BMP in dots per inch)."""
+    physical pixel density to record (TIFF in its own unit; PNG, JPEG, BMP in dots per inch); `quality`: of a
+    JPEG or WebP output, 1..100."""
     import imageio.v3 as iio
 
     if path.exists() and not overwrite:
@@ -119,9 +120,9 @@ def atomic_write_image(path: Path, img: np.ndarray, overwrite: bool, staged: "St
         write_atomically(path, lambda tmp: tifffile.imwrite(tmp, img, **_tiff_kind(img.shape, icc, resolution)),
                          staged)
         return
-    options = dict(quality=JPEG_QUALITY, subsampling=0) if suffix in (".jpg", ".jpeg") else {}
+    options = dict(quality=int(quality), subsampling=0) if suffix in (".jpg", ".jpeg") else {}
     if suffix == ".webp":  # lossy like JPEG, at the same quality (Pillow's default, 80, blurs fine detail)
-        options = dict(quality=JPEG_QUALITY)
+        options = dict(quality=int(quality))
     if icc and suffix != ".bmp":
         options["icc_profile"] = icc
     if exif and suffix != ".bmp":
@@ -567,7 +568,7 @@ def upscale_sequence(src: Path, out_dir: Path, args) -> int:
     staged, t0 = Staged(missing), time.perf_counter()
     try:
         for dst, out in zip(outs, model.upscale_stream(frames(), tile)):
-            atomic_write_image(dst, out, True, staged)
+            atomic_write_image(dst, out, True, staged, quality=args.quality)
             _progress(len(staged.files), len(files), t0)
         staged.commit()
     except BaseException:
@@ -842,7 +843,7 @@ def _upscale_file(model, src: Path, dst: Path, args, staged: Staged | None = Non
         for (r, c), b in blocks:
             out[r:r + b.shape[0], c:c + b.shape[1]] = b
         atomic_write_image(dst, out, args.overwrite, staged, icc, _exif_for(src, *shape[:2]),
-                           _resolution_for(src, s))
+                           _resolution_for(src, s), args.quality)
     _say(f"{src} {img.shape[1]}x{img.shape[0]} -> {dst} {shape[1]}x{shape[0]}{note}")
 
 
@@ -901,8 +902,9 @@ def _upscale_default(model, args, out: Path, cmp_path: Path) -> int:
     ours = bicubic if model is None else upscale_array(model, lr, args.scale, args.tile, args.device)
     staged = Staged()  # both files or neither
     try:
-        atomic_write_image(out, ours, args.overwrite, staged)
-        atomic_write_image(cmp_path, comparison_image(lr, bicubic, ours, original), args.overwrite, staged)
+        atomic_write_image(out, ours, args.overwrite, staged, quality=args.quality)
+        atomic_write_image(cmp_path, comparison_image(lr, bicubic, ours, original), args.overwrite, staged,
+                           quality=args.quality)
         staged.commit()
     finally:
         staged.discard()
@@ -1000,6 +1002,17 @@ def cmd_eval(args) -> int:
     print("Y channel of MATLAB rgb2ycbcr, uint8-rounded, scale pixels shaved; MAE and MSE in 8-bit levels (0..255), "
           "so PSNR = 10 log10(255^2 / MSE).")
     return 0
+
+
+def _quality(text: str) -> int:
+    """argparse type of --quality: an integer 1..100."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer 1..100, got {text!r}") from None
+    if not 1 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"expected an integer 1..100, got {v}")
+    return v
 
 
 def _crf(text: str) -> int:
@@ -1419,6 +1432,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--crf", type=_crf, default=None, metavar="0..51",
                    help="video output: H.264's constant rate factor, lower is better and larger (default 10, "
                         "visually lossless; 18-23 for smaller files; 0 is lossless in YUV)")
+    u.add_argument("--quality", type=_quality, default=JPEG_QUALITY, metavar="1..100",
+                   help=f"JPEG and WebP outputs: the encoder's quality, higher is better and larger (default "
+                        f"{JPEG_QUALITY}; JPEG without chroma subsampling whatever the quality)")
     u.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     u.set_defaults(fn=cmd_upscale)
 

@@ -1826,3 +1826,31 @@ def test_a_gif_is_read_but_not_written(tmp_path, capsys):
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
     assert run("upscale", tmp_path / "anim.gif", *quick) == 2
     assert "an animation of 2 frames" in capsys.readouterr().err
+
+
+def test_quality_of_jpeg_and_webp_outputs(tmp_path, capsys):
+    """--quality sets the JPEG and WebP encoders' quality (default 95): a JPEG at 50 has Pillow's quantization
+    tables for 50 and is smaller; outside 1..100 it is a usage error."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[:40, :48]
+    rgb = np.stack([128 + 90 * np.sin(xx / 3.0), 128 + 90 * np.cos(yy / 2.0), (xx * yy) % 256], axis=2)
+    iio.imwrite(tmp_path / "p.png", rgb.astype(np.uint8))
+    quick = ["--scale", "2", "--device", "cpu", "--model", "bicubic"]
+    sizes = {}
+    for q in (None, 50):
+        dst = tmp_path / f"q{q}.jpg"
+        assert run("upscale", tmp_path / "p.png", "-o", dst, *quick, *(["--quality", str(q)] if q else [])) == 0
+        ref = tmp_path / f"ref{q}.jpg"
+        Image.open(dst).save(ref, quality=q or 95, subsampling=0)
+        with Image.open(dst) as got, Image.open(ref) as want:
+            assert got.quantization == want.quantization
+        sizes[q] = dst.stat().st_size
+    assert sizes[50] < sizes[None]
+    assert run("upscale", tmp_path / "p.png", "-o", tmp_path / "w50.webp", "--quality", "50", *quick) == 0
+    assert run("upscale", tmp_path / "p.png", "-o", tmp_path / "w95.webp", *quick) == 0
+    assert (tmp_path / "w50.webp").stat().st_size < (tmp_path / "w95.webp").stat().st_size
+    for bad in ("0", "101", "high"):
+        with pytest.raises(SystemExit) as e:
+            run("upscale", tmp_path / "p.png", "--quality", bad, *quick)
+        assert e.value.code == 2 and "1..100" in capsys.readouterr().err
