@@ -1004,26 +1004,19 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _quality(text: str) -> int:
-    """argparse type of --quality: an integer 1..100."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer 1..100, got {text!r}") from None
-    if not 1 <= v <= 100:
-        raise argparse.ArgumentTypeError(f"expected an integer 1..100, got {v}")
-    return v
+def _int_in(lo: int, hi: int):
+    """An argparse type: an integer in lo..hi (--crf 0..51, --quality 1..100)."""
 
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer {lo}..{hi}, got {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer {lo}..{hi}, got {v}")
+        return v
 
-def _crf(text: str) -> int:
-    """argparse type of --crf: an integer 0..51."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer 0..51, got {text!r}") from None
-    if not 0 <= v <= 51:
-        raise argparse.ArgumentTypeError(f"expected an integer 0..51, got {v}")
-    return v
+    return parse
 
 
 def _finite(text: str) -> float:
@@ -1429,10 +1422,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--tile", type=int, default=None,
                    help="tile size for large pictures and frames, in pixels of the network's input (SRCNN: the "
                         "upscaled picture; 3DSRnet: the LR frames); the result is the same (default: automatic)")
-    u.add_argument("--crf", type=_crf, default=None, metavar="0..51",
+    u.add_argument("--crf", type=_int_in(0, 51), default=None, metavar="0..51",
                    help="video output: H.264's constant rate factor, lower is better and larger (default 10, "
                         "visually lossless; 18-23 for smaller files; 0 is lossless in YUV)")
-    u.add_argument("--quality", type=_quality, default=JPEG_QUALITY, metavar="1..100",
+    u.add_argument("--quality", type=_int_in(1, 100), default=JPEG_QUALITY, metavar="1..100",
                    help=f"JPEG and WebP outputs: the encoder's quality, higher is better and larger (default "
                         f"{JPEG_QUALITY}; JPEG without chroma subsampling whatever the quality)")
     u.add_argument("--overwrite", action="store_true", help="replace existing outputs")
