@@ -79,7 +79,6 @@ std::pair<int64_t, int64_t> input_range(const ops::HostResampleTable& t, int64_t
 // magmasr.image.to_uint8 of a value already clipped to [0, 1]: x 255, rounded half away from zero (NaN: 0).
 uint8_t to_uint8(double v) { return cpu::saturate_uint8(v * 255.0); }
 
-double clip01(double v) { return v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v; }  // NaN passes, as np.clip
 
 // An integer as Python's _parse_kwargs reads one (an optional '-', then digits only), in range.
 int64_t parse_int(const std::string& text, const std::string& what) {
@@ -377,16 +376,16 @@ Picture SrcnnModel::upscale(const Picture& in, int64_t scale, int64_t tile) cons
           uint8_t* px = out.pixels.data() + ch * (i * W + j);
           const double yy = double(y[size_t(b)]);
           if (colours == 1) {
-            px[0] = to_uint8(clip01(yy));
+            px[0] = to_uint8(cpu::clip01(yy));
           } else {
             const double cb = block[size_t(bn + b)], cr = block[size_t(2 * bn + b)];
             for (int k = 0; k < 3; ++k) {
               const double v = yy * (255.0 * inv.m[k][0]) + cb * (255.0 * inv.m[k][1]) +
                                cr * (255.0 * inv.m[k][2]) + -inv.offset[k];
-              px[k] = to_uint8(clip01(v));
+              px[k] = to_uint8(cpu::clip01(v));
             }
           }
-          if (ch > colours) px[colours] = to_uint8(clip01(block[size_t(colours * bn + b)]));
+          if (ch > colours) px[colours] = to_uint8(cpu::clip01(block[size_t(colours * bn + b)]));
         }
     }
   return out;

@@ -28,7 +28,7 @@ from ._signals import Terminated, sigterm_raises
 from ._status import STDERR as STATUS_LINE
 from .sr import (IMAGE_SUFFIXES, READ_SUFFIXES, ImageSR, default_device, evaluate_image_sr, image_icc_profile,
                  image_info, list_images, read_image, read_unit_image, shipped_models, shipped_weights, first_line,
-                 to_unit_range)
+                 tiff_first_page, to_unit_range)
 
 
 class CliError(Exception):
@@ -174,7 +174,7 @@ def _resolution_for(src: Path, scale: int) -> Resolution | None:
             import tifffile
 
             with tifffile.TiffFile(src) as t:
-                page = t.series[0].pages[0] if t.series and t.series[0].pages else t.pages[0]
+                page = tiff_first_page(t)
                 if "XResolution" not in page.tags or "YResolution" not in page.tags:
                     return None
                 (x, y), unit = page.resolution, int(page.resolutionunit)

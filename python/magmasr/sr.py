@@ -491,7 +491,7 @@ def image_icc_profile(path: str | os.PathLike) -> bytes | None:
             import tifffile
 
             with tifffile.TiffFile(path) as t:
-                page = t.series[0].pages[0] if t.series and t.series[0].pages else t.pages[0]
+                page = tiff_first_page(t)
                 tag = page.tags.get(34675)
                 return bytes(tag.value) if tag is not None and tag.value else None
         from PIL import Image
@@ -643,7 +643,7 @@ def _tiff_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, str, int, str]:
             raise ValueError(f"{path}: the TIFF holds no picture")
         series = t.series[0]
         axes, shape = series.axes, tuple(series.shape)
-        page = series.pages[0] if series.pages else t.pages[0]
+        page = tiff_first_page(t)
         tag = page.tags.get(274)
         orientation = int(tag.value) if tag is not None else 1
         photometric = page.photometric.name
@@ -666,13 +666,19 @@ def _tiff_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, str, int, str]:
     return (h, w) + ((channels,) if "S" in picture else ()), dtype, axes, orientation, photometric
 
 
+def tiff_first_page(t):
+    """The page (IFD) of an open ``tifffile.TiffFile``'s first picture, whose tags describe it: the first page of
+    its first series (the file's first page when tifffile finds no series)."""
+    return t.series[0].pages[0] if t.series and t.series[0].pages else t.pages[0]
+
+
 def _tiff_alpha(path: Path) -> bool:
     """Whether the extra sample of a TIFF's first picture is unassociated alpha (what magmasr writes and keeps);
     an unspecified extra sample (RGBX padding) or premultiplied alpha is dropped, as before alpha was kept."""
     import tifffile
 
     with tifffile.TiffFile(path) as t:
-        page = t.series[0].pages[0] if t.series and t.series[0].pages else t.pages[0]
+        page = tiff_first_page(t)
         return tuple(int(e) for e in (page.extrasamples or ())) == (2,)
 
 

@@ -18,6 +18,9 @@ inline uint8_t saturate_uint8(double v) {
   return static_cast<uint8_t>(f + (c - f >= 0.5 ? 1.0 : 0.0));
 }
 
+/// np.clip(v, 0, 1): a NaN stays NaN.
+inline double clip01(double v) { return v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v; }
+
 /// One pass of imresize along the middle axis of x [outer, in_len, inner] (C order) into y [outer, out_len,
 /// inner]: the sums of resample_axis (backend.hpp) on In samples, kept as double (Out = double), or in MATLAB's
 /// uint8 mode (Out = uint8_t: saturate_uint8 of each sum). Indices must lie in [0, in_len).
@@ -27,12 +30,11 @@ void resample_host(int64_t outer, int64_t in_len, int64_t inner, int64_t out_len
 
 /// For the pixels (i, j) of a rows x cols grid, the 3 channels of each at x + i * row_stride + j * col_stride
 /// (strides in elements, channels adjacent): v[k] = x0 * m[k, 0] + x1 * m[k, 1] + x2 * m[k, 2] + offset[k],
-/// summed left to right, for k < k_out (m row-major [k_out, 3]); with clip01 clamped to [0, 1] (NaN stays NaN,
-/// as np.clip). y [rows, cols, k_out] (C order) gets v (Out = double) or saturate_uint8(v * factor) (Out =
-/// uint8_t). x and y must not alias.
+/// summed left to right, for k < k_out (m row-major [k_out, 3]); with `clip`, clip01(v). y [rows, cols, k_out]
+/// (C order) gets v (Out = double) or saturate_uint8(v * factor) (Out = uint8_t). x and y must not alias.
 template <class In, class Out>
 void colour_transform(const In* x, int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride,
-                      const double* m, const double* offset, int64_t k_out, bool clip01, double factor, Out* y);
+                      const double* m, const double* offset, int64_t k_out, bool clip, double factor, Out* y);
 
 /// y[i] = saturate_uint8(double(x[i]) * factor) (im2uint8 with factor 255).
 template <class In>

@@ -82,7 +82,7 @@ void resample_host(int64_t outer, int64_t in_len, int64_t inner, int64_t out_len
 
 template <class In, class Out>
 void colour_transform(const In* x, int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride,
-                      const double* m, const double* offset, int64_t k_out, bool clip01, double factor, Out* y) {
+                      const double* m, const double* offset, int64_t k_out, bool clip, double factor, Out* y) {
 #pragma omp parallel for schedule(static) if (rows * cols * k_out >= kParallelMin)
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) {
@@ -91,7 +91,7 @@ void colour_transform(const In* x, int64_t rows, int64_t cols, int64_t row_strid
       Out* out = y + (i * cols + j) * k_out;
       for (int64_t k = 0; k < k_out; ++k) {
         double v = r * m[3 * k] + g * m[3 * k + 1] + b * m[3 * k + 2] + offset[k];
-        if (clip01) v = v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v;  // np.clip: a NaN stays NaN
+        if (clip) v = clip01(v);
         if constexpr (std::is_same_v<Out, uint8_t>)
           out[k] = saturate_uint8(v * factor);
         else
