@@ -456,6 +456,58 @@ TEST(CpuGemm, TiledProductsMatchADoubleReference) {
   }
 }
 
+// gemm_narrow_taps reads A's rows in place, in segments (a convolution's output rows without the columns between
+// them): A(i, k) = base[aoff[i] + (k / seg) * pitch + k % seg]. Against a double reference, with row offsets out of
+// order, a short last row tile (the tail copy follows the segments too), a short last segment, one plain segment
+// (seg = K), accumulation, and the junk between segments poisoned with NaN: a product that read it would be NaN.
+TEST(CpuGemm, SegmentedTapRowsMatchADoubleReference) {
+  std::mt19937 rng(std::random_device{}());
+  for (const std::string& kernels : kernel_sets()) {
+    SCOPED_TRACE("kernels " + kernels);
+    const UseKernels use(kernels);
+    struct Case {
+      int64_t M, N, K, seg, pitch;
+    };
+    for (const Case c : {Case{81, 64, 5 * 25, 25, 33}, Case{13, 17, 50, 7, 9}, Case{6, 16, 40, 40, 40},
+                         Case{7, 3, 23, 5, 12}, Case{64, 32, 96, 96, 96}}) {
+      const int64_t segs = (c.K + c.seg - 1) / c.seg, span = (segs - 1) * c.pitch + c.seg;
+      // Row i of A starts at aoff[i]: rows in reverse order, each `span` floats, NaN between the segments.
+      const int64_t stride = span + 3;
+      std::vector<float> base(size_t(c.M * stride), NAN);
+      std::vector<int64_t> aoff(size_t(c.M));
+      std::vector<float> a(size_t(c.M * c.K));  // A(i, k), dense
+      for (int64_t i = 0; i < c.M; ++i) {
+        aoff[size_t(i)] = (c.M - 1 - i) * stride;
+        for (int64_t k = 0; k < c.K; ++k) {
+          const float v = std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng);
+          a[size_t(i * c.K + k)] = v;
+          base[size_t(aoff[size_t(i)] + (k / c.seg) * c.pitch + k % c.seg)] = v;
+        }
+      }
+      const auto b = random_vec(size_t(c.K * c.N), rng);
+      std::vector<float> bp(size_t((c.N + cpu::kNarrowNR - 1) / cpu::kNarrowNR * cpu::kNarrowNR * c.K));
+      cpu::pack_panels(c.K, c.N, b.data(), c.N, 1, cpu::kNarrowNR, bp.data());
+      for (bool accumulate : {false, true}) {
+        auto cm = random_vec(size_t(c.M * c.N), rng);
+        const auto c0 = cm;
+        cpu::gemm_narrow_taps(c.M, c.N, c.K, base.data(), aoff.data(), c.seg, c.pitch, bp.data(), cm.data(), c.N,
+                              accumulate);
+        for (int64_t i = 0; i < c.M; ++i)
+          for (int64_t j = 0; j < c.N; ++j) {
+            double ref = accumulate ? double(c0[size_t(i * c.N + j)]) : 0.0, scale = std::abs(ref);
+            for (int64_t k = 0; k < c.K; ++k) {
+              const double t = double(a[size_t(i * c.K + k)]) * double(b[size_t(k * c.N + j)]);
+              ref += t, scale += std::abs(t);
+            }
+            // K <= 125 float multiply-adds: each rounding is <= 2^-24 of the running magnitude.
+            ASSERT_NEAR(cm[size_t(i * c.N + j)], ref, 2e-6 * (scale + 1.0))
+                << c.M << "x" << c.N << "x" << c.K << " seg " << c.seg << " at " << i << ", " << j;
+          }
+      }
+    }
+  }
+}
+
 TEST(CpuOps, ReluMseShuffleAndUpdates) {
   std::mt19937 rng(3);
   const int64_t n = 1001;

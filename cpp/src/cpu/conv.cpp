@@ -1,6 +1,6 @@
 // CPU convolution: the reference for the CUDA kernels, and the fallback where there is no GPU.
 //
-// Forward, several output channels, kernel larger than 1x1 ("taps", forward_taps below): the output rows of one
+// Forward, several output channels ("taps", forward_taps below): the output rows of one
 // image and depth are cut into slab tasks of R rows; each task copies the input rows they read, padded, into a
 // slab (all channels, row pitch Wp = oW + kW - 1), and the matrix product C[Cout, L] = W[Cout, K] * B runs on the
 // slab in place: B(k, n) = slab[off[k] + n] with off[k] the offset of tap k = (ci, kd, kh, kw), over the flat
@@ -8,9 +8,9 @@
 // input sample is copied (R + kH - 1) / R times instead of kvol times. Bias and ReLU on the way to y.
 //
 // Backward-weight runs on the same slab tasks (backward_weight_taps): dW^T += T * dY^T with the tap rows T read in
-// place from the slab.
+// place from the slab, one segment per output row (the columns between rows skipped).
 //
-// Otherwise ("columns": 1x1 kernels, backward-data with replicated borders): vol2col + a matrix
+// Otherwise ("columns": backward-data with replicated borders, rows too wide for a slab): vol2col + a matrix
 // product on cache-sized blocks. The output positions of the whole batch form one flat range q = n * P + p
 // (P = oD * oH * oW), cut into blocks of exactly kBlock columns. Each OpenMP thread takes whole blocks and, for
 // each, builds the block's column matrix col[K, kBlock] (K = Cin * kD * kH * kW) in its own buffer, in the
@@ -478,21 +478,22 @@ void gather_dy_channels(const ConvGeom& g, const SlabGeom& s, const float* dy, c
 }
 
 // Backward-weight of a multi-channel layer on the slab tasks of forward_taps: dW^T[K, Cout] += T * dY^T over the
-// task's flat length, T's row k (tap k) read in place from the slab at its offset (gemm_narrow_taps) and dY^T
-// packed from the task's dy rows (zeros in the columns between rows: the columns forward_taps drops add nothing
-// here). Tasks are summed in fixed groups and the partials added in group order, so the result does not depend
-// on the number of threads.
+// task's output positions, T's row k (tap k) read in place from the slab at its offset, one segment of oW columns
+// per output row (gemm_narrow_taps: the kW - 1 columns between two rows, which forward_taps computes and drops,
+// are skipped here: 39% of SRCNN's first layer on 33x33 patches), and dY^T packed straight from dy (the task's
+// rows of a channel are contiguous there). Tasks are summed in fixed groups and the partials added in group order,
+// so the result does not depend on the number of threads.
 void backward_weight_taps(const ConvGeom& g, const float* x, const float* dy, float* dw) {
   const SlabGeom s = taps_geom(g);
   const int64_t K = g.Cin * g.kernel_volume(), M = g.Cout, tasks = s.tasks(g);
-  const int64_t longest = (s.R - 1) * s.Wp + g.oW();
+  const int64_t oH = g.oH(), oW = g.oW(), P = g.out_spatial();
   const Groups groups(tasks, 1);
   const std::vector<int64_t> offset = tap_offsets(g, s, K);
   std::vector<float> partial(size_t(groups.count * K * M));
 #pragma omp parallel
   {
-    std::vector<float> slab(size_t(s.slab_floats(g))), dyp(size_t(M * s.R * s.Wp));
-    std::vector<float> dyt(size_t((M + kNarrowNR - 1) / kNarrowNR * kNarrowNR * longest));
+    std::vector<float> slab(size_t(s.slab_floats(g)));
+    std::vector<float> dyt(size_t((M + kNarrowNR - 1) / kNarrowNR * kNarrowNR * s.R * oW));
 #pragma omp for schedule(static)
     for (int64_t grp = 0; grp < groups.count; ++grp) {
       float* out = partial.data() + grp * K * M;
@@ -500,10 +501,9 @@ void backward_weight_taps(const ConvGeom& g, const float* x, const float* dy, fl
       for (int64_t ti = t0; ti < t1; ++ti) {
         const SlabTask t = slab_task(g, s, ti);
         build_slab(g, s, x, t, slab.data());
-        gather_dy_channels(g, s, dy, t, dyp.data());
-        const int64_t L = flat_length(g, s, t);
-        pack_panels(L, M, dyp.data(), 1, s.R * s.Wp, kNarrowNR, dyt.data());  // dY^T[q, co]
-        gemm_narrow_taps(K, M, L, slab.data(), offset.data(), dyt.data(), out, M, ti != t0);
+        const int64_t L = t.R * oW;  // dY^T[q, co] = dy[n, co, od, oh0 + q / oW, q % oW]
+        pack_panels(L, M, dy + ((t.n * M * g.oD() + t.od) * oH + t.oh0) * oW, 1, P, kNarrowNR, dyt.data());
+        gemm_narrow_taps(K, M, L, slab.data(), offset.data(), oW, s.Wp, dyt.data(), out, M, ti != t0);
       }
     }
   }
@@ -613,18 +613,18 @@ enum class Strategy { Auto, Taps, Columns };
 std::atomic<Strategy> strategy{Strategy::Auto};
 
 // Taps read the input in place where a column matrix would copy each input sample kvol times: forward 1.1-1.5x
-// faster on our layers (docs/results/cpu_conv.md), backward-weight likewise. A 1x1 kernel's column matrix is the input itself, a plain copy, and the
-// column path is as fast there. A slab holds at least kH input rows of every channel, so for extremely wide rows
-// (over 64 Mi floats of slab per thread) the column path, whose buffers do not grow with the rows, is kept.
+// faster on our layers (docs/results/cpu_conv.md), backward-weight likewise. On 1x1 kernels too, where the column
+// matrix is a plain copy of the input: SRCNN 9-1-5's 1x1 layer, forward 1.3x and backward-weight 1.3-1.5x (one
+// and two threads, 2026-12-07; the slab is that copy, and the products read it in place). A slab holds at least
+// kH input rows of every channel, so for extremely wide rows (over 64 Mi floats of slab per thread) the column
+// path, whose buffers do not grow with the rows, is kept.
 constexpr double kMaxTapsSlabFloats = double(int64_t(64) << 20);
 
 bool use_taps(const ConvGeom& g) {
   switch (strategy.load(std::memory_order_relaxed)) {
     case Strategy::Taps: return true;
     case Strategy::Columns: return false;
-    default:
-      return g.kernel_volume() > 1 &&
-             double(g.Cin) * double(g.kD) * double(g.kH) * double(g.oW() + g.kW - 1) <= kMaxTapsSlabFloats;
+    default: return double(g.Cin) * double(g.kD) * double(g.kH) * double(g.oW() + g.kW - 1) <= kMaxTapsSlabFloats;
   }
 }
 

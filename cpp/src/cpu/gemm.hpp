@@ -35,10 +35,11 @@ constexpr int64_t kTapsReadPast = 48;
 void gemm_wide_taps(int64_t M, int64_t N, int64_t K, const float* a, int64_t rsa, int64_t csa, const float* base,
                     const int64_t* off, float* c, int64_t ldc);
 
-/// gemm_narrow (B packed in panels of 16) with A's rows read in place: A(i, k) = base[aoff[i] + k], as the rows of
-/// a convolution's column matrix are windows of its (padded) input, tap i at offset aoff[i].
-void gemm_narrow_taps(int64_t M, int64_t N, int64_t K, const float* base, const int64_t* aoff, const float* bp,
-                      float* c, int64_t ldc, bool accumulate);
+/// gemm_narrow (B packed in panels of 16) with A's rows read in place, in segments of `seg` floats `pitch` apart:
+/// A(i, k) = base[aoff[i] + (k / seg) * pitch + k % seg], as the rows of a convolution's column matrix are windows
+/// of its (padded) input, tap i at offset aoff[i], one segment per output row (seg = K: one plain row).
+void gemm_narrow_taps(int64_t M, int64_t N, int64_t K, const float* base, const int64_t* aoff, int64_t seg,
+                      int64_t pitch, const float* bp, float* c, int64_t ldc, bool accumulate);
 
 /// Packs B[K, N], B(k, n) = b[k * rsb + n * csb] (a row-major matrix: csb = 1; the transpose of one: rsb = 1),
 /// into panels of NR columns: ceil(N / NR) * K * NR floats at bp.
