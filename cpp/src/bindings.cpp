@@ -391,6 +391,30 @@ py::array host_to_uint8(const py::array& x, double factor) {
   return std::move(y);
 }
 
+// A copy of x (H x W x C, C = 2 or 4, alpha last; uint8, uint16, float32 or float64) with the colour of its fully
+// transparent pixels spread from the visible ones (cpu::bleed_transparent).
+py::array host_bleed(const py::array& x) {
+  if (x.ndim() != 3 || (x.shape(2) != 2 && x.shape(2) != 4))
+    throw ValueError("_bleed_transparent: expected an H x W x 2 or H x W x 4 array (alpha last), got rank " +
+                     std::to_string(x.ndim()) + (x.ndim() == 3 ? " with " + std::to_string(x.shape(2)) + " channels" : ""));
+  auto run = [&](auto tag) -> py::array {
+    using T = decltype(tag);
+    auto y = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(x);
+    py::array_t<T> out(array_shape(x));
+    std::copy_n(y.data(), y.size(), out.mutable_data());
+    T* px = out.mutable_data();
+    py::gil_scoped_release rel;
+    cpu::bleed_transparent(px, x.shape(0), x.shape(1), x.shape(2));
+    return std::move(out);
+  };
+  if (py::isinstance<py::array_t<uint8_t>>(x)) return run(uint8_t{});
+  if (py::isinstance<py::array_t<uint16_t>>(x)) return run(uint16_t{});
+  if (py::isinstance<py::array_t<float>>(x)) return run(float{});
+  if (py::isinstance<py::array_t<double>>(x)) return run(double{});
+  throw TypeError("_bleed_transparent: expected uint8, uint16, float32 or float64 data, got dtype " +
+                  std::string(py::str(x.dtype())));
+}
+
 // ---- DLPack export
 struct ExportCtx {
   Tensor tensor;
@@ -554,8 +578,8 @@ PYBIND11_MODULE(_core, m) {
       py::arg("which"),
       "For benchmarks and tests: the strategy of the CPU convolution's forward and backward-weight passes for several "
       "output channels ('taps': the products read the padded input in place; 'columns': a column matrix per block; "
-      "'auto': taps unless the kernel is 1x1). The forward strategies give the same bits; not thread-safe against "
-      "running convolutions.");
+      "'auto': taps unless a slab would exceed 64 Mi floats). The forward strategies give the same bits; not "
+      "thread-safe against running convolutions.");
 
   m.def("_resample_host", &host_resample, py::arg("x"), py::arg("axis"), py::arg("weights"), py::arg("indices"),
         py::arg("uint8_mode") = false,
@@ -569,6 +593,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("_scale_to_uint8", &host_to_uint8, py::arg("x"), py::arg("factor") = 255.0,
         "MATLAB's uint8 conversion of x * factor (magmasr.image._saturate_uint8), for a C-contiguous uint8, "
         "float32 or float64 array.");
+  m.def("_bleed_transparent", &host_bleed, py::arg("x"),
+        "A copy of an H x W x 2 or 4 picture (alpha last) whose fully transparent pixels (alpha == 0) take, layer by "
+        "layer outwards from the visible ones, the mean colour of their 8-neighbours already filled "
+        "(magmasr.sr.ImageSR.upscale_tiles: no dark fringes from the colour stored under transparency).");
 
   // ---------------------------------------------------------------------------------------- Device
   py::class_<Device>(m, "Device")

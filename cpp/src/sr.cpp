@@ -326,12 +326,21 @@ Picture SrcnnModel::upscale(const Picture& in, int64_t scale, int64_t tile) cons
   MAGMASR_REQUIRE(s >= 1 && s <= 16, ValueError, "SrcnnModel::upscale: scale ", s, " is not in 1..16");
   MAGMASR_REQUIRE(tile >= 0, ValueError, "SrcnnModel::upscale: tile must be >= 0 (0: the whole picture), got ", tile);
 
+  // With alpha, the colour under fully transparent pixels is first spread from the visible ones (as
+  // magmasr.sr.ImageSR.upscale_tiles does: no dark fringes from the black a file stores there).
+  std::vector<uint8_t> bled;
+  const uint8_t* pixels = in.pixels.data();
+  if (ch == 2 || ch == 4) {
+    bled = in.pixels;
+    cpu::bleed_transparent(bled.data(), h, w, ch);
+    pixels = bled.data();
+  }
   // Planar double channels / 255: gray, or Y, Cb, Cr (magmasr.image.rgb2ycbcr on floats), then the alpha
   // channel if there is one (upscaled bicubically as CbCr, as magmasr.sr.ImageSR.upscale_tiles does).
   const int64_t n = h * w, colours = ch >= 3 ? 3 : 1;
   std::vector<double> planes(size_t(ch * n));
   for (int64_t i = 0; i < n; ++i) {
-    const uint8_t* px = in.pixels.data() + ch * i;
+    const uint8_t* px = pixels + ch * i;
     if (colours == 1) {
       planes[size_t(i)] = double(px[0]) / 255.0;
     } else {

@@ -14,6 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
+from . import _core
 from . import image as im
 from . import metrics, models, weights
 from ._checks import as_int
@@ -303,7 +304,9 @@ class ImageSR(SRModel):
         4), uint8, uint16 or float in [0, 1]; returns the same dtype and channels.
 
         Y goes through the network, CbCr and the alpha channel through bicubic (MATLAB-compatible) interpolation.
-        With `tile`, the whole pipeline runs on tile x tile output pixels at a time (see :meth:`upscale_tiles`):
+        The colour stored under fully transparent pixels (often black) is first replaced by colour spread from the
+        visible pixels (each, layer by layer outwards, the mean of its 8-neighbours already filled), so that edges
+        next to transparency get no dark fringes; opaque areas away from it are unchanged. With `tile`, the whole pipeline runs on tile x tile output pixels at a time (see :meth:`upscale_tiles`):
         memory beyond the input and the output stays bounded, and the result is bit for bit that of the whole
         picture (on a GPU: of the whole picture with ``algo='direct'``; see :meth:`upscale_tiles`).
         ``progress(done, total)`` is called after each tile."""
@@ -337,6 +340,8 @@ class ImageSR(SRModel):
         peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(img.dtype)
         alpha = None
         if img.ndim == 3 and img.shape[2] in (2, 4):  # the alpha channel: bicubic, as CbCr
+            if (img[:, :, -1] == 0).any():  # colour under transparency spread from the visible pixels
+                img = _core._bleed_transparent(img)
             img, alpha = img[:, :, :-1], img[:, :, -1]
             img = img[:, :, 0] if img.shape[2] == 1 else img
 

@@ -250,6 +250,8 @@ def test_cpp_srcnn_model_is_imagesr_upscale_bit_for_bit(name):
                 rng.integers(0, 256, (int(rng.integers(1, 12)), int(rng.integers(1, 12)), 3), dtype=np.uint8)]
     pictures += [rng.integers(0, 256, (int(rng.integers(1, 30)), int(rng.integers(1, 30)), c), dtype=np.uint8)
                  for c in (2, 4)]  # gray + alpha, RGBA
+    for img in pictures[-2:]:  # with transparent areas, whose colour both spread from the visible pixels
+        img[:int(rng.integers(0, img.shape[0] + 1)), :int(rng.integers(0, img.shape[1] + 1)), -1] = 0
     for img in pictures:
         for scale in (0, 2, 1):
             got = _core._srcnn_upscale(weights, img, scale)

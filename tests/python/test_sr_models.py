@@ -244,18 +244,23 @@ def test_upscale_dtypes_shapes_and_save_load(tmp_path):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 def test_upscale_keeps_an_alpha_channel(dtype):
-    """Gray + alpha and RGBA pictures: the colour channels are the picture's without alpha bit for bit, the
-    alpha MATLAB's bicubic upscale of it in floating point, clipped and stored in the picture's type; tiles
-    give the whole picture's bits."""
+    """Gray + alpha and RGBA pictures: the colour channels are the upscale without alpha of the picture's colour,
+    bit for bit, once the colour under fully transparent pixels has been spread from the visible ones
+    (test_alpha.py), the alpha MATLAB's bicubic upscale of it in floating point, clipped and stored in the
+    picture's type; tiles give the whole picture's bits."""
+    from test_alpha import bleed_reference
+
     rng = np.random.default_rng()
     model = ImageSR.pretrained(2, "9-1-5", device="cpu")
     peak = {np.uint8: 255, np.uint16: 65535}.get(dtype)
     for channels in (2, 4):
         raw = rng.random((19, 23, channels))
         img = (np.round(raw * peak) if peak else raw).astype(dtype)
+        img[3:9, 5:17, -1] = 0  # a transparent area whose stored colour is replaced
         out = model.upscale(img)
         assert out.shape == (38, 46, channels) and out.dtype == dtype
-        colour = img[:, :, 0] if channels == 2 else img[:, :, :3]
+        bled = bleed_reference(img)
+        colour = bled[:, :, 0] if channels == 2 else bled[:, :, :3]
         np.testing.assert_array_equal(out[:, :, :-1].reshape(model.upscale(colour).shape), model.upscale(colour))
         a = np.clip(im.imresize(img[:, :, -1].astype(np.float64) / (peak or 1), 2), 0.0, 1.0)
         expected = im.to_uint8(a) if dtype == np.uint8 else (

@@ -4,7 +4,8 @@
 //   pixels / 255 (double); RGB -> YCbCr (MATLAB rgb2ycbcr, BT.601 studio range); MATLAB-compatible bicubic
 //   upscaling of every channel (rows first, in double); Y through the network (float32, 'same' output with
 //   replicate borders); YCbCr -> RGB; clipped to [0, 1]; x 255 rounded half away from zero. An alpha channel
-//   (gray + alpha, RGBA) is upscaled bicubically as CbCr and kept.
+//   (gray + alpha, RGBA) is upscaled bicubically as CbCr and kept; the colour under fully transparent pixels is
+//   first spread from the visible ones (their neighbours' mean, layer by layer), so edges get no dark fringes.
 //
 //   auto model = magmasr::SrcnnModel::load(weights_dir + "/srcnn_x3.safetensors");
 //   model.to(magmasr::Device::cuda(0));                  // optional: the network on a GPU

@@ -4,9 +4,11 @@
 // multi-threaded. Instantiated for In = uint8_t, float and double (each converts to double exactly).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 namespace magmasr::cpu {
 
@@ -39,5 +41,61 @@ void colour_transform(const In* x, int64_t rows, int64_t cols, int64_t row_strid
 /// y[i] = saturate_uint8(double(x[i]) * factor) (im2uint8 with factor 255).
 template <class In>
 void scale_to_uint8(const In* x, int64_t n, double factor, uint8_t* y);
+
+/// Colour under transparency ("alpha bleeding"): pixels[h, w, ch] interleaved, the last channel alpha; the
+/// colour channels of every fully transparent pixel (alpha == 0) are replaced, in place, by colour spread from the
+/// visible ones, so that resampling next to a transparent area mixes in the colour of its visible neighbours
+/// rather than whatever the file stores there (black, usually: dark fringes around an upscaled logo). In layers:
+/// layer 0 is the pixels with alpha != 0; a transparent pixel with one or more 8-neighbours in layers < k is in
+/// layer k and gets, per channel, their mean: the sum in double, neighbours in row-major order, divided by their
+/// count, then rounded half to even for integer types (converted to float for float). Visible pixels and alpha
+/// are not changed; a picture with no visible pixel is left as it is. magmasr.sr.ImageSR.upscale_tiles and
+/// SrcnnModel::upscale (tests/python/test_alpha.py: the NumPy formula of the same rule).
+template <class T>
+void bleed_transparent(T* pixels, int64_t h, int64_t w, int64_t ch) {
+  const int64_t n = h * w, colours = ch - 1;
+  if (n == 0 || colours < 1) return;
+  constexpr int32_t kUnfilled = -1, kQueued = -2;
+  std::vector<int32_t> layer(static_cast<size_t>(n), kUnfilled);
+  std::vector<int64_t> frontier, next;
+  for (int64_t i = 0; i < n; ++i)
+    if (!(pixels[i * ch + colours] == T(0))) layer[size_t(i)] = 0, frontier.push_back(i);
+  if (frontier.empty() || int64_t(frontier.size()) == n) return;
+  std::vector<double> mean(static_cast<size_t>(colours));
+  for (int32_t k = 1; !frontier.empty(); ++k) {
+    next.clear();
+    for (const int64_t i : frontier) {
+      const int64_t r = i / w, c = i % w;
+      for (int64_t dr = -1; dr <= 1; ++dr)
+        for (int64_t dc = -1; dc <= 1; ++dc) {
+          const int64_t rr = r + dr, cc = c + dc;
+          if (rr < 0 || rr >= h || cc < 0 || cc >= w || layer[size_t(rr * w + cc)] != kUnfilled) continue;
+          layer[size_t(rr * w + cc)] = kQueued;
+          next.push_back(rr * w + cc);
+        }
+    }
+    // Each pixel of layer k reads only layers < k (still kUnfilled / kQueued: skipped), so the order is free.
+    for (const int64_t i : next) {
+      const int64_t r = i / w, c = i % w;
+      int count = 0;
+      std::fill(mean.begin(), mean.end(), 0.0);
+      for (int64_t dr = -1; dr <= 1; ++dr)
+        for (int64_t dc = -1; dc <= 1; ++dc) {
+          const int64_t rr = r + dr, cc = c + dc;
+          if (rr < 0 || rr >= h || cc < 0 || cc >= w) continue;
+          const int32_t l = layer[size_t(rr * w + cc)];
+          if (l < 0) continue;
+          ++count;
+          for (int64_t p = 0; p < colours; ++p) mean[size_t(p)] += double(pixels[(rr * w + cc) * ch + p]);
+        }
+      for (int64_t p = 0; p < colours; ++p) {
+        const double v = mean[size_t(p)] / count;
+        pixels[i * ch + p] = std::is_integral_v<T> ? T(std::nearbyint(v)) : T(v);
+      }
+    }
+    for (const int64_t i : next) layer[size_t(i)] = k;
+    frontier.swap(next);
+  }
+}
 
 }  // namespace magmasr::cpu
