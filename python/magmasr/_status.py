@@ -40,6 +40,24 @@ class StatusLine:
             sys.stderr.flush()
 
 
+def duration(seconds: float) -> str:
+    """A rough human duration: '42 s', '3 min 05 s', '1 h 04 min' (rounded down to the unit shown)."""
+    s = max(int(seconds), 0)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def time_left(done: int, total: int | None, elapsed: float) -> str:
+    """', about 3 min 05 s left' at the pace so far (`done` of `total` units in `elapsed` seconds), or '' when
+    there is no total, nothing done yet, or nothing left."""
+    if not total or done <= 0 or done >= total or elapsed <= 0:
+        return ""
+    return f", about {duration(elapsed / done * (total - done))} left"
+
+
 #: The process's progress line, and one that prints nothing (fit(progress=False)).
 STDERR = StatusLine()
 QUIET = StatusLine(enabled=False)

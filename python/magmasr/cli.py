@@ -26,6 +26,7 @@ from . import image as im
 from ._files import finish, temp_beside
 from ._signals import Terminated, sigterm_raises
 from ._status import STDERR as STATUS_LINE
+from ._status import time_left
 from .sr import (IMAGE_SUFFIXES, READ_SUFFIXES, ImageSR, default_device, evaluate_image_sr, image_icc_profile,
                  image_info, list_images, read_image, read_unit_image, shipped_models, shipped_weights, first_line,
                  tiff_first_page, to_unit_range)
@@ -583,9 +584,10 @@ _status, _end_status, _say = STATUS_LINE.update, STATUS_LINE.end, STATUS_LINE.sa
 
 
 def _progress(done: int, total: int, t0: float, what: str = "frames") -> None:
-    rate = done / max(time.perf_counter() - t0, 1e-9)
+    elapsed = time.perf_counter() - t0
+    rate = done / max(elapsed, 1e-9)
     of = f"/{max(total, done)}" if total else ""  # a total from a video's duration is an estimate
-    _status(f"{done}{of} {what}, {rate:.2f} {what}/s")
+    _status(f"{done}{of} {what}, {rate:.2f} {what}/s{time_left(done, total, elapsed)}")
 
 
 def cmd_upscale(args) -> int:
@@ -780,8 +782,9 @@ def _tile_progress(tile: int):
     t0 = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
-        rate = done / max(time.perf_counter() - t0, 1e-9)
-        _status(f"{done}/{total} tiles of {tile}x{tile}, {rate:.2f} tiles/s")
+        elapsed = time.perf_counter() - t0
+        rate = done / max(elapsed, 1e-9)
+        _status(f"{done}/{total} tiles of {tile}x{tile}, {rate:.2f} tiles/s{time_left(done, total, elapsed)}")
         if done == total:
             _end_status()
 

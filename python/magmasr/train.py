@@ -661,10 +661,12 @@ def _fit(model, train, steps, per_epoch, batch_size, optimizer, lr, momentum, we
                     if log:
                         _write_log(log, history)
                 if progress and (done % 10 == 0 or done == steps):
-                    speed = seen / max(time.perf_counter() - t0, 1e-9)
+                    elapsed = time.perf_counter() - t0
+                    speed = seen / max(elapsed, 1e-9)
                     v = f" val {val_psnr:.2f} dB" if val_psnr is not None else ""
+                    # (the pace of this run's steps: a resumed run does not count the steps it skipped)
                     line.update(f"step {done}/{steps} loss {loss:.3e} ({psnr_from_mse(loss):.2f} dB){v} "
-                                f"{speed:.0f} patches/s")
+                                f"{speed:.0f} patches/s{_status.time_left(done - start, steps - start, elapsed)}")
                 stop = bool(pending) and done < steps  # read once: a signal from here on waits for the next step
                 if done == steps or (checkpoint is not None and (done % checkpoint_every == 0 or stop)):
                     state = model.state_dict()  # one copy (off the device) for the check and the checkpoint

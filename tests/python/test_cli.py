@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 import magmasr
-from magmasr import cli, image as im, metrics
+from magmasr import cli, image as im, metrics, models
 from magmasr.sr import ImageSR
 
 
@@ -1421,6 +1422,36 @@ def test_the_progress_line_is_rewritten_in_place(monkeypatch, tty):
     _status.QUIET.update("hidden")
     _status.QUIET.say("hidden")
     assert "hidden" not in err.getvalue()
+
+
+def test_progress_says_how_long_is_left(tmp_path, capsys, monkeypatch):
+    """The time left at the pace so far, in the progress lines of pictures, frames, tiles and training."""
+    from magmasr import _status
+
+    assert [_status.duration(s) for s in (0, 42.9, 60, 185, 3599, 3600, 3840, 90000)] == [
+        "0 s", "42 s", "1 min 00 s", "3 min 05 s", "59 min 59 s", "1 h 00 min", "1 h 04 min", "25 h 00 min"]
+    assert _status.time_left(1, 4, 10.0) == ", about 30 s left"
+    assert _status.time_left(3, 4, 300.0) == ", about 1 min 40 s left"
+    for done, total, elapsed in ((0, 4, 1.0), (4, 4, 9.0), (5, 4, 9.0), (2, None, 3.0), (2, 0, 3.0), (1, 4, 0.0)):
+        assert _status.time_left(done, total, elapsed) == ""
+    # Every update of the command line and of fit carries it (the clock stepped 2 s per reading).
+    clock = iter(range(0, 10_000, 2))
+    monkeypatch.setattr(cli.time, "perf_counter", lambda: float(next(clock)))
+    cli._progress(1, 5, -2.0, "images")
+    progress = cli._tile_progress(32)
+    progress(1, 3)
+    err = capsys.readouterr().err
+    assert "1/5 images, 0.50 images/s, about 8 s left" in err
+    assert "1/3 tiles of 32x32, 0.50 tiles/s, about 4 s left" in err
+    from magmasr import train
+
+    x = np.random.default_rng(0).random((40, 1, 9, 9), dtype=np.float32)
+    data = train.PatchDataset(x, x[:, :, 2:-2, 2:-2].copy(), 3)
+    monkeypatch.setattr(train.time, "perf_counter", lambda: float(next(clock)))
+    train.fit(models.srcnn(3, 1, 3, 4, 2, padding="valid"), data, steps=20, batch_size=8, device="cpu",
+              progress=True)
+    err = capsys.readouterr().err
+    assert re.search(r"step 10/20 .* patches/s, about \d+ s left", err), err
 
 
 def test_jpeg_output_is_high_quality(tmp_path):
