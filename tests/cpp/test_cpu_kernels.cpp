@@ -93,6 +93,7 @@ std::vector<ConvGeom> geometries() {
     gs.push_back(geom(2, 2, 3, 3, 6, 5, 3, 3, 3, 0, 1, 1, m));      // 3DSRnet conv5: pad only in space
     gs.push_back(geom(1, 2, 2, 1, 3, 4, 1, 5, 5, 0, 3, 3, m));      // kernel larger than the input
     gs.push_back(geom(1, 2, 3, 1, 4, 5, 1, 3, 3, 0, 3, 2, m));      // padding >= kernel: not a plain adjoint conv
+    gs.push_back(geom(2, 2, 3, 2, 4, 5, 1, 3, 3, 1, 1, 1, m));      // depth padding >= kernel: planes of bias only
     gs.push_back(geom(1, 3, 5, 1, 4, 300, 1, 3, 3, 0, 1, 2, m));    // rows longer than a block: padded in place
     // 64 outputs x 302 columns: the taps path cuts the 40 rows into slab tasks of 13 (the last one short).
     gs.push_back(geom(1, 2, 64, 1, 40, 300, 1, 3, 3, 0, 1, 1, m));

@@ -447,11 +447,63 @@ SlabGeom taps_geom(const ConvGeom& g) {
   return slab_geom(g, kTapsSlabBudgetFloats, kTapsOutBudgetFloats / (g.Cout * (g.oW() + g.kW - 1)));
 }
 
+// The depths kd of the kernel whose input planes lie inside the input for output depth od: all of them, except
+// next to the depth borders with zero padding, where the others read only zeros (3DSRnet's 'same' layers on 5
+// frames: 2 of the 15 (od, kd) pairs). Their taps can be left out of the products: each skipped product is an exact
+// zero, so the sums keep their bits.
+std::pair<int64_t, int64_t> live_depths(const ConvGeom& g, int64_t od) {
+  if (g.mode == PadMode::Replicate) return {0, g.kD};
+  return {std::clamp<int64_t>(g.pD - od, 0, g.kD), std::clamp<int64_t>(g.D + g.pD - od, 0, g.kD)};
+}
+
+// The taps of forward_taps for one output depth: all K (the weights and offsets as they are), or only those of
+// the live depths (live_depths), with the weights' columns and the offsets gathered to match, in the same order.
+struct DepthTaps {
+  int64_t K = 0;
+  const float* w = nullptr;
+  const int64_t* off = nullptr;
+  std::vector<float> wbuf;
+  std::vector<int64_t> obuf;
+};
+
+// One DepthTaps per output depth (sharing the gathered copies between depths with the same live range).
+std::vector<DepthTaps> depth_taps(const ConvGeom& g, const float* w, const std::vector<int64_t>& offset) {
+  const int64_t kvol = g.kernel_volume(), K = g.Cin * kvol, plane = g.kH * g.kW, M = g.Cout;
+  std::vector<DepthTaps> taps(static_cast<size_t>(g.oD()));
+  for (int64_t od = 0; od < g.oD(); ++od) {
+    DepthTaps& d = taps[size_t(od)];
+    const auto [lo, hi] = live_depths(g, od);
+    if (lo == 0 && hi == g.kD) {
+      d.K = K, d.w = w, d.off = offset.data();
+      continue;
+    }
+    const DepthTaps* same = nullptr;  // an earlier depth with the same live range
+    for (int64_t e = 0; e < od && !same; ++e)
+      if (live_depths(g, e) == std::make_pair(lo, hi)) same = &taps[size_t(e)];
+    if (same && !same->wbuf.empty()) {
+      d.K = same->K, d.w = same->wbuf.data(), d.off = same->obuf.data();
+      continue;
+    }
+    d.K = g.Cin * (hi - lo) * plane;
+    d.wbuf.resize(size_t(std::max<int64_t>(M * d.K, 1)));
+    d.obuf.resize(size_t(std::max<int64_t>(d.K, 1)));
+    int64_t k = 0;
+    for (int64_t ci = 0; ci < g.Cin; ++ci)
+      for (int64_t r = (ci * g.kD + lo) * plane; r < (ci * g.kD + hi) * plane; ++r, ++k) {
+        d.obuf[size_t(k)] = offset[size_t(r)];
+        for (int64_t co = 0; co < M; ++co) d.wbuf[size_t(co * d.K + k)] = w[co * K + r];
+      }
+    d.w = d.wbuf.data(), d.off = d.obuf.data();
+  }
+  return taps;
+}
+
 void forward_taps(const ConvGeom& g, const float* x, const float* w, const float* b, float* y, bool relu) {
   const SlabGeom s = taps_geom(g);
   const int64_t K = g.Cin * g.kernel_volume(), M = g.Cout;
   const int64_t pitch = ((s.R - 1) * s.Wp + g.oW() + kWideNR - 1) / kWideNR * kWideNR;
   const std::vector<int64_t> offset = tap_offsets(g, s, K);
+  const std::vector<DepthTaps> taps = depth_taps(g, w, offset);
 #pragma omp parallel
   {
     // The last panel of a row reads past the slab (columns that are dropped).
@@ -459,8 +511,14 @@ void forward_taps(const ConvGeom& g, const float* x, const float* w, const float
 #pragma omp for schedule(static)
     for (int64_t ti = 0; ti < s.tasks(g); ++ti) {
       const SlabTask t = slab_task(g, s, ti);
-      build_slab(g, s, x, t, slab.data());
-      gemm_wide_taps(M, flat_length(g, s, t), K, w, K, 1, slab.data(), offset.data(), out.data(), pitch);
+      const DepthTaps& d = taps[size_t(t.od)];
+      const int64_t L = flat_length(g, s, t);
+      if (d.K > 0) {
+        build_slab(g, s, x, t, slab.data());
+        gemm_wide_taps(M, L, d.K, d.w, d.K, 1, slab.data(), d.off, out.data(), pitch);
+      } else {  // every tap reads padding (a kernel shallower than the depth padding): the bias alone
+        for (int64_t co = 0; co < M; ++co) std::fill(out.data() + co * pitch, out.data() + co * pitch + L, 0.0f);
+      }
       for (int64_t co = 0; co < M; ++co) store_task_rows(g, s, t, co, out.data() + co * pitch, b ? b[co] : 0.0f, relu, y);
     }
   }
@@ -503,7 +561,19 @@ void backward_weight_taps(const ConvGeom& g, const float* x, const float* dy, fl
         build_slab(g, s, x, t, slab.data());
         const int64_t L = t.R * oW;  // dY^T[q, co] = dy[n, co, od, oh0 + q / oW, q % oW]
         pack_panels(L, M, dy + ((t.n * M * g.oD() + t.od) * oH + t.oh0) * oW, 1, P, kNarrowNR, dyt.data());
-        gemm_narrow_taps(K, M, L, slab.data(), offset.data(), oW, s.Wp, dyt.data(), out, M, ti != t0);
+        const auto [lo, hi] = live_depths(g, t.od);
+        if (lo == 0 && hi == g.kD) {
+          gemm_narrow_taps(K, M, L, slab.data(), offset.data(), oW, s.Wp, dyt.data(), out, M, ti != t0);
+          continue;
+        }
+        // The taps of the other depths read zeros (live_depths): their rows of dW^T get nothing from this task.
+        if (ti == t0) std::fill(out, out + K * M, 0.0f);
+        const int64_t plane = g.kH * g.kW;
+        for (int64_t ci = 0; ci < g.Cin && hi > lo; ++ci) {
+          const int64_t r0 = (ci * g.kD + lo) * plane;
+          gemm_narrow_taps((hi - lo) * plane, M, L, slab.data(), offset.data() + r0, oW, s.Wp, dyt.data(),
+                           out + r0 * M, M, true);
+        }
       }
     }
   }
