@@ -509,6 +509,84 @@ TEST(CpuGemm, SegmentedTapRowsMatchADoubleReference) {
   }
 }
 
+// Winograd's F(4x4, 5x5) and F(6x6, 3x3) against the direct sums in double: every output within 3e-5 of the
+// largest output magnitude (float32 transforms with the points 0, +-1, +-2, +-1/2 reach a few 1e-6), on layers of
+// SRCNN's sizes and odd ones: both padding modes, 'same' and 'valid', sizes that are not multiples of the tile,
+// rows longer than a task's 48 tiles, several images, the fused bias and ReLU (a NaN stays NaN). Other kernels are
+// refused.
+TEST(CpuWinograd, MatchesTheDirectSums) {
+  std::mt19937 rng(std::random_device{}());
+  std::vector<ConvGeom> gs;
+  for (PadMode mode : {PadMode::Zeros, PadMode::Replicate}) {
+    gs.push_back(geom(1, 64, 32, 1, 37, 41, 1, 5, 5, 0, 2, 2, mode));   // SRCNN 9-5-5 conv2, same
+    gs.push_back(geom(2, 7, 5, 1, 23, 250, 1, 5, 5, 0, 2, 2, mode));    // 62 tiles of 4 per row: two tasks
+    gs.push_back(geom(3, 4, 6, 1, 13, 11, 1, 5, 5, 0, 0, 0, mode));     // valid
+    gs.push_back(geom(1, 32, 32, 1, 29, 300, 1, 3, 3, 0, 1, 1, mode));  // 3x3: tiles of 6
+    gs.push_back(geom(2, 3, 9, 1, 7, 5, 1, 3, 3, 0, 0, 1, mode));       // per-axis padding, tiny
+  }
+  for (const ConvGeom& g : gs) {
+    auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+    auto b = random_vec(size_t(g.Cout), rng);
+    const std::vector<double> ref = direct_conv(g, x, w, &b);
+    double scale = 0.0;
+    for (double v : ref) scale = std::max(scale, std::abs(v));
+    for (bool relu : {false, true}) {
+      std::vector<float> y(size_t(g.y_numel()), NAN);
+      ASSERT_TRUE(cpu::conv_forward_winograd(g, x.data(), w.data(), b.data(), y.data(), relu)) << g.str();
+      for (size_t i = 0; i < y.size(); ++i) {
+        const double want = relu ? std::max(ref[i], 0.0) : ref[i];
+        ASSERT_NEAR(y[i], want, 3e-5 * scale) << g.str() << (relu ? " + ReLU" : "") << ", output " << i;
+      }
+    }
+    x[size_t(rng() % uint32_t(x.size()))] = NAN;
+    std::vector<float> y(size_t(g.y_numel()));
+    cpu::conv_forward_winograd(g, x.data(), w.data(), b.data(), y.data(), true);
+    EXPECT_GT(std::count_if(y.begin(), y.end(), [](float v) { return std::isnan(v); }), 0) << g.str();
+  }
+  std::vector<float> any(4096);
+  for (const ConvGeom& g : {geom(1, 2, 2, 1, 9, 9, 1, 7, 7, 0, 3, 3, PadMode::Zeros),
+                            geom(1, 2, 2, 1, 9, 9, 1, 3, 5, 0, 1, 2, PadMode::Zeros),
+                            geom(1, 2, 2, 3, 9, 9, 3, 3, 3, 1, 1, 1, PadMode::Zeros)})
+    EXPECT_FALSE(cpu::conv_forward_winograd(g, any.data(), any.data(), nullptr, any.data(), false)) << g.str();
+  EXPECT_EQ(cpu::winograd_tile(5), 4);
+  EXPECT_EQ(cpu::winograd_tile(3), 6);
+  EXPECT_EQ(cpu::winograd_tile(1), 0);
+}
+
+// What tiled inference with Winograd rests on: an output's bits depend only on the input window of its tile, the
+// tiles counted from the first output. A crop of the input that starts on the tile grid and holds whole tiles gives
+// the whole input's outputs bit for bit; a crop off the grid gives other bits (the rounding of the transforms
+// depends on an output's place in its tile).
+TEST(CpuWinograd, ACropOnTheTileGridGivesTheSameBits) {
+  std::mt19937 rng(std::random_device{}());
+  for (int64_t k : {5, 3}) {
+    const int64_t m = cpu::winograd_tile(k);
+    const ConvGeom g = geom(1, 16, 8, 1, 10 * m + k - 1, 60 * m + k - 1, 1, k, k, 0, 0, 0, PadMode::Zeros);
+    const auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+    std::vector<float> y(size_t(g.y_numel()));
+    ASSERT_TRUE(cpu::conv_forward_winograd(g, x.data(), w.data(), nullptr, y.data(), false));
+    for (int64_t shift : {int64_t(0), m, 3 * m + 1}) {
+      const int64_t h0 = shift, w0 = 2 * shift, th = 4, tw = 13;  // th x tw tiles of the crop
+      const ConvGeom gc = geom(1, 16, 8, 1, th * m + k - 1, tw * m + k - 1, 1, k, k, 0, 0, 0, PadMode::Zeros);
+      std::vector<float> xc(size_t(gc.x_numel())), yc(size_t(gc.y_numel()));
+      for (int64_t ci = 0; ci < 16; ++ci)
+        for (int64_t i = 0; i < gc.H; ++i)
+          for (int64_t j = 0; j < gc.W; ++j) xc[size_t((ci * gc.H + i) * gc.W + j)] = x[size_t((ci * g.H + h0 + i) * g.W + w0 + j)];
+      ASSERT_TRUE(cpu::conv_forward_winograd(gc, xc.data(), w.data(), nullptr, yc.data(), false));
+      int64_t differ = 0;
+      for (int64_t co = 0; co < 8; ++co)
+        for (int64_t i = 0; i < gc.oH(); ++i)
+          for (int64_t j = 0; j < gc.oW(); ++j)
+            differ += std::memcmp(&yc[size_t((co * gc.oH() + i) * gc.oW() + j)],
+                                  &y[size_t((co * g.oH() + h0 + i) * g.oW() + w0 + j)], sizeof(float)) != 0;
+      if (shift % m == 0)
+        EXPECT_EQ(differ, 0) << "kernel " << k << ", crop at (" << h0 << ", " << w0 << ")";
+      else
+        EXPECT_GT(differ, 0) << "kernel " << k << ", crop at (" << h0 << ", " << w0 << ")";
+    }
+  }
+}
+
 TEST(CpuOps, ReluMseShuffleAndUpdates) {
   std::mt19937 rng(3);
   const int64_t n = 1001;

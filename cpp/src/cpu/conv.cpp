@@ -38,6 +38,7 @@
 // Padding: Zeros skips samples outside the input; Replicate clamps the index into the input, and col2vol
 // adds the gradient of those samples to the clamped border sample (the exact adjoint).
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <cstring>
 #include <limits>
@@ -759,6 +760,138 @@ void backward_weight_columns(const ConvGeom& g, const float* x, const float* dy,
   transpose_partials(partial, groups, K, M, dw);
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Winograd's minimal filtering for inference, F(m x m, r x r) with alpha = m + r - 1 = 8: F(4x4, 5x5) (SRCNN
+// 9-5-5's mapping layer) and F(6x6, 3x3). Per tile of m x m outputs and input channel, the alpha x alpha input
+// patch d becomes V = B^T d B; per output channel the products of the 64 transformed coordinates
+// M[xi] = sum over ci of U[xi][co][ci] * V[xi][ci] (U = G w G^T, the transformed filters) are 64 independent
+// matrix products [Cout, Cin] x [Cin, tiles] (gemm_wide); then Y = A^T M A. Multiplications per output and input
+// channel and output channel: 64 / m^2 instead of r^2 (4 instead of 25 for 5x5). The interpolation points
+// 0, +-1, +-2, +-1/2 (and infinity) keep the float32 error within a few 1e-6 of the output's scale
+// (tests/cpp: CpuWinograd). A task is one row of tiles of one image over kWinoChunk tiles: its input rows (8 of
+// each channel, padded), transformed 24 tiles at a time (one panel of gemm_wide; each tile one vector lane, the
+// same code for every lane, so a tile's outputs do not depend on its place in the chunk).
+constexpr int kWinoAlpha = 8;
+constexpr int64_t kWinoLanes = kWideNR;         // tiles transformed at once: one panel of the products
+constexpr int64_t kWinoChunk = 2 * kWinoLanes;  // tiles per task
+
+// The interpolation points 0, +-1, +-2, +-1/2 and infinity, with B^T's rows scaled to small dyadic numbers (and
+// G's rows by the inverse: the product (G g) . (B^T d) is unchanged), as in the F(6x6, 3x3) of the literature:
+//   B^T = [1  0  -21/4  0     21/4  0    -1  0]      A^T (m x 8) row p: [p == 0, 1, (-1)^p, 2^p, (-2)^p,
+//         [0  1   1    -17/4 -17/4  1     1  0]      2^-p, (-2)^-p, p == m - 1]
+//         [0 -1   1     17/4 -17/4 -1     1  0]
+//         [0  1   1/2  -5    -5/2   4     2  0]      bt8 and at8 below apply them with the even / odd sums
+//         [0 -1   1/2   5    -5/2  -4     2  0]      of each pair of rows (about half the operations of the
+//         [0  1   2    -5/4  -5/2   1/4   1/2 0]      dense products); CpuWinograd tests them against the
+//         [0 -1   2     5/4  -5/2  -1/4   1/2 0]      Toom-Cook construction.
+//         [0 -1   0     21/4  0    -21/4  0   1]
+// G (8 x r) is the Toom-Cook evaluation matrix (row j: the powers of point j; the last row picks the leading
+// coefficient) divided row by row by the scales of B^T's rows, in double.
+constexpr double kWinoScale[kWinoAlpha] = {1.0, -4.5, -4.5, 180.0, 180.0, 45.0 / 64.0, 45.0 / 64.0, 1.0};
+constexpr double kWinoPoints[kWinoAlpha - 1] = {0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5};
+
+// o[p][l] = (B^T d)[p] for L lanes, d[i] the i-th input of each lane (pointers to L floats).
+template <int64_t L>
+inline void bt8(const float* const* d, float* const* o) {
+#pragma GCC ivdep  // the outputs never overlap the inputs
+  for (int64_t l = 0; l < L; ++l) {
+    const float d0 = d[0][l], d1 = d[1][l], d2 = d[2][l], d3 = d[3][l], d4 = d[4][l], d5 = d[5][l], d6 = d[6][l],
+                d7 = d[7][l];
+    o[0][l] = (d0 - d6) + 5.25f * (d4 - d2);
+    o[7][l] = (d7 - d1) + 5.25f * (d3 - d5);
+    const float a1 = (d2 + d6) - 4.25f * d4, b1 = (d1 + d5) - 4.25f * d3;
+    o[1][l] = a1 + b1, o[2][l] = a1 - b1;
+    const float a2 = (0.5f * d2 - 2.5f * d4) + 2.0f * d6, b2 = (d1 - 5.0f * d3) + 4.0f * d5;
+    o[3][l] = a2 + b2, o[4][l] = a2 - b2;
+    const float a3 = (2.0f * d2 - 2.5f * d4) + 0.5f * d6, b3 = (d1 - 1.25f * d3) + 0.25f * d5;
+    o[5][l] = a3 + b3, o[6][l] = a3 - b3;
+  }
+}
+
+// o[p][l] = (A^T v)[p], p < m (4 or 6), for L lanes.
+template <int64_t L>
+inline void at8(int m, const float* const* v, float* const* o) {
+#pragma GCC ivdep  // the outputs never overlap the inputs
+  for (int64_t l = 0; l < L; ++l) {
+    const float e1 = v[1][l] + v[2][l], o1 = v[1][l] - v[2][l], e2 = v[3][l] + v[4][l], o2 = v[3][l] - v[4][l];
+    const float e3 = v[5][l] + v[6][l], o3 = v[5][l] - v[6][l];
+    o[0][l] = ((v[0][l] + e1) + e2) + e3;
+    o[1][l] = (o1 + 2.0f * o2) + 0.5f * o3;
+    o[2][l] = (e1 + 4.0f * e2) + 0.25f * e3;
+    if (m == 4) {
+      o[3][l] = ((o1 + 8.0f * o2) + 0.125f * o3) + v[7][l];
+    } else {
+      o[3][l] = (o1 + 8.0f * o2) + 0.125f * o3;
+      o[4][l] = (e1 + 16.0f * e2) + 0.0625f * e3;
+      o[5][l] = ((o1 + 32.0f * o2) + 0.03125f * o3) + v[7][l];
+    }
+  }
+}
+
+// G (8 x r) for a kernel of side r, in double: the Toom-Cook evaluation rows divided by kWinoScale.
+void winograd_g(int r, double (*G)[kWinoAlpha]) {
+  for (int j = 0; j < kWinoAlpha; ++j)
+    for (int k = 0; k < r; ++k)
+      G[j][k] = (j < kWinoAlpha - 1 ? std::pow(kWinoPoints[j], k) : (k == r - 1 ? 1.0 : 0.0)) / kWinoScale[j];
+}
+
+// The input transform of one channel over a panel of kWinoLanes tiles: rows[i] (i < 8) point at the panel's first
+// input column in the 8 input rows of its tiles; out + xi * xi_stride gets coordinate xi = 8 p + q of the 24
+// tiles. B^T along the columns first (contiguous: every column of the panel's window at once), then the rows of
+// the result split into m phases (column l * m + j of tile l), and B^T along them.
+template <int m>
+MAGMASR_VECTOR_CLONES void winograd_input(const float* const* rows, float* out, int64_t xi_stride) {
+  constexpr int a = kWinoAlpha;
+  constexpr int64_t L = kWinoLanes, kCols = (L + 1) * 6 + 8;  // (L + 1) tiles of m <= 6, in steps of 8
+  alignas(64) float t[a][kCols], ph[a][6][L + 8];
+  float* tp[a];
+  for (int p = 0; p < a; ++p) tp[p] = t[p];
+  const int64_t cols = (L + 1) * m;
+  for (int64_t c0 = 0; c0 < cols; c0 += 8) {  // vertical: t = B^T d, 8 columns at a time
+    const float* d[a];
+    float* o[a];
+    for (int i = 0; i < a; ++i) d[i] = rows[i] + c0, o[i] = tp[i] + c0;
+    bt8<8>(d, o);
+  }
+  // The m phases of each row p, ph[p][j][l] = t[p][l * m + j], all of them before any is read: a wide load of
+  // what narrower stores have just written waits for them (it took most of the transform's time).
+  for (int p = 0; p < a; ++p)
+    for (int64_t l = 0; l <= L; ++l)
+      for (int j = 0; j < m; ++j) ph[p][j][l] = t[p][l * m + j];
+  for (int p = 0; p < a; ++p) {
+    const float* d[a];
+    float* o[a];
+    for (int j = 0; j < a; ++j) d[j] = ph[p][j % m] + j / m;  // column j of tile l: phase j % m of tile l + j / m
+    for (int q = 0; q < a; ++q) o[q] = out + (p * a + q) * xi_stride;
+    bt8<L>(d, o);
+  }
+}
+
+// Y = A^T M A for the 24 tiles of a panel: M[xi][l] at mp + xi * xi_stride + l; y[p][q][l] (m x m x 24).
+MAGMASR_VECTOR_CLONES void winograd_output(int m, const float* mp, int64_t xi_stride, float* y) {
+  constexpr int a = kWinoAlpha;
+  constexpr int64_t L = kWinoLanes;
+  alignas(64) float s[6][a][L];  // s = A^T M (m x 8 x lanes)
+  for (int q = 0; q < a; ++q) {
+    const float* v[a];
+    float* o[6];
+    for (int i = 0; i < a; ++i) v[i] = mp + (i * a + q) * xi_stride;
+    for (int p = 0; p < m; ++p) o[p] = s[p][q];
+    at8<L>(m, v, o);
+  }
+  for (int p = 0; p < m; ++p) {
+    const float* v[a];
+    float* o[6];
+    for (int j = 0; j < a; ++j) v[j] = s[p][j];
+    for (int q = 0; q < m; ++q) o[q] = y + (p * m + q) * L;
+    at8<L>(m, v, o);
+  }
+}
+
+bool winograd_fits(const ConvGeom& g) {
+  return g.D == 1 && g.kD == 1 && g.pD == 0 && g.kH == g.kW && (g.kH == 3 || g.kH == 5);
+}
+
 }  // namespace
 
 bool set_conv_strategy(const std::string& which) {
@@ -766,6 +899,92 @@ bool set_conv_strategy(const std::string& which) {
   else if (which == "taps") strategy = Strategy::Taps;
   else if (which == "columns") strategy = Strategy::Columns;
   else return false;
+  return true;
+}
+
+int winograd_tile(int64_t k) { return k == 3 || k == 5 ? kWinoAlpha - int(k) + 1 : 0; }
+
+bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, const float* b, float* y, bool relu) {
+  if (!winograd_fits(g)) return false;
+  constexpr int a = kWinoAlpha;
+  const int r = int(g.kH), m = a - r + 1;
+  const int64_t Cin = g.Cin, M = g.Cout, oH = g.oH(), oW = g.oW();
+  const int64_t tiles_h = (oH + m - 1) / m, tiles_w = (oW + m - 1) / m, chunks = (tiles_w + kWinoChunk - 1) / kWinoChunk;
+  const int64_t panels = kWinoChunk / kWinoLanes;
+  // A task's input columns: its tiles' windows, and what the transform of its last panel reads past them.
+  const int64_t cols = (kWinoChunk + 1) * m + 8;
+  // U[xi][co][ci] = (G w G^T)[p][q] (xi = 8 p + q), in double, rounded once.
+  double G[kWinoAlpha][kWinoAlpha];
+  winograd_g(r, G);
+  std::vector<float> U(size_t(a * a * M * Cin));
+  for (int64_t co = 0; co < M; ++co)
+    for (int64_t ci = 0; ci < Cin; ++ci) {
+      const float* k = w + (co * Cin + ci) * r * r;
+      double t[kWinoAlpha][kWinoAlpha] = {};  // G k: alpha x r
+      for (int i = 0; i < a; ++i)
+        for (int j = 0; j < r; ++j)
+          for (int l = 0; l < r; ++l) t[i][j] += G[i][l] * double(k[l * r + j]);
+      for (int i = 0; i < a; ++i)
+        for (int j = 0; j < a; ++j) {
+          double v = 0.0;
+          for (int l = 0; l < r; ++l) v += t[i][l] * G[j][l];
+          U[size_t(((i * a + j) * M + co) * Cin + ci)] = float(v);
+        }
+    }
+  const bool replicate = g.mode == PadMode::Replicate;
+  const int64_t tasks = g.N * tiles_h * chunks;
+#pragma omp parallel
+  {
+    std::vector<float> slab(size_t(Cin * a * cols)), V(size_t(a * a * panels * Cin * kWinoLanes));
+    std::vector<float> P(size_t(a * a * M * kWinoChunk)), Y(size_t(m * m * kWinoLanes));
+    const float* rows[kWinoAlpha];
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t chunk = task % chunks, ty = (task / chunks) % tiles_h, n = task / (chunks * tiles_h);
+      const int64_t t0 = chunk * kWinoChunk, nt = std::min(kWinoChunk, tiles_w - t0);
+      // The input rows ty * m - pH + i (i < 8) and columns t0 * m - pW + j (j < cols) of every channel, padded
+      // (zeros, or the border sample); rows and columns past the padded input (read for the last tiles' dropped
+      // outputs) likewise.
+      for (int64_t ci = 0; ci < Cin; ++ci)
+        for (int i = 0; i < a; ++i) {
+          float* dst = slab.data() + (ci * a + i) * cols;
+          int64_t ih = ty * m - g.pH + i;
+          if (!replicate && (ih < 0 || ih >= g.H)) {
+            std::fill(dst, dst + cols, 0.0f);
+            continue;
+          }
+          ih = clamp_index(ih, g.H);
+          copy_padded_row(x + ((n * Cin + ci) * g.H + ih) * g.W, g.W, t0 * m - g.pW, 0, cols, replicate, dst);
+        }
+      // V[xi] is the B operand of product xi in gemm_wide's packed layout: panel p, row ci, 24 tiles.
+      for (int64_t p = 0; p < panels; ++p)
+        for (int64_t ci = 0; ci < Cin; ++ci) {
+          for (int i = 0; i < a; ++i) rows[i] = slab.data() + (ci * a + i) * cols + p * kWinoLanes * m;
+          (m == 4 ? winograd_input<4> : winograd_input<6>)(rows, V.data() + (p * Cin + ci) * kWinoLanes,
+                                                           panels * Cin * kWinoLanes);
+        }
+      for (int xi = 0; xi < a * a; ++xi)
+        gemm_wide(M, nt, Cin, U.data() + xi * M * Cin, Cin, 1, V.data() + xi * panels * Cin * kWinoLanes,
+                  P.data() + xi * M * kWinoChunk, kWinoChunk, false);
+      const int64_t rows_out = std::min<int64_t>(m, oH - ty * m);
+      for (int64_t co = 0; co < M; ++co) {
+        const float bias = b ? b[co] : 0.0f;
+        for (int64_t p = 0; p * kWinoLanes < nt; ++p) {
+          winograd_output(m, P.data() + co * kWinoChunk + p * kWinoLanes, M * kWinoChunk, Y.data());
+          const int64_t c0 = (t0 + p * kWinoLanes) * m, ncols = std::min(kWinoLanes * m, oW - c0);
+          for (int64_t i = 0; i < rows_out; ++i) {
+            float* dst = y + ((n * M + co) * oH + ty * m + i) * oW + c0;
+            const float* src = Y.data() + i * m * kWinoLanes;  // src[j * L + l]: column l * m + j
+            for (int64_t l = 0; l * m < ncols; ++l)
+              for (int64_t j = 0; j < std::min<int64_t>(m, ncols - l * m); ++j) {
+                const float v = src[j * kWinoLanes + l] + bias;
+                dst[l * m + j] = relu ? (v <= 0.0f ? 0.0f : v) : v;
+              }
+          }
+        }
+      }
+    }
+  }
   return true;
 }
 
