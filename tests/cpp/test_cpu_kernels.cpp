@@ -512,14 +512,15 @@ TEST(CpuGemm, SegmentedTapRowsMatchADoubleReference) {
 // Winograd's F(4x4, 5x5) and F(6x6, 3x3) against the direct sums in double: every output within 3e-5 of the
 // largest output magnitude (float32 transforms with the points 0, +-1, +-2, +-1/2 reach a few 1e-6), on layers of
 // SRCNN's sizes and odd ones: both padding modes, 'same' and 'valid', sizes that are not multiples of the tile,
-// rows longer than a task's 48 tiles, several images, the fused bias and ReLU (a NaN stays NaN). Other kernels are
-// refused.
+// rows longer than a task's 48 tiles (read in place or copied), several images, the fused bias and ReLU (a NaN
+// stays NaN). Other kernels are refused.
 TEST(CpuWinograd, MatchesTheDirectSums) {
   std::mt19937 rng(std::random_device{}());
   std::vector<ConvGeom> gs;
   for (PadMode mode : {PadMode::Zeros, PadMode::Replicate}) {
     gs.push_back(geom(1, 64, 32, 1, 37, 41, 1, 5, 5, 0, 2, 2, mode));   // SRCNN 9-5-5 conv2, same
     gs.push_back(geom(2, 7, 5, 1, 23, 250, 1, 5, 5, 0, 2, 2, mode));    // 62 tiles of 4 per row: two tasks
+    gs.push_back(geom(1, 3, 4, 1, 9, 600, 1, 5, 5, 0, 2, 2, mode));     // inner tasks read the rows in place
     gs.push_back(geom(3, 4, 6, 1, 13, 11, 1, 5, 5, 0, 0, 0, mode));     // valid
     gs.push_back(geom(1, 32, 32, 1, 29, 300, 1, 3, 3, 0, 1, 1, mode));  // 3x3: tiles of 6
     gs.push_back(geom(2, 3, 9, 1, 7, 5, 1, 3, 3, 0, 0, 1, mode));       // per-axis padding, tiny

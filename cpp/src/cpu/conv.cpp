@@ -938,28 +938,34 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
     std::vector<float> slab(size_t(Cin * a * cols)), V(size_t(a * a * panels * Cin * kWinoLanes));
     std::vector<float> P(size_t(a * a * M * kWinoChunk)), Y(size_t(m * m * kWinoLanes));
     const float* rows[kWinoAlpha];
+    std::vector<const float*> row(size_t(Cin * a));
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t chunk = task % chunks, ty = (task / chunks) % tiles_h, n = task / (chunks * tiles_h);
       const int64_t t0 = chunk * kWinoChunk, nt = std::min(kWinoChunk, tiles_w - t0);
-      // The input rows ty * m - pH + i (i < 8) and columns t0 * m - pW + j (j < cols) of every channel, padded
-      // (zeros, or the border sample); rows and columns past the padded input (read for the last tiles' dropped
-      // outputs) likewise.
+      // The input rows ty * m - pH + i (i < 8) and columns t0 * m - pW + j (j < cols) of every channel: read in
+      // place where they lie inside the input, else copied, padded (zeros, or the border sample; rows and
+      // columns past the padded input, read for the last tiles' dropped outputs, likewise).
+      const int64_t c0 = t0 * m - g.pW;
       for (int64_t ci = 0; ci < Cin; ++ci)
         for (int i = 0; i < a; ++i) {
-          float* dst = slab.data() + (ci * a + i) * cols;
           int64_t ih = ty * m - g.pH + i;
-          if (!replicate && (ih < 0 || ih >= g.H)) {
+          const float* src = x + ((n * Cin + ci) * g.H + clamp_index(ih, g.H)) * g.W;
+          float* dst = slab.data() + (ci * a + i) * cols;
+          if (ih >= 0 && ih < g.H && c0 >= 0 && c0 + cols <= g.W) {
+            row[size_t(ci * a + i)] = src + c0;
+          } else if (!replicate && (ih < 0 || ih >= g.H)) {
             std::fill(dst, dst + cols, 0.0f);
-            continue;
+            row[size_t(ci * a + i)] = dst;
+          } else {
+            copy_padded_row(src, g.W, c0, 0, cols, replicate, dst);
+            row[size_t(ci * a + i)] = dst;
           }
-          ih = clamp_index(ih, g.H);
-          copy_padded_row(x + ((n * Cin + ci) * g.H + ih) * g.W, g.W, t0 * m - g.pW, 0, cols, replicate, dst);
         }
       // V[xi] is the B operand of product xi in gemm_wide's packed layout: panel p, row ci, 24 tiles.
       for (int64_t p = 0; p < panels; ++p)
         for (int64_t ci = 0; ci < Cin; ++ci) {
-          for (int i = 0; i < a; ++i) rows[i] = slab.data() + (ci * a + i) * cols + p * kWinoLanes * m;
+          for (int i = 0; i < a; ++i) rows[i] = row[size_t(ci * a + i)] + p * kWinoLanes * m;
           (m == 4 ? winograd_input<4> : winograd_input<6>)(rows, V.data() + (p * Cin + ci) * kWinoLanes,
                                                            panels * Cin * kWinoLanes);
         }
