@@ -10,7 +10,8 @@ Writes OUT.json and OUT.md (machine, thread count, date and command in the first
 OpenMP's (set OMP_NUM_THREADS before running; PyTorch is given the same count). Each direction is timed for
 magmasr, then for PyTorch, right after each other; magmasr's forward and backward-weight passes twice, run by
 run in turn: with the default strategy (the products read the input in place, 'taps') and with a column matrix
-('columns', the only strategy before 2026-12-07). OMP_WAIT_POLICY is PASSIVE unless set: two OpenMP
+('columns', the only strategy before 2026-12-07); a whole picture's 3x3 / 5x5 layer a third time, with
+algo='winograd'. OMP_WAIT_POLICY is PASSIVE unless set: two OpenMP
 runtimes in one process (ours and PyTorch's) whose idle threads spin would slow each other's next calls.
 Nothing else should run on the machine meanwhile.
 """
@@ -132,11 +133,18 @@ def bench_shape(n, cin, cout, k, s, repeat: int, rng, torch=None, same: bool = F
     ours = [lambda: fwd(x, w, b, padding=pad), lambda: bwd_data(dy, w, xs, padding=pad),
             lambda: bwd_weight(x, dy, ws, padding=pad)]
     theirs = torch_directions(torch, xs, ws, three_d, pad, x_np, w_np, dy_np) if torch else []
+    # A whole picture's 3x3 / 5x5 layer of 8+ channels: also with algo='winograd', the CPU's default for pictures
+    winograd = same and not three_d and k[1] == k[2] and _core._winograd_tile(k[2], cin, cout) > 0
     if hasattr(_core, "_cpu_conv_strategy") and cout > 1:  # the directions with two strategies
         for d in (0,) if same else (0, 2):
             name = DIRECTIONS[d]
-            row[f"{name}_ms"], row[f"{name}_columns_ms"] = median_ms_in_turn(
-                [ours[d], with_strategy("columns", ours[d])], repeat)
+            fns = [ours[d], with_strategy("columns", ours[d])]
+            if winograd:
+                fns.append(lambda: fwd(x, w, b, padding=pad, algo="winograd"))
+            ms = median_ms_in_turn(fns, repeat)
+            row[f"{name}_ms"], row[f"{name}_columns_ms"] = ms[:2]
+            if winograd:
+                row[f"{name}_winograd_ms"] = ms[2]
     for d, name in enumerate(DIRECTIONS[:1] if same else DIRECTIONS):
         if f"{name}_ms" in row:  # timed above beside the column strategy
             ms = [row[f"{name}_ms"]] + (median_ms(theirs[d:d + 1], repeat) if torch else [])
@@ -211,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
                   "magmasr is faster).", ""]
     lines += ["In brackets: the same forward or backward-weight pass with the column-matrix strategy (`columns`, the "
               "only one before 2026-12-07), timed run by run in turn with the default; one output channel has a path "
-              "of its own.", ""]
+              "of its own. In braces: the whole picture's forward pass with `algo='winograd'` (Winograd's F(4x4, 5x5) "
+              "or F(6x6, 3x3), the CPU's default for pictures since 2026-12-07; within a few 1e-6 of the direct sums), "
+              "timed in the same turns.", ""]
     lines += ["| layer | N, Cin -> Cout, kernel, input | forward ms (GFLOP/s) [columns ms] | backward-data ms (GFLOP/s) "
               "| backward-weight ms (GFLOP/s) [columns ms] |", "|---|---|---|---|---|"]
     for name, r in rows.items():
@@ -224,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             cell = f"{r[f'{d}_ms']:.2f} ({r[f'{d}_gflops']:.1f})"
             if f"{d}_columns_ms" in r:
                 cell += f" [{r[f'{d}_columns_ms']:.2f}]"
+            if f"{d}_winograd_ms" in r:
+                cell += f" {{{r[f'{d}_winograd_ms']:.2f} Winograd}}"
             if torch:
                 cell += f" / {r[f'{d}_torch_ms']:.2f}: {r[f'{d}_torch_ms'] / r[f'{d}_ms']:.2f}x"
             cells.append(cell)

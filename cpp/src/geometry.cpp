@@ -19,8 +19,8 @@ void check_pad_mode(const char* who, PadMode m) {
 
 void check_conv_algo(const char* who, ConvAlgo a) {
   const int v = static_cast<int>(a);
-  MAGMASR_REQUIRE(v >= static_cast<int>(ConvAlgo::Auto) && v <= static_cast<int>(ConvAlgo::AutoDirect), ValueError,
-                  who, ": conv algorithm must be one of ConvAlgo's values, 0 (Auto) to 5 (AutoDirect), got ", v);
+  MAGMASR_REQUIRE(v >= static_cast<int>(ConvAlgo::Auto) && v <= static_cast<int>(ConvAlgo::Winograd), ValueError,
+                  who, ": conv algorithm must be one of ConvAlgo's values, 0 (Auto) to 6 (Winograd), got ", v);
 }
 
 std::string to_string(ConvAlgo a) {
@@ -30,6 +30,7 @@ std::string to_string(ConvAlgo a) {
     case ConvAlgo::DirectAsync: return "direct_async";
     case ConvAlgo::ImplicitGemm: return "implicit_gemm";
     case ConvAlgo::AutoDirect: return "auto_direct";
+    case ConvAlgo::Winograd: return "winograd";
     default: return "auto";
   }
 }
@@ -41,9 +42,14 @@ ConvAlgo conv_algo_from_string(const std::string& s) {
   if (s == "direct_async") return ConvAlgo::DirectAsync;
   if (s == "implicit_gemm") return ConvAlgo::ImplicitGemm;
   if (s == "auto_direct") return ConvAlgo::AutoDirect;
+  if (s == "winograd") return ConvAlgo::Winograd;
   throw ValueError(
-      "conv algorithm must be 'auto', 'direct', 'direct_async', 'implicit_gemm', 'gemm' or 'auto_direct', got '" + s +
-      "'");
+      "conv algorithm must be 'auto', 'direct', 'direct_async', 'implicit_gemm', 'gemm', 'auto_direct' or "
+      "'winograd', got '" + s + "'");
+}
+
+int winograd_tile(int64_t k, int64_t cin, int64_t cout) {
+  return (k == 3 || k == 5) && cin >= 8 && cout >= 8 ? int(9 - k) : 0;
 }
 
 std::string ConvGeom::str() const {

@@ -62,6 +62,9 @@ static Shape conv_out_shape(const ConvGeom& g, size_t rank) {
   return {g.N, g.Cout, g.oD(), g.oH(), g.oW()};
 }
 
+// ConvAlgo::Winograd is a CPU strategy; on a GPU it stands for AutoDirect (geometry.hpp).
+static ConvAlgo cuda_algo(ConvAlgo a) { return a == ConvAlgo::Winograd ? ConvAlgo::AutoDirect : a; }
+
 Tensor conv(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvOptions& opt, bool relu) {
   require_defined(x, "conv", "input");
   require_defined(w, "conv", "weight");
@@ -72,10 +75,12 @@ Tensor conv(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvOpti
   const Device d = common_device("conv", {&x, &w, &bias});
   Tensor y = Tensor::empty(conv_out_shape(g, x.shape().size()), d);
   const float* b = bias.defined() ? bias.data() : nullptr;
-  if (d.is_cpu())
-    cpu::conv_forward(g, x.data(), w.data(), b, y.data(), relu);
-  else
-    cuda::conv_forward(d.index(), g, x.data(), w.data(), b, y.data(), relu, opt.algo);
+  if (d.is_cpu()) {
+    if (opt.algo != ConvAlgo::Winograd || !cpu::conv_forward_winograd(g, x.data(), w.data(), b, y.data(), relu))
+      cpu::conv_forward(g, x.data(), w.data(), b, y.data(), relu);
+  } else {
+    cuda::conv_forward(d.index(), g, x.data(), w.data(), b, y.data(), relu, cuda_algo(opt.algo));
+  }
   return y;
 }
 
@@ -92,7 +97,7 @@ Tensor conv_backward_data(const Tensor& dy, const Tensor& w, const Shape& x_shap
   if (d.is_cpu())
     cpu::conv_backward_data(g, dy.data(), w.data(), dx.data());
   else
-    cuda::conv_backward_data(d.index(), g, dy.data(), w.data(), dx.data(), opt.algo);
+    cuda::conv_backward_data(d.index(), g, dy.data(), w.data(), dx.data(), cuda_algo(opt.algo));
   return dx;
 }
 
@@ -112,7 +117,7 @@ std::pair<Tensor, Tensor> conv_backward_weight(const Tensor& x, const Tensor& dy
   if (d.is_cpu())
     cpu::conv_backward_weight(g, x.data(), dy.data(), dw.data(), dbp);
   else
-    cuda::conv_backward_weight(d.index(), g, x.data(), dy.data(), dw.data(), dbp, opt.algo);
+    cuda::conv_backward_weight(d.index(), g, x.data(), dy.data(), dw.data(), dbp, cuda_algo(opt.algo));
   return {dw, db};
 }
 

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <numeric>
 #include <utility>
 
 #include "cpu/image.hpp"
@@ -176,6 +177,7 @@ SrcnnModel::SrcnnModel(std::shared_ptr<Sequential> net, int64_t scale, std::map<
                     "SrcnnModel: the network must map a one-channel picture [N, 1, H, W] to [N, 1, H, W], but it maps ",
                     shape_str(probe), " to ", shape_str(out));
   }
+  if (device().is_cpu()) for_each_conv(*net_, [](Conv& conv) { conv.set_algo(ConvAlgo::Winograd); });
 }
 
 SrcnnModel SrcnnModel::load(const std::string& path) {
@@ -274,9 +276,23 @@ SrcnnModel& SrcnnModel::to(const Device& device) {
   net_->to(device);
   // On a GPU, the fastest of the direct kernels: one summation order per output pixel whatever the block or the
   // kernel, so tiles give the whole picture's pixels (the 'auto' selector may pick cuBLAS for some block shapes
-  // and not others).
-  if (device.is_cuda()) for_each_conv(*net_, [](Conv& conv) { conv.set_algo(ConvAlgo::AutoDirect); });
+  // and not others). On the CPU, Winograd where it applies (upscale cuts its tiles on its grid).
+  const ConvAlgo algo = device.is_cuda() ? ConvAlgo::AutoDirect : ConvAlgo::Winograd;
+  for_each_conv(*net_, [algo](Conv& conv) { conv.set_algo(algo); });
   return *this;
+}
+
+SrcnnModel::TileGrid SrcnnModel::tile_grid() const {
+  TileGrid grid;
+  if (!device().is_cpu()) return grid;
+  for_each_conv(*net_, [&grid](Conv& conv) {
+    const auto& k = conv.kernel();
+    const int m = conv.algo() == ConvAlgo::Winograd && k.size() == 2 && k[0] == k[1]
+                      ? winograd_tile(k[0], conv.in_channels(), conv.out_channels())
+                      : 0;
+    if (m > 0) grid.align = std::lcm(grid.align, int64_t(m)), grid.extra += m - 1;
+  });
+  return grid;
 }
 
 Device SrcnnModel::device() const {
@@ -356,15 +372,20 @@ Picture SrcnnModel::upscale(const Picture& in, int64_t scale, int64_t tile) cons
                                cols = ops::bicubic_contributions(w, W, double(s));
   static const Inverse inv = ycc_inverse();
   Picture out(H, W, ch);
-  const int64_t t = tile == 0 ? std::max(H, W) : tile, halo = receptive_radius();
+  // With Winograd layers (the CPU's default), a block starts on their grid of output tiles and reads m - 1 more
+  // pixels of halo per such layer (an output's bits depend on its whole tile's input window), so that tiles
+  // still give the whole picture's pixels.
+  const TileGrid grid = tile_grid();
+  const int64_t t = tile == 0 ? std::max(H, W) : tile, halo = receptive_radius() + grid.extra;
+  const auto start = [&](int64_t p) { return std::max<int64_t>((p - halo) / grid.align * grid.align, 0); };
   // Tile by tile (magmasr.sr.ImageSR.upscale_tiles): each block of output pixels from the bicubic upscale of
   // the block and a halo as wide as the receptive radius (the same sums as for the whole picture), the
   // network on that (replicate padding only where the halo meets the picture's edge), the halo dropped.
   for (int64_t r = 0; r < H; r += t)
     for (int64_t c = 0; c < W; c += t) {
       const int64_t r1 = std::min(r + t, H), c1 = std::min(c + t, W);
-      const int64_t e0 = std::max<int64_t>(r - halo, 0), e1 = std::min(r1 + halo, H);
-      const int64_t f0 = std::max<int64_t>(c - halo, 0), f1 = std::min(c1 + halo, W);
+      const int64_t e0 = start(r), e1 = std::min(r1 + halo, H);
+      const int64_t f0 = start(c), f1 = std::min(c1 + halo, W);
       // MATLAB's imresize: rows first (equal scales); an unchanged axis (scale 1) is skipped.
       const auto [a0, a1] = s == 1 ? std::pair<int64_t, int64_t>{e0, e1} : input_range(rows, e0, e1);
       const auto [b0, b1] = s == 1 ? std::pair<int64_t, int64_t>{f0, f1} : input_range(cols, f0, f1);

@@ -87,8 +87,9 @@ def load_image_model(args) -> ImageSR | None:
 def _inference_setup(model, args):
     """--ensemble; and on a GPU every convolution pinned to the direct kernels ('auto_direct': the fastest per
     layer of three kernels with one fixed summation order per output pixel): the output of `magmasr upscale` is
-    then the same bit for bit whatever tile size the free memory leads to, on any machine. The CPU has one
-    strategy, with the same property."""
+    then the same bit for bit whatever tile size the free memory leads to, on any machine. On the CPU pictures run
+    ImageSR.upscale's default (Winograd's minimal filtering where it applies, tiles cut on its grid: the same
+    property)."""
     model.ensemble = bool(getattr(args, "ensemble", False))
     if model.device != "cpu":
         for conv in model.convolutions():

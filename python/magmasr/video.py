@@ -75,6 +75,11 @@ class VideoSR(SRModel):
         if built != self.scale:
             raise ValueError(f"the network upscales x{built}, the model says x{self.scale}")
 
+    def _inference_algo(self, algo: str | None, tiled: bool) -> str | None:
+        if algo == "winograd":
+            raise ValueError("algo='winograd' is for pictures (ImageSR); a video model's layers are 3-D")
+        return super()._inference_algo(algo, tiled)
+
     @property
     def kind(self) -> str:
         """'3dsrnet' (the published architecture) or '3dsrnet_poster': shipped as ``{kind}_x{scale}``."""

@@ -519,11 +519,11 @@ TEST(CpuWinograd, MatchesTheDirectSums) {
   std::vector<ConvGeom> gs;
   for (PadMode mode : {PadMode::Zeros, PadMode::Replicate}) {
     gs.push_back(geom(1, 64, 32, 1, 37, 41, 1, 5, 5, 0, 2, 2, mode));   // SRCNN 9-5-5 conv2, same
-    gs.push_back(geom(2, 7, 5, 1, 23, 250, 1, 5, 5, 0, 2, 2, mode));    // 62 tiles of 4 per row: two tasks
-    gs.push_back(geom(1, 3, 4, 1, 9, 600, 1, 5, 5, 0, 2, 2, mode));     // inner tasks read the rows in place
-    gs.push_back(geom(3, 4, 6, 1, 13, 11, 1, 5, 5, 0, 0, 0, mode));     // valid
+    gs.push_back(geom(2, 9, 8, 1, 23, 250, 1, 5, 5, 0, 2, 2, mode));    // 62 tiles of 4 per row: two tasks
+    gs.push_back(geom(1, 8, 8, 1, 9, 600, 1, 5, 5, 0, 2, 2, mode));     // inner tasks read the rows in place
+    gs.push_back(geom(3, 8, 8, 1, 13, 11, 1, 5, 5, 0, 0, 0, mode));     // valid
     gs.push_back(geom(1, 32, 32, 1, 29, 300, 1, 3, 3, 0, 1, 1, mode));  // 3x3: tiles of 6
-    gs.push_back(geom(2, 3, 9, 1, 7, 5, 1, 3, 3, 0, 0, 1, mode));       // per-axis padding, tiny
+    gs.push_back(geom(2, 8, 9, 1, 7, 5, 1, 3, 3, 0, 0, 1, mode));       // per-axis padding, tiny
   }
   for (const ConvGeom& g : gs) {
     auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
@@ -544,14 +544,17 @@ TEST(CpuWinograd, MatchesTheDirectSums) {
     cpu::conv_forward_winograd(g, x.data(), w.data(), b.data(), y.data(), true);
     EXPECT_GT(std::count_if(y.begin(), y.end(), [](float v) { return std::isnan(v); }), 0) << g.str();
   }
-  std::vector<float> any(4096);
-  for (const ConvGeom& g : {geom(1, 2, 2, 1, 9, 9, 1, 7, 7, 0, 3, 3, PadMode::Zeros),
-                            geom(1, 2, 2, 1, 9, 9, 1, 3, 5, 0, 1, 2, PadMode::Zeros),
-                            geom(1, 2, 2, 3, 9, 9, 3, 3, 3, 1, 1, 1, PadMode::Zeros)})
+  std::vector<float> any(8192);
+  for (const ConvGeom& g : {geom(1, 8, 8, 1, 9, 9, 1, 7, 7, 0, 3, 3, PadMode::Zeros),
+                            geom(1, 8, 8, 1, 9, 9, 1, 3, 5, 0, 1, 2, PadMode::Zeros),
+                            geom(1, 8, 8, 3, 9, 9, 3, 3, 3, 1, 1, 1, PadMode::Zeros),
+                            geom(1, 4, 8, 1, 9, 9, 1, 5, 5, 0, 2, 2, PadMode::Zeros)})
     EXPECT_FALSE(cpu::conv_forward_winograd(g, any.data(), any.data(), nullptr, any.data(), false)) << g.str();
-  EXPECT_EQ(cpu::winograd_tile(5), 4);
-  EXPECT_EQ(cpu::winograd_tile(3), 6);
-  EXPECT_EQ(cpu::winograd_tile(1), 0);
+  EXPECT_EQ(winograd_tile(5, 8, 8), 4);
+  EXPECT_EQ(winograd_tile(3, 64, 32), 6);
+  EXPECT_EQ(winograd_tile(1, 64, 32), 0);
+  EXPECT_EQ(winograd_tile(5, 32, 1), 0);  // one output channel: the direct path is faster
+  EXPECT_EQ(winograd_tile(5, 1, 64), 0);
 }
 
 // What tiled inference with Winograd rests on: an output's bits depend only on the input window of its tile, the
@@ -561,7 +564,7 @@ TEST(CpuWinograd, MatchesTheDirectSums) {
 TEST(CpuWinograd, ACropOnTheTileGridGivesTheSameBits) {
   std::mt19937 rng(std::random_device{}());
   for (int64_t k : {5, 3}) {
-    const int64_t m = cpu::winograd_tile(k);
+    const int64_t m = winograd_tile(k, 16, 8);
     const ConvGeom g = geom(1, 16, 8, 1, 10 * m + k - 1, 60 * m + k - 1, 1, k, k, 0, 0, 0, PadMode::Zeros);
     const auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
     std::vector<float> y(size_t(g.y_numel()));

@@ -180,23 +180,26 @@ class _RecordingNet:
 
 def test_the_convolution_strategy_is_pinned_for_one_call_only():
     """`algo` pins every convolution's strategy for the call and restores the layers' own afterwards, also when
-    the call fails; on the CPU a tiled picture keeps the layers' setting, on a GPU it defaults to 'auto_direct'
-    (the fastest of the direct kernels, which all give the same bits)."""
+    the call fails; on the CPU a picture defaults to 'winograd', on a GPU a tiled one to 'auto_direct' (the
+    fastest of the direct kernels, which all give the same bits)."""
     rng = np.random.default_rng()
     model = ImageSR.srcnn("9-1-5", scale=2, seed=int(rng.integers(1 << 30)))
     rec = model.net = _RecordingNet(model.net)
     img = rng.integers(0, 256, (9, 11), dtype=np.uint8)
     reference = model.upscale(img)
-    assert rec.seen == [{"auto"}]
-    for algo in ("direct", "direct_async", "implicit_gemm", "gemm", "auto_direct"):
+    assert rec.seen == [{"winograd"}]
+    # 9-1-5 has no layer that Winograd computes (a 1x1 mapping layer, one output channel at the end): the CPU's
+    # direct sums whatever the strategy named.
+    for algo in ("direct", "direct_async", "implicit_gemm", "gemm", "auto_direct", "winograd"):
         rec.seen.clear()
-        np.testing.assert_array_equal(model.upscale(img, tile=8, algo=algo), reference)  # one CPU strategy
+        np.testing.assert_array_equal(model.upscale(img, tile=8, algo=algo), reference)
         assert rec.seen == [{algo}] * 9  # 18 x 22 output pixels in 8 x 8 tiles
         assert {model.net[n].algo for n in model.net.names() if hasattr(model.net[n], "algo")} == {"auto"}
     rec.seen.clear()
     model.upscale(img, tile=8)
-    assert rec.seen == [{"auto"}] * 9
-    with pytest.raises(ValueError, match="algo must be one of auto, direct, direct_async, implicit_gemm, gemm, auto_direct"):
+    assert rec.seen == [{"winograd"}] * 9
+    with pytest.raises(ValueError, match="algo must be one of auto, direct, direct_async, implicit_gemm, gemm, "
+                                         "auto_direct, winograd"):
         model.upscale(img, algo="fastest")
     rec.fail = True
     with pytest.raises(RuntimeError, match="out of memory"):
@@ -210,6 +213,40 @@ def test_the_convolution_strategy_is_pinned_for_one_call_only():
     assert model._inference_algo("gemm", tiled=True) == "gemm"
     model.device = "cpu"
     assert model._inference_algo(None, tiled=True) is None
+
+
+@pytest.mark.parametrize("arch", ["9-5-5", "9-3-5", "mixed"])
+def test_winograd_pictures_are_close_to_the_direct_sums_and_tiles_stay_exact(arch):
+    """On the CPU a picture runs its 3x3 and 5x5 layers by Winograd (the default): within one grey level of the
+    direct sums (a few 1e-6 before rounding), and tiles of any size give the whole picture's pixels (cut on the
+    tile grid of F(4x4, 5x5), F(6x6, 3x3), or both: 12), gray, RGB and RGBA. Not with the self-ensemble."""
+    rng = np.random.default_rng()
+    seed = int(rng.integers(1 << 30))
+    if arch == "mixed":  # SRCNN with an added 3x3 layer after the 5x5 mapping layer: grid lcm(4, 6) = 12
+        net = models.srcnn_nonlinear(9, 5, 5, 16, 8, fb=3, seed=seed)
+        model = ImageSR(net, 2, models.Architecture("srcnn_nonlinear", {"f1": 9, "f2": 5, "f3": 5, "n1": 16,
+                                                                        "n2": 8, "fb": 3}))
+        assert model._tile_grid("winograd") == (12, 3 + 5)
+    else:
+        model = ImageSR.srcnn(arch, scale=2, seed=seed)
+        assert model._tile_grid("winograd") == ((4, 3) if arch == "9-5-5" else (6, 5))
+    assert model._tile_grid("auto") == (1, 0)
+    for shape in ((23, 31), (29, 17, 3), (21, 26, 4)):
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        whole, direct = model.upscale(img), model.upscale(img, algo="auto")
+        diff = np.abs(whole.astype(int) - direct.astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.05
+        for tile in (5, 12, int(rng.integers(6, 40))):
+            np.testing.assert_array_equal(model.upscale(img, tile=tile), whole, err_msg=f"tile {tile}, {shape}")
+    # The Y path (refine) keeps the direct sums by default and takes 'winograd' on request, also exact in tiles.
+    y = rng.random((30, 34)).astype(np.float32)
+    np.testing.assert_array_equal(model.refine(y, tile=9), model.refine(y))
+    w = model.refine(y, algo="winograd")
+    np.testing.assert_array_equal(model.refine(y, tile=9, algo="winograd"), w)
+    assert np.abs(w - model.refine(y)).max() < 1e-4
+    model.ensemble = True
+    with pytest.raises(ValueError, match="does not go with the self-ensemble"):
+        model.upscale(img, algo="winograd")
 
 
 def test_upscale_16_bit_is_the_float_path_rounded():

@@ -18,7 +18,7 @@ namespace magmasr::ops {
 struct ConvOptions {
   std::vector<int64_t> padding{0};
   PadMode mode = PadMode::Zeros;
-  ConvAlgo algo = ConvAlgo::Auto;  // CUDA only
+  ConvAlgo algo = ConvAlgo::Auto;  // CUDA, and Winograd on the CPU
 };
 
 /// The geometry of conv(x, w) for x [N, Cin, (D,) H, W] and w [Cout, Cin, (kD,) kH, kW]; checks everything.

@@ -36,7 +36,12 @@
 // replicated, runs as the forward convolution of dy with the flipped, transposed weights, and short padded rows
 // are padded by a copy first (the two paths below the public functions).
 // Padding: Zeros skips samples outside the input; Replicate clamps the index into the input, and col2vol
-// adds the gradient of those samples to the clamped border sample (the exact adjoint).
+// adds the gradient of those samples to the clamped border sample (the exact adjoint). With zero padding in
+// depth, the taps that read only padding are left out (live_depths).
+//
+// Inference of pictures (ConvAlgo::Winograd, opt-in): conv_forward_winograd below, Winograd's F(4x4, 5x5) and
+// F(6x6, 3x3); not for training, and not position-independent (an output's bits depend on its place in the tile
+// grid), so the pipelines cut their tiles on that grid.
 #include <algorithm>
 #include <cmath>
 #include <atomic>
@@ -889,7 +894,7 @@ MAGMASR_VECTOR_CLONES void winograd_output(int m, const float* mp, int64_t xi_st
 }
 
 bool winograd_fits(const ConvGeom& g) {
-  return g.D == 1 && g.kD == 1 && g.pD == 0 && g.kH == g.kW && (g.kH == 3 || g.kH == 5);
+  return g.D == 1 && g.kD == 1 && g.pD == 0 && g.kH == g.kW && winograd_tile(g.kH, g.Cin, g.Cout) > 0;
 }
 
 }  // namespace
@@ -901,8 +906,6 @@ bool set_conv_strategy(const std::string& which) {
   else return false;
   return true;
 }
-
-int winograd_tile(int64_t k) { return k == 3 || k == 5 ? kWinoAlpha - int(k) + 1 : 0; }
 
 bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, const float* b, float* y, bool relu) {
   if (!winograd_fits(g)) return false;
