@@ -108,6 +108,9 @@ def test_video_models_refuse_other_networks():
     arch = models.Architecture("tdsrnet", {"scale": 4})
     with pytest.raises(ValueError, match="upscales x4, the model says x2"):
         VideoSR(arch.build(), 2, arch)
+    # Winograd's layers are 2-D, and a video model's tiles would not be cut on their grid
+    with pytest.raises(ValueError, match="algo='winograd' is for pictures"):
+        VideoSR.tdsrnet(2, filters=4).residual(np.zeros((5, 8, 8)), algo="winograd")
 
 
 def test_clips_from_sequences_follow_the_protocol():
