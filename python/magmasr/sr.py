@@ -63,6 +63,12 @@ def cuts(shape: tuple[int, ...], tile: int | None) -> bool:
     return tile is not None and max(shape[-2:]) > tile
 
 
+def block_start(p: int, halo: int, align: int = 1) -> int:
+    """Where a block whose output starts at `p` starts reading: `halo` before it, moved back onto a multiple of
+    `align`, and not before 0."""
+    return max((p - halo) // align * align, 0)
+
+
 def tiled(fn, x: np.ndarray, tile: int | None, halo: int, scale: int = 1, progress=None,
           align: int = 1) -> np.ndarray:
     """``fn`` (an array [..., h, w] -> an array [scale * h, scale * w]) over `x` in tile x tile blocks of its
@@ -83,7 +89,7 @@ def tiled(fn, x: np.ndarray, tile: int | None, halo: int, scale: int = 1, progre
     total, done = -(-h // tile) * -(-w // tile), 0
     for r in range(0, h, tile):
         for c in range(0, w, tile):
-            r0, c0 = max((r - halo) // align * align, 0), max((c - halo) // align * align, 0)
+            r0, c0 = block_start(r, halo, align), block_start(c, halo, align)
             block = fn(x[..., r0:min(r + tile + halo, h), c0:min(c + tile + halo, w)])
             if out is None:
                 out = np.empty((scale * h, scale * w), block.dtype)
@@ -193,7 +199,8 @@ class SRModel:
 
     def _run(self, x: np.ndarray, algo: str | None = None) -> np.ndarray:
         """The network on `x` ([N, C, ...], float32) on the model's device, back as a NumPy array; `algo` pins
-        the convolution strategy of every layer for this call only (CUDA; the CPU has one)."""
+        the convolution strategy of every layer for this call only (CUDA; on the CPU only 'winograd' changes
+        anything)."""
         t = from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
         if algo is None:
             return np.asarray(self.net(t).numpy())
@@ -333,9 +340,10 @@ class ImageSR(SRModel):
         Y goes through the network, CbCr and the alpha channel through bicubic (MATLAB-compatible) interpolation.
         The colour stored under fully transparent pixels (often black) is first replaced by colour spread from the
         visible pixels (each, layer by layer outwards, the mean of its 8-neighbours already filled), so that edges
-        next to transparency get no dark fringes; opaque areas away from it are unchanged. With `tile`, the whole pipeline runs on tile x tile output pixels at a time (see :meth:`upscale_tiles`):
-        memory beyond the input and the output stays bounded, and the result is bit for bit that of the whole
-        picture (on a GPU: of the whole picture with ``algo='direct'``; see :meth:`upscale_tiles`).
+        next to transparency get no dark fringes; opaque areas away from it are unchanged. With `tile`, the whole
+        pipeline runs on tile x tile output pixels at a time (see :meth:`upscale_tiles`): memory beyond the input
+        and the output stays bounded, and the result is bit for bit that of the whole picture (on a GPU: of the
+        whole picture with ``algo='direct'``; see :meth:`upscale_tiles`).
         ``progress(done, total)`` is called after each tile."""
         img, scale = self._check_picture(img, scale)
         out = np.empty((img.shape[0] * scale, img.shape[1] * scale) + img.shape[2:], img.dtype)
@@ -402,7 +410,7 @@ class ImageSR(SRModel):
         for r in range(0, h, t):
             for c in range(0, w, t):
                 r1, c1 = min(r + t, h), min(c + t, w)
-                e0, f0 = max((r - halo) // align * align, 0), max((c - halo) // align * align, 0)
+                e0, f0 = block_start(r, halo, align), block_start(c, halo, align)
                 up = plan(e0, min(r1 + halo, h), f0, min(c1 + halo, w))
                 y = self._network(up if up.ndim == 2 else up[:, :, 0], algo)[r - e0:r1 - e0, c - f0:c1 - f0]
                 if up.ndim == 2:
