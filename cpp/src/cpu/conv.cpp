@@ -43,10 +43,12 @@
 // F(6x6, 3x3); not for training, and not position-independent (an output's bits depend on its place in the tile
 // grid), so the pipelines cut their tiles on that grid.
 #include <algorithm>
-#include <cmath>
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -893,6 +895,60 @@ MAGMASR_VECTOR_CLONES void winograd_output(int m, const float* mp, int64_t xi_st
   }
 }
 
+// U[xi][co][ci] = (G w G^T)[p][q] (xi = 8 p + q) for the weights w [Cout, Cin, r, r], in double, rounded once.
+std::vector<float> winograd_transform_filters(const float* w, int64_t M, int64_t Cin, int r) {
+  constexpr int a = kWinoAlpha;
+  double G[kWinoAlpha][kWinoAlpha];
+  winograd_g(r, G);
+  std::vector<float> U(size_t(a * a * M * Cin));
+  for (int64_t co = 0; co < M; ++co)
+    for (int64_t ci = 0; ci < Cin; ++ci) {
+      const float* k = w + (co * Cin + ci) * r * r;
+      double t[kWinoAlpha][kWinoAlpha] = {};  // G k: alpha x r
+      for (int i = 0; i < a; ++i)
+        for (int j = 0; j < r; ++j)
+          for (int l = 0; l < r; ++l) t[i][j] += G[i][l] * double(k[l * r + j]);
+      for (int i = 0; i < a; ++i)
+        for (int j = 0; j < a; ++j) {
+          double v = 0.0;
+          for (int l = 0; l < r; ++l) v += t[i][l] * G[j][l];
+          U[size_t(((i * a + j) * M + co) * Cin + ci)] = float(v);
+        }
+    }
+  return U;
+}
+
+// The transformed filters of the last few weight tensors seen, found by their contents (a byte comparison: the
+// same weights give the same U, whatever array holds them). A tiled picture runs every layer once per tile with
+// the same weights, and the transform cost about 2 ms per call for SRCNN's 64 -> 32 5x5 layer (a quarter of a
+// 128 x 128 tile's time). Thread-safe; an entry in use stays alive while evicted (shared_ptr).
+std::shared_ptr<const std::vector<float>> winograd_filters(const float* w, int64_t M, int64_t Cin, int r) {
+  struct Entry {
+    int64_t M, Cin;
+    int r;
+    std::vector<float> w;
+    std::shared_ptr<const std::vector<float>> U;
+  };
+  static std::mutex mutex;
+  static std::vector<Entry> cache;  // most recently used first
+  constexpr size_t kEntries = 8;
+  const size_t n = size_t(M * Cin * r * r);
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    for (size_t i = 0; i < cache.size(); ++i)
+      if (cache[i].M == M && cache[i].Cin == Cin && cache[i].r == r &&
+          std::memcmp(cache[i].w.data(), w, n * sizeof(float)) == 0) {
+        std::rotate(cache.begin(), cache.begin() + std::ptrdiff_t(i), cache.begin() + std::ptrdiff_t(i) + 1);
+        return cache.front().U;
+      }
+  }
+  auto U = std::make_shared<const std::vector<float>>(winograd_transform_filters(w, M, Cin, r));
+  const std::lock_guard<std::mutex> lock(mutex);
+  cache.insert(cache.begin(), Entry{M, Cin, r, std::vector<float>(w, w + n), U});
+  if (cache.size() > kEntries) cache.pop_back();
+  return U;
+}
+
 bool winograd_fits(const ConvGeom& g) {
   return g.D == 1 && g.kD == 1 && g.pD == 0 && g.kH == g.kW && winograd_tile(g.kH, g.Cin, g.Cout) > 0;
 }
@@ -916,30 +972,18 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
   const int64_t panels = kWinoChunk / kWinoLanes;
   // A task's input columns: its tiles' windows, and what the transform of its last panel reads past them.
   const int64_t cols = (kWinoChunk + 1) * m + 8;
-  // U[xi][co][ci] = (G w G^T)[p][q] (xi = 8 p + q), in double, rounded once.
-  double G[kWinoAlpha][kWinoAlpha];
-  winograd_g(r, G);
-  std::vector<float> U(size_t(a * a * M * Cin));
-  for (int64_t co = 0; co < M; ++co)
-    for (int64_t ci = 0; ci < Cin; ++ci) {
-      const float* k = w + (co * Cin + ci) * r * r;
-      double t[kWinoAlpha][kWinoAlpha] = {};  // G k: alpha x r
-      for (int i = 0; i < a; ++i)
-        for (int j = 0; j < r; ++j)
-          for (int l = 0; l < r; ++l) t[i][j] += G[i][l] * double(k[l * r + j]);
-      for (int i = 0; i < a; ++i)
-        for (int j = 0; j < a; ++j) {
-          double v = 0.0;
-          for (int l = 0; l < r; ++l) v += t[i][l] * G[j][l];
-          U[size_t(((i * a + j) * M + co) * Cin + ci)] = float(v);
-        }
-    }
+  const std::shared_ptr<const std::vector<float>> Uptr = winograd_filters(w, M, Cin, r);
+  const std::vector<float>& U = *Uptr;
   const bool replicate = g.mode == PadMode::Replicate;
   const int64_t tasks = g.N * tiles_h * chunks;
 #pragma omp parallel
   {
-    std::vector<float> slab(size_t(Cin * a * cols)), V(size_t(a * a * panels * Cin * kWinoLanes));
-    std::vector<float> P(size_t(a * a * M * kWinoChunk)), Y(size_t(m * m * kWinoLanes));
+    // Each thread's buffers are kept from call to call (a tiled picture calls the layer once per tile: allocating
+    // and clearing them cost a millisecond each time). Every element a task reads it has written, except the
+    // products of the tiles past a row's end, which only the dropped lanes read.
+    thread_local std::vector<float> slab, V, P, Y;
+    slab.resize(size_t(Cin * a * cols)), V.resize(size_t(a * a * panels * Cin * kWinoLanes));
+    P.resize(size_t(a * a * M * kWinoChunk)), Y.resize(size_t(m * m * kWinoLanes));
     const float* rows[kWinoAlpha];
     std::vector<const float*> row(size_t(Cin * a));
 #pragma omp for schedule(static)
@@ -966,7 +1010,7 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
           }
         }
       // V[xi] is the B operand of product xi in gemm_wide's packed layout: panel p, row ci, 24 tiles.
-      for (int64_t p = 0; p < panels; ++p)
+      for (int64_t p = 0; p * kWinoLanes < nt; ++p)  // (the products read only the panels with tiles)
         for (int64_t ci = 0; ci < Cin; ++ci) {
           for (int i = 0; i < a; ++i) rows[i] = row[size_t(ci * a + i)] + p * kWinoLanes * m;
           (m == 4 ? winograd_input<4> : winograd_input<6>)(rows, V.data() + (p * Cin + ci) * kWinoLanes,
