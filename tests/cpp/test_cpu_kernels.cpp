@@ -557,6 +557,25 @@ TEST(CpuWinograd, MatchesTheDirectSums) {
   EXPECT_EQ(winograd_tile(5, 1, 64), 0);
 }
 
+// The transformed filters are cached by the weights' contents: weights changed in place (a training step between
+// two inferences) give the new layer's outputs, and the same weights in another array the same bits.
+TEST(CpuWinograd, TheFilterCacheFollowsTheWeights) {
+  std::mt19937 rng(std::random_device{}());
+  const ConvGeom g = geom(1, 8, 8, 1, 12, 14, 1, 5, 5, 0, 2, 2, PadMode::Replicate);
+  const auto x = random_vec(size_t(g.x_numel()), rng);
+  auto w = random_vec(size_t(g.w_numel()), rng);
+  std::vector<float> y(size_t(g.y_numel())), again(size_t(g.y_numel()));
+  for (int step = 0; step < 3; ++step) {
+    ASSERT_TRUE(cpu::conv_forward_winograd(g, x.data(), w.data(), nullptr, y.data(), false));
+    const std::vector<double> ref = direct_conv(g, x, w, nullptr);
+    for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], ref[i], 1e-4) << "step " << step << ", output " << i;
+    const std::vector<float> copy = w;
+    ASSERT_TRUE(cpu::conv_forward_winograd(g, x.data(), copy.data(), nullptr, again.data(), false));
+    EXPECT_EQ(std::memcmp(y.data(), again.data(), y.size() * sizeof(float)), 0);
+    w[size_t(rng() % uint32_t(w.size()))] += 0.5f;  // one weight changed in place
+  }
+}
+
 // What tiled inference with Winograd rests on: an output's bits depend only on the input window of its tile, the
 // tiles counted from the first output. A crop of the input that starts on the tile grid and holds whole tiles gives
 // the whole input's outputs bit for bit; a crop off the grid gives other bits (the rounding of the transforms
