@@ -788,6 +788,27 @@ def test_auto_tile_bounds_the_working_set(monkeypatch):
     assert tile * tile <= 32768 and tile > 64     # 640 MiB free: 32768 LR pixels; 176 x 176 would be 30976
 
 
+def test_cpu_pictures_go_in_tiles_of_at_most_cpu_tile(monkeypatch):
+    """On the CPU a picture larger than CPU_TILE output pixels goes through in tiles of that size (feature maps
+    reused instead of fresh pages), with the whole picture's pixels; a smaller one in one piece."""
+    model = ImageSR.srcnn("9-5-5", scale=2, seed=3, n1=8, n2=8)
+    seen = []
+    real = model.upscale
+
+    def upscale(img, scale=None, tile=None, progress=None, algo=None):
+        seen.append(tile)
+        return real(img, scale, tile=tile, progress=progress, algo=algo)
+
+    monkeypatch.setattr(model, "upscale", upscale)
+    monkeypatch.setattr(cli, "CPU_TILE", 32)
+    img = np.random.default_rng(0).integers(0, 256, (21, 30, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(cli.upscale_array(model, img, 2, None, "cpu", show_tiles=False), real(img))
+    assert seen == [32]
+    seen.clear()
+    cli.upscale_array(model, img[:15, :15], 2, None, "cpu", show_tiles=False)  # 30 x 30 output: one piece
+    assert seen[0] is None or seen[0] >= 30
+
+
 def test_default_command_uses_the_shipped_weights_and_beats_bicubic(tmp_path, capsys):
     """The README's main job: `magmasr upscale` with no input and no options."""
     out = tmp_path / "astro.png"
