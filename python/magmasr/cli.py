@@ -355,6 +355,14 @@ def auto_tile(model, shape: tuple[int, int], device: str) -> int | None:
 CPU_TILE = 768
 
 
+def network_tile(model, shape: tuple[int, int], tile: int | None) -> int | None:
+    """The tile size the network runs with for a picture whose output is `shape`: `tile`, and on the CPU at most
+    CPU_TILE when the picture is larger than that."""
+    if model is not None and model.device == "cpu" and max(shape) > CPU_TILE:
+        return CPU_TILE if tile is None else min(tile, CPU_TILE)
+    return tile
+
+
 def upscale_array(model: ImageSR | None, img: np.ndarray, scale: int, tile: int | None, device: str,
                   show_tiles: bool = True) -> np.ndarray:
     """One picture through `model` (bicubic when None), tiled when `tile` or the free memory calls for it (on
@@ -363,9 +371,8 @@ def upscale_array(model: ImageSR | None, img: np.ndarray, scale: int, tile: int 
     if model is None:
         return im.imresize(img, scale)
     if tile is None:
-        tile = auto_tile(model, (img.shape[0] * scale, img.shape[1] * scale), device)
-        if model.device == "cpu":
-            tile = CPU_TILE if tile is None else min(tile, CPU_TILE)
+        shape = (img.shape[0] * scale, img.shape[1] * scale)
+        tile = network_tile(model, shape, auto_tile(model, shape, device))
     if not show_tiles or tile is None or max(img.shape[0], img.shape[1]) * scale <= tile:
         return model.upscale(img, scale, tile=tile)
     return model.upscale(img, scale, tile=tile, progress=_tile_progress(tile))
@@ -846,8 +853,9 @@ def _upscale_file(model, src: Path, dst: Path, args, staged: Staged | None = Non
     if model is None:  # bicubic, whole
         blocks = iter([((0, 0), back(im.imresize(work, s)))])
     else:
-        progress = _tile_progress(tile) if tile is not None else None
-        blocks = (((r, c), back(b)) for (r, c), b in model.upscale_tiles(work, s, tile, progress))
+        run = tile if args.tile is not None else network_tile(model, shape[:2], tile)
+        progress = _tile_progress(run) if run is not None and max(shape[:2]) > run else None
+        blocks = (((r, c), back(b)) for (r, c), b in model.upscale_tiles(work, s, run, progress))
     icc = _icc_for(src, 1 if img.ndim == 2 else img.shape[2])  # the colours keep their meaning
     if tiff and tile is not None:
         atomic_write_tiff_stream(dst, blocks, shape, img.dtype, args.overwrite, staged, icc,

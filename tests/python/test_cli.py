@@ -809,6 +809,22 @@ def test_cpu_pictures_go_in_tiles_of_at_most_cpu_tile(monkeypatch):
     assert seen[0] is None or seen[0] >= 30
 
 
+def test_the_command_line_upscales_large_pictures_in_cpu_tiles(tmp_path, capsys, monkeypatch):
+    """`magmasr upscale` of a picture larger than CPU_TILE on the CPU: tiles (their progress line), the whole
+    picture's pixels, also for an --tile the user gives (kept as given)."""
+    monkeypatch.setattr(cli, "CPU_TILE", 16)
+    img = np.random.default_rng(1).integers(0, 256, (13, 17, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "p.png", img)
+    assert run("upscale", tmp_path / "p.png", "--scale", "2", "--device", "cpu") == 0
+    assert "tiles of 16x16" in capsys.readouterr().err
+    whole = ImageSR.pretrained(2, device="cpu").upscale(img)
+    np.testing.assert_array_equal(iio.imread(tmp_path / "p_x2.png"), whole)
+    assert run("upscale", tmp_path / "p.png", "--scale", "2", "--device", "cpu", "--tile", "20", "-o",
+               tmp_path / "q.png") == 0
+    assert "tiles of 20x20" in capsys.readouterr().err
+    np.testing.assert_array_equal(iio.imread(tmp_path / "q.png"), whole)
+
+
 def test_default_command_uses_the_shipped_weights_and_beats_bicubic(tmp_path, capsys):
     """The README's main job: `magmasr upscale` with no input and no options."""
     out = tmp_path / "astro.png"
