@@ -396,7 +396,8 @@ py::array host_to_uint8(const py::array& x, double factor) {
 py::array host_bleed(const py::array& x) {
   if (x.ndim() != 3 || (x.shape(2) != 2 && x.shape(2) != 4))
     throw ValueError("_bleed_transparent: expected an H x W x 2 or H x W x 4 array (alpha last), got rank " +
-                     std::to_string(x.ndim()) + (x.ndim() == 3 ? " with " + std::to_string(x.shape(2)) + " channels" : ""));
+                     std::to_string(x.ndim()) +
+                     (x.ndim() == 3 ? " with " + std::to_string(x.shape(2)) + " channels" : ""));
   auto run = [&](auto tag) -> py::array {
     using T = decltype(tag);
     auto y = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(x);

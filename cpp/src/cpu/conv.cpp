@@ -968,7 +968,8 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
   constexpr int a = kWinoAlpha;
   const int r = int(g.kH), m = a - r + 1;
   const int64_t Cin = g.Cin, M = g.Cout, oH = g.oH(), oW = g.oW();
-  const int64_t tiles_h = (oH + m - 1) / m, tiles_w = (oW + m - 1) / m, chunks = (tiles_w + kWinoChunk - 1) / kWinoChunk;
+  const int64_t tiles_h = (oH + m - 1) / m, tiles_w = (oW + m - 1) / m;
+  const int64_t chunks = (tiles_w + kWinoChunk - 1) / kWinoChunk;
   const int64_t panels = kWinoChunk / kWinoLanes;
   // A task's input columns: its tiles' windows, and what the transform of its last panel reads past them.
   const int64_t cols = (kWinoChunk + 1) * m + 8;
@@ -996,7 +997,7 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
       const int64_t c0 = t0 * m - g.pW;
       for (int64_t ci = 0; ci < Cin; ++ci)
         for (int i = 0; i < a; ++i) {
-          int64_t ih = ty * m - g.pH + i;
+          const int64_t ih = ty * m - g.pH + i;
           const float* src = x + ((n * Cin + ci) * g.H + clamp_index(ih, g.H)) * g.W;
           float* dst = slab.data() + (ci * a + i) * cols;
           if (ih >= 0 && ih < g.H && c0 >= 0 && c0 + cols <= g.W) {
@@ -1024,9 +1025,9 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
         const float bias = b ? b[co] : 0.0f;
         for (int64_t p = 0; p * kWinoLanes < nt; ++p) {
           winograd_output(m, P.data() + co * kWinoChunk + p * kWinoLanes, M * kWinoChunk, Y.data());
-          const int64_t c0 = (t0 + p * kWinoLanes) * m, ncols = std::min(kWinoLanes * m, oW - c0);
+          const int64_t col0 = (t0 + p * kWinoLanes) * m, ncols = std::min(kWinoLanes * m, oW - col0);
           for (int64_t i = 0; i < rows_out; ++i) {
-            float* dst = y + ((n * M + co) * oH + ty * m + i) * oW + c0;
+            float* dst = y + ((n * M + co) * oH + ty * m + i) * oW + col0;
             const float* src = Y.data() + i * m * kWinoLanes;  // src[j * L + l]: column l * m + j
             for (int64_t l = 0; l * m < ncols; ++l)
               for (int64_t j = 0; j < std::min<int64_t>(m, ncols - l * m); ++j) {
