@@ -28,11 +28,12 @@
 // and last 8 columns of a product in another order, and the forward pass had to pad every block with zero
 // columns.) Backward-weight sums fixed groups of blocks into partial gradients and adds the partials in group
 // order, so its result does not depend on the number of threads either.
-// Speed (docs/results/cpu_conv.md, 2 cores of an AMD EPYC, AVX-512 kernels, 2026-12-07, each strategy timed run
-// by run in turn): SRCNN 9-5-5's mapping layer in training, forward 39.5 ms with columns -> 32.1 with taps,
-// backward-weight 44.9 -> 38.6 (PyTorch 2.15's oneDNN 29.3 / 34.6), backward-data 45.9 (a forward convolution with
-// taps: see below; PyTorch 43.8); 3DSRnet's 3x3x3 layer forward 172.9 -> 108.1 ms, backward-weight 131.0 -> 103.0
-// (PyTorch 121.6 / 114.7). Backward-data, when no border is
+// Speed (docs/results/cpu_conv.md, 2 cores of an AMD EPYC, AVX-512 kernels, the run of 2026-12-07 21:15 UTC, each
+// strategy timed run by run in turn): SRCNN 9-5-5's mapping layer in training, forward 40.2 ms with columns -> 32.7
+// with taps, backward-weight 43.7 -> 30.9 (PyTorch 2.15's oneDNN 28.1 / 32.1), backward-data 46.9 (a forward
+// convolution with taps: see below; PyTorch 45.2); 3DSRnet's 3x3x3 layer forward 126.8 -> 92.1 ms, backward-weight
+// 116.3 -> 86.4 (PyTorch 111.5 / 123.6); SRCNN's first layer's backward-weight 6.6 ms (PyTorch 6.2); the mapping
+// layer on a 512x512 picture 151.1 ms, 64.0 with Winograd (PyTorch 170.8). Backward-data, when no border is
 // replicated, runs as the forward convolution of dy with the flipped, transposed weights, and short padded rows
 // are padded by a copy first (the two paths below the public functions).
 // Padding: Zeros skips samples outside the input; Replicate clamps the index into the input, and col2vol
