@@ -1395,6 +1395,11 @@ def cmd_bench(args) -> int:
     h, w = args.size
     net = srcnn_preset(args.arch)
     net.to(args.device)
+    # What `magmasr upscale` runs: Winograd's layers on the CPU, the layers' own selector on a GPU.
+    algo = args.algo or ("winograd" if args.device == "cpu" else "auto")
+    for n in net.names():
+        if hasattr(net[n], "algo"):
+            net[n].algo = algo
     x = from_numpy(np.random.default_rng(0).random((1, 1, h, w), dtype=np.float32)).to(args.device)
     sync = (lambda: __import__("magmasr").cuda.synchronize()) if args.device.startswith("cuda") else (lambda: None)
     for _ in range(args.warmup):
@@ -1409,8 +1414,8 @@ def cmd_bench(args) -> int:
     ms = 1e3 * float(np.median(times))
     macs = sum(net[n].out_channels * net[n].in_channels * net[n].kernel_size[-1] ** 2
                for n in net.names() if n.startswith("conv")) * h * w
-    print(f"SRCNN {args.arch} inference {h}x{w} on {args.device}: median {ms:.2f} ms over {args.repeat} runs "
-          f"({2 * macs / ms / 1e9:.2f} TFLOP/s)")
+    print(f"SRCNN {args.arch} inference {h}x{w} on {args.device} ({algo}): median {ms:.2f} ms over {args.repeat} "
+          f"runs ({2 * macs / ms / 1e9:.2f} TFLOP/s, counting the direct sums' multiply-adds)")
     return 0
 
 
@@ -1550,6 +1555,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default=None, help="cpu or cuda (default: cuda when a GPU is usable)")
     b.add_argument("--warmup", type=int, default=3, help="untimed runs first (default %(default)s)")
     b.add_argument("--repeat", type=int, default=10, help="timed runs; the median is printed (default %(default)s)")
+    b.add_argument("--algo", choices=ImageSR.CONV_ALGOS, default=None,
+                   help="convolution strategy (default: what upscale runs: winograd on the CPU, auto on a GPU)")
     b.set_defaults(fn=cmd_bench)
     return p
 

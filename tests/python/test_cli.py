@@ -197,6 +197,16 @@ def test_bench_size_must_be_two_positive_integers(size, capsys):
     assert e.value.code == 2 and "expected HxW" in capsys.readouterr().err
 
 
+def test_bench_times_what_upscale_runs(capsys):
+    """`magmasr bench` on the CPU times the network as `upscale` runs it (Winograd's layers), or with --algo the
+    strategy named; it says which."""
+    assert run("bench", "--size", "24x32", "--device", "cpu", "--warmup", "0", "--repeat", "1") == 0
+    out = capsys.readouterr().out
+    assert re.search(r"SRCNN 9-5-5 inference 24x32 on cpu \(winograd\): median [0-9.]+ ms over 1 runs", out), out
+    assert run("bench", "--size", "24x32", "--device", "cpu", "--repeat", "1", "--algo", "auto") == 0
+    assert "on cpu (auto)" in capsys.readouterr().out
+
+
 def test_eval_prints_the_table(shared_dir, capsys):
     assert run("eval", shared_dir / "data" / "Set5", "--model", "bicubic", "--scale", "3", "--device", "cpu") == 0
     out = capsys.readouterr().out
