@@ -594,6 +594,17 @@ PYBIND11_MODULE(_core, m) {
   m.def("_scale_to_uint8", &host_to_uint8, py::arg("x"), py::arg("factor") = 255.0,
         "MATLAB's uint8 conversion of x * factor (magmasr.image._saturate_uint8), for a C-contiguous uint8, "
         "float32 or float64 array.");
+  m.def(
+      "_cpu_cache_stats",
+      [] {
+        const HostCacheStats st = host_cache_stats();
+        py::dict d;
+        d["held_bytes"] = st.held_bytes, d["blocks"] = st.blocks, d["hits"] = st.hits, d["misses"] = st.misses;
+        d["cap"] = st.cap;
+        return d;
+      },
+      "The host block cache (magmasr::host_cache_stats): bytes and blocks held, hits, misses, cap.");
+  m.def("_cpu_cache_clear", &host_cache_clear, "Frees the blocks the host block cache holds.");
   m.def("_winograd_tile", &winograd_tile, py::arg("kernel"), py::arg("cin"), py::arg("cout"),
         "The side of the output tiles with which algo='winograd' computes a 2-D layer with a kernel x kernel kernel "
         "and cin -> cout channels on the CPU (6 for 3x3, 4 for 5x5, with at least 8 channels in and out), 0 where "

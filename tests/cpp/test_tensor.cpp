@@ -29,6 +29,41 @@ TEST(Tensor, HandlesShareStorageAndCloneCopies) {
   EXPECT_EQ(r.data(), a.data());
 }
 
+// Host blocks of 1 MiB or more freed are reused for the same size (a hit, the same memory); other sizes and
+// small tensors go to the C library; the cache never holds more than its cap, and clear() empties it.
+TEST(Tensor, TheHostCacheReusesLargeBlocksOfTheSameSize) {
+  host_cache_clear();
+  const HostCacheStats before = host_cache_stats();
+  if (before.cap < (size_t(8) << 20)) GTEST_SKIP() << "the host cache is off or small (MAGMASR_CPU_CACHE_MB)";
+  const Shape big{1, 64, 64, 64};  // 1 MiB of float32
+  const void* first = nullptr;
+  {
+    Tensor a = Tensor::full(big, 1.5f);
+    first = a.data();
+  }
+  EXPECT_EQ(host_cache_stats().held_bytes, size_t(1) << 20);
+  {
+    Tensor b = Tensor::empty(big);
+    EXPECT_EQ(static_cast<const void*>(b.data()), first);  // the block given back, not a fresh one
+    EXPECT_EQ(host_cache_stats().hits, before.hits + 1);
+    EXPECT_EQ(host_cache_stats().held_bytes, 0u);
+    Tensor c = Tensor::empty({1, 64, 64, 65});  // another size: a miss, a new block
+    EXPECT_NE(static_cast<const void*>(c.data()), first);
+    Tensor small = Tensor::full({16, 16}, 2.0f);  // below 1 MiB: never cached
+  }
+  EXPECT_EQ(host_cache_stats().blocks, 2u);
+  // Far more than the cap freed at once: the cache keeps at most the cap.
+  {
+    std::vector<Tensor> many;
+    const int64_t per = 64;  // MiB per tensor
+    for (size_t held = 0; held <= before.cap; held += size_t(per) << 20) many.push_back(Tensor::empty({per << 18}));
+  }
+  EXPECT_LE(host_cache_stats().held_bytes, before.cap);
+  host_cache_clear();
+  EXPECT_EQ(host_cache_stats().held_bytes, 0u);
+  EXPECT_EQ(host_cache_stats().blocks, 0u);
+}
+
 TEST(Tensor, BadShapesThrowValueError) {
   EXPECT_THROW(Tensor::empty({}), ValueError);
   EXPECT_THROW(Tensor::empty({1, 2, 3, 4, 5, 6}), ValueError);

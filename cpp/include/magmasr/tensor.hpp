@@ -21,6 +21,17 @@ int64_t shape_numel(const Shape& s);
 
 constexpr int kMaxRank = 5;
 
+/// The host's block cache: freed host blocks of 1 MiB or more are kept (up to `cap` bytes: 512 MiB, or the
+/// environment's MAGMASR_CPU_CACHE_MB, 0 turning it off; the oldest go first) and reused for the same size, so a
+/// network called again and again (tiles, frames, training steps) does not pay for fresh pages each time (a
+/// 512x512 SRCNN inference on 2 cores 1.35x faster, 1.7x with 1024 MiB).
+struct HostCacheStats {
+  size_t held_bytes = 0, blocks = 0, hits = 0, misses = 0, cap = 0;
+};
+HostCacheStats host_cache_stats();
+/// Frees every block the cache holds (blocks in use are not affected).
+void host_cache_clear();
+
 /// A block of memory on a device, owned (allocated here) or borrowed (with a release callback).
 class Storage {
  public:
