@@ -54,6 +54,19 @@ def tensor(data, device: str | Device = "cpu") -> Tensor:
     return from_numpy(arr).to(device)
 
 
+def cpu_memory_stats() -> dict:
+    """The host block cache: freed host blocks of 1 MiB or more are kept for reuse by the same size, up to `cap`
+    bytes (512 MiB, or MAGMASR_CPU_CACHE_MB in the environment before the first tensor; 0 turns it off), so a
+    network called again and again does not wait for the system's fresh pages. Keys: held_bytes, blocks, hits,
+    misses, cap."""
+    return dict(_core._cpu_cache_stats())
+
+
+def cpu_empty_cache() -> None:
+    """Gives the blocks the host block cache holds back to the system (tensors in use are not affected)."""
+    _core._cpu_cache_clear()
+
+
 def build_info() -> dict:
     """How this copy of magmasr was built: version, CUDA backend, devices seen now."""
     return {

@@ -725,3 +725,28 @@ def test_adam_first_step_moves_each_weight_by_lr():
     g = np.array([1.0, -2.0, 0.5, -1e-3, 3.0], np.float32)
     ops.adam_update(p, g, np.zeros(5, np.float32), np.zeros(5, np.float32), 1, lr=0.1, eps=1e-12)
     np.testing.assert_allclose(p, -0.1 * np.sign(g), rtol=1e-5)
+
+
+def test_the_host_block_cache_keeps_freed_large_blocks_and_empties():
+    """A freed host tensor of 1 MiB or more is kept (held_bytes), handed out again for the same size (a hit), and
+    cpu_empty_cache gives it back; a small one is never kept."""
+    import magmasr
+
+    magmasr.cpu_empty_cache()
+    stats = magmasr.cpu_memory_stats()
+    if stats["cap"] < 8 << 20:
+        pytest.skip("the host block cache is off or small here (MAGMASR_CPU_CACHE_MB)")
+    assert stats["held_bytes"] == 0 and stats["blocks"] == 0
+    t = magmasr.empty((1, 64, 64, 64))  # 1 MiB of float32
+    del t
+    assert magmasr.cpu_memory_stats()["held_bytes"] == 1 << 20
+    hits = magmasr.cpu_memory_stats()["hits"]
+    u = magmasr.full((1, 64, 64, 64), 2.0)
+    assert magmasr.cpu_memory_stats()["hits"] == hits + 1 and magmasr.cpu_memory_stats()["held_bytes"] == 0
+    assert float(np.asarray(u.numpy()).max()) == 2.0
+    del u
+    small = magmasr.zeros((16, 16))
+    del small
+    assert magmasr.cpu_memory_stats()["blocks"] == 1
+    magmasr.cpu_empty_cache()
+    assert magmasr.cpu_memory_stats()["held_bytes"] == 0
