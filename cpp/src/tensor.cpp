@@ -133,6 +133,9 @@ class HostCache {
   size_t cap_ = size_t(512) << 20;
 };
 
+// The size of the host block behind a storage of `bytes`: whole 64-byte lines, at least one.
+size_t host_block_bytes(size_t bytes) { return bytes == 0 ? 64 : (bytes + 63) / 64 * 64; }
+
 }  // namespace
 
 HostCacheStats host_cache_stats() { return HostCache::get().stats(); }
@@ -142,9 +145,9 @@ std::shared_ptr<Storage> Storage::allocate(const Device& device, size_t bytes) {
   check_device(device);
   void* p = nullptr;
   if (device.is_cpu()) {
-    const size_t rounded = (bytes + 63) / 64 * 64 == 0 ? 64 : (bytes + 63) / 64 * 64;
-    p = HostCache::get().take(rounded);
-    if (!p) p = std::aligned_alloc(64, rounded);
+    const size_t block = host_block_bytes(bytes);
+    p = HostCache::get().take(block);
+    if (!p) p = std::aligned_alloc(64, block);
     if (!p) throw std::bad_alloc();
   } else {
     p = cuda::alloc(device.index(), bytes);
@@ -162,8 +165,7 @@ Storage::~Storage() {
   if (release_) {
     release_();
   } else if (device_.is_cpu()) {
-    const size_t rounded = (bytes_ + 63) / 64 * 64 == 0 ? 64 : (bytes_ + 63) / 64 * 64;
-    HostCache::get().give(data_, rounded);
+    HostCache::get().give(data_, host_block_bytes(bytes_));
   } else {
     try {
       cuda::free(device_.index(), data_);

@@ -412,16 +412,19 @@ std::vector<int64_t> tap_offsets(const ConvGeom& g, const SlabGeom& s, int64_t n
   return offset;
 }
 
+// v + bias, then, with `relu`, max(., 0) with a NaN kept NaN (as PyTorch's relu): every forward path's epilogue.
+inline float bias_relu(float v, float bias, bool relu) {
+  v += bias;
+  return relu ? (v <= 0.0f ? 0.0f : v) : v;
+}
+
 // y's rows of task t for output channel co: src (rows of stride Wp) + bias, then ReLU if asked.
 void store_task_rows(const ConvGeom& g, const SlabGeom& s, const SlabTask& t, int64_t co, const float* src,
                      float bias, bool relu, float* y) {
   const int64_t oH = g.oH(), oW = g.oW();
   for (int64_t i = 0; i < t.R; ++i) {
     float* dst = y + (((t.n * g.Cout + co) * g.oD() + t.od) * oH + t.oh0 + i) * oW;
-    for (int64_t ow = 0; ow < oW; ++ow) {
-      const float v = src[i * s.Wp + ow] + bias;
-      dst[ow] = relu ? (v <= 0.0f ? 0.0f : v) : v;
-    }
+    for (int64_t ow = 0; ow < oW; ++ow) dst[ow] = bias_relu(src[i * s.Wp + ow], bias, relu);
   }
 }
 
@@ -489,7 +492,7 @@ std::vector<DepthTaps> depth_taps(const ConvGeom& g, const float* w, const std::
     const DepthTaps* same = nullptr;  // an earlier depth with the same live range
     for (int64_t e = 0; e < od && !same; ++e)
       if (live_depths(g, e) == std::make_pair(lo, hi)) same = &taps[size_t(e)];
-    if (same && !same->wbuf.empty()) {
+    if (same) {
       d.K = same->K, d.w = same->wbuf.data(), d.off = same->obuf.data();
       continue;
     }
@@ -992,24 +995,25 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t chunk = task % chunks, ty = (task / chunks) % tiles_h, n = task / (chunks * tiles_h);
       const int64_t t0 = chunk * kWinoChunk, nt = std::min(kWinoChunk, tiles_w - t0);
-      // The input rows ty * m - pH + i (i < 8) and columns t0 * m - pW + j (j < cols) of every channel: read in
-      // place where they lie inside the input, else copied, padded (zeros, or the border sample; rows and
-      // columns past the padded input, read for the last tiles' dropped outputs, likewise).
+      // The input rows ty * m - pH + i (i < 8) and columns t0 * m - pW + j (j < cols) of every channel, the rows
+      // as a slab task's (slab_source_row: zero padding, or the border row): read in place where the columns lie
+      // inside the input, else copied, padded (zeros, or the border sample; columns past the padded input, read
+      // for the last tiles' dropped outputs, likewise).
       const int64_t c0 = t0 * m - g.pW;
+      const SlabTask rows_of{n, 0, ty * m, m};
       for (int64_t ci = 0; ci < Cin; ++ci)
         for (int i = 0; i < a; ++i) {
-          const int64_t ih = ty * m - g.pH + i;
-          const float* src = x + ((n * Cin + ci) * g.H + clamp_index(ih, g.H)) * g.W;
+          const float* src = slab_source_row(g, x, rows_of, ci, 0, i);
           float* dst = slab.data() + (ci * a + i) * cols;
-          if (ih >= 0 && ih < g.H && c0 >= 0 && c0 + cols <= g.W) {
+          if (src && c0 >= 0 && c0 + cols <= g.W) {
             row[size_t(ci * a + i)] = src + c0;
-          } else if (!replicate && (ih < 0 || ih >= g.H)) {
-            std::fill(dst, dst + cols, 0.0f);
-            row[size_t(ci * a + i)] = dst;
-          } else {
-            copy_padded_row(src, g.W, c0, 0, cols, replicate, dst);
-            row[size_t(ci * a + i)] = dst;
+            continue;
           }
+          if (src)
+            copy_padded_row(src, g.W, c0, 0, cols, replicate, dst);
+          else
+            std::fill(dst, dst + cols, 0.0f);
+          row[size_t(ci * a + i)] = dst;
         }
       // V[xi] is the B operand of product xi in gemm_wide's packed layout: panel p, row ci, 24 tiles.
       for (int64_t p = 0; p * kWinoLanes < nt; ++p)  // (the products read only the panels with tiles)
@@ -1031,10 +1035,8 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
             float* dst = y + ((n * M + co) * oH + ty * m + i) * oW + col0;
             const float* src = Y.data() + i * m * kWinoLanes;  // src[j * L + l]: column l * m + j
             for (int64_t l = 0; l * m < ncols; ++l)
-              for (int64_t j = 0; j < std::min<int64_t>(m, ncols - l * m); ++j) {
-                const float v = src[j * kWinoLanes + l] + bias;
-                dst[l * m + j] = relu ? (v <= 0.0f ? 0.0f : v) : v;
-              }
+              for (int64_t j = 0; j < std::min<int64_t>(m, ncols - l * m); ++j)
+                dst[l * m + j] = bias_relu(src[j * kWinoLanes + l], bias, relu);
           }
         }
       }
@@ -1067,10 +1069,7 @@ void conv_forward(const ConvGeom& g, const float* x, const float* w, const float
           const int64_t n = q / P, p = q % P, run = std::min(P - p, q1 - q);
           const float* src = tmp.data() + co * kBlock + (q - q0);
           float* dst = y + (n * M + co) * P + p;
-          for (int64_t i = 0; i < run; ++i) {
-            const float v = src[i] + bias;
-            dst[i] = relu ? (v <= 0.0f ? 0.0f : v) : v;
-          }
+          for (int64_t i = 0; i < run; ++i) dst[i] = bias_relu(src[i], bias, relu);
           q += run;
         }
       }

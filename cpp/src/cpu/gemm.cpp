@@ -38,13 +38,11 @@ namespace {
 // or with row offsets `aoff` at a + aoff[i] (the taps of a convolution's input, read in place), and steps by csa,
 // and by `skip` more after every `seg` steps (A's row read in segments: a convolution's output rows, without the
 // columns between them; seg = K for a plain row); B's row k is bp + k * NR (a packed panel) or, with tap offsets
-// `off`, bp + off[k] (likewise).
+// `off`, bp + off[k] (likewise). Only gemm_narrow_taps reads A in segments: the wide kernels (4 x 24, 8 x 48) are
+// always given one (seg = K, skip = 0) and ignore them.
 using MicroKernel = void (*)(int64_t K, const float* a, int64_t rsa, int64_t csa, int64_t seg, int64_t skip,
                              const int64_t* aoff, const float* bp, const int64_t* off, float* c, int64_t ldc,
                              bool accumulate);
-
-// A micro-kernel's loop over k runs in segments of `seg` steps (the last one shorter), A's row pointers moved on
-// by `skip` after each.
 
 inline const float* a_row(const float* a, int64_t rsa, const int64_t* aoff, int i) {
   return aoff ? a + aoff[i] : a + i * rsa;
@@ -102,24 +100,20 @@ MAGMASR_AVX2 inline void store_row(float* c, __m256 v, bool accumulate) {
   }
 
 template <bool kTaps>
-MAGMASR_AVX2 void micro_avx2_4x24(int64_t K, const float* a, int64_t rsa, int64_t csa, int64_t seg, int64_t skip,
-                                  const int64_t* aoff, const float* bp, const int64_t* off, float* c, int64_t ldc,
-                                  bool accumulate) {
+MAGMASR_AVX2 void micro_avx2_4x24(int64_t K, const float* a, int64_t rsa, int64_t csa, int64_t /*seg*/,
+                                  int64_t /*skip*/, const int64_t* aoff, const float* bp, const int64_t* off, float* c,
+                                  int64_t ldc, bool accumulate) {
   const float *a0 = a_row(a, rsa, aoff, 0), *a1 = a_row(a, rsa, aoff, 1), *a2 = a_row(a, rsa, aoff, 2),
               *a3 = a_row(a, rsa, aoff, 3);
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
   __m256 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
-  for (int64_t k0 = 0; k0 < K; k0 += seg) {
-    const int64_t k1 = std::min(K, k0 + seg);
-    for (int64_t k = k0; k < k1; ++k) {
-      const float* b = b_row<24, kTaps>(bp, off, k);
-      const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), b2 = _mm256_loadu_ps(b + 16);
-      MAGMASR_ROW3(0)
-      MAGMASR_ROW3(1)
-      MAGMASR_ROW3(2)
-      MAGMASR_ROW3(3)
-    }
-    a0 += skip; a1 += skip; a2 += skip; a3 += skip;
+  for (int64_t k = 0; k < K; ++k) {
+    const float* b = b_row<24, kTaps>(bp, off, k);
+    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), b2 = _mm256_loadu_ps(b + 16);
+    MAGMASR_ROW3(0)
+    MAGMASR_ROW3(1)
+    MAGMASR_ROW3(2)
+    MAGMASR_ROW3(3)
   }
   const __m256 rows[4][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32}};
   for (int i = 0; i < 4; ++i)
@@ -166,9 +160,9 @@ constexpr int64_t kZmmMinTaps = 256;
     a##i += csa;                                           \
   }
 template <bool kTaps>
-MAGMASR_AVX512 void micro_avx512_8x48(int64_t K, const float* a, int64_t rsa, int64_t csa, int64_t seg, int64_t skip,
-                                      const int64_t* aoff, const float* bp, const int64_t* off, float* c, int64_t ldc,
-                                      bool accumulate) {
+MAGMASR_AVX512 void micro_avx512_8x48(int64_t K, const float* a, int64_t rsa, int64_t csa, int64_t /*seg*/,
+                                      int64_t /*skip*/, const int64_t* aoff, const float* bp, const int64_t* off,
+                                      float* c, int64_t ldc, bool accumulate) {
   const float *a0 = a_row(a, rsa, aoff, 0), *a1 = a_row(a, rsa, aoff, 1), *a2 = a_row(a, rsa, aoff, 2),
               *a3 = a_row(a, rsa, aoff, 3), *a4 = a_row(a, rsa, aoff, 4), *a5 = a_row(a, rsa, aoff, 5),
               *a6 = a_row(a, rsa, aoff, 6), *a7 = a_row(a, rsa, aoff, 7);
@@ -176,21 +170,17 @@ MAGMASR_AVX512 void micro_avx512_8x48(int64_t K, const float* a, int64_t rsa, in
   __m512 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
   __m512 c40 = c00, c41 = c00, c42 = c00, c50 = c00, c51 = c00, c52 = c00;
   __m512 c60 = c00, c61 = c00, c62 = c00, c70 = c00, c71 = c00, c72 = c00;
-  for (int64_t k0 = 0; k0 < K; k0 += seg) {
-    const int64_t k1 = std::min(K, k0 + seg);
-    for (int64_t k = k0; k < k1; ++k) {
-      const float* b = b_row<48, kTaps>(bp, off, k);
-      const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32);
-      MAGMASR_ZROW3(0)
-      MAGMASR_ZROW3(1)
-      MAGMASR_ZROW3(2)
-      MAGMASR_ZROW3(3)
-      MAGMASR_ZROW3(4)
-      MAGMASR_ZROW3(5)
-      MAGMASR_ZROW3(6)
-      MAGMASR_ZROW3(7)
-    }
-    a0 += skip; a1 += skip; a2 += skip; a3 += skip; a4 += skip; a5 += skip; a6 += skip; a7 += skip;
+  for (int64_t k = 0; k < K; ++k) {
+    const float* b = b_row<48, kTaps>(bp, off, k);
+    const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32);
+    MAGMASR_ZROW3(0)
+    MAGMASR_ZROW3(1)
+    MAGMASR_ZROW3(2)
+    MAGMASR_ZROW3(3)
+    MAGMASR_ZROW3(4)
+    MAGMASR_ZROW3(5)
+    MAGMASR_ZROW3(6)
+    MAGMASR_ZROW3(7)
   }
   const __m512 rows[8][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32},
                              {c40, c41, c42}, {c50, c51, c52}, {c60, c61, c62}, {c70, c71, c72}};

@@ -61,33 +61,32 @@ void bleed_transparent(T* pixels, int64_t h, int64_t w, int64_t ch) {
   for (int64_t i = 0; i < n; ++i)
     if (!(pixels[i * ch + colours] == T(0))) layer[size_t(i)] = 0, frontier.push_back(i);
   if (frontier.empty() || int64_t(frontier.size()) == n) return;
+  // f(j) for each 8-neighbour j of pixel i inside the picture, in row-major order (i itself is skipped by the
+  // callers: it is never filled when they look).
+  const auto neighbours = [h, w](int64_t i, auto&& f) {
+    const int64_t r = i / w, c = i % w;
+    for (int64_t rr = r - 1; rr <= r + 1; ++rr)
+      for (int64_t cc = c - 1; cc <= c + 1; ++cc)
+        if (rr >= 0 && rr < h && cc >= 0 && cc < w) f(rr * w + cc);
+  };
   std::vector<double> mean(static_cast<size_t>(colours));
   for (int32_t k = 1; !frontier.empty(); ++k) {
     next.clear();
-    for (const int64_t i : frontier) {
-      const int64_t r = i / w, c = i % w;
-      for (int64_t dr = -1; dr <= 1; ++dr)
-        for (int64_t dc = -1; dc <= 1; ++dc) {
-          const int64_t rr = r + dr, cc = c + dc;
-          if (rr < 0 || rr >= h || cc < 0 || cc >= w || layer[size_t(rr * w + cc)] != kUnfilled) continue;
-          layer[size_t(rr * w + cc)] = kQueued;
-          next.push_back(rr * w + cc);
-        }
-    }
+    for (const int64_t i : frontier)
+      neighbours(i, [&](int64_t j) {
+        if (layer[size_t(j)] != kUnfilled) return;
+        layer[size_t(j)] = kQueued;
+        next.push_back(j);
+      });
     // Each pixel of layer k reads only layers < k (still kUnfilled / kQueued: skipped), so the order is free.
     for (const int64_t i : next) {
-      const int64_t r = i / w, c = i % w;
       int count = 0;
       std::fill(mean.begin(), mean.end(), 0.0);
-      for (int64_t dr = -1; dr <= 1; ++dr)
-        for (int64_t dc = -1; dc <= 1; ++dc) {
-          const int64_t rr = r + dr, cc = c + dc;
-          if (rr < 0 || rr >= h || cc < 0 || cc >= w) continue;
-          const int32_t l = layer[size_t(rr * w + cc)];
-          if (l < 0) continue;
-          ++count;
-          for (int64_t p = 0; p < colours; ++p) mean[size_t(p)] += double(pixels[(rr * w + cc) * ch + p]);
-        }
+      neighbours(i, [&](int64_t j) {
+        if (layer[size_t(j)] < 0) return;
+        ++count;
+        for (int64_t p = 0; p < colours; ++p) mean[size_t(p)] += double(pixels[j * ch + p]);
+      });
       for (int64_t p = 0; p < colours; ++p) {
         const double v = mean[size_t(p)] / count;
         pixels[i * ch + p] = std::is_integral_v<T> ? T(std::nearbyint(v)) : T(v);
