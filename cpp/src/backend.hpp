@@ -25,11 +25,12 @@ namespace cpu {
 
 // y = conv(x, w) + b, then max(y, 0) if relu. b may be null.
 void conv_forward(const ConvGeom& g, const float* x, const float* w, const float* b, float* y, bool relu);
-// Inference forward of a 2-D layer with 3x3 or 5x5 kernels by Winograd's minimal filtering, F(6x6, 3x3) or
-// F(4x4, 5x5) (cpu/conv.cpp; ConvAlgo::Winograd): 2.3x / 4x fewer multiplications than the direct sums, within a
-// few 1e-6 of them relative to the output's scale, but an output's bits depend on its place in its tile of m x m
-// outputs (m = winograd_tile(k, Cin, Cout), counted from the output's first row and column). False, and nothing
-// done, for another geometry (winograd_tile 0).
+// Inference forward of a layer with 3x3 or 5x5 kernels in space by Winograd's minimal filtering, F(6x6, 3x3) or
+// F(4x4, 5x5) (cpu/conv.cpp; ConvAlgo::Winograd): 2-D, or 3-D with the depth taps as more input channels of each
+// 2-D product. 2.3x / 4x fewer multiplications than the direct sums, within a few 1e-6 of them relative to the
+// output's scale, but an output's bits depend on its place in its tile of m x m outputs (m = winograd_tile(k, Cin,
+// Cout), counted from the output's first row and column). False, and nothing done, for another geometry
+// (winograd_tile 0, or kH != kW).
 bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, const float* b, float* y, bool relu);
 // The strategy of forward and backward-weight for layers of several output channels: "taps" (the products read
 // the padded input in place), "columns" (a column matrix per block) or "auto" (taps unless the rows are

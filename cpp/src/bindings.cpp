@@ -606,8 +606,8 @@ PYBIND11_MODULE(_core, m) {
       "The host block cache (magmasr::host_cache_stats): bytes and blocks held, hits, misses, cap.");
   m.def("_cpu_cache_clear", &host_cache_clear, "Frees the blocks the host block cache holds.");
   m.def("_winograd_tile", &winograd_tile, py::arg("kernel"), py::arg("cin"), py::arg("cout"),
-        "The side of the output tiles with which algo='winograd' computes a 2-D layer with a kernel x kernel kernel "
-        "and cin -> cout channels on the CPU (6 for 3x3, 4 for 5x5, with at least 8 channels in and out), 0 where "
+        "The side of the output tiles with which algo='winograd' computes a layer with a kernel x kernel kernel in "
+        "space (2-D, or 3-D with any depth kernel) and cin -> cout channels on the CPU (6 for 3x3, 4 for 5x5, with at least 8 channels in and out), 0 where "
         "it computes the layer directly.");
   m.def("_bleed_transparent", &host_bleed, py::arg("x"),
         "A copy of an H x W x 2 or 4 picture (alpha last) whose fully transparent pixels (alpha == 0) take, layer by "
@@ -786,8 +786,9 @@ clone() or to() to copy. np.asarray(t) views a CPU tensor without a copy; t.nump
   const char* conv_doc = R"doc(Stride-1 correlation y = x * w + bias (no kernel flip), optionally with a fused ReLU.
 padding: int or one int per spatial dimension, added on both sides; padding_mode 'zeros' or 'replicate';
 algo (CUDA): 'auto', 'direct', 'direct_async', 'implicit_gemm', 'gemm' or 'auto_direct' (the fastest of the three
-direct kernels, whose results are identical bit for bit); 'winograd': on the CPU, 2-D 3x3 and 5x5 layers of at least
-8 channels in and out by Winograd's F(6x6, 3x3) / F(4x4, 5x5) (faster; outputs within a few 1e-6 of the direct sums,
+direct kernels, whose results are identical bit for bit); 'winograd': on the CPU, layers with 3x3 or 5x5 kernels in space
+(2-D, or 3-D with any depth kernel) and at least 8 channels in and out by Winograd's F(6x6, 3x3) / F(4x4, 5x5)
+(faster; outputs within a few 1e-5 of the direct sums relative to the output's scale,
 their bits depending on their place in the grid of 6 x 6 / 4 x 4 output tiles), on a GPU as 'auto_direct'.)doc";
   for (int sd : {2, 3}) {
     const std::string name = sd == 2 ? "conv2d" : "conv3d";

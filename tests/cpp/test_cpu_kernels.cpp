@@ -513,7 +513,8 @@ TEST(CpuGemm, SegmentedTapRowsMatchADoubleReference) {
 // largest output magnitude (float32 transforms with the points 0, +-1, +-2, +-1/2 reach a few 1e-6), on layers of
 // SRCNN's sizes and odd ones: both padding modes, 'same' and 'valid', sizes that are not multiples of the tile,
 // rows longer than a task's 48 tiles (read in place or copied), several images, the fused bias and ReLU (a NaN
-// stays NaN). Other kernels are refused.
+// stays NaN); 3-D layers (3DSRnet's 3x3x3, 'same' and 'valid' in depth, a depth kernel of 2, output depths that
+// read only zero padding). Other kernels are refused.
 TEST(CpuWinograd, MatchesTheDirectSums) {
   std::mt19937 rng(std::random_device{}());
   std::vector<ConvGeom> gs;
@@ -524,6 +525,10 @@ TEST(CpuWinograd, MatchesTheDirectSums) {
     gs.push_back(geom(3, 8, 8, 1, 13, 11, 1, 5, 5, 0, 0, 0, mode));     // valid
     gs.push_back(geom(1, 32, 32, 1, 29, 300, 1, 3, 3, 0, 1, 1, mode));  // 3x3: tiles of 6
     gs.push_back(geom(2, 8, 9, 1, 7, 5, 1, 3, 3, 0, 0, 1, mode));       // per-axis padding, tiny
+    gs.push_back(geom(1, 32, 32, 5, 14, 30, 3, 3, 3, 1, 1, 1, mode));   // 3DSRnet conv2, same
+    gs.push_back(geom(2, 16, 8, 5, 13, 17, 3, 3, 3, 0, 1, 1, mode));    // 3DSRnet conv5: valid in depth
+    gs.push_back(geom(1, 8, 8, 3, 11, 10, 2, 5, 5, 1, 2, 2, mode));     // 5x5 in space, a depth kernel of 2
+    gs.push_back(geom(1, 8, 8, 2, 9, 9, 3, 3, 3, 3, 1, 1, mode));       // depths 0, 1, 6, 7 read only padding
   }
   for (const ConvGeom& g : gs) {
     auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
@@ -547,7 +552,8 @@ TEST(CpuWinograd, MatchesTheDirectSums) {
   std::vector<float> any(8192);
   for (const ConvGeom& g : {geom(1, 8, 8, 1, 9, 9, 1, 7, 7, 0, 3, 3, PadMode::Zeros),
                             geom(1, 8, 8, 1, 9, 9, 1, 3, 5, 0, 1, 2, PadMode::Zeros),
-                            geom(1, 8, 8, 3, 9, 9, 3, 3, 3, 1, 1, 1, PadMode::Zeros),
+                            geom(1, 8, 8, 3, 9, 9, 3, 3, 5, 1, 1, 2, PadMode::Zeros),
+                            geom(1, 4, 8, 3, 9, 9, 3, 3, 3, 1, 1, 1, PadMode::Zeros),
                             geom(1, 4, 8, 1, 9, 9, 1, 5, 5, 0, 2, 2, PadMode::Zeros)})
     EXPECT_FALSE(cpu::conv_forward_winograd(g, any.data(), any.data(), nullptr, any.data(), false)) << g.str();
   EXPECT_EQ(winograd_tile(5, 8, 8), 4);

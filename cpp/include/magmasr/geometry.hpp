@@ -28,19 +28,20 @@ enum class ConvAlgo : int {
                      // same sums in the same order (per output: input channel, then filter tap), so their results
                      // are identical bit for bit whatever the shape or the batch: a picture cut into tiles of any
                      // size gives the whole picture's pixels, with the fastest of the three per shape.
-  Winograd = 6,      // CPU: the forward pass of 2-D layers with 3x3 or 5x5 kernels and at least 8 input and output
-                     // channels by Winograd's minimal filtering, F(6x6, 3x3) / F(4x4, 5x5) (winograd_tile): 2-2.7x
-                     // faster on SRCNN 9-5-5's mapping layer, within a few 1e-6 of the direct sums relative to the
-                     // output's scale, but an output's bits depend on its place in the grid of m x m tiles counted
-                     // from the layer's first output (tiled inference must cut on that grid, with m - 1 more halo
-                     // per such layer). Other layers and the backward passes as Auto. CUDA: as AutoDirect.
+  Winograd = 6,      // CPU: the forward pass of layers with 3x3 or 5x5 kernels in space and at least 8 input and
+                     // output channels by Winograd's minimal filtering, F(6x6, 3x3) / F(4x4, 5x5) (winograd_tile),
+                     // 2-D or 3-D (any depth kernel): 2-2.7x faster on SRCNN 9-5-5's mapping layer and 3DSRnet's
+                     // 3x3x3 layers, within a few 1e-5 of the direct sums relative to the output's scale, but an
+                     // output's bits depend on its place in the grid of m x m tiles counted from the layer's first
+                     // output (tiled inference must cut on that grid, with m - 1 more halo per such layer). Other
+                     // layers and the backward passes as Auto. CUDA: as AutoDirect.
 };
 std::string to_string(ConvAlgo a);
 // "auto" | "direct" | "direct_async" | "implicit_gemm" | "gemm" | "auto_direct" | "winograd"
 ConvAlgo conv_algo_from_string(const std::string& s);
 
-/// The side m of the output tiles with which ConvAlgo::Winograd computes a 2-D layer of `cin` -> `cout` channels
-/// and a k x k kernel on the CPU: 6 for 3x3, 4 for 5x5 (with at least 8 channels in and out), 0 where it computes
+/// The side m of the output tiles with which ConvAlgo::Winograd computes a layer of `cin` -> `cout` channels and a
+/// k x k kernel in space (2-D, or 3-D with any depth kernel) on the CPU: 6 for 3x3, 4 for 5x5 (with at least 8 channels in and out), 0 where it computes
 /// the layer directly.
 int winograd_tile(int64_t k, int64_t cin, int64_t cout);
 
