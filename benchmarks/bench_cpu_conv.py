@@ -1,6 +1,7 @@
 """CPU convolution speed on the layer shapes our models train with: forward, backward-data and backward-weight
 of each layer separately, median of `--repeat` runs after a warm-up, and the GFLOP/s they reach; then the forward
-pass of SRCNN 9-5-5's layers on a whole 512x512 picture ('same' padding: what `magmasr upscale` runs on a CPU);
+pass of SRCNN 9-5-5's layers on a whole 512x512 picture and of 3DSRnet's 64 -> 64 layer on a 5-frame window of
+180x144 (a Vid4 frame at x4) ('same' padding: what `magmasr upscale` runs on a CPU);
 side by side with PyTorch's CPU convolutions (oneDNN) in the same run when PyTorch is importable (`--no-torch`
 to skip). Zero padding on both sides (PyTorch's convolutions have no replicated borders; ours cost the same).
 
@@ -45,11 +46,12 @@ SHAPES = {
     "SRCNN 9-5-5 conv3": (128, 32, 1, (1, 5, 5), (1, 21, 21)),
     "3DSRnet conv2 (same)": (16, 32, 32, (3, 3, 3), (5, 64, 64)),
 }
-# Whole-picture inference, forward only, 'same' padding: name: (N, Cin, Cout, kernel, input spatial).
+# Whole-picture / whole-frame inference, forward only, 'same' padding: name: (N, Cin, Cout, kernel, input spatial).
 INFERENCE = {
     "SRCNN 9-5-5 conv1, picture": (1, 1, 64, (1, 9, 9), (1, 512, 512)),
     "SRCNN 9-5-5 conv2, picture": (1, 64, 32, (1, 5, 5), (1, 512, 512)),
     "SRCNN 9-5-5 conv3, picture": (1, 32, 1, (1, 5, 5), (1, 512, 512)),
+    "3DSRnet conv2, Vid4 frame": (1, 64, 64, (3, 3, 3), (5, 144, 180)),
 }
 
 
@@ -133,8 +135,9 @@ def bench_shape(n, cin, cout, k, s, repeat: int, rng, torch=None, same: bool = F
     ours = [lambda: fwd(x, w, b, padding=pad), lambda: bwd_data(dy, w, xs, padding=pad),
             lambda: bwd_weight(x, dy, ws, padding=pad)]
     theirs = torch_directions(torch, xs, ws, three_d, pad, x_np, w_np, dy_np) if torch else []
-    # A whole picture's 3x3 / 5x5 layer of 8+ channels: also with algo='winograd', the CPU's default for pictures
-    winograd = same and not three_d and k[1] == k[2] and _core._winograd_tile(k[2], cin, cout) > 0
+    # A whole picture's or frame's 3x3 / 5x5 layer of 8+ channels: also with algo='winograd', the CPU's default
+    # for pictures and video
+    winograd = same and k[1] == k[2] and _core._winograd_tile(k[2], cin, cout) > 0
     if hasattr(_core, "_cpu_conv_strategy") and cout > 1:  # the directions with two strategies
         for d in (0,) if same else (0, 2):
             name = DIRECTIONS[d]
@@ -219,9 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                   "magmasr is faster).", ""]
     lines += ["In brackets: the same forward or backward-weight pass with the column-matrix strategy (`columns`, the "
               "only one before 2026-12-07), timed run by run in turn with the default; one output channel has a path "
-              "of its own. In braces: the whole picture's forward pass with `algo='winograd'` (Winograd's F(4x4, 5x5) "
-              "or F(6x6, 3x3), the CPU's default for pictures since 2026-12-07; within a few 1e-6 of the direct sums), "
-              "timed in the same turns.", ""]
+              "of its own. In braces: the whole picture's or frame's forward pass with `algo='winograd'` (Winograd's "
+              "F(4x4, 5x5) or F(6x6, 3x3), per depth tap in 3-D; the CPU's default for pictures since 2026-12-07, for "
+              "video later that day; within a few 1e-5 of the direct sums), timed in the same turns.", ""]
     lines += ["| layer | N, Cin -> Cout, kernel, input | forward ms (GFLOP/s) [columns ms] | backward-data ms (GFLOP/s) "
               "| backward-weight ms (GFLOP/s) [columns ms] |", "|---|---|---|---|---|"]
     for name, r in rows.items():

@@ -182,17 +182,17 @@ class SRModel:
 
     def _tile_grid(self, algo: str | None) -> tuple[int, int]:
         """(align, extra) for tiled inference with `algo`: blocks start on multiples of `align` and read `extra`
-        more pixels of halo. With 'winograd' on the CPU, each layer that runs Winograd's F(m x m, r x r)
-        (:func:`magmasr._core._winograd_tile`) computes its outputs m x m at a time from the tile's whole input
-        window, so an output's bits depend on where the tile grid falls and on up to m - 1 more input pixels:
-        the grid (the lcm of the m) anchored at the picture's corner, m - 1 more halo per such layer. Else
-        (1, 0)."""
+        more pixels of halo. With 'winograd' on the CPU, each layer that runs Winograd's F(m x m, r x r) (2-D, or
+        3-D per depth tap: :func:`magmasr._core._winograd_tile`) computes its outputs m x m at a time from the
+        tile's whole input window, so an output's bits depend on where the tile grid falls and on up to m - 1
+        more input pixels: the grid (the lcm of the m) anchored at the picture's corner, m - 1 more halo per such
+        layer. Else (1, 0)."""
         if algo != "winograd" or self.device != "cpu":
             return 1, 0
         align, extra = 1, 0
         for c in self.convolutions():
             k = c.kernel_size
-            m = _core._winograd_tile(k[-1], c.in_channels, c.out_channels) if len(k) == 2 and k[0] == k[1] else 0
+            m = _core._winograd_tile(k[-1], c.in_channels, c.out_channels) if k[-2] == k[-1] else 0
             if m:
                 align, extra = math.lcm(align, m), extra + m - 1
         return align, extra

@@ -108,9 +108,6 @@ def test_video_models_refuse_other_networks():
     arch = models.Architecture("tdsrnet", {"scale": 4})
     with pytest.raises(ValueError, match="upscales x4, the model says x2"):
         VideoSR(arch.build(), 2, arch)
-    # Winograd's layers are 2-D, and a video model's tiles would not be cut on their grid
-    with pytest.raises(ValueError, match="algo='winograd' is for pictures"):
-        VideoSR.tdsrnet(2, filters=4).residual(np.zeros((5, 8, 8)), algo="winograd")
 
 
 def test_clips_from_sequences_follow_the_protocol():
@@ -209,6 +206,36 @@ def test_tiled_residual_is_identical_to_the_whole_window(variant):
         np.testing.assert_array_equal(model.residual(window, tile=tile), whole)
     gray = [rng.integers(0, 256, (19, 26), dtype=np.uint8) for _ in range(3)]
     for a, b in zip(model.upscale_stream(iter(gray), tile=7), model.upscale_stream(iter(gray))):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("variant", ["published", "poster"])
+def test_winograd_video_is_close_to_the_direct_sums_and_tiles_stay_exact(variant):
+    """On the CPU the main job (upscale_stream) runs the 3x3x3 layers of 8+ channels by Winograd's F(6x6, 3x3)
+    per depth tap: within a few 1e-5 of the direct sums (one grey level at most after rounding), and tiles of
+    any size give the whole window's bits (cut on the grid of 6 LR pixels, with 5 more halo per such layer: four
+    in both variants, conv2-5; the first layer has one input channel, the heads fewer than 8 outputs). The other
+    entry points keep the direct sums unless asked."""
+    rng = np.random.default_rng()
+    build = VideoSR.tdsrnet if variant == "published" else VideoSR.tdsrnet_poster
+    model = build(2, filters=8, seed=int(rng.integers(1 << 30)))
+    assert model._tile_grid("winograd") == (6, 4 * 5) and model._tile_grid("direct") == (1, 0)
+    window = rng.random((5, 23, 37))
+    direct, wino = model.residual(window), model.residual(window, algo="winograd")
+    assert not np.array_equal(direct, wino)  # Winograd did run
+    assert np.abs(wino - direct).max() < 1e-4 * max(1.0, np.abs(direct).max())
+    for tile in (5, 12, int(rng.integers(6, 30))):
+        np.testing.assert_array_equal(model.residual(window, tile=tile, algo="winograd"), wino, err_msg=f"tile {tile}")
+    gray = [rng.integers(0, 256, (23, 37), dtype=np.uint8) for _ in range(4)]
+    stream = list(model.upscale_stream(iter(gray)))
+    for a, b in zip(stream, model.upscale_stream(iter(gray), algo="winograd")):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(stream, model.upscale_stream(iter(gray), tile=9)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(stream, model.upscale_stream(iter(gray), algo="direct")):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    ref = [im.to_uint8(np.clip(f, 0.0, 1.0)) for f in model.upscale_frames([im.to_float(g) for g in gray])]
+    for a, b in zip(model.upscale_stream(iter(gray), algo="direct"), ref):
         np.testing.assert_array_equal(a, b)
 
 
