@@ -1384,23 +1384,51 @@ def cmd_models(args) -> int:
     return 0
 
 
+def network_macs(net, x) -> int:
+    """The multiply-adds of the direct sums of a network's convolutions on the input `x` (a tensor on the
+    network's device), layer by layer: each convolution's outputs times its inputs per output (runs the network
+    once)."""
+    macs = 0
+    for n in net.names():
+        x = net[n](x)
+        if hasattr(net[n], "algo"):
+            macs += int(np.prod(x.shape)) * net[n].in_channels * int(np.prod(net[n].kernel_size))
+    return macs
+
+
 def cmd_bench(args) -> int:
-    from .models import srcnn_preset
     from ._core import from_numpy
+    from .models import SRCNN_PRESETS, srcnn_preset
+    from .video import WINDOW, VideoSR
 
     if args.repeat < 1:
         raise CliError(f"--repeat must be at least 1 (timed runs), got {args.repeat}")
     if args.warmup < 0:
         raise CliError(f"--warmup must be 0 or more (untimed runs first), got {args.warmup}")
-    h, w = args.size
-    net = srcnn_preset(args.arch)
+    if args.model == "3dsrnet":
+        variant = args.arch or "published"
+        if variant not in VideoSR.VARIANTS:
+            raise CliError(f"--arch of 3dsrnet: one of {', '.join(sorted(VideoSR.VARIANTS))}, got {variant!r}")
+        h, w = args.size or (144, 180)
+        net = (VideoSR.tdsrnet if variant == "published" else VideoSR.tdsrnet_poster)(args.scale).net
+        shape = (1, 1, WINDOW, h, w)
+        what = f"3DSRnet {variant} x{args.scale} inference, a {WINDOW}-frame window of {h}x{w},"
+    else:
+        if args.arch is not None and args.arch not in SRCNN_PRESETS:
+            raise CliError(f"--arch of srcnn: one of {', '.join(sorted(SRCNN_PRESETS))}, got {args.arch!r}")
+        arch = args.arch or "9-5-5"
+        h, w = args.size or (540, 960)
+        net = srcnn_preset(arch)
+        shape = (1, 1, h, w)
+        what = f"SRCNN {arch} inference {h}x{w}"
     net.to(args.device)
     # What `magmasr upscale` runs: Winograd's layers on the CPU, the layers' own selector on a GPU.
     algo = args.algo or ("winograd" if args.device == "cpu" else "auto")
     for n in net.names():
         if hasattr(net[n], "algo"):
             net[n].algo = algo
-    x = from_numpy(np.random.default_rng(0).random((1, 1, h, w), dtype=np.float32)).to(args.device)
+    x = from_numpy(np.random.default_rng(0).random(shape, dtype=np.float32)).to(args.device)
+    macs = network_macs(net, x)
     sync = (lambda: __import__("magmasr").cuda.synchronize()) if args.device.startswith("cuda") else (lambda: None)
     for _ in range(args.warmup):
         net(x)
@@ -1412,10 +1440,8 @@ def cmd_bench(args) -> int:
         sync()
         times.append(time.perf_counter() - t0)
     ms = 1e3 * float(np.median(times))
-    macs = sum(net[n].out_channels * net[n].in_channels * net[n].kernel_size[-1] ** 2
-               for n in net.names() if n.startswith("conv")) * h * w
-    print(f"SRCNN {args.arch} inference {h}x{w} on {args.device} ({algo}): median {ms:.2f} ms over {args.repeat} "
-          f"runs ({2 * macs / ms / 1e9:.2f} TFLOP/s, counting the direct sums' multiply-adds)")
+    print(f"{what} on {args.device} ({algo}): median {ms:.2f} ms over {args.repeat} runs "
+          f"({2 * macs / ms / 1e9:.2f} TFLOP/s, counting the direct sums' multiply-adds)")
     return 0
 
 
@@ -1548,10 +1574,15 @@ def build_parser() -> argparse.ArgumentParser:
                                       "they were shipped")
     m.set_defaults(fn=cmd_models)
 
-    b = sub.add_parser("bench", help="time SRCNN inference")
-    b.add_argument("--arch", default="9-5-5", help="SRCNN preset: 9-1-5, 9-3-5 or 9-5-5 (default)")
-    b.add_argument("--size", type=_size, default=(540, 960), metavar="HxW",
-                   help="picture size, e.g. 1080x1920 (default 540x960)")
+    b = sub.add_parser("bench", help="time SRCNN or 3DSRnet inference")
+    b.add_argument("--model", choices=("srcnn", "3dsrnet"), default="srcnn",
+                   help="the network: SRCNN on a picture (default), or 3DSRnet on a 5-frame window")
+    b.add_argument("--arch", default=None,
+                   help="SRCNN preset: 9-1-5, 9-3-5 or 9-5-5 (default); 3DSRnet: published (default) or poster")
+    b.add_argument("--scale", type=int, choices=(2, 3, 4), default=4, help="3DSRnet's scale (default 4)")
+    b.add_argument("--size", type=_size, default=None, metavar="HxW",
+                   help="the network's input: SRCNN's picture (the upscaled size, default 540x960) or 3DSRnet's "
+                        "LR frames (default 144x180: a Vid4 frame at x4)")
     b.add_argument("--device", default=None, help="cpu or cuda (default: cuda when a GPU is usable)")
     b.add_argument("--warmup", type=int, default=3, help="untimed runs first (default %(default)s)")
     b.add_argument("--repeat", type=int, default=10, help="timed runs; the median is printed (default %(default)s)")

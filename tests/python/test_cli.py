@@ -207,6 +207,40 @@ def test_bench_times_what_upscale_runs(capsys):
     assert "on cpu (auto)" in capsys.readouterr().out
 
 
+def test_bench_times_3dsrnet_on_a_window(capsys):
+    """`magmasr bench --model 3dsrnet` times the network on a 5-frame window (published or poster, any scale), its
+    TFLOP/s counted from the multiply-adds of the direct sums, here checked against the layer table written out:
+    the published network's conv1-4 keep 5 frames, conv5 and conv6 are unpadded in depth (3, then 1 frame); the
+    poster's conv4 and conv5 are unpadded in all three axes, its head a 3x3 2-D layer with scale^2 outputs."""
+    from magmasr import cli
+    from magmasr._core import from_numpy
+    from magmasr.models import srcnn_preset
+    from magmasr.video import VideoSR
+
+    assert run("bench", "--model", "3dsrnet", "--size", "10x12", "--device", "cpu", "--warmup", "0",
+               "--repeat", "1") == 0
+    out = capsys.readouterr().out
+    assert re.search(r"3DSRnet published x4 inference, a 5-frame window of 10x12, on cpu \(winograd\): median "
+                     r"[0-9.]+ ms over 1 runs", out), out
+    assert run("bench", "--model", "3dsrnet", "--arch", "poster", "--scale", "2", "--size", "10x12", "--device",
+               "cpu", "--warmup", "0", "--repeat", "1", "--algo", "direct") == 0
+    assert "3DSRnet poster x2 inference, a 5-frame window of 10x12, on cpu (direct)" in capsys.readouterr().out
+    assert run("bench", "--model", "3dsrnet", "--arch", "9-5-5", "--device", "cpu") == 2
+    assert "--arch of 3dsrnet: one of poster, published, got '9-5-5'" in capsys.readouterr().err
+    assert run("bench", "--arch", "poster", "--device", "cpu") == 2
+    assert "--arch of srcnn: one of 9-1-5, 9-3-5, 9-5-5, got 'poster'" in capsys.readouterr().err
+    h, w = 13, 17
+    window = from_numpy(np.zeros((1, 1, 5, h, w), np.float32))
+    f, k = 64, 27
+    assert cli.network_macs(VideoSR.tdsrnet(4).net, window) == h * w * k * (5 * f + 3 * 5 * f * f + 3 * f * f + 16 * f)
+    f = 32
+    poster = (5 * h * w * k * (f + 2 * f * f) + 3 * (h - 2) * (w - 2) * k * f * f
+              + (h - 4) * (w - 4) * (k * f * f + 9 * f * 4))
+    assert cli.network_macs(VideoSR.tdsrnet_poster(2).net, window) == poster
+    picture = from_numpy(np.zeros((1, 1, h, w), np.float32))
+    assert cli.network_macs(srcnn_preset("9-5-5"), picture) == h * w * (81 * 64 + 25 * 64 * 32 + 25 * 32)
+
+
 def test_eval_prints_the_table(shared_dir, capsys):
     assert run("eval", shared_dir / "data" / "Set5", "--model", "bicubic", "--scale", "3", "--device", "cpu") == 0
     out = capsys.readouterr().out

@@ -28,12 +28,13 @@
 // and last 8 columns of a product in another order, and the forward pass had to pad every block with zero
 // columns.) Backward-weight sums fixed groups of blocks into partial gradients and adds the partials in group
 // order, so its result does not depend on the number of threads either.
-// Speed (docs/results/cpu_conv.md, 2 cores of an AMD EPYC, AVX-512 kernels, the run of 2026-12-07 21:15 UTC, each
-// strategy timed run by run in turn): SRCNN 9-5-5's mapping layer in training, forward 40.2 ms with columns -> 32.7
-// with taps, backward-weight 43.7 -> 30.9 (PyTorch 2.15's oneDNN 28.1 / 32.1), backward-data 46.9 (a forward
-// convolution with taps: see below; PyTorch 45.2); 3DSRnet's 3x3x3 layer forward 126.8 -> 92.1 ms, backward-weight
-// 116.3 -> 86.4 (PyTorch 111.5 / 123.6); SRCNN's first layer's backward-weight 6.6 ms (PyTorch 6.2); the mapping
-// layer on a 512x512 picture 151.1 ms, 64.0 with Winograd (PyTorch 170.8). Backward-data, when no border is
+// Speed (docs/results/cpu_conv.md, 2 cores of an AMD EPYC, AVX-512 kernels, the run of 2026-12-07 22:55 UTC, each
+// strategy timed run by run in turn): SRCNN 9-5-5's mapping layer in training, forward 45.4 ms with columns -> 34.0
+// with taps, backward-weight 43.8 -> 33.6 (PyTorch 2.15's oneDNN 30.2 / 32.8), backward-data 48.3 (a forward
+// convolution with taps: see below; PyTorch 50.2); 3DSRnet's 3x3x3 layer forward 120.7 -> 80.3 ms, backward-weight
+// 123.4 -> 89.6 (PyTorch 115.8 / 116.5); the mapping layer on a 512x512 picture 137.1 ms, 55.6 with Winograd
+// (PyTorch 168.7); 3DSRnet's 64-channel layer on a Vid4 frame's window 129.5 ms, 59.0 with Winograd (PyTorch
+// 141.1). Backward-data, when no border is
 // replicated, runs as the forward convolution of dy with the flipped, transposed weights, and short padded rows
 // are padded by a copy first (the two paths below the public functions).
 // Padding: Zeros skips samples outside the input; Replicate clamps the index into the input, and col2vol
@@ -784,8 +785,8 @@ void backward_weight_columns(const ConvGeom& g, const float* x, const float* dy,
 // same code for every lane, so a tile's outputs do not depend on its place in the chunk).
 // A 3-D layer (3DSRnet's 3x3x3) is a 2-D one per output depth whose input channels are the (depth tap, channel)
 // pairs: the products sum over kD * Cin, and the transformed input of each depth, computed once per task, serves
-// the kD output depths that read it. 3DSRnet's 64 -> 64 layer on 5 frames of 180x144 (a Vid4 frame at x4): 135 ms
-// direct, 62 with Winograd (2 cores of an AMD EPYC Zen 4).
+// the kD output depths that read it. 3DSRnet's 64 -> 64 layer on 5 frames of 180x144 (a Vid4 frame at x4): 129.5 ms
+// direct, 59.0 with Winograd (docs/results/cpu_conv.md).
 constexpr int kWinoAlpha = 8;
 constexpr int64_t kWinoLanes = kWideNR;         // tiles transformed at once: one panel of the products
 constexpr int64_t kWinoChunk = 2 * kWinoLanes;  // tiles per task
