@@ -38,7 +38,9 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
 // For tests and benchmarks; false for another name. Not thread-safe against running convolutions.
 bool set_conv_strategy(const std::string& which);
 // dx = d(loss)/dx given dy (overwrites dx).
-void conv_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx);
+// winograd (ConvAlgo::Winograd): without replicated borders, where the adjoint is the forward convolution of dy
+// with the flipped, transposed weights, that convolution by conv_forward_winograd when it applies.
+void conv_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx, bool winograd = false);
 // dw = d(loss)/dw, db = d(loss)/db (overwrite; db may be null).
 void conv_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db);
 

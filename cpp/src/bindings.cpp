@@ -808,7 +808,9 @@ their bits depending on their place in the grid of 6 x 6 / 4 x 4 output tiles), 
           return ops::conv_backward_data(dyt, wt, xs, o);
         },
         py::arg("grad_output"), py::arg("weight"), py::arg("input_shape"), py::arg("padding") = 0,
-        py::arg("padding_mode") = "zeros", py::arg("algo") = "auto", "Gradient of the convolution w.r.t. its input.");
+        py::arg("padding_mode") = "zeros", py::arg("algo") = "auto", "Gradient of the convolution w.r.t. its input. algo as for the forward pass; 'winograd' on the CPU: with "
+        "zero padding, the adjoint convolution (dy with the flipped, transposed weights) by Winograd where it "
+        "applies (3x3 / 5x5 kernels in space, 8+ channels each way).");
     ops_m.def(
         (name + "_backward_weight").c_str(),
         [sd](const py::object& x, const py::object& dy, const py::object& weight_shape, bool bias,

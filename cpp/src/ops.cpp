@@ -95,7 +95,7 @@ Tensor conv_backward_data(const Tensor& dy, const Tensor& w, const Shape& x_shap
   const Device d = common_device("conv_backward_data", {&dy, &w});
   Tensor dx = Tensor::empty(x_shape, d);
   if (d.is_cpu())
-    cpu::conv_backward_data(g, dy.data(), w.data(), dx.data());
+    cpu::conv_backward_data(g, dy.data(), w.data(), dx.data(), opt.algo == ConvAlgo::Winograd);
   else
     cuda::conv_backward_data(d.index(), g, dy.data(), w.data(), dx.data(), cuda_algo(opt.algo));
   return dx;

@@ -58,6 +58,29 @@ std::vector<double> direct_conv(const ConvGeom& g, const std::vector<float>& x, 
   return y;
 }
 
+// The adjoint of the direct convolution with zero padding, in double: dx[n, ci, i] = sum of dy * w over the outputs
+// whose window reads input i.
+std::vector<double> adjoint_conv(const ConvGeom& g, const std::vector<float>& dy, const std::vector<float>& w) {
+  std::vector<double> dx(size_t(g.x_numel()));
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t co = 0; co < g.Cout; ++co)
+      for (int64_t od = 0; od < g.oD(); ++od)
+        for (int64_t oh = 0; oh < g.oH(); ++oh)
+          for (int64_t ow = 0; ow < g.oW(); ++ow) {
+            const double d = dy[size_t((((n * g.Cout + co) * g.oD() + od) * g.oH() + oh) * g.oW() + ow)];
+            for (int64_t ci = 0; ci < g.Cin; ++ci)
+              for (int64_t kd = 0; kd < g.kD; ++kd)
+                for (int64_t kh = 0; kh < g.kH; ++kh)
+                  for (int64_t kw = 0; kw < g.kW; ++kw) {
+                    const int64_t id = od + kd - g.pD, ih = oh + kh - g.pH, iw = ow + kw - g.pW;
+                    if (id < 0 || id >= g.D || ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) continue;
+                    dx[size_t((((n * g.Cin + ci) * g.D + id) * g.H + ih) * g.W + iw)] +=
+                        d * double(w[size_t((((co * g.Cin + ci) * g.kD + kd) * g.kH + kh) * g.kW + kw)]);
+                  }
+          }
+  return dx;
+}
+
 double rel_err(const std::vector<float>& got, const std::vector<double>& ref) {
   double num = 0, den = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
@@ -561,6 +584,60 @@ TEST(CpuWinograd, MatchesTheDirectSums) {
   EXPECT_EQ(winograd_tile(1, 64, 32), 0);
   EXPECT_EQ(winograd_tile(5, 32, 1), 0);  // one output channel: the direct path is faster
   EXPECT_EQ(winograd_tile(5, 1, 64), 0);
+}
+
+// Training batches of small patches: the rows of tiles of several images share a task (their windows copied side by
+// side), and every image still gets the bits it gets alone (a tile's outputs are computed lane by lane): 2-D
+// patches of SRCNN's training (25x25, 'valid') and 3-D ones of 3DSRnet's.
+TEST(CpuWinograd, EachImageOfABatchGetsItsOwnBits) {
+  std::mt19937 rng(std::random_device{}());
+  for (const ConvGeom& g : {geom(7, 16, 8, 1, 25, 25, 1, 5, 5, 0, 0, 0, PadMode::Zeros),
+                            geom(5, 8, 16, 1, 17, 14, 1, 3, 3, 0, 1, 1, PadMode::Replicate),
+                            geom(3, 8, 8, 5, 16, 16, 3, 3, 3, 1, 1, 1, PadMode::Zeros)}) {
+    const auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+    std::vector<float> y(size_t(g.y_numel()), NAN);
+    ASSERT_TRUE(cpu::conv_forward_winograd(g, x.data(), w.data(), nullptr, y.data(), false)) << g.str();
+    const std::vector<double> ref = direct_conv(g, x, w, nullptr);
+    EXPECT_LT(rel_err(y, ref), 3e-6) << g.str();
+    ConvGeom one = g;
+    one.N = 1;
+    const size_t xs = size_t(one.x_numel()), ys = size_t(one.y_numel());
+    for (int64_t n = 0; n < g.N; ++n) {
+      std::vector<float> yn(ys, NAN);
+      ASSERT_TRUE(cpu::conv_forward_winograd(one, x.data() + n * xs, w.data(), nullptr, yn.data(), false));
+      EXPECT_EQ(std::memcmp(yn.data(), y.data() + n * ys, ys * sizeof(float)), 0) << g.str() << ", image " << n;
+    }
+  }
+}
+
+// Backward-data with winograd = true: without replicated borders the adjoint convolution (dy with the flipped,
+// transposed weights) by Winograd, against the adjoint written out in double (SRCNN 9-5-5's mapping layer in
+// training, 'same' 3x3 layers, 3DSRnet's 3x3x3 'same' and 'valid' in depth); with replicated borders, or one input
+// channel, the direct path's bits.
+TEST(CpuWinograd, BackwardDataMatchesTheAdjoint) {
+  std::mt19937 rng(std::random_device{}());
+  for (const ConvGeom& g : {geom(4, 64, 32, 1, 25, 25, 1, 5, 5, 0, 0, 0, PadMode::Zeros),
+                            geom(2, 16, 8, 1, 19, 23, 1, 3, 3, 0, 1, 1, PadMode::Zeros),
+                            geom(2, 16, 16, 5, 12, 14, 3, 3, 3, 1, 1, 1, PadMode::Zeros),
+                            geom(1, 8, 16, 5, 10, 10, 3, 3, 3, 0, 1, 1, PadMode::Zeros)}) {
+    const auto dy = random_vec(size_t(g.y_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+    std::vector<float> dx(size_t(g.x_numel()), NAN), direct(size_t(g.x_numel()), NAN);
+    cpu::conv_backward_data(g, dy.data(), w.data(), dx.data(), true);
+    cpu::conv_backward_data(g, dy.data(), w.data(), direct.data(), false);
+    const std::vector<double> ref = adjoint_conv(g, dy, w);
+    double scale = 0.0;
+    for (double v : ref) scale = std::max(scale, std::abs(v));
+    for (size_t i = 0; i < dx.size(); ++i) ASSERT_NEAR(dx[i], ref[i], 3e-5 * scale) << g.str() << ", input " << i;
+    EXPECT_NE(std::memcmp(dx.data(), direct.data(), dx.size() * sizeof(float)), 0) << g.str() << ": not Winograd";
+  }
+  for (const ConvGeom& g : {geom(2, 16, 8, 1, 19, 23, 1, 3, 3, 0, 1, 1, PadMode::Replicate),
+                            geom(2, 1, 16, 1, 19, 23, 1, 3, 3, 0, 1, 1, PadMode::Zeros)}) {
+    const auto dy = random_vec(size_t(g.y_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
+    std::vector<float> dx(size_t(g.x_numel()), NAN), direct(size_t(g.x_numel()), NAN);
+    cpu::conv_backward_data(g, dy.data(), w.data(), dx.data(), true);
+    cpu::conv_backward_data(g, dy.data(), w.data(), direct.data(), false);
+    EXPECT_EQ(std::memcmp(dx.data(), direct.data(), dx.size() * sizeof(float)), 0) << g.str();
+  }
 }
 
 // The transformed filters are cached by the weights' contents: weights changed in place (a training step between

@@ -978,66 +978,90 @@ bool set_conv_strategy(const std::string& which) {
 bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, const float* b, float* y, bool relu) {
   if (!winograd_fits(g)) return false;
   constexpr int a = kWinoAlpha;
+  constexpr int64_t L = kWinoLanes;
   const int r = int(g.kH), m = a - r + 1;
   const int64_t Cin = g.Cin, M = g.Cout, kD = g.kD, K = kD * Cin, oD = g.oD(), oH = g.oH(), oW = g.oW();
   const int64_t tiles_h = (oH + m - 1) / m, tiles_w = (oW + m - 1) / m;
-  const int64_t chunks = (tiles_w + kWinoChunk - 1) / kWinoChunk;
-  const int64_t panels = kWinoChunk / kWinoLanes;
+  // A task computes up to kWinoChunk tiles of all output depths: a chunk of a long row of tiles (its input rows read
+  // in place where they lie inside the input), or, when a row holds at most half a chunk (training patches, small
+  // tiles of a picture), several consecutive rows of tiles (of one image or the next), each row's input window
+  // copied (padded) one after the other, span = tiles_w + 1 tiles apart: the spare tile's m columns hold the r - 1
+  // columns the row's last tile reads past its own (r - 1 <= m), so every tile's window starts on a multiple of m
+  // in the task's rows, and the spare tile's outputs are dropped. A tile's outputs are the same bits either way:
+  // each lane of the transforms and each column of the products is computed alone.
+  const int64_t span = tiles_w + 1;
+  const bool packed = 2 * span <= kWinoChunk;
+  const int64_t rows_per_task = packed ? kWinoChunk / span : 1;
+  const int64_t chunks = packed ? 1 : (tiles_w + kWinoChunk - 1) / kWinoChunk;
+  const int64_t tile_rows = g.N * tiles_h;
+  const int64_t tasks = packed ? (tile_rows + rows_per_task - 1) / rows_per_task : tile_rows * chunks;
+  const int64_t panels = kWinoChunk / L;
   // A task's input columns: its tiles' windows, and what the transform of its last panel reads past them.
   const int64_t cols = (kWinoChunk + 1) * m + 8;
   const std::shared_ptr<const std::vector<float>> Uptr = winograd_filters(w, M, Cin, kD, r);
   const std::vector<float>& U = *Uptr;
   const bool replicate = g.mode == PadMode::Replicate;
   const int64_t Dp = g.D + 2 * g.pD;  // the padded input's depths (oD + kD - 1)
-  const int64_t tasks = g.N * tiles_h * chunks;
 #pragma omp parallel
   {
     // Each thread's buffers are kept from call to call (a tiled picture calls the layer once per tile: allocating
     // and clearing them cost a millisecond each time). Every element a task reads it has written, except the
     // products of the tiles past a row's end, which only the dropped lanes read.
     thread_local std::vector<float> slab, V, P, Y;
-    slab.resize(size_t(Cin * a * cols)), V.resize(size_t(a * a * panels * Dp * Cin * kWinoLanes));
-    P.resize(size_t(a * a * M * kWinoChunk)), Y.resize(size_t(m * m * kWinoLanes));
+    slab.resize(size_t(Cin * a * cols)), V.resize(size_t(a * a * panels * Dp * Cin * L));
+    P.resize(size_t(a * a * M * kWinoChunk)), Y.resize(size_t(m * m * L));
     const float* rows[kWinoAlpha];
     std::vector<const float*> row(size_t(Cin * a));
     // V[xi] holds the B operands of product xi in gemm_wide's packed layout, panel p of 24 tiles, padded input
     // depth pd, channel ci at row (p * Dp + pd) * Cin + ci: an output depth's depth taps read consecutive rows.
-    const int64_t xi_stride = panels * Dp * Cin * kWinoLanes;
+    const int64_t xi_stride = panels * Dp * Cin * L;
+    struct Tile {
+      int64_t n, ty, tx;  // tx < 0: a spare tile, or one past the row's end
+    };
+    std::vector<Tile> tile(static_cast<size_t>(kWinoChunk));
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t chunk = task % chunks, ty = (task / chunks) % tiles_h, n = task / (chunks * tiles_h);
-      const int64_t t0 = chunk * kWinoChunk, nt = std::min(kWinoChunk, tiles_w - t0);
-      const int64_t c0 = t0 * m - g.pW;
+      // The task's tiles, and its rows of tiles as (first tile row, count, first column of the window, width).
+      const int64_t row0 = packed ? task * rows_per_task : task / chunks;
+      const int64_t nrows = packed ? std::min(rows_per_task, tile_rows - row0) : 1;
+      const int64_t t0 = packed ? 0 : (task % chunks) * kWinoChunk;
+      const int64_t nt = packed ? nrows * span : std::min(kWinoChunk, tiles_w - t0);
+      for (int64_t v = 0; v < kWinoChunk; ++v) {
+        const int64_t rr = row0 + (packed ? v / span : 0), tx = packed ? v % span : t0 + v;
+        tile[size_t(v)] = v < nt && tx < tiles_w ? Tile{rr / tiles_h, rr % tiles_h, tx} : Tile{0, 0, -1};
+      }
+      const int64_t width = packed ? span * m : cols, c0 = t0 * m - g.pW;
       // Each input depth once, for all the output depths that read it (kD of them in a 3-D layer): its rows
-      // ty * m - pH + i (i < 8) and columns t0 * m - pW + j (j < cols) of every channel, the rows as a slab task's
+      // ty * m - pH + i (i < 8) and columns t0 * m - pW + j of every channel, the rows as a slab task's
       // (slab_source_row: the border row, or nullptr in zero padding, whose depths no product reads), read in
-      // place where the columns lie inside the input, else copied, padded (zeros, or the border sample; columns
-      // past the padded input, read for the last tiles' dropped outputs, likewise); then transformed.
+      // place where a single row of tiles lies inside the input, else copied, padded (zeros, or the border sample;
+      // columns past the padded input, read for dropped outputs, likewise); then transformed.
       for (int64_t pd = 0; pd < Dp; ++pd) {
-        const SlabTask rows_of{n, pd, ty * m, m};  // padded depth pd: slab_source_row's output depth pd, tap 0
         if (!replicate && (pd < g.pD || pd >= g.pD + g.D)) continue;
         for (int64_t ci = 0; ci < Cin; ++ci)
           for (int i = 0; i < a; ++i) {
-            const float* src = slab_source_row(g, x, rows_of, ci, 0, i);
             float* dst = slab.data() + (ci * a + i) * cols;
-            if (src && c0 >= 0 && c0 + cols <= g.W) {
-              row[size_t(ci * a + i)] = src + c0;
-              continue;
-            }
-            if (src)
-              copy_padded_row(src, g.W, c0, 0, cols, replicate, dst);
-            else
-              std::fill(dst, dst + cols, 0.0f);
             row[size_t(ci * a + i)] = dst;
+            for (int64_t q = 0; q < nrows; ++q) {
+              const int64_t rr = row0 + q;
+              const SlabTask rows_of{rr / tiles_h, pd, (rr % tiles_h) * m, m};  // depth pd: output depth pd, tap 0
+              const float* src = slab_source_row(g, x, rows_of, ci, 0, i);
+              float* seg = dst + q * width;
+              if (!packed && src && c0 >= 0 && c0 + cols <= g.W)
+                row[size_t(ci * a + i)] = src + c0;
+              else if (src)
+                copy_padded_row(src, g.W, c0, 0, width, replicate, seg);
+              else
+                std::fill(seg, seg + width, 0.0f);
+            }
           }
-        for (int64_t p = 0; p * kWinoLanes < nt; ++p)  // (the products read only the panels with tiles)
+        for (int64_t p = 0; p * L < nt; ++p)  // (the products read only the panels with tiles)
           for (int64_t ci = 0; ci < Cin; ++ci) {
-            for (int i = 0; i < a; ++i) rows[i] = row[size_t(ci * a + i)] + p * kWinoLanes * m;
-            (m == 4 ? winograd_input<4> : winograd_input<6>)(rows, V.data() + ((p * Dp + pd) * Cin + ci) * kWinoLanes,
+            for (int i = 0; i < a; ++i) rows[i] = row[size_t(ci * a + i)] + p * L * m;
+            (m == 4 ? winograd_input<4> : winograd_input<6>)(rows, V.data() + ((p * Dp + pd) * Cin + ci) * L,
                                                              xi_stride);
           }
       }
-      const int64_t rows_out = std::min<int64_t>(m, oH - ty * m);
       for (int64_t od = 0; od < oD; ++od) {
         // The depth taps that read input (live_depths: those reading only zero padding are left out, as in
         // forward_taps): U's columns k0 .. k0 + nk - 1 (depth tap major), V's rows of depths od + kd_lo ...
@@ -1049,22 +1073,22 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
             std::fill(pxi, pxi + M * kWinoChunk, 0.0f);
             continue;
           }
-          for (int64_t p = 0; p * kWinoLanes < nt; ++p)  // one panel per product: its rows are V's panel rows
-            gemm_wide(M, std::min(kWinoLanes, nt - p * kWinoLanes), nk, U.data() + xi * M * K + k0, K, 1,
-                      V.data() + xi * xi_stride + ((p * Dp + od + kd_lo) * Cin) * kWinoLanes,
-                      pxi + p * kWinoLanes, kWinoChunk, false);
+          for (int64_t p = 0; p * L < nt; ++p)  // one panel per product: its rows are V's panel rows
+            gemm_wide(M, std::min(L, nt - p * L), nk, U.data() + xi * M * K + k0, K, 1,
+                      V.data() + xi * xi_stride + ((p * Dp + od + kd_lo) * Cin) * L, pxi + p * L, kWinoChunk, false);
         }
         for (int64_t co = 0; co < M; ++co) {
           const float bias = b ? b[co] : 0.0f;
-          for (int64_t p = 0; p * kWinoLanes < nt; ++p) {
-            winograd_output(m, P.data() + co * kWinoChunk + p * kWinoLanes, M * kWinoChunk, Y.data());
-            const int64_t col0 = (t0 + p * kWinoLanes) * m, ncols = std::min(kWinoLanes * m, oW - col0);
-            for (int64_t i = 0; i < rows_out; ++i) {
-              float* dst = y + (((n * M + co) * oD + od) * oH + ty * m + i) * oW + col0;
-              const float* src = Y.data() + i * m * kWinoLanes;  // src[j * L + l]: column l * m + j
-              for (int64_t l = 0; l * m < ncols; ++l)
-                for (int64_t j = 0; j < std::min<int64_t>(m, ncols - l * m); ++j)
-                  dst[l * m + j] = bias_relu(src[j * kWinoLanes + l], bias, relu);
+          for (int64_t p = 0; p * L < nt; ++p) {
+            winograd_output(m, P.data() + co * kWinoChunk + p * L, M * kWinoChunk, Y.data());
+            for (int64_t l = 0; l < L; ++l) {
+              const Tile& t = tile[size_t(p * L + l)];
+              if (t.tx < 0) continue;
+              const int64_t rows_out = std::min<int64_t>(m, oH - t.ty * m), cols_out = std::min<int64_t>(m, oW - t.tx * m);
+              float* dst = y + (((t.n * M + co) * oD + od) * oH + t.ty * m) * oW + t.tx * m;
+              for (int64_t i = 0; i < rows_out; ++i)
+                for (int64_t j = 0; j < cols_out; ++j)
+                  dst[i * oW + j] = bias_relu(Y[size_t((i * m + j) * L + l)], bias, relu);
             }
           }
         }
@@ -1108,7 +1132,7 @@ void conv_forward(const ConvGeom& g, const float* x, const float* w, const float
 
 // Blocks go in waves of one per thread: each thread multiplies its block into its slot of a shared buffer, then
 // all threads scatter the wave's blocks into dx, split by input channel (disjoint targets, so no races).
-void conv_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx) {
+void conv_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx, bool winograd) {
   if (g.Cout == 1) return backward_data_one_output(g, dy, w, dx);
   if ((g.mode == PadMode::Zeros || unpadded(g)) && g.Cin > 1 && g.pD < g.kD && g.pH < g.kH && g.pW < g.kW) {
     // Without replicated borders the adjoint is itself a convolution, of dy padded by k - 1 - p with the weights
@@ -1126,6 +1150,7 @@ void conv_backward_data(const ConvGeom& g, const float* dy, const float* w, floa
       for (int64_t ci = 0; ci < g.Cin; ++ci)
         for (int64_t r = 0; r < kvol; ++r)
           flipped[size_t((ci * g.Cout + co) * kvol + kvol - 1 - r)] = w[(co * g.Cin + ci) * kvol + r];
+    if (winograd && conv_forward_winograd(t, dy, flipped.data(), nullptr, dx, false)) return;
     return conv_forward(t, dy, flipped.data(), nullptr, dx, false);  // (which pads dy first where that pays)
   }
   const int64_t K = g.Cin * g.kernel_volume(), total = g.N * g.out_spatial();
