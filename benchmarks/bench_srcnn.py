@@ -128,6 +128,12 @@ def ours_model(weights: dict, padding: str, device: str):
     return m
 
 
+def set_algo(model, algo: str) -> None:
+    for n in model.names():
+        if hasattr(model[n], "algo"):
+            model[n].algo = algo
+
+
 def ours_sync(device: str) -> Callable[[], None]:
     if device == "cuda":
         return lambda: magmasr.cuda.synchronize()
@@ -357,6 +363,12 @@ class Bench:
                             note)
             for c in convs:
                 c.algo = "auto"
+        else:  # what `magmasr upscale` runs on a CPU: Winograd's minimal filtering for the 5x5 mapping layer
+            set_algo(model, "winograd")
+            self.check(case, "ours winograd vs ours auto", rel_l2(model(x).numpy(), y_ours), True)
+            self.record(case, shape, "magmasr-winograd", time_runs(lambda: model(x), self.sync, a.warmup, a.reps),
+                        "the mapping layer by Winograd's F(4x4, 5x5) (the CPU's default for pictures)")
+            set_algo(model, "auto")
         if torch is not None:
             with torch.no_grad():
                 for mode in ("zeros", "replicate"):
@@ -412,6 +424,19 @@ class Bench:
 
         self.record(case, shape, "magmasr",
                     time_runs(lambda: ours_train_step(model, opt, x, t), self.sync, a.warmup, a.reps))
+        if self.dev == "cpu":  # what `magmasr train` runs on a CPU: the mapping layer's forward and
+            # backward-data by Winograd; its step from the same weights, checked like ours
+            wmodel = ours_model(self.weights, "valid", self.dev)
+            set_algo(wmodel, "winograd")
+            wopt = optim.SGD(wmodel.parameters(), lr=LR, momentum=MOMENTUM)
+            wloss = float(ours_train_step(wmodel, wopt, x, t))
+            self.check(case, "loss: ours winograd vs ours auto", rel_l2([wloss], [loss]), True)
+            g_w = ours_grads(wmodel)
+            self.check(case, "max grad: ours winograd vs ours auto",
+                       max(rel_l2(g_w[n], g_ours[n]) for n in names), True)
+            self.record(case, shape, "magmasr-winograd",
+                        time_runs(lambda: ours_train_step(wmodel, wopt, x, t), self.sync, a.warmup, a.reps),
+                        "the mapping layer's forward and backward-data by Winograd (the CPU's default in training)")
         if torch is not None:
             tm = torch_model(torch, self.weights, "valid", "zeros", self.dev, torch.float32)
             topt = torch.optim.SGD(tm.parameters(), lr=LR, momentum=MOMENTUM)

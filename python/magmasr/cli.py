@@ -1158,7 +1158,7 @@ def _train_common(args, recipe, extra: dict | None = None) -> int:
     res = train.fit(recipe.model, tr, steps=args.steps, batch_size=args.batch, optimizer=args.optimizer,
                     lr=args.lr, momentum=0.9 if args.momentum is None else args.momentum, lr_schedule=args.lr_schedule,
                     trainable=recipe.trainable, lr_mult=lr_mult, val=va, seed=args.seed, device=args.device,
-                    checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, log=args.log)
+                    checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, log=args.log, algo=args.algo)
     # Save the trained weights as a whole-image ('same', replicate) model of the same architecture.
     model = train.image_model(recipe.model, args.scale)
     model.save(args.output, **(extra or {}), recipe=recipe.name, data=str(args.data), steps=str(args.steps),
@@ -1313,7 +1313,7 @@ def _train_video(args, pretrained: Path | None = None) -> int:
     res = train.fit(model.net, tr, steps=args.steps, batch_size=args.batch, optimizer=args.optimizer, lr=args.lr,
                     momentum=0.9 if args.momentum is None else args.momentum, lr_schedule=args.lr_schedule,
                     lr_mult=lr_mult, val=va, seed=args.seed, device=args.device, checkpoint=args.checkpoint,
-                    checkpoint_every=args.checkpoint_every, log=args.log)
+                    checkpoint_every=args.checkpoint_every, log=args.log, algo=args.algo)
     model.save(args.output, recipe=recipe + ("_and_video" if args.video else ""),
                data=" ".join([str(args.data)] + list(args.video or [])), steps=str(args.steps),
                val_psnr=f"{res.val_psnr:.4f}" if res.val_psnr is not None else "",
@@ -1521,6 +1521,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a layer's own learning rate, e.g. conv3=1e-5 (the SRCNN paper's last layer); repeatable")
         q.add_argument("--log", help="CSV or JSON training log")
         q.add_argument("--device", default=None, help="cpu or cuda (default: cuda when a GPU is usable)")
+        q.add_argument("--algo", choices=ImageSR.CONV_ALGOS, default=None,
+                       help="convolution strategy of the training steps (default: winograd on the CPU, for the "
+                            "forward and backward-data passes of 3x3 / 5x5 layers; the layers' own on a GPU)")
         q.add_argument("--downscales", type=_factors, default=(1.0,), metavar="F,F,...",
                        help="SRCNN: scale augmentation, each picture also used shrunk by these factors in (0, 1], "
                             "e.g. 1,0.9,0.8,0.7,0.6 (default 1: as it is)")

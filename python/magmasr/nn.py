@@ -22,6 +22,9 @@ from ._core.nn import (  # noqa: F401
     Sequential,
 )
 
+#: The convolution strategies a layer's ``algo`` takes (see ``magmasr._core.ops.conv2d``).
+CONV_ALGOS = ("auto", "direct", "direct_async", "implicit_gemm", "gemm", "auto_direct", "winograd")
+
 
 def summary(model: Sequential, input_shape: Sequence[int], print_fn=print) -> str:
     """Prints (and returns) a Keras-style table of the model's layers, output shapes and parameter counts."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _core
 from . import image as im
-from . import metrics, models, weights
+from . import metrics, models, nn, weights
 from ._checks import as_int
 from ._core import cuda_available, from_numpy
 
@@ -160,7 +160,7 @@ class SRModel:
         self.device = device
         return self
 
-    CONV_ALGOS = ("auto", "direct", "direct_async", "implicit_gemm", "gemm", "auto_direct", "winograd")
+    CONV_ALGOS = nn.CONV_ALGOS
 
     def _inference_algo(self, algo: str | None, tiled: bool) -> str | None:
         """The convolution strategy to pin for one inference: `algo` when given; else, for a picture cut into

@@ -386,6 +386,36 @@ def test_fit_restores_the_flags_and_rates_it_changes(small_data):
     assert [frozen.model[n].trainable for n in ("conv1", "conv2", "conv3")] == [False, False, True]
 
 
+def test_fit_runs_winograd_on_the_cpu_and_restores_the_layers(small_data):
+    """On the CPU fit pins 'winograd' on every convolution for the call (SRCNN 9-5-5's 5x5 mapping layer forward
+    and backward-data by Winograd) and gives the layers their own strategy back; its losses and weights are the
+    direct sums' to float rounding (a few 1e-6 relative per pass, grown over a few Adam steps), and
+    algo='auto' keeps the direct sums."""
+    from magmasr import models
+
+    data = train.PatchDataset(small_data.x[:64].copy(), small_data.y[:64, :, 2:-2, 2:-2].copy(), 3)  # 9-5-5: 17x17
+    seen = []
+    runs = {}
+    for algo in (None, "auto"):
+        net = models.srcnn(9, 5, 5, n1=16, n2=8, padding="valid", seed=3)
+        net["conv2"].algo = "direct"
+
+        def note(row, net=net):
+            seen.append({net[n].algo for n in net.names() if hasattr(net[n], "algo")})
+
+        res = train.fit(net, data, steps=4, batch_size=16, lr=1e-3, val_every=1, device="cpu", progress=False,
+                        callback=note, algo=algo)
+        assert [net[n].algo for n in ("conv1", "conv2", "conv3")] == ["auto", "direct", "auto"]
+        runs[algo] = ([row["train_loss"] for row in res.history], net.state_dict())
+    assert seen == [{"winograd"}] * 4 + [{"auto"}] * 4
+    (wino, w_state), (direct, d_state) = runs[None], runs["auto"]
+    assert wino != direct  # Winograd did run
+    np.testing.assert_allclose(wino, direct, rtol=1e-4)
+    for k in d_state:
+        scale = np.abs(d_state[k]).max()
+        np.testing.assert_allclose(w_state[k], d_state[k], rtol=0, atol=1e-4 * scale, err_msg=k)
+
+
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(epochs=0), ValueError, "epochs must be a finite number > 0"),
     (dict(epochs=-1), ValueError, "epochs must be a finite number > 0"),
@@ -399,6 +429,7 @@ def test_fit_restores_the_flags_and_rates_it_changes(small_data):
     (dict(steps=1, lr=-1), ValueError, "lr must be a finite number > 0"),
     (dict(steps=1, lr_mult={"conv1": -1}), ValueError, "lr_mult\\['conv1'\\] must be a finite number >= 0"),
     (dict(steps=1, optimizer="rmsprop"), ValueError, "optimizer must be 'sgd' or 'adam'"),
+    (dict(steps=1, algo="fastest"), ValueError, "fit: algo must be one of auto, direct, .*, winograd, got 'fastest'"),
     (dict(steps=1, val="empty"), ValueError, "the validation set is empty"),
 ])
 def test_fit_refuses_bad_arguments_saying_what_is_expected(small_data, tmp_path, kwargs, error, message):
