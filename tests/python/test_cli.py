@@ -1943,6 +1943,30 @@ def test_a_gif_is_read_but_not_written(tmp_path, capsys):
     assert "an animation of 2 frames" in capsys.readouterr().err
 
 
+def test_png_compression_level(tmp_path, capsys):
+    """--png-compression sets zlib's level of PNG outputs (default 4): the same pixels at every level (bicubic's
+    own, here), 0 stores the rows uncompressed (larger than the raw pixels, by the row filters and chunk headers,
+    by less than 1%), 9 is no larger than the default; outside 0..9 it is a usage error."""
+    yy, xx = np.mgrid[:60, :64]
+    rgb = np.stack([128 + 90 * np.sin(xx / 3.0), 128 + 90 * np.cos(yy / 2.0), (xx * yy) % 256], axis=2)
+    src = tmp_path / "p.png"
+    iio.imwrite(src, rgb.astype(np.uint8))
+    quick = ["--scale", "2", "--device", "cpu", "--model", "bicubic"]
+    want = im.imresize(rgb.astype(np.uint8), 2)
+    sizes = {}
+    for level in (None, "0", "9"):
+        dst = tmp_path / f"l{level}.png"
+        assert run("upscale", src, "-o", dst, *quick, *(["--png-compression", level] if level else [])) == 0
+        np.testing.assert_array_equal(iio.imread(dst), want)
+        sizes[level] = dst.stat().st_size
+    assert want.nbytes < sizes["0"] < 1.01 * want.nbytes
+    assert sizes["9"] <= sizes[None] < sizes["0"]
+    for bad in ("-1", "10", "fast"):
+        with pytest.raises(SystemExit) as e:
+            run("upscale", src, "--png-compression", bad, *quick)
+        assert e.value.code == 2 and "0..9" in capsys.readouterr().err
+
+
 def test_quality_of_jpeg_and_webp_outputs(tmp_path, capsys):
     """--quality sets the JPEG and WebP encoders' quality (default 95): a JPEG at 50 has Pillow's quantization
     tables for 50 and is smaller; outside 1..100 it is a usage error."""
