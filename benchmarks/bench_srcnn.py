@@ -425,7 +425,7 @@ class Bench:
         self.record(case, shape, "magmasr",
                     time_runs(lambda: ours_train_step(model, opt, x, t), self.sync, a.warmup, a.reps))
         if self.dev == "cpu":  # what `magmasr train` runs on a CPU: the mapping layer's forward and
-            # backward-data by Winograd; its step from the same weights, checked like ours
+            # backward passes by Winograd; its step from the same weights, checked like ours
             wmodel = ours_model(self.weights, "valid", self.dev)
             set_algo(wmodel, "winograd")
             wopt = optim.SGD(wmodel.parameters(), lr=LR, momentum=MOMENTUM)
@@ -436,7 +436,7 @@ class Bench:
                        max(rel_l2(g_w[n], g_ours[n]) for n in names), True)
             self.record(case, shape, "magmasr-winograd",
                         time_runs(lambda: ours_train_step(wmodel, wopt, x, t), self.sync, a.warmup, a.reps),
-                        "the mapping layer's forward and backward-data by Winograd (the CPU's default in training)")
+                        "the mapping layer's three passes by Winograd (the CPU's default in training)")
         if torch is not None:
             tm = torch_model(torch, self.weights, "valid", "zeros", self.dev, torch.float32)
             topt = torch.optim.SGD(tm.parameters(), lr=LR, momentum=MOMENTUM)

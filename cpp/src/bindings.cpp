@@ -829,7 +829,8 @@ their bits depending on their place in the grid of 6 x 6 / 4 x 4 output tiles), 
         },
         py::arg("x"), py::arg("grad_output"), py::arg("weight_shape"), py::arg("bias") = true,
         py::arg("padding") = 0, py::arg("padding_mode") = "zeros", py::arg("algo") = "auto",
-        "Gradients (weight, bias or None) of the convolution.");
+        "Gradients (weight, bias or None) of the convolution. algo as for the forward pass; 'winograd' on the CPU: "
+        "the weight gradient of the layers Winograd computes by the adjoint of its transforms.");
   }
   ops_m.def(
       "relu", [](const py::object& x) {

@@ -115,7 +115,7 @@ std::pair<Tensor, Tensor> conv_backward_weight(const Tensor& x, const Tensor& dy
   Tensor db = with_bias ? Tensor::empty({g.Cout}, d) : Tensor();
   float* dbp = with_bias ? db.data() : nullptr;
   if (d.is_cpu())
-    cpu::conv_backward_weight(g, x.data(), dy.data(), dw.data(), dbp);
+    cpu::conv_backward_weight(g, x.data(), dy.data(), dw.data(), dbp, opt.algo == ConvAlgo::Winograd);
   else
     cuda::conv_backward_weight(d.index(), g, x.data(), dy.data(), dw.data(), dbp, cuda_algo(opt.algo));
   return {dw, db};

@@ -1534,7 +1534,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--device", default=None, help="cpu or cuda (default: cuda when a GPU is usable)")
         q.add_argument("--algo", choices=ImageSR.CONV_ALGOS, default=None,
                        help="convolution strategy of the training steps (default: winograd on the CPU, for the "
-                            "forward and backward-data passes of 3x3 / 5x5 layers; the layers' own on a GPU)")
+                            "three passes of 3x3 / 5x5 layers; the layers' own on a GPU)")
         q.add_argument("--downscales", type=_factors, default=(1.0,), metavar="F,F,...",
                        help="SRCNN: scale augmentation, each picture also used shrunk by these factors in (0, 1], "
                             "e.g. 1,0.9,0.8,0.7,0.6 (default 1: as it is)")

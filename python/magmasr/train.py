@@ -543,9 +543,9 @@ def fit(model: nn.Sequential, train: PatchDataset, *, steps: int | None = None, 
     lr_schedule: 'constant', or 'cosine' (lr * (1 + cos(pi * step / steps)) / 2, down to 0 at the end).
 
     algo: the convolution strategy of every layer during the call (restored after). None: on the CPU
-    'winograd', whose forward and backward-data passes of the 3x3 and 5x5 layers with 8 or more channels each way
-    use Winograd's minimal filtering (SRCNN 9-5-5's mapping layer 2x faster in both; the same gradients to a few
-    1e-5 of their scale), elsewhere the layers' own ('auto'). Like the device, it changes only the rounding: a
+    'winograd', whose forward, backward-data and backward-weight passes of the 3x3 and 5x5 layers with 8 or more
+    channels each way use Winograd's minimal filtering (an SRCNN 9-5-5 step 1.5x faster; the same gradients to a
+    few 1e-6 of their scale), elsewhere the layers' own ('auto'). Like the device, it changes only the rounding: a
     checkpoint resumes under another strategy, no longer bit for bit.
     """
     if lr_schedule not in ("constant", "cosine"):

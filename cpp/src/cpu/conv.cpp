@@ -41,9 +41,10 @@
 // adds the gradient of those samples to the clamped border sample (the exact adjoint). With zero padding in
 // depth, the taps that read only padding are left out (live_depths).
 //
-// Inference of pictures and video (ConvAlgo::Winograd, opt-in): conv_forward_winograd below, Winograd's F(4x4, 5x5)
-// and F(6x6, 3x3), in 3-D per depth tap; not for training, and not position-independent (an output's bits depend on
-// its place in the tile grid), so the pipelines cut their tiles on that grid.
+// Winograd (ConvAlgo::Winograd, opt-in; the default of the pipelines on a CPU): conv_forward_winograd below,
+// Winograd's F(4x4, 5x5) and F(6x6, 3x3), in 3-D per depth tap, and for training backward-data (its adjoint
+// convolution) and conv_backward_weight_winograd; not position-independent (an output's bits depend on its place in
+// the tile grid), so the inference pipelines cut their tiles on that grid.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -904,6 +905,51 @@ MAGMASR_VECTOR_CLONES void winograd_output(int m, const float* mp, int64_t xi_st
   }
 }
 
+// o[xi][l] = (A v)[xi] for L lanes, v the m rows of A^T's transpose's input (A = (A^T)^T, 8 x m: rows v[0], the
+// sums of v[p] times 1, (-1)^p, 2^p, (-2)^p, 2^-p, (-2)^-p, and v[m - 1]), with the even / odd sums of at8: the
+// transform of an output gradient, dM = A dY A^T (Y = A^T M A in the forward pass).
+template <int m, int64_t L>
+inline void a8(const float* const* v, float* const* o) {
+#pragma GCC ivdep  // the outputs never overlap the inputs
+  for (int64_t l = 0; l < L; ++l) {
+    float e1 = 0.0f, o1 = 0.0f, e2 = 0.0f, o2 = 0.0f, e3 = 0.0f, o3 = 0.0f;
+    float up = 1.0f, down = 1.0f;  // 2^p, 2^-p
+    for (int p = 0; p < m; ++p, up *= 2.0f, down *= 0.5f) {
+      const float vp = v[p][l];
+      if (p % 2 == 0)
+        e1 += vp, e2 += up * vp, e3 += down * vp;
+      else
+        o1 += vp, o2 += up * vp, o3 += down * vp;
+    }
+    o[0][l] = v[0][l], o[7][l] = v[m - 1][l];
+    o[1][l] = e1 + o1, o[2][l] = e1 - o1;
+    o[3][l] = e2 + o2, o[4][l] = e2 - o2;
+    o[5][l] = e3 + o3, o[6][l] = e3 - o3;
+  }
+}
+
+// dM = A dY A^T for L vectors at once (gemm_narrow's panel of 16 output channels of one tile):
+// dy[(p * m + q) * L + l] the m x m output gradient; dm + xi * stride the 64 coordinates (xi = 8 i + j).
+template <int m, int64_t L>
+MAGMASR_VECTOR_CLONES void winograd_gradient(const float* dy, float* dm, int64_t stride) {
+  constexpr int a = kWinoAlpha;
+  alignas(64) float t[6][a][L];  // t[p] = A (row p of dY)^T: m x 8 x lanes
+  for (int p = 0; p < m; ++p) {
+    const float* v[6];
+    float* o[a];
+    for (int q = 0; q < m; ++q) v[q] = dy + (p * m + q) * L;
+    for (int j = 0; j < a; ++j) o[j] = t[p][j];
+    a8<m, L>(v, o);
+  }
+  for (int j = 0; j < a; ++j) {
+    const float* v[6];
+    float* o[a];
+    for (int p = 0; p < m; ++p) v[p] = t[p][j];
+    for (int i = 0; i < a; ++i) o[i] = dm + (i * a + j) * stride;
+    a8<m, L>(v, o);
+  }
+}
+
 // U[xi][co][kd * Cin + ci] = (G w[co][ci][kd] G^T)[p][q] (xi = 8 p + q) for the weights w [Cout, Cin, kD, r, r]
 // (kD = 1: a 2-D layer), in double, rounded once. The depth taps are the outer index of the product's K, so the
 // taps of the depths an output reads form one contiguous range of columns.
@@ -965,6 +1011,93 @@ std::shared_ptr<const std::vector<float>> winograd_filters(const float* w, int64
 
 bool winograd_fits(const ConvGeom& g) { return g.kH == g.kW && winograd_tile(g.kH, g.Cin, g.Cout) > 0; }
 
+// How the Winograd passes (forward, backward-weight) cut a layer into tasks. A task covers up to kWinoChunk tiles of
+// all output depths: a chunk of a long row of tiles (its input rows read in place where they lie inside the
+// input), or, when a row holds at most half a chunk (training patches, small tiles of a picture), several
+// consecutive rows of tiles (of one image or the next), each row's input window copied (padded) one after the
+// other, span = tiles_w + 1 tiles apart: the spare tile's m columns hold the r - 1 columns the row's last tile reads
+// past its own (r - 1 <= m), so every tile's window starts on a multiple of m in the task's rows, and the spare
+// tile is dropped. A tile's outputs are the same bits either way: each lane of the transforms and each column of
+// the products is computed alone.
+struct WinoPlan {
+  int r, m;
+  int64_t Cin, M, kD, K, oD, oH, oW, tiles_h, tiles_w, span, rows_per_task, chunks, tile_rows, tasks, cols, Dp;
+  bool packed, replicate;
+  static constexpr int64_t panels = kWinoChunk / kWinoLanes;
+  explicit WinoPlan(const ConvGeom& g)
+      : r(int(g.kH)), m(kWinoAlpha - r + 1), Cin(g.Cin), M(g.Cout), kD(g.kD), K(g.kD * g.Cin), oD(g.oD()),
+        oH(g.oH()), oW(g.oW()), tiles_h((oH + m - 1) / m), tiles_w((oW + m - 1) / m), span(tiles_w + 1),
+        rows_per_task(0), chunks(0), tile_rows(g.N * tiles_h), tasks(0),
+        cols((kWinoChunk + 1) * m + 8),  // a task's tiles' windows, and what its last panel's transform reads past
+        Dp(g.D + 2 * g.pD), packed(2 * span <= kWinoChunk), replicate(g.mode == PadMode::Replicate) {
+    rows_per_task = packed ? kWinoChunk / span : 1;
+    chunks = packed ? 1 : (tiles_w + kWinoChunk - 1) / kWinoChunk;
+    tasks = packed ? (tile_rows + rows_per_task - 1) / rows_per_task : tile_rows * chunks;
+  }
+  // V[xi] holds the transformed input in gemm_wide's packed layout: panel p of 24 tiles, padded input depth pd,
+  // channel ci at row (p * Dp + pd) * Cin + ci (an output depth's depth taps read consecutive rows).
+  int64_t xi_stride() const { return panels * Dp * Cin * kWinoLanes; }
+};
+
+struct WinoTile {
+  int64_t n, ty, tx;  // tx < 0: a spare tile, or one past the task's
+};
+
+// One task's tiles: its first row of tiles, how many, the first tile of its chunk (one long row), the number of
+// tiles nt (spare ones included), and each tile's place.
+struct WinoTask {
+  int64_t row0, nrows, t0, nt;
+  WinoTile tile[kWinoChunk];
+  WinoTask(const WinoPlan& P, int64_t task)
+      : row0(P.packed ? task * P.rows_per_task : task / P.chunks),
+        nrows(P.packed ? std::min(P.rows_per_task, P.tile_rows - row0) : 1),
+        t0(P.packed ? 0 : (task % P.chunks) * kWinoChunk),
+        nt(P.packed ? nrows * P.span : std::min(kWinoChunk, P.tiles_w - t0)) {
+    for (int64_t v = 0; v < kWinoChunk; ++v) {
+      const int64_t rr = row0 + (P.packed ? v / P.span : 0), tx = P.packed ? v % P.span : t0 + v;
+      tile[v] = v < nt && tx < P.tiles_w ? WinoTile{rr / P.tiles_h, rr % P.tiles_h, tx} : WinoTile{0, 0, -1};
+    }
+  }
+};
+
+// The transformed input of a task into V (WinoPlan::xi_stride): each input depth once, for all the output depths
+// that read it (kD of them in a 3-D layer): its rows ty * m - pH + i (i < 8) and columns t0 * m - pW + j of every
+// channel, the rows as a slab task's (slab_source_row: the border row, or nullptr in zero padding, whose depths no
+// product reads), read in place where a single row of tiles lies inside the input, else copied into `slab`, padded
+// (zeros, or the border sample; columns past the padded input, read for dropped outputs, likewise).
+void winograd_input_task(const ConvGeom& g, const WinoPlan& P, const WinoTask& T, const float* x, float* slab,
+                         std::vector<const float*>& row, float* V) {
+  constexpr int a = kWinoAlpha;
+  constexpr int64_t L = kWinoLanes;
+  const int64_t Cin = P.Cin, m = P.m, width = P.packed ? P.span * m : P.cols, c0 = T.t0 * m - g.pW;
+  const float* rows[kWinoAlpha];
+  for (int64_t pd = 0; pd < P.Dp; ++pd) {
+    if (!P.replicate && (pd < g.pD || pd >= g.pD + g.D)) continue;
+    for (int64_t ci = 0; ci < Cin; ++ci)
+      for (int i = 0; i < a; ++i) {
+        float* dst = slab + (ci * a + i) * P.cols;
+        row[size_t(ci * a + i)] = dst;
+        for (int64_t q = 0; q < T.nrows; ++q) {
+          const int64_t rr = T.row0 + q;
+          const SlabTask rows_of{rr / P.tiles_h, pd, (rr % P.tiles_h) * m, m};  // depth pd: output depth pd, tap 0
+          const float* src = slab_source_row(g, x, rows_of, ci, 0, i);
+          float* seg = dst + q * width;
+          if (!P.packed && src && c0 >= 0 && c0 + P.cols <= g.W)
+            row[size_t(ci * a + i)] = src + c0;
+          else if (src)
+            copy_padded_row(src, g.W, c0, 0, width, P.replicate, seg);
+          else
+            std::fill(seg, seg + width, 0.0f);
+        }
+      }
+    for (int64_t p = 0; p * L < T.nt; ++p)  // (the products read only the panels with tiles)
+      for (int64_t ci = 0; ci < Cin; ++ci) {
+        for (int i = 0; i < a; ++i) rows[i] = row[size_t(ci * a + i)] + p * L * m;
+        (m == 4 ? winograd_input<4> : winograd_input<6>)(rows, V + ((p * P.Dp + pd) * Cin + ci) * L, P.xi_stride());
+      }
+  }
+}
+
 }  // namespace
 
 bool set_conv_strategy(const std::string& which) {
@@ -979,112 +1112,47 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
   if (!winograd_fits(g)) return false;
   constexpr int a = kWinoAlpha;
   constexpr int64_t L = kWinoLanes;
-  const int r = int(g.kH), m = a - r + 1;
-  const int64_t Cin = g.Cin, M = g.Cout, kD = g.kD, K = kD * Cin, oD = g.oD(), oH = g.oH(), oW = g.oW();
-  const int64_t tiles_h = (oH + m - 1) / m, tiles_w = (oW + m - 1) / m;
-  // A task computes up to kWinoChunk tiles of all output depths: a chunk of a long row of tiles (its input rows read
-  // in place where they lie inside the input), or, when a row holds at most half a chunk (training patches, small
-  // tiles of a picture), several consecutive rows of tiles (of one image or the next), each row's input window
-  // copied (padded) one after the other, span = tiles_w + 1 tiles apart: the spare tile's m columns hold the r - 1
-  // columns the row's last tile reads past its own (r - 1 <= m), so every tile's window starts on a multiple of m
-  // in the task's rows, and the spare tile's outputs are dropped. A tile's outputs are the same bits either way:
-  // each lane of the transforms and each column of the products is computed alone.
-  const int64_t span = tiles_w + 1;
-  const bool packed = 2 * span <= kWinoChunk;
-  const int64_t rows_per_task = packed ? kWinoChunk / span : 1;
-  const int64_t chunks = packed ? 1 : (tiles_w + kWinoChunk - 1) / kWinoChunk;
-  const int64_t tile_rows = g.N * tiles_h;
-  const int64_t tasks = packed ? (tile_rows + rows_per_task - 1) / rows_per_task : tile_rows * chunks;
-  const int64_t panels = kWinoChunk / L;
-  // A task's input columns: its tiles' windows, and what the transform of its last panel reads past them.
-  const int64_t cols = (kWinoChunk + 1) * m + 8;
-  const std::shared_ptr<const std::vector<float>> Uptr = winograd_filters(w, M, Cin, kD, r);
+  const WinoPlan P(g);
+  const int64_t m = P.m, Cin = P.Cin, M = P.M, K = P.K, oD = P.oD, oH = P.oH, oW = P.oW;
+  const std::shared_ptr<const std::vector<float>> Uptr = winograd_filters(w, M, Cin, P.kD, P.r);
   const std::vector<float>& U = *Uptr;
-  const bool replicate = g.mode == PadMode::Replicate;
-  const int64_t Dp = g.D + 2 * g.pD;  // the padded input's depths (oD + kD - 1)
 #pragma omp parallel
   {
     // Each thread's buffers are kept from call to call (a tiled picture calls the layer once per tile: allocating
     // and clearing them cost a millisecond each time). Every element a task reads it has written, except the
     // products of the tiles past a row's end, which only the dropped lanes read.
-    thread_local std::vector<float> slab, V, P, Y;
-    slab.resize(size_t(Cin * a * cols)), V.resize(size_t(a * a * panels * Dp * Cin * L));
-    P.resize(size_t(a * a * M * kWinoChunk)), Y.resize(size_t(m * m * L));
-    const float* rows[kWinoAlpha];
+    thread_local std::vector<float> slab, V, Pr, Y;
+    slab.resize(size_t(Cin * a * P.cols)), V.resize(size_t(a * a * P.xi_stride()));
+    Pr.resize(size_t(a * a * M * kWinoChunk)), Y.resize(size_t(m * m * L));
     std::vector<const float*> row(size_t(Cin * a));
-    // V[xi] holds the B operands of product xi in gemm_wide's packed layout, panel p of 24 tiles, padded input
-    // depth pd, channel ci at row (p * Dp + pd) * Cin + ci: an output depth's depth taps read consecutive rows.
-    const int64_t xi_stride = panels * Dp * Cin * L;
-    struct Tile {
-      int64_t n, ty, tx;  // tx < 0: a spare tile, or one past the row's end
-    };
-    std::vector<Tile> tile(static_cast<size_t>(kWinoChunk));
 #pragma omp for schedule(static)
-    for (int64_t task = 0; task < tasks; ++task) {
-      // The task's tiles, and its rows of tiles as (first tile row, count, first column of the window, width).
-      const int64_t row0 = packed ? task * rows_per_task : task / chunks;
-      const int64_t nrows = packed ? std::min(rows_per_task, tile_rows - row0) : 1;
-      const int64_t t0 = packed ? 0 : (task % chunks) * kWinoChunk;
-      const int64_t nt = packed ? nrows * span : std::min(kWinoChunk, tiles_w - t0);
-      for (int64_t v = 0; v < kWinoChunk; ++v) {
-        const int64_t rr = row0 + (packed ? v / span : 0), tx = packed ? v % span : t0 + v;
-        tile[size_t(v)] = v < nt && tx < tiles_w ? Tile{rr / tiles_h, rr % tiles_h, tx} : Tile{0, 0, -1};
-      }
-      const int64_t width = packed ? span * m : cols, c0 = t0 * m - g.pW;
-      // Each input depth once, for all the output depths that read it (kD of them in a 3-D layer): its rows
-      // ty * m - pH + i (i < 8) and columns t0 * m - pW + j of every channel, the rows as a slab task's
-      // (slab_source_row: the border row, or nullptr in zero padding, whose depths no product reads), read in
-      // place where a single row of tiles lies inside the input, else copied, padded (zeros, or the border sample;
-      // columns past the padded input, read for dropped outputs, likewise); then transformed.
-      for (int64_t pd = 0; pd < Dp; ++pd) {
-        if (!replicate && (pd < g.pD || pd >= g.pD + g.D)) continue;
-        for (int64_t ci = 0; ci < Cin; ++ci)
-          for (int i = 0; i < a; ++i) {
-            float* dst = slab.data() + (ci * a + i) * cols;
-            row[size_t(ci * a + i)] = dst;
-            for (int64_t q = 0; q < nrows; ++q) {
-              const int64_t rr = row0 + q;
-              const SlabTask rows_of{rr / tiles_h, pd, (rr % tiles_h) * m, m};  // depth pd: output depth pd, tap 0
-              const float* src = slab_source_row(g, x, rows_of, ci, 0, i);
-              float* seg = dst + q * width;
-              if (!packed && src && c0 >= 0 && c0 + cols <= g.W)
-                row[size_t(ci * a + i)] = src + c0;
-              else if (src)
-                copy_padded_row(src, g.W, c0, 0, width, replicate, seg);
-              else
-                std::fill(seg, seg + width, 0.0f);
-            }
-          }
-        for (int64_t p = 0; p * L < nt; ++p)  // (the products read only the panels with tiles)
-          for (int64_t ci = 0; ci < Cin; ++ci) {
-            for (int i = 0; i < a; ++i) rows[i] = row[size_t(ci * a + i)] + p * L * m;
-            (m == 4 ? winograd_input<4> : winograd_input<6>)(rows, V.data() + ((p * Dp + pd) * Cin + ci) * L,
-                                                             xi_stride);
-          }
-      }
+    for (int64_t task = 0; task < P.tasks; ++task) {
+      const WinoTask T(P, task);
+      winograd_input_task(g, P, T, x, slab.data(), row, V.data());
       for (int64_t od = 0; od < oD; ++od) {
         // The depth taps that read input (live_depths: those reading only zero padding are left out, as in
         // forward_taps): U's columns k0 .. k0 + nk - 1 (depth tap major), V's rows of depths od + kd_lo ...
         const auto [kd_lo, kd_hi] = live_depths(g, od);
         const int64_t k0 = kd_lo * Cin, nk = (kd_hi - kd_lo) * Cin;
         for (int xi = 0; xi < a * a; ++xi) {
-          float* pxi = P.data() + xi * M * kWinoChunk;
+          float* pxi = Pr.data() + xi * M * kWinoChunk;
           if (nk == 0) {  // an output depth that reads only padding: the bias
             std::fill(pxi, pxi + M * kWinoChunk, 0.0f);
             continue;
           }
-          for (int64_t p = 0; p * L < nt; ++p)  // one panel per product: its rows are V's panel rows
-            gemm_wide(M, std::min(L, nt - p * L), nk, U.data() + xi * M * K + k0, K, 1,
-                      V.data() + xi * xi_stride + ((p * Dp + od + kd_lo) * Cin) * L, pxi + p * L, kWinoChunk, false);
+          for (int64_t p = 0; p * L < T.nt; ++p)  // one panel per product: its rows are V's panel rows
+            gemm_wide(M, std::min(L, T.nt - p * L), nk, U.data() + xi * M * K + k0, K, 1,
+                      V.data() + xi * P.xi_stride() + ((p * P.Dp + od + kd_lo) * Cin) * L, pxi + p * L, kWinoChunk,
+                      false);
         }
         for (int64_t co = 0; co < M; ++co) {
           const float bias = b ? b[co] : 0.0f;
-          for (int64_t p = 0; p * L < nt; ++p) {
-            winograd_output(m, P.data() + co * kWinoChunk + p * L, M * kWinoChunk, Y.data());
+          for (int64_t p = 0; p * L < T.nt; ++p) {
+            winograd_output(int(m), Pr.data() + co * kWinoChunk + p * L, M * kWinoChunk, Y.data());
             for (int64_t l = 0; l < L; ++l) {
-              const Tile& t = tile[size_t(p * L + l)];
+              const WinoTile& t = T.tile[p * L + l];
               if (t.tx < 0) continue;
-              const int64_t rows_out = std::min<int64_t>(m, oH - t.ty * m), cols_out = std::min<int64_t>(m, oW - t.tx * m);
+              const int64_t rows_out = std::min(m, oH - t.ty * m), cols_out = std::min(m, oW - t.tx * m);
               float* dst = y + (((t.n * M + co) * oD + od) * oH + t.ty * m) * oW + t.tx * m;
               for (int64_t i = 0; i < rows_out; ++i)
                 for (int64_t j = 0; j < cols_out; ++j)
@@ -1094,6 +1162,103 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
         }
       }
     }
+  }
+  return true;
+}
+
+bool conv_backward_weight_winograd(const ConvGeom& g, const float* x, const float* dy, float* dw) {
+  if (!winograd_fits(g)) return false;
+  constexpr int a = kWinoAlpha;
+  constexpr int64_t L = kWinoLanes, NR = kNarrowNR;
+  const WinoPlan P(g);
+  const int64_t m = P.m, Cin = P.Cin, M = P.M, K = P.K, r = P.r, oD = P.oD, oH = P.oH, oW = P.oW;
+  const int64_t Mp = (M + NR - 1) / NR * NR;  // the products' columns (output channels) in whole panels of 16
+  const int64_t wsize = g.w_numel();
+  // At most 16 groups: each ends with its transform G^T dU G, whose cost does not shrink with the group.
+  const Groups groups(P.tasks, (P.tasks + 15) / 16);
+  std::vector<float> partial(size_t(groups.count * wsize));
+  double Gd[kWinoAlpha][kWinoAlpha];
+  winograd_g(int(r), Gd);
+  float G[kWinoAlpha][kWinoAlpha];
+  for (int i = 0; i < kWinoAlpha; ++i)
+    for (int k = 0; k < kWinoAlpha; ++k) G[i][k] = float(Gd[i][k]);
+#pragma omp parallel
+  {
+    thread_local std::vector<float> slab, V, D, dU, gy;
+    std::vector<float> t(size_t(kWinoAlpha * r * M)), wv(size_t(r * r * M));
+    slab.resize(size_t(Cin * a * P.cols)), V.resize(size_t(a * a * P.xi_stride()));
+    D.resize(size_t(a * a * Mp * kWinoChunk)), dU.resize(size_t(a * a * K * M));
+    gy.resize(size_t(m * m * NR));
+    std::vector<const float*> row(size_t(Cin * a));
+    std::vector<int64_t> aoff(static_cast<size_t>(K));
+#pragma omp for schedule(static)
+    for (int64_t grp = 0; grp < groups.count; ++grp) {
+      std::fill(dU.begin(), dU.end(), 0.0f);
+      const int64_t t0 = grp * groups.per_group, t1 = std::min(P.tasks, t0 + groups.per_group);
+      for (int64_t task = t0; task < t1; ++task) {
+        const WinoTask T(P, task);
+        winograd_input_task(g, P, T, x, slab.data(), row, V.data());
+        for (int64_t od = 0; od < oD; ++od) {
+          const auto [kd_lo, kd_hi] = live_depths(g, od);
+          const int64_t k0 = kd_lo * Cin, nk = (kd_hi - kd_lo) * Cin;
+          if (nk == 0) continue;  // no tap of this output depth reads input
+          // D[xi]: the transformed output gradient dM of every tile and output channel, packed as gemm_narrow's B
+          // (panel co / 16, tile k < nt, co % 16), 16 channels of a tile at a time; spare tiles, outputs past the
+          // layer's and channels past M are zeros.
+          for (int64_t k = 0; k < T.nt; ++k) {
+            const WinoTile& tl = T.tile[k];
+            const int64_t rows_in = tl.tx < 0 ? 0 : std::min(m, oH - tl.ty * m);
+            const int64_t cols_in = tl.tx < 0 ? 0 : std::min(m, oW - tl.tx * m);
+            for (int64_t cp = 0; cp < Mp / NR; ++cp) {
+              const int64_t nc = std::min(NR, M - cp * NR);
+              if (rows_in < m || cols_in < m || nc < NR) std::fill(gy.begin(), gy.end(), 0.0f);
+              for (int64_t c = 0; c < nc; ++c) {
+                const float* src = dy + (((tl.n * M + cp * NR + c) * oD + od) * oH + tl.ty * m) * oW + tl.tx * m;
+                for (int64_t i = 0; i < rows_in; ++i)
+                  for (int64_t j = 0; j < cols_in; ++j) gy[size_t((i * m + j) * NR + c)] = src[i * oW + j];
+              }
+              (m == 4 ? winograd_gradient<4, NR> : winograd_gradient<6, NR>)(
+                  gy.data(), D.data() + (cp * T.nt + k) * NR, Mp * kWinoChunk);
+            }
+          }
+          // dU[xi][k0 + i][co] += sum over the task's tiles of V[xi](row of tap i, tile) * D[xi](tile, co): V's rows
+          // read in place, one segment of 24 tiles per panel.
+          for (int64_t i = 0; i < nk; ++i) aoff[size_t(i)] = ((od + kd_lo) * Cin + i) * L;
+          for (int xi = 0; xi < a * a; ++xi)
+            gemm_narrow_taps(nk, M, T.nt, V.data() + xi * P.xi_stride(), aoff.data(), L, P.Dp * Cin * L,
+                             D.data() + xi * Mp * kWinoChunk, dU.data() + (xi * K + k0) * M, M, true);
+        }
+      }
+      // The group's gradient: dW[co][ci][kd] = G^T dU G (the adjoint of U = G w G^T), over the output channels at
+      // once (dU's rows are contiguous in co).
+      float* out = partial.data() + grp * wsize;
+      for (int64_t kk = 0; kk < K; ++kk) {
+        std::fill(t.begin(), t.end(), 0.0f);  // t[i][kw][co] = (dU G)[i][kw]
+        for (int i = 0; i < a; ++i)
+          for (int j = 0; j < a; ++j) {
+            const float* u = dU.data() + ((i * a + j) * K + kk) * M;
+            for (int64_t kw = 0; kw < r; ++kw) {
+              const float gj = G[j][kw];
+              float* tt = t.data() + (i * r + kw) * M;
+              for (int64_t co = 0; co < M; ++co) tt[co] += gj * u[co];
+            }
+          }
+        std::fill(wv.begin(), wv.end(), 0.0f);  // wv[kh][kw][co] = (G^T dU G)[kh][kw]
+        for (int64_t kh = 0; kh < r; ++kh)
+          for (int64_t kw = 0; kw < r; ++kw) {
+            float* o = wv.data() + (kh * r + kw) * M;
+            for (int i = 0; i < a; ++i) {
+              const float gi = G[i][kh];
+              const float* tt = t.data() + (i * r + kw) * M;
+              for (int64_t co = 0; co < M; ++co) o[co] += gi * tt[co];
+            }
+          }
+        const int64_t ci = kk % Cin, kd = kk / Cin;
+        for (int64_t co = 0; co < M; ++co)
+          for (int64_t e = 0; e < r * r; ++e) out[((co * Cin + ci) * g.kD + kd) * r * r + e] = wv[size_t(e * M + co)];
+      }
+    }
+    sum_partials(partial, groups.count, wsize, dw);
   }
   return true;
 }
@@ -1182,13 +1347,15 @@ void conv_backward_data(const ConvGeom& g, const float* dy, const float* w, floa
 // Groups of consecutive blocks (their number fixed by the problem size alone) each sum into a partial gradient
 // dW^T[K, Cout]; the partials are then added in group order, so the result is the same whatever the number of
 // threads, and transposed into dw.
-void conv_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db) {
-  if (g.Cout == 1)
-    backward_weight_one_output(g, x, dy, dw);
-  else if (use_taps(g))
-    backward_weight_taps(g, x, dy, dw);
-  else
-    backward_weight_columns(g, x, dy, dw);
+void conv_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db, bool winograd) {
+  if (!(winograd && conv_backward_weight_winograd(g, x, dy, dw))) {
+    if (g.Cout == 1)
+      backward_weight_one_output(g, x, dy, dw);
+    else if (use_taps(g))
+      backward_weight_taps(g, x, dy, dw);
+    else
+      backward_weight_columns(g, x, dy, dw);
+  }
   if (db) bias_gradient(g, dy, db);
 }
 
