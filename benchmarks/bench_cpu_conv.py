@@ -11,8 +11,8 @@ Writes OUT.json and OUT.md (machine, thread count, date and command in the first
 OpenMP's (set OMP_NUM_THREADS before running; PyTorch is given the same count). Each direction is timed for
 magmasr, then for PyTorch, right after each other; magmasr's forward and backward-weight passes twice, run by
 run in turn: with the default strategy (the products read the input in place, 'taps') and with a column matrix
-('columns', the only strategy before 2026-12-07); a whole picture's 3x3 / 5x5 layer a third time, with
-algo='winograd'. OMP_WAIT_POLICY is PASSIVE unless set: two OpenMP
+('columns', the only strategy before 2026-12-07); a 3x3 / 5x5 layer of 8+ channels once more in each direction,
+with algo='winograd' (backward-data: in turn with the default). OMP_WAIT_POLICY is PASSIVE unless set: two OpenMP
 runtimes in one process (ours and PyTorch's) whose idle threads spin would slow each other's next calls.
 Nothing else should run on the machine meanwhile.
 """
@@ -135,21 +135,24 @@ def bench_shape(n, cin, cout, k, s, repeat: int, rng, torch=None, same: bool = F
     ours = [lambda: fwd(x, w, b, padding=pad), lambda: bwd_data(dy, w, xs, padding=pad),
             lambda: bwd_weight(x, dy, ws, padding=pad)]
     theirs = torch_directions(torch, xs, ws, three_d, pad, x_np, w_np, dy_np) if torch else []
-    # A whole picture's or frame's 3x3 / 5x5 layer of 8+ channels: also with algo='winograd', the CPU's default
-    # for pictures and video
-    winograd = same and k[1] == k[2] and _core._winograd_tile(k[2], cin, cout) > 0
+    # A 3x3 / 5x5 layer of 8+ channels: also with algo='winograd', the CPU's default for pictures, video and
+    # training (all three directions)
+    winograd = k[1] == k[2] and _core._winograd_tile(k[2], cin, cout) > 0
+    wino = [lambda: fwd(x, w, b, padding=pad, algo="winograd"),
+            lambda: bwd_data(dy, w, xs, padding=pad, algo="winograd"),
+            lambda: bwd_weight(x, dy, ws, padding=pad, algo="winograd")]
     if hasattr(_core, "_cpu_conv_strategy") and cout > 1:  # the directions with two strategies
         for d in (0,) if same else (0, 2):
             name = DIRECTIONS[d]
-            fns = [ours[d], with_strategy("columns", ours[d])]
-            if winograd:
-                fns.append(lambda: fwd(x, w, b, padding=pad, algo="winograd"))
+            fns = [ours[d], with_strategy("columns", ours[d])] + ([wino[d]] if winograd else [])
             ms = median_ms_in_turn(fns, repeat)
             row[f"{name}_ms"], row[f"{name}_columns_ms"] = ms[:2]
             if winograd:
                 row[f"{name}_winograd_ms"] = ms[2]
+    if winograd and not same:  # backward-data: the default and Winograd in turn
+        row["backward_data_ms"], row["backward_data_winograd_ms"] = median_ms_in_turn([ours[1], wino[1]], repeat)
     for d, name in enumerate(DIRECTIONS[:1] if same else DIRECTIONS):
-        if f"{name}_ms" in row:  # timed above beside the column strategy
+        if f"{name}_ms" in row:  # timed above beside another strategy
             ms = [row[f"{name}_ms"]] + (median_ms(theirs[d:d + 1], repeat) if torch else [])
         else:
             ms = median_ms([ours[d]] + theirs[d:d + 1], repeat)
@@ -222,9 +225,9 @@ def main(argv: list[str] | None = None) -> int:
                   "magmasr is faster).", ""]
     lines += ["In brackets: the same forward or backward-weight pass with the column-matrix strategy (`columns`, the "
               "only one before 2026-12-07), timed run by run in turn with the default; one output channel has a path "
-              "of its own. In braces: the whole picture's or frame's forward pass with `algo='winograd'` (Winograd's "
-              "F(4x4, 5x5) or F(6x6, 3x3), per depth tap in 3-D; the CPU's default for pictures since 2026-12-07, for "
-              "video later that day; within a few 1e-5 of the direct sums), timed in the same turns.", ""]
+              "of its own. In braces: the same pass with `algo='winograd'` (Winograd's F(4x4, 5x5) or F(6x6, 3x3), per "
+              "depth tap in 3-D; the CPU's default for pictures, video and training since 2026-12-07; within a few "
+              "1e-5 of the direct sums), timed in the same turns.", ""]
     lines += ["| layer | N, Cin -> Cout, kernel, input | forward ms (GFLOP/s) [columns ms] | backward-data ms (GFLOP/s) "
               "| backward-weight ms (GFLOP/s) [columns ms] |", "|---|---|---|---|---|"]
     for name, r in rows.items():
