@@ -32,77 +32,51 @@ std::vector<float> random_vec(size_t n, std::mt19937& rng, float lo = -1.0f, flo
 
 int64_t clampi(int64_t i, int64_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
 
-// Direct convolution in double: the definition, with no reuse of the library's indexing.
+// Every (output, tap) pair of the convolution whose input sample exists (zero padding: inside the input;
+// replicate: the clamped border sample): f(y index, x index, w index). The definition, with no reuse of the
+// library's indexing.
+template <class F>
+void for_each_tap(const ConvGeom& g, F f) {
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t co = 0; co < g.Cout; ++co)
+      for (int64_t od = 0; od < g.oD(); ++od)
+        for (int64_t oh = 0; oh < g.oH(); ++oh)
+          for (int64_t ow = 0; ow < g.oW(); ++ow) {
+            const size_t yi = size_t((((n * g.Cout + co) * g.oD() + od) * g.oH() + oh) * g.oW() + ow);
+            for (int64_t ci = 0; ci < g.Cin; ++ci)
+              for (int64_t kd = 0; kd < g.kD; ++kd)
+                for (int64_t kh = 0; kh < g.kH; ++kh)
+                  for (int64_t kw = 0; kw < g.kW; ++kw) {
+                    int64_t id = od + kd - g.pD, ih = oh + kh - g.pH, iw = ow + kw - g.pW;
+                    const bool inside = id >= 0 && id < g.D && ih >= 0 && ih < g.H && iw >= 0 && iw < g.W;
+                    if (!inside && g.mode == PadMode::Zeros) continue;
+                    id = clampi(id, g.D), ih = clampi(ih, g.H), iw = clampi(iw, g.W);
+                    f(yi, size_t((((n * g.Cin + ci) * g.D + id) * g.H + ih) * g.W + iw),
+                      size_t((((co * g.Cin + ci) * g.kD + kd) * g.kH + kh) * g.kW + kw));
+                  }
+          }
+}
+
+// The convolution in double.
 std::vector<double> direct_conv(const ConvGeom& g, const std::vector<float>& x, const std::vector<float>& w,
                                 const std::vector<float>* b) {
   std::vector<double> y(size_t(g.y_numel()));
-  for (int64_t n = 0; n < g.N; ++n)
-    for (int64_t co = 0; co < g.Cout; ++co)
-      for (int64_t od = 0; od < g.oD(); ++od)
-        for (int64_t oh = 0; oh < g.oH(); ++oh)
-          for (int64_t ow = 0; ow < g.oW(); ++ow) {
-            double s = b ? (*b)[size_t(co)] : 0.0;
-            for (int64_t ci = 0; ci < g.Cin; ++ci)
-              for (int64_t kd = 0; kd < g.kD; ++kd)
-                for (int64_t kh = 0; kh < g.kH; ++kh)
-                  for (int64_t kw = 0; kw < g.kW; ++kw) {
-                    int64_t id = od + kd - g.pD, ih = oh + kh - g.pH, iw = ow + kw - g.pW;
-                    const bool inside = id >= 0 && id < g.D && ih >= 0 && ih < g.H && iw >= 0 && iw < g.W;
-                    if (!inside && g.mode == PadMode::Zeros) continue;
-                    id = clampi(id, g.D), ih = clampi(ih, g.H), iw = clampi(iw, g.W);
-                    s += double(x[size_t((((n * g.Cin + ci) * g.D + id) * g.H + ih) * g.W + iw)]) *
-                         double(w[size_t((((co * g.Cin + ci) * g.kD + kd) * g.kH + kh) * g.kW + kw)]);
-                  }
-            y[size_t((((n * g.Cout + co) * g.oD() + od) * g.oH() + oh) * g.oW() + ow)] = s;
-          }
+  for (size_t i = 0; b && i < y.size(); ++i) y[i] = (*b)[size_t(int64_t(i) / g.out_spatial() % g.Cout)];
+  for_each_tap(g, [&](size_t yi, size_t xi, size_t wi) { y[yi] += double(x[xi]) * double(w[wi]); });
   return y;
 }
 
-// The adjoint of the direct convolution with zero padding, in double: dx[n, ci, i] = sum of dy * w over the outputs
-// whose window reads input i.
+// Its adjoint in double: dx[n, ci, i] = sum of dy * w over the outputs whose window reads input i.
 std::vector<double> adjoint_conv(const ConvGeom& g, const std::vector<float>& dy, const std::vector<float>& w) {
   std::vector<double> dx(size_t(g.x_numel()));
-  for (int64_t n = 0; n < g.N; ++n)
-    for (int64_t co = 0; co < g.Cout; ++co)
-      for (int64_t od = 0; od < g.oD(); ++od)
-        for (int64_t oh = 0; oh < g.oH(); ++oh)
-          for (int64_t ow = 0; ow < g.oW(); ++ow) {
-            const double d = dy[size_t((((n * g.Cout + co) * g.oD() + od) * g.oH() + oh) * g.oW() + ow)];
-            for (int64_t ci = 0; ci < g.Cin; ++ci)
-              for (int64_t kd = 0; kd < g.kD; ++kd)
-                for (int64_t kh = 0; kh < g.kH; ++kh)
-                  for (int64_t kw = 0; kw < g.kW; ++kw) {
-                    const int64_t id = od + kd - g.pD, ih = oh + kh - g.pH, iw = ow + kw - g.pW;
-                    if (id < 0 || id >= g.D || ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) continue;
-                    dx[size_t((((n * g.Cin + ci) * g.D + id) * g.H + ih) * g.W + iw)] +=
-                        d * double(w[size_t((((co * g.Cin + ci) * g.kD + kd) * g.kH + kh) * g.kW + kw)]);
-                  }
-          }
+  for_each_tap(g, [&](size_t yi, size_t xi, size_t wi) { dx[xi] += double(dy[yi]) * double(w[wi]); });
   return dx;
 }
 
-// The weight gradient in double: dW[co, ci, k] = sum over the outputs of dy times the (padded) input sample that tap
-// k reads, zero or the clamped border sample.
+// The weight gradient in double: dW[co, ci, k] = sum over the outputs of dy times the input sample tap k reads.
 std::vector<double> weight_gradient(const ConvGeom& g, const std::vector<float>& x, const std::vector<float>& dy) {
   std::vector<double> dw(size_t(g.w_numel()));
-  for (int64_t n = 0; n < g.N; ++n)
-    for (int64_t co = 0; co < g.Cout; ++co)
-      for (int64_t od = 0; od < g.oD(); ++od)
-        for (int64_t oh = 0; oh < g.oH(); ++oh)
-          for (int64_t ow = 0; ow < g.oW(); ++ow) {
-            const double d = dy[size_t((((n * g.Cout + co) * g.oD() + od) * g.oH() + oh) * g.oW() + ow)];
-            for (int64_t ci = 0; ci < g.Cin; ++ci)
-              for (int64_t kd = 0; kd < g.kD; ++kd)
-                for (int64_t kh = 0; kh < g.kH; ++kh)
-                  for (int64_t kw = 0; kw < g.kW; ++kw) {
-                    int64_t id = od + kd - g.pD, ih = oh + kh - g.pH, iw = ow + kw - g.pW;
-                    const bool inside = id >= 0 && id < g.D && ih >= 0 && ih < g.H && iw >= 0 && iw < g.W;
-                    if (!inside && g.mode == PadMode::Zeros) continue;
-                    id = clampi(id, g.D), ih = clampi(ih, g.H), iw = clampi(iw, g.W);
-                    dw[size_t((((co * g.Cin + ci) * g.kD + kd) * g.kH + kh) * g.kW + kw)] +=
-                        d * double(x[size_t((((n * g.Cin + ci) * g.D + id) * g.H + ih) * g.W + iw)]);
-                  }
-          }
+  for_each_tap(g, [&](size_t yi, size_t xi, size_t wi) { dw[wi] += double(dy[yi]) * double(x[xi]); });
   return dw;
 }
 
