@@ -959,6 +959,8 @@ std::vector<float> winograd_transform_filters(const float* w, int64_t M, int64_t
   winograd_g(r, G);
   const int64_t K = kD * Cin;
   std::vector<float> U(size_t(a * a * M * K));
+  // (each training step has new weights: 3DSRnet's 64 -> 64 layer has 12,288 filters to transform)
+#pragma omp parallel for schedule(static)
   for (int64_t co = 0; co < M; ++co)
     for (int64_t ci = 0; ci < Cin; ++ci)
       for (int64_t kd = 0; kd < kD; ++kd) {
