@@ -905,9 +905,9 @@ MAGMASR_VECTOR_CLONES void winograd_output(int m, const float* mp, int64_t xi_st
   }
 }
 
-// o[xi][l] = (A v)[xi] for L lanes, v the m rows of A^T's transpose's input (A = (A^T)^T, 8 x m: rows v[0], the
-// sums of v[p] times 1, (-1)^p, 2^p, (-2)^p, 2^-p, (-2)^-p, and v[m - 1]), with the even / odd sums of at8: the
-// transform of an output gradient, dM = A dY A^T (Y = A^T M A in the forward pass).
+// o[xi][l] = sum over p < m of A^T[p][xi] v[p][l] for L lanes: the transpose of at8's transform (o[0] = v[0], then
+// the sums of v[p] times 1, (-1)^p, 2^p, (-2)^p, 2^-p, (-2)^-p, and o[7] = v[m - 1]), even and odd p summed apart
+// as there. The transform of an output gradient, dM = A dY A^T (the forward pass's Y = A^T M A).
 template <int m, int64_t L>
 inline void a8(const float* const* v, float* const* o) {
 #pragma GCC ivdep  // the outputs never overlap the inputs
