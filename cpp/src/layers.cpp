@@ -106,9 +106,9 @@ Tensor Conv::forward(const Tensor& x, bool training) {
   return ops::conv(x, weight_.value, bias_.value, opt_, false);
 }
 
-Tensor Conv::forward_relu(const Tensor& x) {
+Tensor Conv::forward_relu(const Tensor& x, bool training) {
   output_shape(x.shape());
-  x_ = Tensor();
+  x_ = training ? x : Tensor();
   return ops::conv(x, weight_.value, bias_.value, opt_, true);
 }
 
@@ -248,12 +248,15 @@ Tensor Sequential::forward(const Tensor& x, bool training) {
   }
   Tensor h = x;
   for (size_t i = 0; i < layers_.size(); ++i) {
-    if (!training && i + 1 < layers_.size() && dynamic_cast<ReLU*>(layers_[i + 1].get())) {
-      if (auto* conv = dynamic_cast<Conv*>(layers_[i].get())) {
-        h = conv->forward_relu(h);
-        ++i;
-        continue;
-      }
+    // A convolution followed by a ReLU: one pass over the output, in training too (the ReLU's backward needs only
+    // its output, the convolution's only its input).
+    auto* relu = i + 1 < layers_.size() ? dynamic_cast<ReLU*>(layers_[i + 1].get()) : nullptr;
+    auto* conv = relu ? dynamic_cast<Conv*>(layers_[i].get()) : nullptr;
+    if (conv) {
+      h = conv->forward_relu(h, training);
+      if (training) relu->keep_output(h);
+      ++i;
+      continue;
     }
     h = layers_[i]->forward(h, training);
   }

@@ -68,8 +68,10 @@ class Conv : public Layer {
   std::string describe() const override;
   Shape output_shape(const Shape& input) const override;
   Tensor forward(const Tensor& x, bool training) override;
-  /// Inference forward with the ReLU fused (one pass over the output).
-  Tensor forward_relu(const Tensor& x);
+  /// Forward with the ReLU fused (one pass over the output; Sequential fuses a Conv followed by a ReLU this way).
+  /// In training it keeps its input for backward, as forward does; the ReLU layer keeps the output
+  /// (ReLU::keep_output).
+  Tensor forward_relu(const Tensor& x, bool training = false);
   Tensor backward(const Tensor& dy, bool need_dx) override;
   std::vector<Parameter*> parameters() override;
   void clear_cache() override { x_ = Tensor(); }
@@ -119,6 +121,8 @@ class ReLU : public Layer {
   Tensor forward(const Tensor& x, bool training) override;
   Tensor backward(const Tensor& dy, bool need_dx) override;
   void clear_cache() override { y_ = Tensor(); }
+  /// What forward(x, true) keeps for backward, when a fused Conv::forward_relu computed y = relu(x) instead.
+  void keep_output(const Tensor& y) { y_ = y; }
 
  private:
   Tensor y_;
