@@ -1413,22 +1413,40 @@ def cmd_bench(args) -> int:
         raise CliError(f"--repeat must be at least 1 (timed runs), got {args.repeat}")
     if args.warmup < 0:
         raise CliError(f"--warmup must be 0 or more (untimed runs first), got {args.warmup}")
+    if args.train and args.size is not None:
+        raise CliError("--size is the picture or frame size of inference; a training step takes --batch and --patch")
+    if not args.train and (args.batch is not None or args.patch is not None):
+        raise CliError("--batch and --patch go with --train")
+    if args.batch is not None and args.batch < 1:
+        raise CliError(f"--batch must be at least 1, got {args.batch}")
     if args.model == "3dsrnet":
         variant = args.arch or "published"
         if variant not in VideoSR.VARIANTS:
             raise CliError(f"--arch of 3dsrnet: one of {', '.join(sorted(VideoSR.VARIANTS))}, got {variant!r}")
-        h, w = args.size or (144, 180)
         net = (VideoSR.tdsrnet if variant == "published" else VideoSR.tdsrnet_poster)(args.scale).net
-        shape = (1, 1, WINDOW, h, w)
-        what = f"3DSRnet {variant} x{args.scale} inference, a {WINDOW}-frame window of {h}x{w},"
+        if args.train:  # what `magmasr train --model 3dsrnet` steps on: batches of 5-frame LR clips
+            n, p = args.batch or 16, args.patch or 32
+            shape, what = (n, 1, WINDOW, p, p), f"3DSRnet {variant} x{args.scale} training step, {n} clips of {WINDOW}x{p}x{p},"
+        else:
+            h, w = args.size or (144, 180)
+            shape, what = (1, 1, WINDOW, h, w), f"3DSRnet {variant} x{args.scale} inference, a {WINDOW}-frame window of {h}x{w},"
     else:
         if args.arch is not None and args.arch not in SRCNN_PRESETS:
             raise CliError(f"--arch of srcnn: one of {', '.join(sorted(SRCNN_PRESETS))}, got {args.arch!r}")
         arch = args.arch or "9-5-5"
-        h, w = args.size or (540, 960)
-        net = srcnn_preset(arch)
-        shape = (1, 1, h, w)
-        what = f"SRCNN {arch} inference {h}x{w}"
+        if args.train:  # what `magmasr train` steps on: sub-images, 'valid' output
+            n, p = args.batch or 128, args.patch or 33
+            net = srcnn_preset(arch, padding="valid")
+            shape, what = (n, 1, p, p), f"SRCNN {arch} training step, {n} sub-images of {p}x{p},"
+        else:
+            h, w = args.size or (540, 960)
+            net = srcnn_preset(arch)
+            shape, what = (1, 1, h, w), f"SRCNN {arch} inference {h}x{w}"
+    if args.train:
+        try:
+            net.output_shape(shape)
+        except ValueError as e:
+            raise CliError(f"--patch {shape[-1]}: too small for the network ({first_line(e)})") from None
     net.to(args.device)
     # What `magmasr upscale` runs: Winograd's layers on the CPU, the layers' own selector on a GPU.
     algo = args.algo or ("winograd" if args.device == "cpu" else "auto")
@@ -1438,18 +1456,35 @@ def cmd_bench(args) -> int:
     x = from_numpy(np.random.default_rng(0).random(shape, dtype=np.float32)).to(args.device)
     macs = network_macs(net, x)
     sync = (lambda: __import__("magmasr").cuda.synchronize()) if args.device.startswith("cuda") else (lambda: None)
+    run = lambda: net(x)  # noqa: E731
+    if args.train:  # forward, the MSE's gradient, backward (no input gradient), an Adam update
+        from . import optim
+        from ._core import ops
+
+        target = from_numpy(np.random.default_rng(1).random(tuple(net.output_shape(shape)), dtype=np.float32))
+        target = target.to(args.device)
+        opt = optim.Adam(net.parameters(), lr=1e-4)
+
+        def run():
+            y = net(x, training=True)
+            net.backward(ops.mse_loss_backward(y, target))
+            opt.step()
+
+        macs *= 3  # forward, backward-data and backward-weight (the first layer's backward-data is not needed)
     for _ in range(args.warmup):
-        net(x)
+        run()
     sync()
     times = []
     for _ in range(args.repeat):
         t0 = time.perf_counter()
-        net(x)
+        run()
         sync()
         times.append(time.perf_counter() - t0)
     ms = 1e3 * float(np.median(times))
-    print(f"{what} on {args.device} ({algo}): median {ms:.2f} ms over {args.repeat} runs "
-          f"({2 * macs / ms / 1e9:.2f} TFLOP/s, counting the direct sums' multiply-adds)")
+    rate = f", {shape[0] / ms * 1e3:.0f} {'clips' if args.model == '3dsrnet' else 'sub-images'}/s" if args.train else ""
+    print(f"{what} on {args.device} ({algo}): median {ms:.2f} ms over {args.repeat} runs{rate} "
+          f"({2 * macs / ms / 1e9:.2f} TFLOP/s, counting the direct sums' multiply-adds"
+          f"{', 3 per multiply-add of the forward pass' if args.train else ''})")
     return 0
 
 
@@ -1588,7 +1623,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "they were shipped")
     m.set_defaults(fn=cmd_models)
 
-    b = sub.add_parser("bench", help="time SRCNN or 3DSRnet inference")
+    b = sub.add_parser("bench", help="time SRCNN or 3DSRnet inference, or a training step (--train)")
     b.add_argument("--model", choices=("srcnn", "3dsrnet"), default="srcnn",
                    help="the network: SRCNN on a picture (default), or 3DSRnet on a 5-frame window")
     b.add_argument("--arch", default=None,
@@ -1601,7 +1636,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=3, help="untimed runs first (default %(default)s)")
     b.add_argument("--repeat", type=int, default=10, help="timed runs; the median is printed (default %(default)s)")
     b.add_argument("--algo", choices=ImageSR.CONV_ALGOS, default=None,
-                   help="convolution strategy (default: what upscale runs: winograd on the CPU, auto on a GPU)")
+                   help="convolution strategy (default: what upscale and train run: winograd on the CPU, auto on a "
+                        "GPU)")
+    b.add_argument("--train", action="store_true",
+                   help="time a training step instead: forward, the MSE's gradient, backward and an Adam update, on "
+                        "what `magmasr train` feeds the network")
+    b.add_argument("--batch", type=int, default=None,
+                   help="--train: sub-images (SRCNN, default 128) or clips (3DSRnet, default 16) per step")
+    b.add_argument("--patch", type=int, default=None,
+                   help="--train: their side (SRCNN default 33; 3DSRnet: LR frames, default 32)")
     b.set_defaults(fn=cmd_bench)
     return p
 

@@ -241,6 +241,28 @@ def test_bench_times_3dsrnet_on_a_window(capsys):
     assert cli.network_macs(srcnn_preset("9-5-5"), picture) == h * w * (81 * 64 + 25 * 64 * 32 + 25 * 32)
 
 
+def test_bench_times_a_training_step(capsys):
+    """`magmasr bench --train` times forward, backward and an Adam update on what `magmasr train` feeds the
+    network (SRCNN: 'valid' sub-images; 3DSRnet: 5-frame clips), Winograd's passes on the CPU, and says the rate;
+    --size belongs to inference, --batch / --patch to --train, and a patch the network cannot take is refused."""
+    quick = ["--device", "cpu", "--warmup", "0", "--repeat", "1"]
+    assert run("bench", "--train", "--batch", "3", "--patch", "21", *quick) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"SRCNN 9-5-5 training step, 3 sub-images of 21x21, on cpu \(winograd\): median [0-9.]+ ms "
+                     r"over 1 runs, [0-9]+ sub-images/s", out), out
+    assert run("bench", "--train", "--model", "3dsrnet", "--arch", "poster", "--scale", "2", "--batch", "2",
+               "--patch", "10", *quick, "--algo", "direct") == 0
+    out = capsys.readouterr().out
+    assert re.search(r"3DSRnet poster x2 training step, 2 clips of 5x10x10, on cpu \(direct\): median [0-9.]+ ms "
+                     r"over 1 runs, [0-9]+ clips/s", out), out
+    for args, message in ((["--train", "--size", "20x20"], "--size is the picture or frame size of inference"),
+                          (["--batch", "4"], "--batch and --patch go with --train"),
+                          (["--train", "--batch", "0"], "--batch must be at least 1, got 0"),
+                          (["--train", "--patch", "12"], "--patch 12: too small for the network")):
+        assert run("bench", *args, *quick) == 2
+        assert message in capsys.readouterr().err, args
+
+
 def test_eval_prints_the_table(shared_dir, capsys):
     assert run("eval", shared_dir / "data" / "Set5", "--model", "bicubic", "--scale", "3", "--device", "cpu") == 0
     out = capsys.readouterr().out
