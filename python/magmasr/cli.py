@@ -1426,10 +1426,12 @@ def cmd_bench(args) -> int:
         net = (VideoSR.tdsrnet if variant == "published" else VideoSR.tdsrnet_poster)(args.scale).net
         if args.train:  # what `magmasr train --model 3dsrnet` steps on: batches of 5-frame LR clips
             n, p = args.batch or 16, args.patch or 32
-            shape, what = (n, 1, WINDOW, p, p), f"3DSRnet {variant} x{args.scale} training step, {n} clips of {WINDOW}x{p}x{p},"
+            shape = (n, 1, WINDOW, p, p)
+            what = f"3DSRnet {variant} x{args.scale} training step, {n} clips of {WINDOW}x{p}x{p},"
         else:
             h, w = args.size or (144, 180)
-            shape, what = (1, 1, WINDOW, h, w), f"3DSRnet {variant} x{args.scale} inference, a {WINDOW}-frame window of {h}x{w},"
+            shape = (1, 1, WINDOW, h, w)
+            what = f"3DSRnet {variant} x{args.scale} inference, a {WINDOW}-frame window of {h}x{w},"
     else:
         if args.arch is not None and args.arch not in SRCNN_PRESETS:
             raise CliError(f"--arch of srcnn: one of {', '.join(sorted(SRCNN_PRESETS))}, got {args.arch!r}")
