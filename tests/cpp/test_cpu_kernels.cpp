@@ -536,7 +536,7 @@ TEST(CpuGemm, SegmentedTapRowsMatchADoubleReference) {
 // SRCNN's sizes and odd ones: both padding modes, 'same' and 'valid', sizes that are not multiples of the tile,
 // rows longer than a task's 48 tiles (read in place or copied), several images, the fused bias and ReLU (a NaN
 // stays NaN); 3-D layers (3DSRnet's 3x3x3, 'same' and 'valid' in depth, a depth kernel of 2, output depths that
-// read only zero padding). Other kernels are refused.
+// read only zero padding, a volume deeper than a block of output depths). Other kernels are refused.
 TEST(CpuWinograd, MatchesTheDirectSums) {
   std::mt19937 rng(std::random_device{}());
   std::vector<ConvGeom> gs;
@@ -551,6 +551,7 @@ TEST(CpuWinograd, MatchesTheDirectSums) {
     gs.push_back(geom(2, 16, 8, 5, 13, 17, 3, 3, 3, 0, 1, 1, mode));    // 3DSRnet conv5: valid in depth
     gs.push_back(geom(1, 8, 8, 3, 11, 10, 2, 5, 5, 1, 2, 2, mode));     // 5x5 in space, a depth kernel of 2
     gs.push_back(geom(1, 8, 8, 2, 9, 9, 3, 3, 3, 3, 1, 1, mode));       // depths 0, 1, 6, 7 read only padding
+    gs.push_back(geom(1, 8, 8, 20, 7, 9, 3, 3, 3, 1, 1, 1, mode));      // a deep volume: output depths in blocks
   }
   for (const ConvGeom& g : gs) {
     auto x = random_vec(size_t(g.x_numel()), rng), w = random_vec(size_t(g.w_numel()), rng);
@@ -649,7 +650,8 @@ TEST(CpuWinograd, BackwardWeightMatchesTheDirectSums) {
                             geom(2, 16, 8, 1, 19, 23, 1, 3, 3, 0, 1, 1, PadMode::Replicate),
                             geom(1, 8, 8, 1, 9, 310, 1, 5, 5, 0, 2, 2, PadMode::Zeros),
                             geom(2, 16, 16, 5, 12, 14, 3, 3, 3, 1, 1, 1, PadMode::Zeros),
-                            geom(1, 8, 16, 5, 10, 10, 3, 3, 3, 0, 1, 1, PadMode::Replicate)}) {
+                            geom(1, 8, 16, 5, 10, 10, 3, 3, 3, 0, 1, 1, PadMode::Replicate),
+                            geom(1, 8, 8, 19, 8, 9, 3, 3, 3, 0, 1, 1, PadMode::Zeros)}) {  // blocks of depths
     const auto x = random_vec(size_t(g.x_numel()), rng), dy = random_vec(size_t(g.y_numel()), rng);
     std::vector<float> dw(size_t(g.w_numel()), NAN), db(size_t(g.Cout), NAN), db_direct(size_t(g.Cout), NAN);
     std::vector<float> direct(size_t(g.w_numel()), NAN);

@@ -1021,9 +1021,13 @@ bool winograd_fits(const ConvGeom& g) { return g.kH == g.kW && winograd_tile(g.k
 // past its own (r - 1 <= m), so every tile's window starts on a multiple of m in the task's rows, and the spare
 // tile is dropped. A tile's outputs are the same bits either way: each lane of the transforms and each column of
 // the products is computed alone.
+// A task's output depths are done kWinoDepthBlock at a time (V holds the transformed input of the kD - 1 more depths
+// they read; a deep volume, a CT scan's 3-D layer, would otherwise hold all its depths per thread).
+constexpr int64_t kWinoDepthBlock = 8;
+
 struct WinoPlan {
   int r, m;
-  int64_t Cin, M, kD, K, oD, oH, oW, tiles_h, tiles_w, span, rows_per_task, chunks, tile_rows, tasks, cols, Dp;
+  int64_t Cin, M, kD, K, oD, oH, oW, tiles_h, tiles_w, span, rows_per_task, chunks, tile_rows, tasks, cols, Dp, Dv;
   bool packed, replicate;
   static constexpr int64_t panels = kWinoChunk / kWinoLanes;
   explicit WinoPlan(const ConvGeom& g)
@@ -1031,14 +1035,16 @@ struct WinoPlan {
         oH(g.oH()), oW(g.oW()), tiles_h((oH + m - 1) / m), tiles_w((oW + m - 1) / m), span(tiles_w + 1),
         rows_per_task(0), chunks(0), tile_rows(g.N * tiles_h), tasks(0),
         cols((kWinoChunk + 1) * m + 8),  // a task's tiles' windows, and what its last panel's transform reads past
-        Dp(g.D + 2 * g.pD), packed(2 * span <= kWinoChunk), replicate(g.mode == PadMode::Replicate) {
+        Dp(g.D + 2 * g.pD), Dv(std::min(Dp, kWinoDepthBlock + g.kD - 1)), packed(2 * span <= kWinoChunk),
+        replicate(g.mode == PadMode::Replicate) {
     rows_per_task = packed ? kWinoChunk / span : 1;
     chunks = packed ? 1 : (tiles_w + kWinoChunk - 1) / kWinoChunk;
     tasks = packed ? (tile_rows + rows_per_task - 1) / rows_per_task : tile_rows * chunks;
   }
-  // V[xi] holds the transformed input in gemm_wide's packed layout: panel p of 24 tiles, padded input depth pd,
-  // channel ci at row (p * Dp + pd) * Cin + ci (an output depth's depth taps read consecutive rows).
-  int64_t xi_stride() const { return panels * Dp * Cin * kWinoLanes; }
+  // V[xi] holds the transformed input in gemm_wide's packed layout: panel p of 24 tiles, padded input depth pd0 + s
+  // (a block's depths, s < Dv), channel ci at row (p * Dv + s) * Cin + ci (an output depth's depth taps read
+  // consecutive rows).
+  int64_t xi_stride() const { return panels * Dv * Cin * kWinoLanes; }
 };
 
 struct WinoTile {
@@ -1062,18 +1068,19 @@ struct WinoTask {
   }
 };
 
-// The transformed input of a task into V (WinoPlan::xi_stride): each input depth once, for all the output depths
-// that read it (kD of them in a 3-D layer): its rows ty * m - pH + i (i < 8) and columns t0 * m - pW + j of every
+// The transformed input of a task into V (WinoPlan::xi_stride), padded input depths pd0 .. pd1 - 1: each once, for
+// all the output depths of the block that read it (up to kD in a 3-D layer): its rows ty * m - pH + i (i < 8) and
+// columns t0 * m - pW + j of every
 // channel, the rows as a slab task's (slab_source_row: the border row, or nullptr in zero padding, whose depths no
 // product reads), read in place where a single row of tiles lies inside the input, else copied into `slab`, padded
 // (zeros, or the border sample; columns past the padded input, read for dropped outputs, likewise).
-void winograd_input_task(const ConvGeom& g, const WinoPlan& P, const WinoTask& T, const float* x, float* slab,
-                         std::vector<const float*>& row, float* V) {
+void winograd_input_task(const ConvGeom& g, const WinoPlan& P, const WinoTask& T, int64_t pd0, int64_t pd1,
+                         const float* x, float* slab, std::vector<const float*>& row, float* V) {
   constexpr int a = kWinoAlpha;
   constexpr int64_t L = kWinoLanes;
   const int64_t Cin = P.Cin, m = P.m, width = P.packed ? P.span * m : P.cols, c0 = T.t0 * m - g.pW;
   const float* rows[kWinoAlpha];
-  for (int64_t pd = 0; pd < P.Dp; ++pd) {
+  for (int64_t pd = pd0; pd < pd1; ++pd) {
     if (!P.replicate && (pd < g.pD || pd >= g.pD + g.D)) continue;
     for (int64_t ci = 0; ci < Cin; ++ci)
       for (int i = 0; i < a; ++i) {
@@ -1095,7 +1102,8 @@ void winograd_input_task(const ConvGeom& g, const WinoPlan& P, const WinoTask& T
     for (int64_t p = 0; p * L < T.nt; ++p)  // (the products read only the panels with tiles)
       for (int64_t ci = 0; ci < Cin; ++ci) {
         for (int i = 0; i < a; ++i) rows[i] = row[size_t(ci * a + i)] + p * L * m;
-        (m == 4 ? winograd_input<4> : winograd_input<6>)(rows, V + ((p * P.Dp + pd) * Cin + ci) * L, P.xi_stride());
+        (m == 4 ? winograd_input<4> : winograd_input<6>)(rows, V + ((p * P.Dv + pd - pd0) * Cin + ci) * L,
+                                                         P.xi_stride());
       }
   }
 }
@@ -1130,35 +1138,38 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < P.tasks; ++task) {
       const WinoTask T(P, task);
-      winograd_input_task(g, P, T, x, slab.data(), row, V.data());
-      for (int64_t od = 0; od < oD; ++od) {
-        // The depth taps that read input (live_depths: those reading only zero padding are left out, as in
-        // forward_taps): U's columns k0 .. k0 + nk - 1 (depth tap major), V's rows of depths od + kd_lo ...
-        const auto [kd_lo, kd_hi] = live_depths(g, od);
-        const int64_t k0 = kd_lo * Cin, nk = (kd_hi - kd_lo) * Cin;
-        for (int xi = 0; xi < a * a; ++xi) {
-          float* pxi = Pr.data() + xi * M * kWinoChunk;
-          if (nk == 0) {  // an output depth that reads only padding: the bias
-            std::fill(pxi, pxi + M * kWinoChunk, 0.0f);
-            continue;
+      for (int64_t od0 = 0; od0 < oD; od0 += kWinoDepthBlock) {
+        const int64_t od1 = std::min(oD, od0 + kWinoDepthBlock);
+        winograd_input_task(g, P, T, od0, od1 + P.kD - 1, x, slab.data(), row, V.data());
+        for (int64_t od = od0; od < od1; ++od) {
+          // The depth taps that read input (live_depths: those reading only zero padding are left out, as in
+          // forward_taps): U's columns k0 .. k0 + nk - 1 (depth tap major), V's rows of depths od + kd_lo ...
+          const auto [kd_lo, kd_hi] = live_depths(g, od);
+          const int64_t k0 = kd_lo * Cin, nk = (kd_hi - kd_lo) * Cin;
+          for (int xi = 0; xi < a * a; ++xi) {
+            float* pxi = Pr.data() + xi * M * kWinoChunk;
+            if (nk == 0) {  // an output depth that reads only padding: the bias
+              std::fill(pxi, pxi + M * kWinoChunk, 0.0f);
+              continue;
+            }
+            for (int64_t p = 0; p * L < T.nt; ++p)  // one panel per product: its rows are V's panel rows
+              gemm_wide(M, std::min(L, T.nt - p * L), nk, U.data() + xi * M * K + k0, K, 1,
+                        V.data() + xi * P.xi_stride() + ((p * P.Dv + od - od0 + kd_lo) * Cin) * L, pxi + p * L,
+                        kWinoChunk, false);
           }
-          for (int64_t p = 0; p * L < T.nt; ++p)  // one panel per product: its rows are V's panel rows
-            gemm_wide(M, std::min(L, T.nt - p * L), nk, U.data() + xi * M * K + k0, K, 1,
-                      V.data() + xi * P.xi_stride() + ((p * P.Dp + od + kd_lo) * Cin) * L, pxi + p * L, kWinoChunk,
-                      false);
-        }
-        for (int64_t co = 0; co < M; ++co) {
-          const float bias = b ? b[co] : 0.0f;
-          for (int64_t p = 0; p * L < T.nt; ++p) {
-            winograd_output(int(m), Pr.data() + co * kWinoChunk + p * L, M * kWinoChunk, Y.data());
-            for (int64_t l = 0; l < L; ++l) {
-              const WinoTile& t = T.tile[p * L + l];
-              if (t.tx < 0) continue;
-              const int64_t rows_out = std::min(m, oH - t.ty * m), cols_out = std::min(m, oW - t.tx * m);
-              float* dst = y + (((t.n * M + co) * oD + od) * oH + t.ty * m) * oW + t.tx * m;
-              for (int64_t i = 0; i < rows_out; ++i)
-                for (int64_t j = 0; j < cols_out; ++j)
-                  dst[i * oW + j] = bias_relu(Y[size_t((i * m + j) * L + l)], bias, relu);
+          for (int64_t co = 0; co < M; ++co) {
+            const float bias = b ? b[co] : 0.0f;
+            for (int64_t p = 0; p * L < T.nt; ++p) {
+              winograd_output(int(m), Pr.data() + co * kWinoChunk + p * L, M * kWinoChunk, Y.data());
+              for (int64_t l = 0; l < L; ++l) {
+                const WinoTile& t = T.tile[p * L + l];
+                if (t.tx < 0) continue;
+                const int64_t rows_out = std::min(m, oH - t.ty * m), cols_out = std::min(m, oW - t.tx * m);
+                float* dst = y + (((t.n * M + co) * oD + od) * oH + t.ty * m) * oW + t.tx * m;
+                for (int64_t i = 0; i < rows_out; ++i)
+                  for (int64_t j = 0; j < cols_out; ++j)
+                    dst[i * oW + j] = bias_relu(Y[size_t((i * m + j) * L + l)], bias, relu);
+              }
             }
           }
         }
@@ -1199,36 +1210,39 @@ bool conv_backward_weight_winograd(const ConvGeom& g, const float* x, const floa
       const int64_t t0 = grp * groups.per_group, t1 = std::min(P.tasks, t0 + groups.per_group);
       for (int64_t task = t0; task < t1; ++task) {
         const WinoTask T(P, task);
-        winograd_input_task(g, P, T, x, slab.data(), row, V.data());
-        for (int64_t od = 0; od < oD; ++od) {
-          const auto [kd_lo, kd_hi] = live_depths(g, od);
-          const int64_t k0 = kd_lo * Cin, nk = (kd_hi - kd_lo) * Cin;
-          if (nk == 0) continue;  // no tap of this output depth reads input
-          // D[xi]: the transformed output gradient dM of every tile and output channel, packed as gemm_narrow's B
-          // (panel co / 16, tile k < nt, co % 16), 16 channels of a tile at a time; spare tiles, outputs past the
-          // layer's and channels past M are zeros.
-          for (int64_t k = 0; k < T.nt; ++k) {
-            const WinoTile& tl = T.tile[k];
-            const int64_t rows_in = tl.tx < 0 ? 0 : std::min(m, oH - tl.ty * m);
-            const int64_t cols_in = tl.tx < 0 ? 0 : std::min(m, oW - tl.tx * m);
-            for (int64_t cp = 0; cp < Mp / NR; ++cp) {
-              const int64_t nc = std::min(NR, M - cp * NR);
-              if (rows_in < m || cols_in < m || nc < NR) std::fill(gy.begin(), gy.end(), 0.0f);
-              for (int64_t c = 0; c < nc; ++c) {
-                const float* src = dy + (((tl.n * M + cp * NR + c) * oD + od) * oH + tl.ty * m) * oW + tl.tx * m;
-                for (int64_t i = 0; i < rows_in; ++i)
-                  for (int64_t j = 0; j < cols_in; ++j) gy[size_t((i * m + j) * NR + c)] = src[i * oW + j];
+        for (int64_t od0 = 0; od0 < oD; od0 += kWinoDepthBlock) {
+          const int64_t od1 = std::min(oD, od0 + kWinoDepthBlock);
+          winograd_input_task(g, P, T, od0, od1 + P.kD - 1, x, slab.data(), row, V.data());
+          for (int64_t od = od0; od < od1; ++od) {
+            const auto [kd_lo, kd_hi] = live_depths(g, od);
+            const int64_t k0 = kd_lo * Cin, nk = (kd_hi - kd_lo) * Cin;
+            if (nk == 0) continue;  // no tap of this output depth reads input
+            // D[xi]: the transformed output gradient dM of every tile and output channel, packed as gemm_narrow's
+            // B (panel co / 16, tile k < nt, co % 16), 16 channels of a tile at a time; spare tiles, outputs past
+            // the layer's and channels past M are zeros.
+            for (int64_t k = 0; k < T.nt; ++k) {
+              const WinoTile& tl = T.tile[k];
+              const int64_t rows_in = tl.tx < 0 ? 0 : std::min(m, oH - tl.ty * m);
+              const int64_t cols_in = tl.tx < 0 ? 0 : std::min(m, oW - tl.tx * m);
+              for (int64_t cp = 0; cp < Mp / NR; ++cp) {
+                const int64_t nc = std::min(NR, M - cp * NR);
+                if (rows_in < m || cols_in < m || nc < NR) std::fill(gy.begin(), gy.end(), 0.0f);
+                for (int64_t c = 0; c < nc; ++c) {
+                  const float* src = dy + (((tl.n * M + cp * NR + c) * oD + od) * oH + tl.ty * m) * oW + tl.tx * m;
+                  for (int64_t i = 0; i < rows_in; ++i)
+                    for (int64_t j = 0; j < cols_in; ++j) gy[size_t((i * m + j) * NR + c)] = src[i * oW + j];
+                }
+                (m == 4 ? winograd_gradient<4, NR> : winograd_gradient<6, NR>)(
+                    gy.data(), D.data() + (cp * T.nt + k) * NR, Mp * kWinoChunk);
               }
-              (m == 4 ? winograd_gradient<4, NR> : winograd_gradient<6, NR>)(
-                  gy.data(), D.data() + (cp * T.nt + k) * NR, Mp * kWinoChunk);
             }
+            // dU[xi][k0 + i][co] += sum over the task's tiles of V[xi](row of tap i, tile) * D[xi](tile, co): V's
+            // rows read in place, one segment of 24 tiles per panel.
+            for (int64_t i = 0; i < nk; ++i) aoff[size_t(i)] = ((od - od0 + kd_lo) * Cin + i) * L;
+            for (int xi = 0; xi < a * a; ++xi)
+              gemm_narrow_taps(nk, M, T.nt, V.data() + xi * P.xi_stride(), aoff.data(), L, P.Dv * Cin * L,
+                               D.data() + xi * Mp * kWinoChunk, dU.data() + (xi * K + k0) * M, M, true);
           }
-          // dU[xi][k0 + i][co] += sum over the task's tiles of V[xi](row of tap i, tile) * D[xi](tile, co): V's rows
-          // read in place, one segment of 24 tiles per panel.
-          for (int64_t i = 0; i < nk; ++i) aoff[size_t(i)] = ((od + kd_lo) * Cin + i) * L;
-          for (int xi = 0; xi < a * a; ++xi)
-            gemm_narrow_taps(nk, M, T.nt, V.data() + xi * P.xi_stride(), aoff.data(), L, P.Dp * Cin * L,
-                             D.data() + xi * Mp * kWinoChunk, dU.data() + (xi * K + k0) * M, M, true);
         }
       }
       // The group's gradient: dW[co][ci][kd] = G^T dU G (the adjoint of U = G w G^T), over the output channels at
