@@ -1021,6 +1021,15 @@ bool winograd_fits(const ConvGeom& g) { return g.kH == g.kW && winograd_tile(g.k
 // past its own (r - 1 <= m), so every tile's window starts on a multiple of m in the task's rows, and the spare
 // tile is dropped. A tile's outputs are the same bits either way: each lane of the transforms and each column of
 // the products is computed alone.
+// The distance between the 64 coordinates' arrays (V, the products, the output gradient, dU): whole cache lines,
+// an odd number of them, so that the 64 rows a transform writes or reads at once fall in 64 different sets of
+// the L1 cache. At 12 KiB apart (SRCNN's mapping layer: 2 panels x 64 channels x 24 tiles) they all fell in one
+// set of 8 ways, and writing the input transform cost as much as the products.
+inline int64_t wino_stride(int64_t n) {
+  int64_t s = (n + 15) / 16 * 16;
+  return (s / 16) % 2 == 0 ? s + 16 : s;
+}
+
 // A task's output depths are done kWinoDepthBlock at a time (V holds the transformed input of the kD - 1 more depths
 // they read; a deep volume, a CT scan's 3-D layer, would otherwise hold all its depths per thread).
 constexpr int64_t kWinoDepthBlock = 8;
@@ -1044,7 +1053,7 @@ struct WinoPlan {
   // V[xi] holds the transformed input in gemm_wide's packed layout: panel p of 24 tiles, padded input depth pd0 + s
   // (a block's depths, s < Dv), channel ci at row (p * Dv + s) * Cin + ci (an output depth's depth taps read
   // consecutive rows).
-  int64_t xi_stride() const { return panels * Dv * Cin * kWinoLanes; }
+  int64_t xi_stride() const { return wino_stride(panels * Dv * Cin * kWinoLanes); }
 };
 
 struct WinoTile {
@@ -1126,6 +1135,7 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
   const int64_t m = P.m, Cin = P.Cin, M = P.M, K = P.K, oD = P.oD, oH = P.oH, oW = P.oW;
   const std::shared_ptr<const std::vector<float>> Uptr = winograd_filters(w, M, Cin, P.kD, P.r);
   const std::vector<float>& U = *Uptr;
+  const int64_t ps = wino_stride(M * kWinoChunk);  // the products of coordinate xi at Pr + xi * ps
 #pragma omp parallel
   {
     // Each thread's buffers are kept from call to call (a tiled picture calls the layer once per tile: allocating
@@ -1133,7 +1143,7 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
     // products of the tiles past a row's end, which only the dropped lanes read.
     thread_local std::vector<float> slab, V, Pr, Y;
     slab.resize(size_t(Cin * a * P.cols)), V.resize(size_t(a * a * P.xi_stride()));
-    Pr.resize(size_t(a * a * M * kWinoChunk)), Y.resize(size_t(m * m * L));
+    Pr.resize(size_t(a * a * ps)), Y.resize(size_t(m * m * L));
     std::vector<const float*> row(size_t(Cin * a));
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < P.tasks; ++task) {
@@ -1147,7 +1157,7 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
           const auto [kd_lo, kd_hi] = live_depths(g, od);
           const int64_t k0 = kd_lo * Cin, nk = (kd_hi - kd_lo) * Cin;
           for (int xi = 0; xi < a * a; ++xi) {
-            float* pxi = Pr.data() + xi * M * kWinoChunk;
+            float* pxi = Pr.data() + xi * ps;
             if (nk == 0) {  // an output depth that reads only padding: the bias
               std::fill(pxi, pxi + M * kWinoChunk, 0.0f);
               continue;
@@ -1160,7 +1170,7 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
           for (int64_t co = 0; co < M; ++co) {
             const float bias = b ? b[co] : 0.0f;
             for (int64_t p = 0; p * L < T.nt; ++p) {
-              winograd_output(int(m), Pr.data() + co * kWinoChunk + p * L, M * kWinoChunk, Y.data());
+              winograd_output(int(m), Pr.data() + co * kWinoChunk + p * L, ps, Y.data());
               for (int64_t l = 0; l < L; ++l) {
                 const WinoTile& t = T.tile[p * L + l];
                 if (t.tx < 0) continue;
@@ -1186,6 +1196,7 @@ bool conv_backward_weight_winograd(const ConvGeom& g, const float* x, const floa
   const WinoPlan P(g);
   const int64_t m = P.m, Cin = P.Cin, M = P.M, K = P.K, r = P.r, oD = P.oD, oH = P.oH, oW = P.oW;
   const int64_t Mp = (M + NR - 1) / NR * NR;  // the products' columns (output channels) in whole panels of 16
+  const int64_t ds = wino_stride(Mp * kWinoChunk), us = wino_stride(K * M);  // D[xi], dU[xi] at xi * ds, xi * us
   const int64_t wsize = g.w_numel();
   // At most 16 groups: each ends with its transform G^T dU G, whose cost does not shrink with the group.
   const Groups groups(P.tasks, (P.tasks + 15) / 16);
@@ -1200,7 +1211,7 @@ bool conv_backward_weight_winograd(const ConvGeom& g, const float* x, const floa
     thread_local std::vector<float> slab, V, D, dU, gy;
     std::vector<float> t(size_t(kWinoAlpha * r * M)), wv(size_t(r * r * M));
     slab.resize(size_t(Cin * a * P.cols)), V.resize(size_t(a * a * P.xi_stride()));
-    D.resize(size_t(a * a * Mp * kWinoChunk)), dU.resize(size_t(a * a * K * M));
+    D.resize(size_t(a * a * ds)), dU.resize(size_t(a * a * us));
     gy.resize(size_t(m * m * NR));
     std::vector<const float*> row(size_t(Cin * a));
     std::vector<int64_t> aoff(static_cast<size_t>(K));
@@ -1233,7 +1244,7 @@ bool conv_backward_weight_winograd(const ConvGeom& g, const float* x, const floa
                     for (int64_t j = 0; j < cols_in; ++j) gy[size_t((i * m + j) * NR + c)] = src[i * oW + j];
                 }
                 (m == 4 ? winograd_gradient<4, NR> : winograd_gradient<6, NR>)(
-                    gy.data(), D.data() + (cp * T.nt + k) * NR, Mp * kWinoChunk);
+                    gy.data(), D.data() + (cp * T.nt + k) * NR, ds);
               }
             }
             // dU[xi][k0 + i][co] += sum over the task's tiles of V[xi](row of tap i, tile) * D[xi](tile, co): V's
@@ -1241,7 +1252,7 @@ bool conv_backward_weight_winograd(const ConvGeom& g, const float* x, const floa
             for (int64_t i = 0; i < nk; ++i) aoff[size_t(i)] = ((od - od0 + kd_lo) * Cin + i) * L;
             for (int xi = 0; xi < a * a; ++xi)
               gemm_narrow_taps(nk, M, T.nt, V.data() + xi * P.xi_stride(), aoff.data(), L, P.Dv * Cin * L,
-                               D.data() + xi * Mp * kWinoChunk, dU.data() + (xi * K + k0) * M, M, true);
+                               D.data() + xi * ds, dU.data() + xi * us + k0 * M, M, true);
           }
         }
       }
@@ -1252,7 +1263,7 @@ bool conv_backward_weight_winograd(const ConvGeom& g, const float* x, const floa
         std::fill(t.begin(), t.end(), 0.0f);  // t[i][kw][co] = (dU G)[i][kw]
         for (int i = 0; i < a; ++i)
           for (int j = 0; j < a; ++j) {
-            const float* u = dU.data() + ((i * a + j) * K + kk) * M;
+            const float* u = dU.data() + (i * a + j) * us + kk * M;
             for (int64_t kw = 0; kw < r; ++kw) {
               const float gj = G[j][kw];
               float* tt = t.data() + (i * r + kw) * M;
