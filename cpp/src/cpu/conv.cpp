@@ -1117,6 +1117,22 @@ void winograd_input_task(const ConvGeom& g, const WinoPlan& P, const WinoTask& T
   }
 }
 
+// Each output depth of task T, block by block (winograd_input_task filling V for the block first): f(od, s0, k0,
+// nk) with s0 the V depth slot of the output depth's first live tap (od - od0 + kd_lo), k0 its first column of U
+// (or row of dU) and nk the number of live taps' channels (live_depths).
+template <class F>
+void winograd_depths(const ConvGeom& g, const WinoPlan& P, const WinoTask& T, const float* x, float* slab,
+                     std::vector<const float*>& row, float* V, F f) {
+  for (int64_t od0 = 0; od0 < P.oD; od0 += kWinoDepthBlock) {
+    const int64_t od1 = std::min(P.oD, od0 + kWinoDepthBlock);
+    winograd_input_task(g, P, T, od0, od1 + P.kD - 1, x, slab, row, V);
+    for (int64_t od = od0; od < od1; ++od) {
+      const auto [kd_lo, kd_hi] = live_depths(g, od);
+      f(od, od - od0 + kd_lo, kd_lo * P.Cin, (kd_hi - kd_lo) * P.Cin);
+    }
+  }
+}
+
 }  // namespace
 
 bool set_conv_strategy(const std::string& which) {
@@ -1148,42 +1164,35 @@ bool conv_forward_winograd(const ConvGeom& g, const float* x, const float* w, co
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < P.tasks; ++task) {
       const WinoTask T(P, task);
-      for (int64_t od0 = 0; od0 < oD; od0 += kWinoDepthBlock) {
-        const int64_t od1 = std::min(oD, od0 + kWinoDepthBlock);
-        winograd_input_task(g, P, T, od0, od1 + P.kD - 1, x, slab.data(), row, V.data());
-        for (int64_t od = od0; od < od1; ++od) {
-          // The depth taps that read input (live_depths: those reading only zero padding are left out, as in
-          // forward_taps): U's columns k0 .. k0 + nk - 1 (depth tap major), V's rows of depths od + kd_lo ...
-          const auto [kd_lo, kd_hi] = live_depths(g, od);
-          const int64_t k0 = kd_lo * Cin, nk = (kd_hi - kd_lo) * Cin;
-          for (int xi = 0; xi < a * a; ++xi) {
-            float* pxi = Pr.data() + xi * ps;
-            if (nk == 0) {  // an output depth that reads only padding: the bias
-              std::fill(pxi, pxi + M * kWinoChunk, 0.0f);
-              continue;
-            }
-            for (int64_t p = 0; p * L < T.nt; ++p)  // one panel per product: its rows are V's panel rows
-              gemm_wide(M, std::min(L, T.nt - p * L), nk, U.data() + xi * M * K + k0, K, 1,
-                        V.data() + xi * P.xi_stride() + ((p * P.Dv + od - od0 + kd_lo) * Cin) * L, pxi + p * L,
-                        kWinoChunk, false);
+      // The depth taps that read input (live_depths: those reading only zero padding are left out, as in
+      // forward_taps): U's columns k0 .. k0 + nk - 1 (depth tap major), V's rows of depth slots s0 ...
+      winograd_depths(g, P, T, x, slab.data(), row, V.data(), [&](int64_t od, int64_t s0, int64_t k0, int64_t nk) {
+        for (int xi = 0; xi < a * a; ++xi) {
+          float* pxi = Pr.data() + xi * ps;
+          if (nk == 0) {  // an output depth that reads only padding: the bias
+            std::fill(pxi, pxi + M * kWinoChunk, 0.0f);
+            continue;
           }
-          for (int64_t co = 0; co < M; ++co) {
-            const float bias = b ? b[co] : 0.0f;
-            for (int64_t p = 0; p * L < T.nt; ++p) {
-              winograd_output(int(m), Pr.data() + co * kWinoChunk + p * L, ps, Y.data());
-              for (int64_t l = 0; l < L; ++l) {
-                const WinoTile& t = T.tile[p * L + l];
-                if (t.tx < 0) continue;
-                const int64_t rows_out = std::min(m, oH - t.ty * m), cols_out = std::min(m, oW - t.tx * m);
-                float* dst = y + (((t.n * M + co) * oD + od) * oH + t.ty * m) * oW + t.tx * m;
-                for (int64_t i = 0; i < rows_out; ++i)
-                  for (int64_t j = 0; j < cols_out; ++j)
-                    dst[i * oW + j] = bias_relu(Y[size_t((i * m + j) * L + l)], bias, relu);
-              }
+          for (int64_t p = 0; p * L < T.nt; ++p)  // one panel per product: its rows are V's panel rows
+            gemm_wide(M, std::min(L, T.nt - p * L), nk, U.data() + xi * M * K + k0, K, 1,
+                      V.data() + xi * P.xi_stride() + ((p * P.Dv + s0) * Cin) * L, pxi + p * L, kWinoChunk, false);
+        }
+        for (int64_t co = 0; co < M; ++co) {
+          const float bias = b ? b[co] : 0.0f;
+          for (int64_t p = 0; p * L < T.nt; ++p) {
+            winograd_output(int(m), Pr.data() + co * kWinoChunk + p * L, ps, Y.data());
+            for (int64_t l = 0; l < L; ++l) {
+              const WinoTile& t = T.tile[p * L + l];
+              if (t.tx < 0) continue;
+              const int64_t rows_out = std::min(m, oH - t.ty * m), cols_out = std::min(m, oW - t.tx * m);
+              float* dst = y + (((t.n * M + co) * oD + od) * oH + t.ty * m) * oW + t.tx * m;
+              for (int64_t i = 0; i < rows_out; ++i)
+                for (int64_t j = 0; j < cols_out; ++j)
+                  dst[i * oW + j] = bias_relu(Y[size_t((i * m + j) * L + l)], bias, relu);
             }
           }
         }
-      }
+      });
     }
   }
   return true;
@@ -1221,40 +1230,34 @@ bool conv_backward_weight_winograd(const ConvGeom& g, const float* x, const floa
       const int64_t t0 = grp * groups.per_group, t1 = std::min(P.tasks, t0 + groups.per_group);
       for (int64_t task = t0; task < t1; ++task) {
         const WinoTask T(P, task);
-        for (int64_t od0 = 0; od0 < oD; od0 += kWinoDepthBlock) {
-          const int64_t od1 = std::min(oD, od0 + kWinoDepthBlock);
-          winograd_input_task(g, P, T, od0, od1 + P.kD - 1, x, slab.data(), row, V.data());
-          for (int64_t od = od0; od < od1; ++od) {
-            const auto [kd_lo, kd_hi] = live_depths(g, od);
-            const int64_t k0 = kd_lo * Cin, nk = (kd_hi - kd_lo) * Cin;
-            if (nk == 0) continue;  // no tap of this output depth reads input
-            // D[xi]: the transformed output gradient dM of every tile and output channel, packed as gemm_narrow's
-            // B (panel co / 16, tile k < nt, co % 16), 16 channels of a tile at a time; spare tiles, outputs past
-            // the layer's and channels past M are zeros.
-            for (int64_t k = 0; k < T.nt; ++k) {
-              const WinoTile& tl = T.tile[k];
-              const int64_t rows_in = tl.tx < 0 ? 0 : std::min(m, oH - tl.ty * m);
-              const int64_t cols_in = tl.tx < 0 ? 0 : std::min(m, oW - tl.tx * m);
-              for (int64_t cp = 0; cp < Mp / NR; ++cp) {
-                const int64_t nc = std::min(NR, M - cp * NR);
-                if (rows_in < m || cols_in < m || nc < NR) std::fill(gy.begin(), gy.end(), 0.0f);
-                for (int64_t c = 0; c < nc; ++c) {
-                  const float* src = dy + (((tl.n * M + cp * NR + c) * oD + od) * oH + tl.ty * m) * oW + tl.tx * m;
-                  for (int64_t i = 0; i < rows_in; ++i)
-                    for (int64_t j = 0; j < cols_in; ++j) gy[size_t((i * m + j) * NR + c)] = src[i * oW + j];
-                }
-                (m == 4 ? winograd_gradient<4, NR> : winograd_gradient<6, NR>)(
-                    gy.data(), D.data() + (cp * T.nt + k) * NR, ds);
+        winograd_depths(g, P, T, x, slab.data(), row, V.data(), [&](int64_t od, int64_t s0, int64_t k0, int64_t nk) {
+          if (nk == 0) return;  // no tap of this output depth reads input
+          // D[xi]: the transformed output gradient dM of every tile and output channel, packed as gemm_narrow's B
+          // (panel co / 16, tile k < nt, co % 16), 16 channels of a tile at a time; spare tiles, outputs past the
+          // layer's and channels past M are zeros.
+          for (int64_t k = 0; k < T.nt; ++k) {
+            const WinoTile& tl = T.tile[k];
+            const int64_t rows_in = tl.tx < 0 ? 0 : std::min(m, oH - tl.ty * m);
+            const int64_t cols_in = tl.tx < 0 ? 0 : std::min(m, oW - tl.tx * m);
+            for (int64_t cp = 0; cp < Mp / NR; ++cp) {
+              const int64_t nc = std::min(NR, M - cp * NR);
+              if (rows_in < m || cols_in < m || nc < NR) std::fill(gy.begin(), gy.end(), 0.0f);
+              for (int64_t c = 0; c < nc; ++c) {
+                const float* src = dy + (((tl.n * M + cp * NR + c) * oD + od) * oH + tl.ty * m) * oW + tl.tx * m;
+                for (int64_t i = 0; i < rows_in; ++i)
+                  for (int64_t j = 0; j < cols_in; ++j) gy[size_t((i * m + j) * NR + c)] = src[i * oW + j];
               }
+              (m == 4 ? winograd_gradient<4, NR> : winograd_gradient<6, NR>)(
+                  gy.data(), D.data() + (cp * T.nt + k) * NR, ds);
             }
-            // dU[xi][k0 + i][co] += sum over the task's tiles of V[xi](row of tap i, tile) * D[xi](tile, co): V's
-            // rows read in place, one segment of 24 tiles per panel.
-            for (int64_t i = 0; i < nk; ++i) aoff[size_t(i)] = ((od - od0 + kd_lo) * Cin + i) * L;
-            for (int xi = 0; xi < a * a; ++xi)
-              gemm_narrow_taps(nk, M, T.nt, V.data() + xi * P.xi_stride(), aoff.data(), L, P.Dv * Cin * L,
-                               D.data() + xi * ds, dU.data() + xi * us + k0 * M, M, true);
           }
-        }
+          // dU[xi][k0 + i][co] += sum over the task's tiles of V[xi](row of tap i, tile) * D[xi](tile, co): V's rows
+          // read in place, one segment of 24 tiles per panel.
+          for (int64_t i = 0; i < nk; ++i) aoff[size_t(i)] = (s0 * Cin + i) * L;
+          for (int xi = 0; xi < a * a; ++xi)
+            gemm_narrow_taps(nk, M, T.nt, V.data() + xi * P.xi_stride(), aoff.data(), L, P.Dv * Cin * L,
+                             D.data() + xi * ds, dU.data() + xi * us + k0 * M, M, true);
+        });
       }
       // The group's gradient: dW[co][ci][kd] = G^T dU G (the adjoint of U = G w G^T), over the output channels at
       // once (dU's rows are contiguous in co).
