@@ -28,13 +28,13 @@
 // and last 8 columns of a product in another order, and the forward pass had to pad every block with zero
 // columns.) Backward-weight sums fixed groups of blocks into partial gradients and adds the partials in group
 // order, so its result does not depend on the number of threads either.
-// Speed (docs/results/cpu_conv.md, 2 cores of an AMD EPYC, AVX-512 kernels, the run of 2026-12-07 23:33 UTC, each
-// strategy timed run by run in turn): SRCNN 9-5-5's mapping layer in training, forward 52.8 ms with columns -> 33.8
-// with taps, backward-weight 53.7 -> 43.0 (PyTorch 2.15's oneDNN 29.2 / 34.3), backward-data 48.9 (a forward
-// convolution with taps: see below; PyTorch 51.7); 3DSRnet's 3x3x3 layer forward 153.9 -> 84.3 ms, backward-weight
-// 166.0 -> 120.9 (PyTorch 131.5 / 126.2). With Winograd (below): the mapping layer 23.3 / 26.2 / 28.6 ms, 3DSRnet's
-// 50.7 / 56.2 / 63.1 (forward / backward-data / backward-weight); a 512x512 picture's mapping layer 143.0 ms direct,
-// 67.1 with Winograd (PyTorch 179.2). Backward-data, when no border is
+// Speed (docs/results/cpu_conv.md, 2 cores of an AMD EPYC, AVX-512 kernels, the run of 2026-12-08 00:53 UTC, each
+// strategy timed run by run in turn): SRCNN 9-5-5's mapping layer in training, forward 43.5 ms with columns -> 33.2
+// with taps, backward-weight 48.4 -> 37.0 (PyTorch 2.15's oneDNN 28.4 / 32.6), backward-data 47.3 (a forward
+// convolution with taps: see below; PyTorch 46.6); 3DSRnet's 3x3x3 layer forward 118.9 -> 81.0 ms, backward-weight
+// 121.4 -> 87.4 (PyTorch 117.4 / 116.9). With Winograd (below): the mapping layer 15.7 / 18.4 / 21.4 ms, 3DSRnet's
+// 36.3 / 35.5 / 43.0 (forward / backward-data / backward-weight); a 512x512 picture's mapping layer 149.5 ms direct,
+// 63.9 with Winograd (PyTorch 186.7). Backward-data, when no border is
 // replicated, runs as the forward convolution of dy with the flipped, transposed weights, and short padded rows
 // are padded by a copy first (the two paths below the public functions).
 // Padding: Zeros skips samples outside the input; Replicate clamps the index into the input, and col2vol
@@ -786,8 +786,8 @@ void backward_weight_columns(const ConvGeom& g, const float* x, const float* dy,
 // same code for every lane, so a tile's outputs do not depend on its place in the chunk).
 // A 3-D layer (3DSRnet's 3x3x3) is a 2-D one per output depth whose input channels are the (depth tap, channel)
 // pairs: the products sum over kD * Cin, and the transformed input of each depth, computed once per task, serves
-// the kD output depths that read it. 3DSRnet's 64 -> 64 layer on 5 frames of 180x144 (a Vid4 frame at x4): 134.9 ms
-// direct, 66.2 with Winograd (docs/results/cpu_conv.md, 23:33 UTC).
+// the kD output depths that read it. 3DSRnet's 64 -> 64 layer on 5 frames of 180x144 (a Vid4 frame at x4): 129.5 ms
+// direct, 59.0 with Winograd on a quiet machine (docs/results/README.md: the figure varies with the memory traffic).
 constexpr int kWinoAlpha = 8;
 constexpr int64_t kWinoLanes = kWideNR;         // tiles transformed at once: one panel of the products
 constexpr int64_t kWinoChunk = 2 * kWinoLanes;  // tiles per task
