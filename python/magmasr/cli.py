@@ -1444,9 +1444,10 @@ def cmd_bench(args) -> int:
             h, w = args.size or (540, 960)
             net = srcnn_preset(arch)
             shape, what = (1, 1, h, w), f"SRCNN {arch} inference {h}x{w}"
+    out_shape = None
     if args.train:
         try:
-            net.output_shape(shape)
+            out_shape = tuple(net.output_shape(shape))
         except ValueError as e:
             raise CliError(f"--patch {shape[-1]}: too small for the network ({first_line(e)})") from None
     net.to(args.device)
@@ -1463,7 +1464,7 @@ def cmd_bench(args) -> int:
         from . import optim
         from ._core import ops
 
-        target = from_numpy(np.random.default_rng(1).random(tuple(net.output_shape(shape)), dtype=np.float32))
+        target = from_numpy(np.random.default_rng(1).random(out_shape, dtype=np.float32))
         target = target.to(args.device)
         opt = optim.Adam(net.parameters(), lr=1e-4)
 

@@ -180,6 +180,12 @@ class SRModel:
                              "Winograd's tile grid elsewhere, and tiles would no longer be exact); use 'auto'")
         return algo
 
+    def _upscale_algo(self, algo: str | None) -> str | None:
+        """The strategy of the upscaling pipelines (pictures, video streams): `algo`, or when not given on the CPU
+        'winograd' (about twice as fast there; not with :attr:`ensemble`). refine, residual and the evaluation
+        protocols keep the direct sums."""
+        return "winograd" if algo is None and self.device == "cpu" and not self.ensemble else algo
+
     def _tile_grid(self, algo: str | None) -> tuple[int, int]:
         """(align, extra) for tiled inference with `algo`: blocks start on multiples of `align` and read `extra`
         more pixels of halo. With 'winograd' on the CPU, each layer that runs Winograd's F(m x m, r x r) (2-D, or
@@ -402,9 +408,7 @@ class ImageSR(SRModel):
         h, w = plan.out_shape
         t = max(h, w) if tile is None else as_int(tile, "tile", "upscale", minimum=1)
         total, done = -(-h // t) * -(-w // t), 0
-        algo = self._inference_algo(algo, total > 1)
-        if algo is None and self.device == "cpu" and not self.ensemble:
-            algo = "winograd"  # the CPU's default for pictures: SRCNN 9-5-5 about twice as fast
+        algo = self._upscale_algo(self._inference_algo(algo, total > 1))
         align, extra = self._tile_grid(algo)
         halo = self.receptive_radius + extra
         for r in range(0, h, t):

@@ -166,8 +166,7 @@ class VideoSR(SRModel):
         the window is padded by repeating the last frame); only the window is held in memory, and with `tile`
         only tile x tile LR pixels of it go through the network at a time (:meth:`residual`, with `algo`; on the
         CPU 'winograd' unless given, as for pictures)."""
-        if algo is None and self.device == "cpu" and not self.ensemble:
-            algo = "winograd"  # the CPU's default for the main job: 3DSRnet's 3x3x3 layers about twice as fast
+        algo = self._upscale_algo(algo)
         half = WINDOW // 2
         lr: deque = deque()       # LR Y of frames base .. base + len - 1
         pending: deque = deque()  # Y (gray) or YCbCr of the frames read but not yet yielded
