@@ -1199,7 +1199,6 @@ def cmd_train(args) -> int:
         copied = _init_from(recipe.model, Path(args.init_from), args.scale, video=False)
         extra["init_from"] = f"{Path(args.init_from).name}: {copied}"
         recipe = dataclasses.replace(recipe, name="init_from")
-        print(f"{copied} start from {args.init_from}; the other layers from scratch", file=sys.stderr)
     return _train_common(args, recipe, extra)
 
 
@@ -1222,8 +1221,8 @@ def _is_3dsrnet_file(path: Path) -> bool:
 def _init_from(net, path: Path, scale: int, video: bool) -> str:
     """Starts `net` from every layer of a weight file that fits it (:func:`magmasr.train.transplant`: same
     shapes, or a smaller kernel embedded at the centre). The file: a 3DSRnet (ours or the authors' .mat) for
-    a 3DSRnet, an SRCNN (ours or the authors' .mat for `scale`) for an SRCNN. Returns what was taken, e.g.
-    'conv1, conv2 (embedded 1x1 in 5x5), conv3'."""
+    a 3DSRnet, an SRCNN (ours or the authors' .mat for `scale`) for an SRCNN. Says on stderr which layers start
+    from it and which from scratch; returns what was taken, e.g. 'conv1, conv2 (embedded 1x1 in 5x5), conv3'."""
     from .train import transplant
     from .weights import import_3dsrnet_mat, load
 
@@ -1240,7 +1239,11 @@ def _init_from(net, path: Path, scale: int, video: bool) -> str:
     if not done:
         raise CliError(f"--init-from {path}: no layer of it has the shapes of this model's "
                        f"(check --filters / --arch and that it is a {'3DSRnet' if video else 'SRCNN'})")
-    return ", ".join(n if how == "copied" else f"{n} ({how})" for n, how in sorted(done.items()))
+    taken = ", ".join(n if how == "copied" else f"{n} ({how})" for n, how in sorted(done.items()))
+    new = sorted({key.split(".")[0] for key in net.state_dict()} - set(done))
+    print(f"{taken} start from {path}; " + (f"{', '.join(new)} from scratch" if new else "no layer from scratch"),
+          file=sys.stderr)
+    return taken
 
 
 def _train_video(args, pretrained: Path | None = None) -> int:
@@ -1287,7 +1290,6 @@ def _train_video(args, pretrained: Path | None = None) -> int:
         if args.init_from:
             copied = _init_from(model.net, Path(args.init_from), args.scale, video=True)
             model.metadata["init_from"] = f"{Path(args.init_from).name}: {copied}"
-            print(f"{copied} start from {args.init_from}; the other layers from scratch", file=sys.stderr)
     else:
         try:
             model = VideoSR.from_3dsrnet_mat(pretrained, args.scale) if pretrained.suffix.lower() == ".mat" \

@@ -349,7 +349,12 @@ def test_train_3dsrnet_on_synthetic_and_real_clips_then_resume(tmp_path, capsys)
     x3 = tmp_path / "x3.safetensors"
     ft3 = list(common)
     ft3[ft3.index("--scale") + 1] = "3"
+    capsys.readouterr()
     assert run("train", stills, *ft3, "--init-from", whole, "--steps", "1", "--lr", "1e-6", "-o", x3) == 0
+    assert f"conv1, conv2, conv3, conv4, conv5 start from {whole}; conv6 from scratch" in capsys.readouterr().err
+    # the same scale: every layer carried over
+    assert run("train", stills, *ft3, "--init-from", x3, "--steps", "1", "-o", tmp_path / "again.safetensors") == 0
+    assert "conv6 start from" in (err := capsys.readouterr().err) and "no layer from scratch" in err
     m3 = VideoSR.load(x3)
     assert m3.scale == 3 and m3.metadata["init_from"] == f"{whole.name}: conv1, conv2, conv3, conv4, conv5"
     s3 = m3.net.state_dict()
@@ -398,7 +403,8 @@ def test_train_srcnn_955_grown_from_a_915(tmp_path, capsys):
     out = tmp_path / "955.safetensors"
     assert run("train", folder, "--arch", "9-5-5", "--scale", "3", "--init-from", src, "--steps", "1", "--batch", "4",
                "--lr", "1e-9", "--val-fraction", "0", "--device", "cpu", "-o", out) == 0
-    assert "conv1, conv2 (embedded 1x1 in 5x5), conv3 start from" in capsys.readouterr().err
+    assert f"conv1, conv2 (embedded 1x1 in 5x5), conv3 start from {src}; no layer from scratch" \
+        in capsys.readouterr().err
     big = ImageSR.load(out)
     assert (big.arch.kwargs["f2"], big.metadata["recipe"]) == (5, "init_from")
     assert big.metadata["init_from"] == "915.safetensors: conv1, conv2 (embedded 1x1 in 5x5), conv3"
