@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--srcnn-mat", type=Path, help="3DSRnet: also compare with this original SRCNN model (.mat)")
     p.add_argument("--dest", type=Path, default=SHIPPED)
     args = p.parse_args(argv)
+    if not args.dest.is_dir():  # before the measurements, which take minutes
+        p.error(f"--dest {args.dest}: no such folder")
     video = weights.load(args.weights)[1].get("architecture") in VideoSR.ARCHITECTURES
     model = VideoSR.load(args.weights) if video else ImageSR.load(args.weights)
     if video:

@@ -178,6 +178,10 @@ def test_ship_script_names_an_srcnn_by_its_preset_and_refuses_other_networks(sha
     with pytest.raises(SystemExit) as e:
         ship.main([str(src)] + common)
     assert e.value.code == 2 and "only the SRCNN presets" in capsys.readouterr().err
+    # a destination that is not a folder is refused before the minutes of measurements
+    with pytest.raises(SystemExit) as e:
+        ship.main([str(src)] + common[:-1] + [str(tmp_path / "nowhere")])
+    assert e.value.code == 2 and f"--dest {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
     ImageSR.srcnn("9-1-5", scale=3).save(src, recipe="none", data="none", steps="0", command="none")
     assert ship.main([str(src), "--status", "interim model: untrained"] + common) == 0
     assert [p.name for p in dest.iterdir()] == ["srcnn_915_x3.safetensors"]
